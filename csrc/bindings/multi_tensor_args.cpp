@@ -1,0 +1,101 @@
+// Validation of multi-tensor arguments (see multi_tensor_args.h).
+#include "bindings/multi_tensor_args.h"
+
+#include <vector>
+
+namespace ft::bind {
+namespace {
+
+// Note [dtype pairs]: the (param, grad) storage pairs csrc/cpu/optim_kernels.cpp instantiates.
+bool grad_dtype_ok(DType param, DType grad) {
+  if (param == grad) return true;
+  if (param == DType::f32) return grad == DType::f16 || grad == DType::bf16;
+  if (is_half(param)) return grad == DType::f32;
+  return false;
+}
+
+}  // namespace
+
+MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, ExportHolder& keep) {
+  const char* fn = names.fn;
+  std::array<std::vector<TensorView>, kNumSlots> views;
+  std::array<bool, kNumSlots> present{};
+  for (int s = 0; s < kNumSlots; ++s) {
+    if (!names.names[s]) continue;
+    py::handle list = args.lists[s];
+    if (list.is_none()) {
+      if (required & (1 << s))
+        throw py::value_error(std::string(fn) + ": " + names.names[s] +
+                              " is required with these options");
+      continue;
+    }
+    present[s] = true;
+    views[s] = views_of(list, fn, names.names[s], s == kGrad ? Access::read : Access::write, keep);
+  }
+
+  const auto& params = views[kParam];
+  const size_t n = params.size();
+  for (int s = 1; s < kNumSlots; ++s) {
+    if (present[s] && views[s].size() != n)
+      throw py::value_error(std::string(fn) + ": " + names.names[s] + " has " +
+                            std::to_string(views[s].size()) + " arrays but " +
+                            names.names[kParam] + " has " + std::to_string(n));
+  }
+
+  MultiTensor mt;
+  if (n > 0) {
+    mt.param_dtype = params[0].dtype;
+    mt.grad_dtype = present[kGrad] ? views[kGrad][0].dtype : mt.param_dtype;
+  }
+  const DType state_dtype = compute_dtype(mt.param_dtype);
+  if (present[kMaster] && n > 0 && !is_half(mt.param_dtype))
+    throw py::value_error(std::string(fn) + ": master_params is only for float16/bfloat16 " +
+                          names.names[kParam] + ", got " + dtype_name(mt.param_dtype));
+  const DeviceKind device = n > 0 ? params[0].device : DeviceKind::cpu;
+
+  mt.tensors.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const TensorView& p = params[i];
+    for (int s = 0; s < kNumSlots; ++s) {
+      if (!present[s]) continue;
+      const TensorView& v = views[s][i];
+      const ArgRef at{fn, names.names[s], int64_t(i)};
+      if (v.device != device || v.device_index != params[0].device_index)
+        value_error(at, "is on a different device than " + std::string(names.names[kParam]) + "[0]");
+      if (v.device != DeviceKind::cpu)
+        value_error(at, "is on a CUDA device, but this build of fusedtrain runs these kernels "
+                        "on the CPU only");
+      if (s == kParam && v.dtype != mt.param_dtype)
+        type_error(at, std::string("has dtype ") + dtype_name(v.dtype) + " but " +
+                           names.names[kParam] + "[0] has " + dtype_name(mt.param_dtype) +
+                           "; all arrays of one list share a dtype");
+      if (s == kGrad && (v.dtype != mt.grad_dtype || !grad_dtype_ok(mt.param_dtype, v.dtype)))
+        type_error(at, std::string("has dtype ") + dtype_name(v.dtype) + ", which does not go with " +
+                           dtype_name(mt.param_dtype) + " " + names.names[kParam] +
+                           (i > 0 ? std::string(" (or differs from ") + names.names[kGrad] + "[0])" : ""));
+      if ((s == kState0 || s == kState1 || s == kState2 || s == kMaster) &&
+          v.dtype != (s == kMaster ? DType::f32 : state_dtype))
+        type_error(at, std::string("has dtype ") + dtype_name(v.dtype) + "; expected " +
+                           dtype_name(s == kMaster ? DType::f32 : state_dtype) + " for " +
+                           dtype_name(mt.param_dtype) + " " + names.names[kParam]);
+      if (s != kParam && !v.same_shape(p))
+        value_error(at, "has shape " + shape_str(v) + " but " + names.names[kParam] + "[" +
+                            std::to_string(i) + "] has shape " + shape_str(p));
+      mt.tensors[i].ptr[s] = v.data;
+    }
+    mt.tensors[i].numel = p.numel;
+  }
+  return mt;
+}
+
+void read_amp_args(const char* fn, py::handle grad_scale, py::handle found_inf, MultiTensor& mt,
+                   bool* skip, ExportHolder& keep) {
+  *skip = false;
+  if (!grad_scale.is_none()) {
+    mt.has_grad_scale = true;
+    mt.grad_scale = scalar_of(grad_scale, ArgRef{fn, "grad_scale", -1}, keep);
+  }
+  if (!found_inf.is_none()) *skip = scalar_of(found_inf, ArgRef{fn, "found_inf", -1}, keep) != 0.0;
+}
+
+}  // namespace ft::bind

@@ -1,0 +1,44 @@
+// Python bindings of the runtime: CPU ISA choice, thread count, CUDA build and devices.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+
+#include "core/parallel.h"
+#include "cpu/kernels.h"
+#include "cuda/device_info.h"
+
+namespace py = pybind11;
+
+namespace ft::bind {
+
+void init_runtime(py::module_& m) {
+  m.def("cpu_isa", [] {
+    try {
+      return cpu::current_isa();
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  });
+  m.def("available_cpu_isas", &cpu::available_isas);
+  m.def("set_cpu_isa", [](const std::string& name) {
+    try {
+      cpu::set_isa(name);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  });
+  m.def("get_num_threads", &get_num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+    set_num_threads(n);
+  });
+  m.def("cuda_compiled", &cuda::compiled);
+  m.def("cuda_devices", [] {
+    py::gil_scoped_release nogil;
+    return cuda::device_names();
+  });
+  m.def("cuda_runtime_version", &cuda::runtime_version);
+}
+
+}  // namespace ft::bind

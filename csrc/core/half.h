@@ -1,0 +1,74 @@
+// Scalar float <-> float16/bfloat16 conversions with round-to-nearest-even, host and device.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include "core/dtype.h"
+#include "core/macros.h"
+
+namespace ft {
+
+FT_HD FT_INLINE uint32_t f32_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u; std::memcpy(&u, &f, 4); return u;
+#endif
+}
+FT_HD FT_INLINE float f32_from_bits(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f; std::memcpy(&f, &u, 4); return f;
+#endif
+}
+
+FT_HD FT_INLINE float to_float(BFloat16 h) { return f32_from_bits(uint32_t(h.bits) << 16); }
+
+// Note [bf16 rounding]: round to nearest even by adding 0x7FFF plus the lowest kept bit; NaN stays
+// a quiet NaN instead of rounding into infinity.
+FT_HD FT_INLINE BFloat16 to_bf16(float f) {
+  uint32_t u = f32_bits(f);
+  if (f != f) return BFloat16{uint16_t(0x7FC0)};
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return BFloat16{uint16_t(u >> 16)};
+}
+
+FT_HD FT_INLINE float to_float(Half h) {
+  uint32_t sign = uint32_t(h.bits & 0x8000u) << 16;
+  uint32_t exp = (h.bits >> 10) & 0x1Fu;
+  uint32_t mant = h.bits & 0x3FFu;
+  if (exp == 0x1F) return f32_from_bits(sign | 0x7F800000u | (mant << 13));
+  if (exp == 0) {
+    float v = float(mant) * 5.9604644775390625e-8f;  // mant * 2^-24, exact
+    return f32_from_bits(sign | f32_bits(v));
+  }
+  return f32_from_bits(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+FT_HD FT_INLINE Half to_half(float f) {
+  uint32_t x = f32_bits(f);
+  uint16_t sign = uint16_t((x >> 16) & 0x8000u);
+  x &= 0x7FFFFFFFu;
+  if (x >= 0x7F800000u) return Half{uint16_t(sign | (x > 0x7F800000u ? 0x7E00u : 0x7C00u))};
+  if (x >= 0x477FF000u) return Half{uint16_t(sign | 0x7C00u)};  // rounds past 65504
+  if (x < 0x38800000u) {
+    // Subnormal or zero: adding 0.5f puts the half's 2^-24 ulp at the float's last bit, so the
+    // FPU's own round-to-nearest-even does the rounding.
+    uint32_t r = f32_bits(f32_from_bits(x) + 0.5f) - 0x3F000000u;
+    return Half{uint16_t(sign | r)};
+  }
+  uint32_t odd = (x >> 13) & 1u;
+  x += 0xC8000FFFu + odd;  // rebias exponent by -112 and round to nearest even
+  return Half{uint16_t(sign | (x >> 13))};
+}
+
+FT_HD FT_INLINE float to_float(float f) { return f; }
+FT_HD FT_INLINE double to_float(double d) { return d; }
+
+template <class S> struct Narrow;
+template <> struct Narrow<float> { FT_HD static float from(float v) { return v; } };
+template <> struct Narrow<double> { FT_HD static double from(double v) { return v; } };
+template <> struct Narrow<Half> { FT_HD static Half from(float v) { return to_half(v); } };
+template <> struct Narrow<BFloat16> { FT_HD static BFloat16 from(float v) { return to_bf16(v); } };
+
+}  // namespace ft

@@ -1,0 +1,168 @@
+// Multi-tensor CPU drivers for the elementwise rules and for p-norms, compiled once per ISA.
+// FT_ISA names this build's namespace; vec.h supplies its vectors (Note [vector overloads]).
+#include "cpu/vec.h"
+
+#include <type_traits>
+#include <vector>
+
+#include "core/parallel.h"
+#include "cpu/kernels.h"
+
+#define FT_STR_(x) #x
+#define FT_STR(x) FT_STR_(x)
+
+namespace ft::cpu::FT_ISA {
+namespace {
+
+// Note [compute type]
+template <class S> struct ComputeOf { using type = float; };
+template <> struct ComputeOf<double> { using type = double; };
+template <class C> constexpr int lanes() { return std::is_same_v<C, double> ? kLanesD : kLanesF; }
+
+int64_t total_numel(const MultiTensor& mt) {
+  int64_t n = 0;
+  for (const auto& t : mt.tensors) n += t.numel;
+  return n;
+}
+
+// One rule over elements [begin, end) of one tensor: full vectors, then a scalar tail that runs
+// the same math on single values.
+template <class Rule, class P, class G, class C>
+void apply_range(const typename Rule::template Coeffs<C>& c, const TensorSlots& t, int64_t begin,
+                 int64_t end, bool unscale, C grad_scale) {
+  P* p = static_cast<P*>(t.ptr[kParam]);
+  const G* g = static_cast<const G*>(t.ptr[kGrad]);
+  C* s0 = static_cast<C*>(t.ptr[kState0]);
+  C* s1 = static_cast<C*>(t.ptr[kState1]);
+  C* s2 = static_cast<C*>(t.ptr[kState2]);
+  float* master = static_cast<float*>(t.ptr[kMaster]);
+
+  auto body = [&](auto tag, int64_t i) {
+    using V = decltype(load(tag, p + i));
+    V pv;
+    if constexpr (std::is_same_v<C, float>) pv = master ? load(tag, master + i) : load(tag, p + i);
+    else pv = load(tag, p + i);
+    V gv{};
+    if constexpr (Rule::kReadsGrad) {
+      gv = load(tag, g + i);
+      if (unscale) gv = gv / grad_scale;
+    }
+    V a{}, b{}, d{};
+    if (s0) a = load(tag, s0 + i);
+    if (s1) b = load(tag, s1 + i);
+    if (s2) d = load(tag, s2 + i);
+    Rule::update(c, pv, gv, a, b, d);
+    if constexpr (std::is_same_v<C, float>) {
+      if (master) store(tag, master + i, pv);
+    }
+    store(tag, p + i, pv);
+    if (s0) store(tag, s0 + i, a);
+    if (s1) store(tag, s1 + i, b);
+    if (s2) store(tag, s2 + i, d);
+  };
+  constexpr int W = lanes<C>();
+  int64_t i = begin;
+  for (; i + W <= end; i += W) body(VectorTag{}, i);
+  for (; i < end; ++i) body(ScalarTag{}, i);
+}
+
+template <class Rule, class P, class G>
+void run_typed(const MultiTensor& mt, const typename Rule::Options& o) {
+  using C = typename ComputeOf<P>::type;
+  const auto c = Rule::template coeffs<C>(o);
+  const C scale = C(mt.grad_scale);
+  const std::vector<Chunk> chunks = make_chunks(mt);
+  parallel_for(int64_t(chunks.size()), total_numel(mt), [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const Chunk& ch = chunks[k];
+      apply_range<Rule, P, G, C>(c, mt.tensors[ch.tensor], ch.begin, ch.end, mt.has_grad_scale,
+                                 scale);
+    }
+  });
+}
+
+// Note [dtype pairs]: (param, grad) storage pairs with a kernel; the binding admits only these.
+template <class Rule>
+void run(const MultiTensor& mt, const typename Rule::Options& o) {
+  const DType pd = mt.param_dtype, gd = mt.grad_dtype;
+  if (pd == DType::f32 && gd == DType::f32) return run_typed<Rule, float, float>(mt, o);
+  if (pd == DType::f64 && gd == DType::f64) return run_typed<Rule, double, double>(mt, o);
+  if (pd == DType::f32 && gd == DType::f16) return run_typed<Rule, float, Half>(mt, o);
+  if (pd == DType::f32 && gd == DType::bf16) return run_typed<Rule, float, BFloat16>(mt, o);
+  if (pd == DType::f16 && gd == DType::f16) return run_typed<Rule, Half, Half>(mt, o);
+  if (pd == DType::f16 && gd == DType::f32) return run_typed<Rule, Half, float>(mt, o);
+  if (pd == DType::bf16 && gd == DType::bf16) return run_typed<Rule, BFloat16, BFloat16>(mt, o);
+  if (pd == DType::bf16 && gd == DType::f32) return run_typed<Rule, BFloat16, float>(mt, o);
+}
+
+// ---- p-norm partials
+
+// Sum of |x|^p (or max |x|) over x[begin, end).  Vector lanes accumulate blocks of kInner
+// elements in the compute type; block results are added in double, in a fixed order.
+template <class S>
+double chunk_norm(const S* x, int64_t begin, int64_t end, math::NormKind kind, double p) {
+  using C = typename ComputeOf<S>::type;
+  using V = decltype(vload(x));
+  constexpr int W = lanes<C>();
+  constexpr int64_t kInner = 1024;
+  double total = 0;
+  int64_t i = begin;
+  if (kind == math::NormKind::P) {
+    for (; i < end; ++i) total += pow(math::ft_abs(double(sload(x + i))), p);
+    return total;
+  }
+  const int64_t vec_end = begin + (end - begin) / W * W;
+  while (i < vec_end) {
+    V acc{};
+    const int64_t stop = vec_end < i + kInner ? vec_end : i + kInner;
+    for (; i < stop; i += W) {
+      V v = math::ft_abs(vload(x + i));
+      if (kind == math::NormKind::L2) acc = acc + v * v;
+      else if (kind == math::NormKind::L1) acc = acc + v;
+      else acc = math::ft_max(acc, v);
+    }
+    C lane[W];
+    __builtin_memcpy(lane, &acc, sizeof acc);
+    for (int l = 0; l < W; ++l) total = math::norm_combine(kind, total, double(lane[l]));
+  }
+  for (; i < end; ++i) {
+    double v = math::ft_abs(double(sload(x + i)));
+    total = math::norm_combine(kind, total, kind == math::NormKind::L2 ? v * v : v);
+  }
+  return total;
+}
+
+double norm(const NormInput& in, double p) {
+  const math::NormKind kind = math::norm_kind(p);
+  const std::vector<Chunk> chunks =
+      make_chunks(in.data.size(), [&](size_t t) { return in.numel[t]; });
+  std::vector<double> partial(chunks.size(), 0.0);
+  int64_t total = 0;
+  for (int64_t n : in.numel) total += n;
+  parallel_for(int64_t(chunks.size()), total, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const Chunk& ch = chunks[k];
+      const void* d = in.data[ch.tensor];
+      switch (in.dtypes[ch.tensor]) {
+        case DType::f32: partial[k] = chunk_norm(static_cast<const float*>(d), ch.begin, ch.end, kind, p); break;
+        case DType::f64: partial[k] = chunk_norm(static_cast<const double*>(d), ch.begin, ch.end, kind, p); break;
+        case DType::f16: partial[k] = chunk_norm(static_cast<const Half*>(d), ch.begin, ch.end, kind, p); break;
+        case DType::bf16: partial[k] = chunk_norm(static_cast<const BFloat16*>(d), ch.begin, ch.end, kind, p); break;
+      }
+    }
+  });
+  double combined = 0;
+  for (double v : partial) combined = math::norm_combine(kind, combined, v);
+  return math::norm_finish(kind, p, combined);
+}
+
+}  // namespace
+
+const Kernels& kernels() {
+#define FT_KERNEL_ENTRY(Rule, name) &run<math::Rule>,
+  static const Kernels k = {FT_STR(FT_ISA), FT_ELEMENTWISE_RULES(FT_KERNEL_ENTRY) & norm};
+#undef FT_KERNEL_ENTRY
+  return k;
+}
+
+}  // namespace ft::cpu::FT_ISA

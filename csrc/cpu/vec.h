@@ -1,0 +1,146 @@
+// SIMD vector types of the ISA this translation unit is compiled for, with loads, stores and the
+// math overloads (Note [vector overloads]) the update rules need.
+//
+// Compiled once per ISA with FT_ISA_<name> defined (CMakeLists.txt).  Vectors are GCC vector
+// types, so the rules' +, -, *, / and scalar broadcasts work on them unchanged.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include "core/dtype.h"
+#include "core/half.h"
+#include "core/macros.h"
+
+#if defined(FT_ISA_baseline) && defined(__x86_64__)
+#define FT_ISA_baseline_x86 1  // SSE2: every x86-64 has it
+#endif
+#if defined(FT_ISA_avx512) || defined(FT_ISA_avx2) || defined(FT_ISA_baseline_x86)
+#include <immintrin.h>
+#endif
+
+namespace ft::math {
+
+#if defined(FT_ISA_avx512)
+using VecF = __m512;
+using VecD = __m512d;
+constexpr int kLanesF = 16, kLanesD = 8;
+FT_INLINE VecF ft_sqrt(VecF x) { return _mm512_sqrt_ps(x); }
+FT_INLINE VecD ft_sqrt(VecD x) { return _mm512_sqrt_pd(x); }
+FT_INLINE VecF ft_max(VecF a, VecF b) { return _mm512_max_ps(b, a); }
+FT_INLINE VecD ft_max(VecD a, VecD b) { return _mm512_max_pd(b, a); }
+FT_INLINE VecF ft_abs(VecF x) { return _mm512_abs_ps(x); }
+FT_INLINE VecD ft_abs(VecD x) { return _mm512_abs_pd(x); }
+#elif defined(FT_ISA_avx2)
+using VecF = __m256;
+using VecD = __m256d;
+constexpr int kLanesF = 8, kLanesD = 4;
+FT_INLINE VecF ft_sqrt(VecF x) { return _mm256_sqrt_ps(x); }
+FT_INLINE VecD ft_sqrt(VecD x) { return _mm256_sqrt_pd(x); }
+FT_INLINE VecF ft_max(VecF a, VecF b) { return _mm256_max_ps(b, a); }
+FT_INLINE VecD ft_max(VecD a, VecD b) { return _mm256_max_pd(b, a); }
+FT_INLINE VecF ft_abs(VecF x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+FT_INLINE VecD ft_abs(VecD x) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), x); }
+#elif defined(FT_ISA_baseline_x86)
+using VecF = __m128;
+using VecD = __m128d;
+constexpr int kLanesF = 4, kLanesD = 2;
+FT_INLINE VecF ft_sqrt(VecF x) { return _mm_sqrt_ps(x); }
+FT_INLINE VecD ft_sqrt(VecD x) { return _mm_sqrt_pd(x); }
+FT_INLINE VecF ft_max(VecF a, VecF b) { return _mm_max_ps(b, a); }
+FT_INLINE VecD ft_max(VecD a, VecD b) { return _mm_max_pd(b, a); }
+FT_INLINE VecF ft_abs(VecF x) { return _mm_andnot_ps(_mm_set1_ps(-0.0f), x); }
+FT_INLINE VecD ft_abs(VecD x) { return _mm_andnot_pd(_mm_set1_pd(-0.0), x); }
+#else
+// Portable 16-byte vectors (aarch64: the compiler emits NEON for the per-lane loops).
+typedef float VecF __attribute__((vector_size(16)));
+typedef double VecD __attribute__((vector_size(16)));
+constexpr int kLanesF = 4, kLanesD = 2;
+#define FT_LANEWISE(V, N, expr) \
+  V r;                          \
+  for (int i = 0; i < N; ++i) r[i] = expr; \
+  return r
+FT_INLINE VecF ft_sqrt(VecF x) { FT_LANEWISE(VecF, 4, __builtin_sqrtf(x[i])); }
+FT_INLINE VecD ft_sqrt(VecD x) { FT_LANEWISE(VecD, 2, __builtin_sqrt(x[i])); }
+FT_INLINE VecF ft_max(VecF a, VecF b) { FT_LANEWISE(VecF, 4, a[i] < b[i] ? b[i] : a[i]); }
+FT_INLINE VecD ft_max(VecD a, VecD b) { FT_LANEWISE(VecD, 2, a[i] < b[i] ? b[i] : a[i]); }
+FT_INLINE VecF ft_abs(VecF x) { FT_LANEWISE(VecF, 4, __builtin_fabsf(x[i])); }
+FT_INLINE VecD ft_abs(VecD x) { FT_LANEWISE(VecD, 2, __builtin_fabs(x[i])); }
+#undef FT_LANEWISE
+#endif
+// The max overloads put b first: x86 max returns its second operand when either is NaN, so a NaN
+// in v (not in the running max) propagates, as torch.maximum does.
+
+}  // namespace ft::math
+
+namespace ft::cpu {
+
+using math::VecD;
+using math::VecF;
+typedef uint32_t VecU __attribute__((vector_size(sizeof(VecF))));
+typedef int32_t VecI __attribute__((vector_size(sizeof(VecF))));
+constexpr int kLanesF = math::kLanesF, kLanesD = math::kLanesD;
+
+// ---- loads: storage type -> compute vector (float32 for all but float64)
+FT_INLINE VecF vload(const float* p) { VecF v; std::memcpy(&v, p, sizeof v); return v; }
+FT_INLINE VecD vload(const double* p) { VecD v; std::memcpy(&v, p, sizeof v); return v; }
+
+FT_INLINE VecF vload(const BFloat16* p) {
+  // bfloat16 is the top half of a float32: widen each 16-bit lane and shift it up.
+  uint16_t raw[kLanesF];
+  std::memcpy(raw, p, sizeof raw);
+  VecU u;
+  for (int i = 0; i < kLanesF; ++i) u[i] = uint32_t(raw[i]) << 16;
+  return (VecF)u;
+}
+
+FT_INLINE VecF vload(const Half* p) {
+#if defined(FT_ISA_avx512)
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(FT_ISA_avx2)
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+  VecF v;
+  for (int i = 0; i < kLanesF; ++i) v[i] = to_float(p[i]);
+  return v;
+#endif
+}
+
+// ---- stores: compute vector -> storage type, rounding to nearest even for half types
+FT_INLINE void vstore(float* p, VecF v) { std::memcpy(p, &v, sizeof v); }
+FT_INLINE void vstore(double* p, VecD v) { std::memcpy(p, &v, sizeof v); }
+
+FT_INLINE void vstore(BFloat16* p, VecF v) {
+  VecU u = (VecU)v;
+  VecU rounded = (u + (0x7FFFu + ((u >> 16) & 1u))) >> 16;  // Note [bf16 rounding]
+  VecU nan = (VecU)(v != v);
+  rounded = (nan & 0x7FC0u) | (~nan & rounded);
+  uint16_t raw[kLanesF];
+  for (int i = 0; i < kLanesF; ++i) raw[i] = uint16_t(rounded[i]);
+  std::memcpy(p, raw, sizeof raw);
+}
+
+FT_INLINE void vstore(Half* p, VecF v) {
+#if defined(FT_ISA_avx512)
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+#elif defined(FT_ISA_avx2)
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+#else
+  for (int i = 0; i < kLanesF; ++i) p[i] = to_half(v[i]);
+#endif
+}
+
+// ---- scalar versions for tails
+FT_INLINE float sload(const float* p) { return *p; }
+FT_INLINE double sload(const double* p) { return *p; }
+FT_INLINE float sload(const Half* p) { return to_float(*p); }
+FT_INLINE float sload(const BFloat16* p) { return to_float(*p); }
+template <class S, class C> FT_INLINE void sstore(S* p, C v) { *p = Narrow<S>::from(v); }
+
+// Tag dispatch so one generic body serves the vector loop and the scalar tail.
+struct VectorTag {};
+struct ScalarTag {};
+template <class S> FT_INLINE auto load(VectorTag, const S* p) { return vload(p); }
+template <class S> FT_INLINE auto load(ScalarTag, const S* p) { return sload(p); }
+template <class S, class V> FT_INLINE void store(VectorTag, S* p, V v) { vstore(p, v); }
+template <class S, class V> FT_INLINE void store(ScalarTag, S* p, V v) { sstore(p, v); }
+
+}  // namespace ft::cpu

@@ -1,0 +1,10 @@
+// device_info.h for builds without CUDA.
+#include "cuda/device_info.h"
+
+namespace ft::cuda {
+
+bool compiled() { return false; }
+std::vector<std::string> device_names() { return {}; }
+int runtime_version() { return 0; }
+
+}  // namespace ft::cuda

@@ -1,0 +1,198 @@
+"""The optimizer update rules: one fused, in-place, multi-tensor call per step.
+
+Every function updates the caller's arrays in place (NumPy arrays, or any array exposing
+``__dlpack__`` such as PyTorch tensors) with the semantics of the matching ``torch.optim``
+optimizer.  Lists align: ``params[i]``, ``grads[i]`` and every state list's ``[i]`` have one shape.
+
+Dtypes: float32 or float64 params with state of the same dtype; float16/bfloat16 params with
+float32 state and optional float32 ``master_params`` (then the rule updates the master copy and
+writes the param as its rounding).  Grads match the params, or are float32 for half params, or
+float16/bfloat16 for float32 params.
+
+Common keyword arguments:
+    grad_scale: None, a number or a 1-element array; grads are divided by it (AMP unscaling)
+        without being modified.
+    found_inf: None, a number or a 1-element array; when nonzero the step is skipped and nothing
+        is written.
+    master_params: float32 master weights for float16/bfloat16 params.
+
+Every argument is checked before any array is written: a call that raises changes nothing.
+"""
+from . import _C
+from . import _checks as chk
+
+
+def sgd_(params, grads, *, lr, weight_decay=0.0, maximize=False,
+         grad_scale=None, found_inf=None, master_params=None):
+    """Plain stochastic gradient descent, ``torch.optim.SGD`` without momentum.
+
+    ``g = grad (+ weight_decay * p); p -= lr * g`` (``g = -grad`` when maximizing).
+
+    Textbook form: Goodfellow et al. Algorithm 8.1, ``theta <- theta - eps * g``; the lecture's
+    ``x += -learning_rate * dx``.
+    """
+    fn = "sgd_"
+    o = chk.options(_C.SgdOptions, lr=chk.at_least(fn, "lr", lr),
+                    weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
+                    maximize=chk.flag(fn, "maximize", maximize))
+    _C.sgd_(params, grads, None, None, None, master_params, grad_scale, found_inf, o)
+
+
+def momentum_(params, grads, momentum_buffers, *, step, lr, momentum=0.9, dampening=0.0,
+              nesterov=False, weight_decay=0.0, maximize=False,
+              grad_scale=None, found_inf=None, master_params=None):
+    """SGD with momentum or Nesterov momentum, ``torch.optim.SGD(momentum=...)``.
+
+    ``g = grad (+ weight_decay * p)``; ``b = g`` at ``step == 1``, else
+    ``b = momentum * b + (1 - dampening) * g``; ``p -= lr * (g + momentum * b)`` with nesterov,
+    else ``p -= lr * b``.
+
+    Textbook form: with dampening 0, the lecture's ``v = rho * v + dx; x -= learning_rate * v``,
+    which is Goodfellow et al. Algorithm 8.2 (``v <- alpha v - eps g; theta <- theta + v``) with
+    ``v = -lr * b``.  Nesterov is Algorithm 8.3 written at the look-ahead point (the lecture's
+    ``v = rho*v + dx(x + rho*v)`` after the change of variables ``x~ = x + rho * v``).
+    """
+    fn = "momentum_"
+    step = chk.step_count(fn, step)
+    momentum = chk.at_least(fn, "momentum", momentum)
+    dampening = chk._number(fn, "dampening", dampening)
+    nesterov = chk.flag(fn, "nesterov", nesterov)
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(f"{fn}: nesterov requires momentum > 0 and dampening == 0")
+    o = chk.options(_C.MomentumOptions, lr=chk.at_least(fn, "lr", lr), momentum=momentum,
+                    dampening=dampening, nesterov=nesterov,
+                    weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
+                    maximize=chk.flag(fn, "maximize", maximize), first_step=step == 1)
+    _C.momentum_(params, grads, momentum_buffers, None, None, master_params, grad_scale,
+                 found_inf, o)
+
+
+def adagrad_(params, grads, state_sums, *, step, lr=0.01, lr_decay=0.0, weight_decay=0.0,
+             eps=1e-10, maximize=False, grad_scale=None, found_inf=None, master_params=None):
+    """AdaGrad, ``torch.optim.Adagrad``.
+
+    ``g = grad (+ weight_decay * p); s += g * g;
+    p -= lr / (1 + (step - 1) * lr_decay) * g / (sqrt(s) + eps)``.
+    ``state_sums`` start at torch's ``initial_accumulator_value`` (0 by default).
+
+    Textbook form: Goodfellow et al. Algorithm 8.4 (``r <- r + g*g;
+    theta <- theta - eps / (delta + sqrt(r)) * g``); the lecture's
+    ``cache += dx**2; x -= learning_rate * dx / (np.sqrt(cache) + 1e-7)``.
+    """
+    fn = "adagrad_"
+    o = chk.options(_C.AdagradOptions, lr=chk.at_least(fn, "lr", lr),
+                    lr_decay=chk.at_least(fn, "lr_decay", lr_decay),
+                    weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
+                    eps=chk.at_least(fn, "eps", eps), step=chk.step_count(fn, step),
+                    maximize=chk.flag(fn, "maximize", maximize))
+    _C.adagrad_(params, grads, state_sums, None, None, master_params, grad_scale, found_inf, o)
+
+
+def rmsprop_(params, grads, square_avgs, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0,
+             momentum=0.0, momentum_buffers=None, centered=False, grad_avgs=None,
+             nesterov=False, maximize=False, grad_scale=None, found_inf=None,
+             master_params=None):
+    """RMSProp, ``torch.optim.RMSprop``, plus the Nesterov variant of Goodfellow et al.
+
+    ``g = grad (+ weight_decay * p); r = alpha * r + (1 - alpha) * g * g``;
+    centered: ``gbar = alpha * gbar + (1 - alpha) * g; avg = sqrt(r - gbar**2) + eps``, else
+    ``avg = sqrt(r) + eps``.  Without momentum ``p -= lr * g / avg``; with momentum
+    ``b = momentum * b + g / avg`` and ``p -= lr * b``, or with nesterov
+    ``p -= lr * (g / avg + momentum * b)``.
+
+    Textbook form: Goodfellow et al. Algorithm 8.5 (``r <- rho r + (1 - rho) g*g;
+    theta <- theta - eps / sqrt(delta + r) * g``); the lecture's
+    ``cache = decay_rate * cache + (1 - decay_rate) * dx**2``.  ``nesterov=True`` is
+    Algorithm 8.6 (RMSProp with Nesterov momentum) in its look-ahead form.
+    ``momentum > 0`` needs ``momentum_buffers``; ``centered`` needs ``grad_avgs``.
+    """
+    fn = "rmsprop_"
+    momentum = chk.at_least(fn, "momentum", momentum)
+    centered = chk.flag(fn, "centered", centered)
+    nesterov = chk.flag(fn, "nesterov", nesterov)
+    if nesterov and momentum <= 0:
+        raise ValueError(f"{fn}: nesterov requires momentum > 0")
+    if momentum > 0 and momentum_buffers is None:
+        raise ValueError(f"{fn}: momentum_buffers is required when momentum > 0")
+    if centered and grad_avgs is None:
+        raise ValueError(f"{fn}: grad_avgs is required when centered=True")
+    o = chk.options(_C.RmspropOptions, lr=chk.at_least(fn, "lr", lr),
+                    alpha=chk.in_range(fn, "alpha", alpha, 0.0, 1.0, True),
+                    eps=chk.at_least(fn, "eps", eps),
+                    weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
+                    momentum=momentum, centered=centered, nesterov=nesterov,
+                    maximize=chk.flag(fn, "maximize", maximize))
+    _C.rmsprop_(params, grads, square_avgs, momentum_buffers, grad_avgs, master_params,
+                grad_scale, found_inf, o)
+
+
+def adadelta_(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-6,
+              weight_decay=0.0, maximize=False, grad_scale=None, found_inf=None,
+              master_params=None):
+    """AdaDelta, ``torch.optim.Adadelta``.
+
+    ``g = grad (+ weight_decay * p); r = rho * r + (1 - rho) * g * g;
+    d = sqrt(u + eps) / sqrt(r + eps) * g; u = rho * u + (1 - rho) * d * d; p -= lr * d``.
+
+    Textbook form: Zeiler's AdaDelta (cited in Goodfellow et al. section 8.5): RMSProp whose
+    learning rate is the running RMS of past updates, so units match (``lr = 1``).
+    """
+    fn = "adadelta_"
+    o = chk.options(_C.AdadeltaOptions, lr=chk.at_least(fn, "lr", lr),
+                    rho=chk.in_range(fn, "rho", rho, 0.0, 1.0, True),
+                    eps=chk.at_least(fn, "eps", eps),
+                    weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
+                    maximize=chk.flag(fn, "maximize", maximize))
+    _C.adadelta_(params, grads, square_avgs, acc_deltas, None, master_params, grad_scale,
+                 found_inf, o)
+
+
+def adam_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
+          eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
+          max_exp_avg_sqs=None, maximize=False, grad_scale=None, found_inf=None,
+          master_params=None):
+    """Adam, ``torch.optim.Adam`` (and ``torch.optim.AdamW`` with decoupled_weight_decay).
+
+    L2 decay ``g = grad + weight_decay * p``, or decoupled ``p *= 1 - lr * weight_decay``;
+    ``m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g * g``;
+    amsgrad: ``vmax = max(vmax, v)`` replaces v below;
+    ``p -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)``.
+
+    Textbook form: Goodfellow et al. Algorithm 8.7 (``s <- rho1 s + (1 - rho1) g;
+    r <- rho2 r + (1 - rho2) g*g; s^ = s / (1 - rho1^t); r^ = r / (1 - rho2^t);
+    theta <- theta - eps s^ / (sqrt(r^) + delta)``); the lecture's Adam with bias correction
+    (``mt = m / (1 - beta1**t); vt = v / (1 - beta2**t); x -= lr * mt / (sqrt(vt) + 1e-7)``),
+    with eps placed as torch places it.
+    """
+    _adam("adam_", params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
+          weight_decay, decoupled_weight_decay, amsgrad, max_exp_avg_sqs, maximize, grad_scale,
+          found_inf, master_params)
+
+
+def adamw_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
+           eps=1e-8, weight_decay=0.01, amsgrad=False, max_exp_avg_sqs=None, maximize=False,
+           grad_scale=None, found_inf=None, master_params=None):
+    """AdamW, ``torch.optim.AdamW``: :func:`adam_` with decoupled weight decay.
+
+    ``p *= 1 - lr * weight_decay``, then the Adam step on the raw gradient (Loshchilov & Hutter).
+    """
+    _adam("adamw_", params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
+          weight_decay, True, amsgrad, max_exp_avg_sqs, maximize, grad_scale, found_inf,
+          master_params)
+
+
+def _adam(fn, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay,
+          decoupled, amsgrad, max_exp_avg_sqs, maximize, grad_scale, found_inf, master_params):
+    amsgrad = chk.flag(fn, "amsgrad", amsgrad)
+    if amsgrad and max_exp_avg_sqs is None:
+        raise ValueError(f"{fn}: max_exp_avg_sqs is required when amsgrad=True")
+    o = chk.options(_C.AdamOptions, lr=chk.at_least(fn, "lr", lr),
+                    beta1=chk.in_range(fn, "beta1", beta1, 0.0, 1.0, False),
+                    beta2=chk.in_range(fn, "beta2", beta2, 0.0, 1.0, False),
+                    eps=chk.at_least(fn, "eps", eps),
+                    weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
+                    step=chk.step_count(fn, step),
+                    decoupled=chk.flag(fn, "decoupled_weight_decay", decoupled),
+                    amsgrad=amsgrad, maximize=chk.flag(fn, "maximize", maximize))
+    _C.adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None,
+             master_params, grad_scale, found_inf, o)

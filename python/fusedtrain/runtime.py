@@ -1,0 +1,50 @@
+"""What fusedtrain runs on: CPU ISA, threads, CUDA build and devices."""
+import os
+import platform
+
+from . import _C
+
+try:
+    from importlib.metadata import version as _dist_version
+    __version__ = _dist_version("fusedtrain")
+except Exception:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+
+def set_num_threads(n):
+    """Threads the CPU kernels use (default: all cores, or FUSEDTRAIN_NUM_THREADS).
+
+    Results are bitwise identical for any thread count."""
+    _C.set_num_threads(int(n))
+
+
+def get_num_threads():
+    return _C.get_num_threads()
+
+
+def set_cpu_isa(name):
+    """Force a CPU kernel build: 'baseline', 'avx2', 'avx512' or 'neon' (where available).
+
+    FUSEDTRAIN_CPU_ISA sets the initial choice; by default the best the CPU supports."""
+    _C.set_cpu_isa(str(name))
+
+
+def get_cpu_isa():
+    return _C.cpu_isa()
+
+
+def info():
+    """A dict describing this build and machine (also ``python -m fusedtrain info``)."""
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_isa": _C.cpu_isa(),
+        "cpu_isa_available": list(_C.available_cpu_isas()),
+        "num_threads": _C.get_num_threads(),
+        "cuda_compiled": bool(_C.cuda_compiled()),
+        "cuda_runtime_version": _C.cuda_runtime_version(),
+        "cuda_devices": list(_C.cuda_devices()),
+        "env": {k: os.environ[k] for k in ("FUSEDTRAIN_CPU_ISA", "FUSEDTRAIN_NUM_THREADS")
+                if k in os.environ},
+    }

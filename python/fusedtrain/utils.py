@@ -1,0 +1,48 @@
+"""Multi-tensor utilities of a training step: global gradient norm, norm clipping, EMA weights."""
+
+from . import _C
+from . import _checks as chk
+
+
+def _norm_type(fn, norm_type):
+    p = chk._number(fn, "norm_type", norm_type)
+    if not p > 0:
+        raise ValueError(f"{fn}: norm_type must be > 0 or inf, got {p}")
+    return p
+
+
+def global_norm(arrays, norm_type=2.0):
+    """The p-norm of all elements of ``arrays`` taken together, as a Python float.
+
+    ``(sum_i sum_j |x_ij|**p)**(1/p)``, ``max |x|`` for ``norm_type=inf``; equal to
+    ``torch.nn.utils.get_total_norm`` (the norm of the per-tensor norms).  Partial sums are
+    combined in a fixed order, so the result does not depend on the thread count.
+    """
+    return _C.global_norm(arrays, _norm_type("global_norm", norm_type))
+
+
+def clip_grad_norm_(grads, max_norm, norm_type=2.0):
+    """Scale ``grads`` in place so their global norm is at most ``max_norm``; returns the norm
+    before clipping.
+
+    ``grads *= min(1, max_norm / (norm + 1e-6))``, as ``torch.nn.utils.clip_grad_norm_``
+    (Goodfellow et al. section 10.11.1, clipping the norm of the gradient).
+    """
+    fn = "clip_grad_norm_"
+    max_norm = chk.at_least(fn, "max_norm", max_norm)
+    return _C.clip_grad_norm_(grads, max_norm, _norm_type(fn, norm_type))
+
+
+def ema_(averages, params, *, decay):
+    """Exponential moving average of parameters, in place: ``a = decay * a + (1 - decay) * p``.
+
+    Evaluated as ``a.lerp_(p, 1 - decay)`` like ``torch.optim.swa_utils``' EMA.  Textbook form:
+    Polyak averaging in its exponentially decaying form, Goodfellow et al. section 8.7.3.
+    ``averages`` have the params' dtype, or float32 for float16/bfloat16 params.
+    """
+    fn = "ema_"
+    o = chk.options(_C.EmaOptions, decay=chk.in_range(fn, "decay", decay, 0.0, 1.0, True))
+    _C.ema_(averages, params, o)
+
+
+__all__ = ["global_norm", "clip_grad_norm_", "ema_"]
