@@ -33,15 +33,16 @@ constexpr uint8_t kDLFloat = 2, kDLBfloat = 4;
 // NumPy type numbers of the built-in float types; bfloat16 (ml_dtypes) is a user type whose
 // number is assigned at import, so it is found by name once and remembered.
 constexpr int kNpyHalf = 23, kNpyFloat = 11, kNpyDouble = 12;
-constexpr int kNpyCContiguous = 0x0001;
+constexpr int kNpyCContiguous = 0x0001, kNpyWriteable = 0x0400;
 int g_bf16_num = -1;
 
-bool numpy_dtype(const py::dtype& dt, DType* out) {
-  const int num = dt.num();
+bool numpy_dtype(PyObject* descr, DType* out) {
+  const int num = py::detail::array_descriptor_proxy(descr)->type_num;
   if (num == kNpyFloat) { *out = DType::f32; return true; }
   if (num == kNpyDouble) { *out = DType::f64; return true; }
   if (num == kNpyHalf) { *out = DType::f16; return true; }
   if (num == g_bf16_num) { *out = DType::bf16; return true; }
+  auto dt = py::reinterpret_borrow<py::dtype>(descr);
   if (g_bf16_num < 0 && dt.itemsize() == 2 &&
       py::str(dt.attr("name")).cast<std::string>() == "bfloat16") {
     g_bf16_num = num;
@@ -56,21 +57,22 @@ std::string type_name(py::handle obj) {
 }
 
 TensorView from_numpy(py::handle obj, const ArgRef& at, Access access) {
-  auto a = py::reinterpret_borrow<py::array>(obj);
+  // Direct struct reads: this runs for every array of every step, thousands per call.
+  const auto* a = py::detail::array_proxy(obj.ptr());
   TensorView v;
-  py::dtype dt = a.dtype();
-  if (!numpy_dtype(dt, &v.dtype))
-    type_error(at, "has dtype " + py::str(dt).cast<std::string>() +
+  if (!numpy_dtype(a->descr, &v.dtype))
+    type_error(at, "has dtype " + py::str(reinterpret_cast<PyObject*>(a->descr)).cast<std::string>() +
                        "; expected float32, float64, float16 or bfloat16");
-  if (dt.byteorder() == '>') type_error(at, "is big-endian; expected native byte order");
-  if (!(a.flags() & kNpyCContiguous)) value_error(at, "is not C-contiguous");
-  if (access == Access::write && !a.writeable()) value_error(at, "is read-only");
-  if (a.ndim() > TensorView::kMaxDims) value_error(at, "has more than 16 dimensions");
-  v.data = const_cast<void*>(a.data());
-  v.ndim = int(a.ndim());
+  if (py::detail::array_descriptor_proxy(a->descr)->byteorder == '>')
+    type_error(at, "is big-endian; expected native byte order");
+  if (!(a->flags & kNpyCContiguous)) value_error(at, "is not C-contiguous");
+  if (access == Access::write && !(a->flags & kNpyWriteable)) value_error(at, "is read-only");
+  if (a->nd > TensorView::kMaxDims) value_error(at, "has more than 16 dimensions");
+  v.data = a->data;
+  v.ndim = a->nd;
   v.numel = 1;
   for (int i = 0; i < v.ndim; ++i) {
-    v.shape[i] = a.shape()[i];
+    v.shape[i] = a->dimensions[i];
     v.numel *= v.shape[i];
   }
   return v;
@@ -172,11 +174,12 @@ std::vector<TensorView> views_of(py::handle seq, const char* fn, const char* nam
   if (!py::isinstance<py::list>(seq) && !py::isinstance<py::tuple>(seq))
     type_error(ArgRef{fn, name, -1},
                "must be a list or tuple of arrays, got " + type_name(seq));
-  py::sequence s = py::reinterpret_borrow<py::sequence>(seq);
-  const size_t n = s.size();
-  std::vector<TensorView> out(n);
-  for (size_t i = 0; i < n; ++i)
-    out[i] = view_of(s[i], ArgRef{fn, name, int64_t(i)}, access, keep);
+  // Borrowed items of the list or tuple: no reference traffic per array.
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
+  PyObject** items = PySequence_Fast_ITEMS(seq.ptr());
+  std::vector<TensorView> out(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i)
+    out[size_t(i)] = view_of(items[i], ArgRef{fn, name, int64_t(i)}, access, keep);
   return out;
 }
 
