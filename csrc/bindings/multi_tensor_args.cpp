@@ -25,8 +25,8 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
     py::handle list = args.lists[s];
     if (list.is_none()) {
       if (required & (1 << s))
-        throw py::value_error(std::string(fn) + ": " + names.names[s] +
-                              " is required with these options");
+        type_error(ArgRef{fn, names.names[s], -1},
+                   "is None; expected a list or tuple of arrays (required with these options)");
       continue;
     }
     present[s] = true;

@@ -17,6 +17,9 @@ Common keyword arguments:
     master_params: float32 master weights for float16/bfloat16 params.
 
 Every argument is checked before any array is written: a call that raises changes nothing.
+A missing or mistyped array (None, not an array, wrong dtype) raises TypeError; a wrong length,
+shape, layout, read-only array or hyperparameter, or a state list these options need but that is
+None (amsgrad without max_exp_avg_sqs, ...) raises ValueError.
 """
 from . import _C
 from . import _checks as chk

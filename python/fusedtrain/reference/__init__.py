@@ -1,0 +1,18 @@
+"""Float64 NumPy reference of every fusedtrain rule and utility: the readable spec and the test oracle.
+
+Same names and signatures as the public API. Arrays are updated in place; state and master
+copies are float64, params float64 or half (rounded to their dtype when stored), and every
+rule follows torch.optim's single-tensor (foreach=False) code order, so trajectories can be
+compared step by step with both the kernels and torch.
+"""
+
+from .adadelta import adadelta_
+from .adagrad import adagrad_
+from .adam import adam_, adamw_
+from .ema import ema_
+from .norms import clip_grad_norm_, global_norm
+from .rmsprop import rmsprop_
+from .sgd import momentum_, sgd_
+
+__all__ = ["sgd_", "momentum_", "adagrad_", "rmsprop_", "adadelta_", "adam_", "adamw_",
+           "global_norm", "clip_grad_norm_", "ema_"]
