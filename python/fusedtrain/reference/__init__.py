@@ -9,10 +9,14 @@ compared step by step with both the kernels and torch.
 from .adadelta import adadelta_
 from .adagrad import adagrad_
 from .adam import adam_, adamw_
+from .batch_norm import (batch_norm_backward, batch_norm_forward, batch_norm_stats,
+                         merge_stats, update_running_stats_)
 from .ema import ema_
 from .norms import clip_grad_norm_, global_norm
 from .rmsprop import rmsprop_
 from .sgd import momentum_, sgd_
 
 __all__ = ["sgd_", "momentum_", "adagrad_", "rmsprop_", "adadelta_", "adam_", "adamw_",
-           "global_norm", "clip_grad_norm_", "ema_"]
+           "global_norm", "clip_grad_norm_", "ema_",
+           "batch_norm_forward", "batch_norm_backward", "batch_norm_stats", "merge_stats",
+           "update_running_stats_"]

@@ -10,7 +10,8 @@ def sgd_(params, grads, *, lr, weight_decay=0.0, maximize=False,
 
     d_p = g + weight_decay*p ;  p -= lr*d_p
 
-    Textbook: Goodfellow et al., Algorithm 8.1 (SGD): theta <- theta - eps*g.
+    Textbook: Goodfellow et al. Algorithm 8.1, `theta <- theta - eps*g`; CS231n's
+    `x += -learning_rate * dx`.
     """
     _checks.nonnegative("lr", lr)
     _checks.nonnegative("weight_decay", weight_decay)

@@ -1,0 +1,31 @@
+"""Fixtures shared by the suite: the CPU ISA path under test and the optional torch / bfloat16 deps."""
+
+import os
+
+import pytest
+
+import fusedtrain as ft
+
+
+def _isa_paths():
+    # CI runs the suite once per ISA path by setting the variable; locally every supported path runs.
+    forced = os.environ.get("FUSEDTRAIN_CPU_ISA")
+    return [forced] if forced else list(ft.info()["cpu_isa_available"])
+
+
+def pytest_generate_tests(metafunc):
+    if "isa" in metafunc.fixturenames:
+        metafunc.parametrize("isa", _isa_paths(), indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def isa(request):
+    previous = ft.get_cpu_isa()
+    ft.set_cpu_isa(request.param)
+    yield request.param
+    ft.set_cpu_isa(previous)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    return pytest.importorskip("torch")

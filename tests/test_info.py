@@ -1,0 +1,50 @@
+"""ft.info() and the runtime knobs: thread count and CPU ISA selection."""
+
+import pytest
+
+import fusedtrain as ft
+
+ISA_NAMES = {"baseline", "avx2", "avx512", "neon"}
+
+
+def test_info_keys_and_types():
+    info = ft.info()
+    for key in ("version", "cpu_isa", "cpu_isa_available", "num_threads", "cuda_compiled", "cuda_devices"):
+        assert key in info, key
+    assert isinstance(info["version"], str) and info["version"]
+    assert set(info["cpu_isa_available"]) <= ISA_NAMES
+    assert "baseline" in info["cpu_isa_available"]
+    assert info["cpu_isa"] in info["cpu_isa_available"]
+    assert isinstance(info["num_threads"], int) and info["num_threads"] >= 1
+    assert isinstance(info["cuda_compiled"], bool)
+    assert isinstance(info["cuda_devices"], list)
+
+
+def test_num_threads_round_trip():
+    before = ft.get_num_threads()
+    try:
+        for n in (1, 3, 2):
+            ft.set_num_threads(n)
+            assert ft.get_num_threads() == n
+            assert ft.info()["num_threads"] == n
+    finally:
+        ft.set_num_threads(before)
+
+
+def test_cpu_isa_round_trip():
+    before = ft.get_cpu_isa()
+    try:
+        for name in ft.info()["cpu_isa_available"]:
+            ft.set_cpu_isa(name)
+            assert ft.get_cpu_isa() == name
+            assert ft.info()["cpu_isa"] == name
+    finally:
+        ft.set_cpu_isa(before)
+
+
+@pytest.mark.parametrize("name", ["sse9", "", "AVX2 "])
+def test_unknown_cpu_isa_raises(name):
+    before = ft.get_cpu_isa()
+    with pytest.raises(ValueError):
+        ft.set_cpu_isa(name)
+    assert ft.get_cpu_isa() == before
