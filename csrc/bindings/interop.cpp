@@ -85,7 +85,7 @@ TensorView from_dlpack(py::handle obj, const ArgRef& at, ExportHolder& keep) {
     src = src.attr("detach")();
   py::object cap;
   try {
-    cap = src.attr("__dlpack__")();
+    cap = keep.cuda_call ? src.attr("__dlpack__")(py::arg("stream") = -1) : src.attr("__dlpack__")();
   } catch (py::error_already_set& e) {
     type_error(at, std::string("could not be exported through __dlpack__: ") + e.what());
   }
@@ -133,6 +133,46 @@ TensorView from_dlpack(py::handle obj, const ArgRef& at, ExportHolder& keep) {
   return v;
 }
 
+bool is_torch(py::handle obj) {
+  py::object mod = py::type::handle_of(obj).attr("__module__");
+  return PyUnicode_Check(mod.ptr()) && PyUnicode_CompareWithASCIIString(mod.ptr(), "torch") == 0;
+}
+
+// __cuda_array_interface__ (v2/v3): shape, typestr, data = (ptr, read_only), strides in bytes.
+TensorView from_cuda_array_interface(py::handle obj, const ArgRef& at, Access access) {
+  py::dict d = obj.attr("__cuda_array_interface__");
+  TensorView v;
+  const std::string typestr = py::str(d["typestr"]);
+  if (typestr == "<f4") v.dtype = DType::f32;
+  else if (typestr == "<f8") v.dtype = DType::f64;
+  else if (typestr == "<f2") v.dtype = DType::f16;
+  else type_error(at, "has typestr " + typestr + "; expected float32, float64 or float16");
+  py::tuple data = d["data"];
+  const uintptr_t ptr = data[0].cast<uintptr_t>();
+  if (access == Access::write && data[1].cast<bool>()) value_error(at, "is read-only");
+  py::tuple shape = d["shape"];
+  if (shape.size() > size_t(TensorView::kMaxDims)) value_error(at, "has more than 16 dimensions");
+  v.ndim = int(shape.size());
+  v.numel = 1;
+  for (int i = 0; i < v.ndim; ++i) {
+    v.shape[i] = shape[i].cast<int64_t>();
+    v.numel *= v.shape[i];
+  }
+  if (d.contains("strides") && !d["strides"].is_none() && v.numel > 1) {
+    py::tuple strides = d["strides"];
+    int64_t expect = int64_t(dtype_size(v.dtype));
+    for (int i = v.ndim - 1; i >= 0; --i) {
+      if (v.shape[i] != 1 && strides[i].cast<int64_t>() != expect) value_error(at, "is not C-contiguous");
+      expect *= v.shape[i];
+    }
+  }
+  v.data = reinterpret_cast<void*>(ptr);
+  v.device = DeviceKind::cuda;
+  v.device_index = ptr ? cuda::pointer_device(v.data) : 0;
+  if (v.device_index < 0) v.device_index = 0;
+  return v;
+}
+
 }  // namespace
 
 std::string ArgRef::str() const {
@@ -164,6 +204,9 @@ std::string shape_str(const TensorView& v) {
 TensorView view_of(py::handle obj, const ArgRef& at, Access access, ExportHolder& keep) {
   if (obj.is_none()) type_error(at, "is None; expected an array");
   if (py::isinstance<py::array>(obj)) return from_numpy(obj, at, access);
+  // torch's __cuda_array_interface__ refuses bfloat16 and requires_grad tensors: DLPack for torch.
+  if (!is_torch(obj) && py::hasattr(obj, "__cuda_array_interface__"))
+    return from_cuda_array_interface(obj, at, access);
   if (py::hasattr(obj, "__dlpack__")) return from_dlpack(obj, at, keep);
   type_error(at, "is a " + type_name(obj) +
                      "; expected a NumPy array or an array with __dlpack__ (torch, cupy, ...)");
@@ -195,6 +238,30 @@ double scalar_of(py::handle obj, const ArgRef& at, ExportHolder& keep) {
     case DType::bf16: return to_float(*static_cast<const BFloat16*>(v.data));
   }
   return 0;
+}
+
+}  // namespace ft::bind
+
+namespace ft::bind {
+
+ScalarArg scalar_arg(py::handle obj, const ArgRef& at, ExportHolder& keep) {
+  ScalarArg out;
+  if (obj.is_none()) return out;
+  out.present = true;
+  if (PyFloat_Check(obj.ptr()) || PyLong_Check(obj.ptr())) {
+    out.host = obj.cast<double>();
+    return out;
+  }
+  TensorView v = view_of(obj, at, Access::read, keep);
+  if (v.numel != 1) value_error(at, "must be a number or a 1-element array, got shape " + shape_str(v));
+  if (v.device == DeviceKind::cpu) {
+    out.host = scalar_of(obj, at, keep);
+    return out;
+  }
+  out.on_device = true;
+  out.device = cuda::DeviceScalar{v.data, v.dtype};
+  out.device_index = v.device_index;
+  return out;
 }
 
 }  // namespace ft::bind

@@ -1,5 +1,6 @@
-// Caller arrays -> TensorViews without copying: NumPy through its array struct, everything else
-// (PyTorch, CuPy, JAX, ...) through __dlpack__.  Errors name the function, argument and index.
+// Caller arrays -> TensorViews without copying: NumPy through its array struct, CUDA arrays of
+// CuPy/Numba through __cuda_array_interface__, everything else (PyTorch, JAX, ...) through
+// __dlpack__.  Errors name the function, argument and index.
 #pragma once
 #include <pybind11/pybind11.h>
 
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor_view.h"
+#include "cuda/kernels.h"
 
 namespace ft::bind {
 
@@ -32,6 +34,11 @@ class ExportHolder {
   ~ExportHolder();
   void keep(void* managed) { managed_.push_back(managed); }
 
+  // Note [export streams]: CUDA exports are requested with stream -1 (no producer-side sync):
+  // kernels run on the caller's current stream (or the explicit stream=), where the producer's
+  // pending work is already ordered; work on other streams is the caller's to order.
+  bool cuda_call = false;
+
  private:
   std::vector<void*> managed_;
 };
@@ -48,6 +55,17 @@ std::vector<TensorView> views_of(py::handle seq, const char* fn, const char* nam
 
 // A Python number or a one-element array read on the host (CPU arrays only).
 double scalar_of(py::handle obj, const ArgRef& at, ExportHolder& keep);
+
+// A Python number, a one-element CPU array (read now) or a one-element CUDA array (read later by
+// the kernel, no host sync).
+struct ScalarArg {
+  bool present = false;
+  bool on_device = false;
+  double host = 0.0;
+  cuda::DeviceScalar device;
+  int device_index = 0;
+};
+ScalarArg scalar_arg(py::handle obj, const ArgRef& at, ExportHolder& keep);
 
 std::string shape_str(const TensorView& v);
 

@@ -6,10 +6,12 @@ namespace py = pybind11;
 namespace ft::bind {
 void init_runtime(py::module_& m);
 void init_optim(py::module_& m);
+void init_norm(py::module_& m);
 }  // namespace ft::bind
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedtrain kernels (use the fusedtrain package, not this module)";
   ft::bind::init_runtime(m);
   ft::bind::init_optim(m);
+  ft::bind::init_norm(m);
 }

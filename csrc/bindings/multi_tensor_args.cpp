@@ -53,6 +53,8 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
                           names.names[kParam] + ", got " + dtype_name(mt.param_dtype));
   const DeviceKind device = n > 0 ? params[0].device : DeviceKind::cpu;
 
+  mt.device = device;
+  mt.device_index = n > 0 ? params[0].device_index : 0;
   mt.tensors.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const TensorView& p = params[i];
@@ -62,9 +64,11 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
       const ArgRef at{fn, names.names[s], int64_t(i)};
       if (v.device != device || v.device_index != params[0].device_index)
         value_error(at, "is on a different device than " + std::string(names.names[kParam]) + "[0]");
+#if !defined(FT_WITH_CUDA)
       if (v.device != DeviceKind::cpu)
-        value_error(at, "is on a CUDA device, but this build of fusedtrain runs these kernels "
-                        "on the CPU only");
+        value_error(at, "is on a CUDA device, but this build of fusedtrain has no CUDA kernels "
+                        "(rebuild with nvcc available, FUSEDTRAIN_CUDA=ON)");
+#endif
       if (s == kParam && v.dtype != mt.param_dtype)
         type_error(at, std::string("has dtype ") + dtype_name(v.dtype) + " but " +
                            names.names[kParam] + "[0] has " + dtype_name(mt.param_dtype) +
@@ -88,14 +92,21 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
   return mt;
 }
 
-void read_amp_args(const char* fn, py::handle grad_scale, py::handle found_inf, MultiTensor& mt,
-                   bool* skip, ExportHolder& keep) {
-  *skip = false;
-  if (!grad_scale.is_none()) {
-    mt.has_grad_scale = true;
-    mt.grad_scale = scalar_of(grad_scale, ArgRef{fn, "grad_scale", -1}, keep);
+StepArgs read_step_args(const char* fn, const MultiTensor& mt, py::handle grad_scale,
+                        py::handle found_inf, py::handle lr, py::handle step, ExportHolder& keep) {
+  StepArgs a;
+  a.grad_scale = scalar_arg(grad_scale, ArgRef{fn, "grad_scale", -1}, keep);
+  a.found_inf = scalar_arg(found_inf, ArgRef{fn, "found_inf", -1}, keep);
+  a.lr = scalar_arg(lr, ArgRef{fn, "lr", -1}, keep);
+  a.step = scalar_arg(step, ArgRef{fn, "step", -1}, keep);
+  const ScalarArg* all[] = {&a.grad_scale, &a.found_inf, &a.lr, &a.step};
+  const char* names[] = {"grad_scale", "found_inf", "lr", "step"};
+  for (int i = 0; i < 4; ++i) {
+    if (!all[i]->on_device) continue;
+    if (mt.device != DeviceKind::cuda || all[i]->device_index != mt.device_index)
+      value_error(ArgRef{fn, names[i], -1}, "is on a different device than the params");
   }
-  if (!found_inf.is_none()) *skip = scalar_of(found_inf, ArgRef{fn, "found_inf", -1}, keep) != 0.0;
+  return a;
 }
 
 }  // namespace ft::bind

@@ -23,8 +23,12 @@ struct SlotArgs {
 // written.  `required` masks the slots that must be present.
 MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, ExportHolder& keep);
 
-// grad_scale (None, number or 1-element array) into mt; found_inf (same kinds): true to skip.
-void read_amp_args(const char* fn, py::handle grad_scale, py::handle found_inf, MultiTensor& mt,
-                   bool* skip, ExportHolder& keep);
+// The per-step scalars of a rule call: AMP's grad_scale and found_inf, and a capturable lr / step
+// (each None, a number, or a 1-element array on the host or on the params' device).
+struct StepArgs {
+  ScalarArg grad_scale, found_inf, lr, step;
+};
+StepArgs read_step_args(const char* fn, const MultiTensor& mt, py::handle grad_scale,
+                        py::handle found_inf, py::handle lr, py::handle step, ExportHolder& keep);
 
 }  // namespace ft::bind

@@ -1,16 +1,30 @@
 // Python bindings of the optimizer rules and the multi-tensor utilities (norm, clip, EMA).
-// Validation and dispatch only: the math is in csrc/math, the loops in csrc/cpu.
+// Validation and dispatch only: the math is in csrc/math, the loops in csrc/cpu and csrc/cuda.
 #include <pybind11/pybind11.h>
 
 #include "bindings/interop.h"
 #include "bindings/multi_tensor_args.h"
+#include "core/option_overrides.h"
 #include "cpu/kernels.h"
+#include "cuda/kernels.h"
+#if defined(FT_WITH_CUDA)
+#include <cuda_runtime.h>
+#endif
 
 namespace ft::bind {
 namespace {
 
 template <class Rule>
 using CpuKernel = void (*cpu::Kernels::*)(const MultiTensor&, const typename Rule::Options&);
+template <class Rule>
+using CudaKernel = void (*)(const MultiTensor&, const typename Rule::Options&,
+                            const cuda::StepScalars&, cuda::Stream);
+
+#if defined(FT_WITH_CUDA)
+#define FT_CUDA_KERNEL(name) &cuda::name
+#else
+#define FT_CUDA_KERNEL(name) nullptr
+#endif
 
 // Slot bit masks from the math header's state masks (Note [slot roles]).
 int slot_mask(int state_mask) {
@@ -18,55 +32,172 @@ int slot_mask(int state_mask) {
          (state_mask & math::kS2 ? 1 << kState2 : 0);
 }
 
+cuda::Stream stream_of(py::handle stream) {
+  return stream.is_none() ? nullptr : reinterpret_cast<cuda::Stream>(stream.cast<intptr_t>());
+}
+
+#if defined(FT_WITH_CUDA)
+// Makes the params' device current for the call (kernels and cudaMallocAsync are per device).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    cudaGetDevice(&previous_);
+    if (previous_ != device) cudaSetDevice(device);
+    restore_ = previous_ != device;
+  }
+  ~DeviceGuard() {
+    if (restore_) cudaSetDevice(previous_);
+  }
+
+ private:
+  int previous_ = 0;
+  bool restore_ = false;
+};
+#endif
+
+cpu::NormInput cpu_norm_input(const MultiTensor& mt, DType dtype) {
+  cpu::NormInput in;
+  for (const auto& t : mt.tensors) {
+    in.data.push_back(t.ptr[kGrad]);
+    in.dtypes.push_back(dtype);
+    in.numel.push_back(t.numel);
+  }
+  return in;
+}
+
+// Optional global-norm clipping fused into the step: the grads' norm is taken first and the
+// clip coefficient joins grad_scale as one divisor, so the update kernel reads the grads once.
 template <class Rule>
-void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scale,
-              py::handle found_inf, const typename Rule::Options& o, CpuKernel<Rule> kernel) {
+void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scale, py::handle found_inf, py::handle lr, py::handle step,
+              double clip_max_norm, py::handle stream, typename Rule::Options o,
+              CpuKernel<Rule> cpu_kernel, CudaKernel<Rule> cuda_kernel) {
   ExportHolder keep;
+  keep.cuda_call = !stream.is_none();
   const int needed = slot_mask(Rule::needs(o));
   MultiTensor mt = gather(names, args, (1 << kParam) | (1 << kGrad) | needed, keep);
-  bool skip = false;
-  read_amp_args(names.fn, grad_scale, found_inf, mt, &skip, keep);
-  if (skip || mt.tensors.empty()) return;
+  const StepArgs sa = read_step_args(names.fn, mt, grad_scale, found_inf, lr, step, keep);
+  if (mt.tensors.empty()) return;
   for (auto& t : mt.tensors)
     for (int s = kState0; s <= kState2; ++s)
       if (!(needed & (1 << s))) t.ptr[s] = nullptr;  // present but unused by these options
+
+  // Host-side scalars apply now; device-side ones travel to the kernel.
+  if (sa.found_inf.present && !sa.found_inf.on_device && sa.found_inf.host != 0.0) return;
+  if (sa.grad_scale.present && !sa.grad_scale.on_device) {
+    mt.has_grad_scale = true;
+    mt.grad_scale = sa.grad_scale.host;
+  }
+  if (sa.lr.present && !sa.lr.on_device) set_lr(o, sa.lr.host, 0);
+  if (sa.step.present && !sa.step.on_device) set_step(o, sa.step.host, 0);
+
+  if (mt.device == DeviceKind::cpu) {
+    py::gil_scoped_release nogil;
+    if (clip_max_norm >= 0) {
+      const double norm = cpu::active().norm(cpu_norm_input(mt, mt.grad_dtype), 2.0);
+      const double coef = math::clip_coefficient(clip_max_norm, norm);
+      if (coef < 1.0) {
+        mt.grad_scale = (mt.has_grad_scale ? mt.grad_scale : 1.0) / coef;
+        mt.has_grad_scale = true;
+      }
+    }
+    (cpu::active().*cpu_kernel)(mt, o);
+    return;
+  }
+#if defined(FT_WITH_CUDA)
+  cuda::StepScalars sc;
+  if (sa.grad_scale.on_device) sc.grad_scale = sa.grad_scale.device;
+  if (sa.found_inf.on_device) sc.found_inf = sa.found_inf.device;
+  if (sa.lr.on_device) sc.lr = sa.lr.device;
+  if (sa.step.on_device) sc.step = sa.step.device;
+  const cuda::Stream st = stream_of(stream);
   py::gil_scoped_release nogil;
-  (cpu::active().*kernel)(mt, o);
+  DeviceGuard guard(mt.device_index);
+  float* divisor = nullptr;
+  if (clip_max_norm >= 0) {
+    cuda::NormArrays in;
+    for (const auto& t : mt.tensors) {
+      in.data.push_back(t.ptr[kGrad]);
+      in.dtypes.push_back(mt.grad_dtype);
+      in.numel.push_back(t.numel);
+    }
+    divisor = static_cast<float*>(cuda::stream_alloc(sizeof(float), st));
+    cuda::ClipOutputs clip;
+    clip.max_norm = clip_max_norm;
+    clip.grad_scale_in = sc.grad_scale;
+    clip.host_grad_scale = mt.has_grad_scale ? mt.grad_scale : 1.0;
+    clip.divisor_out = divisor;
+    cuda::norm(in, 2.0, nullptr, clip, st);
+    sc.grad_scale = cuda::DeviceScalar{divisor, DType::f32};
+    mt.has_grad_scale = false;
+  }
+  cuda_kernel(mt, o, sc, st);
+  if (divisor) cuda::stream_free(divisor, st);
+#else
+  (void)cuda_kernel;
+#endif
 }
 
 // One optimizer binding: fn(params, grads, state0, state1, state2, master_params, grad_scale,
-// found_inf, options).  States the rule does not have are passed as None.
+// found_inf, options, lr, step, clip_max_norm, stream).  States a rule lacks are passed as None.
 template <class Rule>
 void def_rule(py::module_& m, const char* fn, std::array<const char*, 3> states,
-              CpuKernel<Rule> kernel) {
+              CpuKernel<Rule> cpu_kernel, CudaKernel<Rule> cuda_kernel) {
   SlotNames names{fn, {"params", "grads", states[0], states[1], states[2], "master_params"}};
   m.def(
       fn,
-      [names, kernel](py::handle params, py::handle grads, py::handle s0, py::handle s1,
-                      py::handle s2, py::handle master, py::handle grad_scale,
-                      py::handle found_inf, const typename Rule::Options& o) {
-        run_rule<Rule>(names, SlotArgs{{params, grads, s0, s1, s2, master}}, grad_scale,
-                       found_inf, o, kernel);
+      [names, cpu_kernel, cuda_kernel](py::handle params, py::handle grads, py::handle s0,
+                                       py::handle s1, py::handle s2, py::handle master,
+                                       py::handle grad_scale, py::handle found_inf,
+                                       const typename Rule::Options& o, py::handle lr,
+                                       py::handle step, double clip_max_norm, py::handle stream) {
+        run_rule<Rule>(names, SlotArgs{{params, grads, s0, s1, s2, master}}, grad_scale, found_inf, lr, step, clip_max_norm, stream, o, cpu_kernel,
+                       cuda_kernel);
       },
       py::arg("params"), py::arg("grads"), py::arg("state0").none(true),
       py::arg("state1").none(true), py::arg("state2").none(true),
       py::arg("master_params").none(true), py::arg("grad_scale").none(true),
-      py::arg("found_inf").none(true), py::arg("options"));
+      py::arg("found_inf").none(true), py::arg("options"), py::arg("lr").none(true) = py::none(),
+      py::arg("step").none(true) = py::none(), py::arg("clip_max_norm") = -1.0,
+      py::arg("stream").none(true) = py::none());
 }
 
-double global_norm(py::handle arrays, double norm_type, const char* fn) {
-  ExportHolder keep;
-  std::vector<TensorView> views = views_of(arrays, fn, "arrays", Access::read, keep);
-  cpu::NormInput in;
-  for (size_t i = 0; i < views.size(); ++i) {
-    if (views[i].device != DeviceKind::cpu)
-      value_error(ArgRef{fn, "arrays", int64_t(i)}, "is on a CUDA device; this build runs on the CPU only");
-    in.data.push_back(views[i].data);
-    in.dtypes.push_back(views[i].dtype);
-    in.numel.push_back(views[i].numel);
+// The norm of a validated single-slot MultiTensor (slot kParam), on its device.
+double norm_of(const std::vector<TensorView>& views, double norm_type, py::handle stream,
+               const char* fn) {
+  if (views.empty()) return 0.0;
+  const DeviceKind device = views[0].device;
+  for (size_t i = 0; i < views.size(); ++i)
+    if (views[i].device != device || views[i].device_index != views[0].device_index)
+      value_error(ArgRef{fn, "arrays", int64_t(i)}, "is on a different device than arrays[0]");
+  if (device == DeviceKind::cpu) {
+    cpu::NormInput in;
+    for (const auto& v : views) {
+      in.data.push_back(v.data);
+      in.dtypes.push_back(v.dtype);
+      in.numel.push_back(v.numel);
+    }
+    py::gil_scoped_release nogil;
+    return cpu::active().norm(in, norm_type);
   }
+#if defined(FT_WITH_CUDA)
+  cuda::NormArrays in;
+  for (const auto& v : views) {
+    in.data.push_back(v.data);
+    in.dtypes.push_back(v.dtype);
+    in.numel.push_back(v.numel);
+  }
+  const cuda::Stream st = stream_of(stream);
   py::gil_scoped_release nogil;
-  return cpu::active().norm(in, norm_type);
+  DeviceGuard guard(views[0].device_index);
+  double* out = static_cast<double*>(cuda::stream_alloc(sizeof(double), st));
+  cuda::norm(in, norm_type, out, cuda::ClipOutputs{}, st);
+  const double norm = cuda::read_back(out, st);
+  cuda::stream_free(out, st);
+  return norm;
+#else
+  (void)stream;
+  value_error(ArgRef{fn, "arrays", 0}, "is on a CUDA device, but this build has no CUDA kernels");
+#endif
 }
 
 }  // namespace
@@ -124,47 +255,94 @@ void init_optim(py::module_& m) {
       .def_readwrite("amsgrad", &Adam::Options::amsgrad)
       .def_readwrite("maximize", &Adam::Options::maximize);
 
-  def_rule<Sgd>(m, "sgd_", {nullptr, nullptr, nullptr}, &cpu::Kernels::sgd);
-  def_rule<Momentum>(m, "momentum_", {"momentum_buffers", nullptr, nullptr}, &cpu::Kernels::momentum);
-  def_rule<Adagrad>(m, "adagrad_", {"state_sums", nullptr, nullptr}, &cpu::Kernels::adagrad);
+  def_rule<Sgd>(m, "sgd_", {nullptr, nullptr, nullptr}, &cpu::Kernels::sgd,
+                    FT_CUDA_KERNEL(sgd));
+  def_rule<Momentum>(m, "momentum_", {"momentum_buffers", nullptr, nullptr}, &cpu::Kernels::momentum,
+                    FT_CUDA_KERNEL(momentum));
+  def_rule<Adagrad>(m, "adagrad_", {"state_sums", nullptr, nullptr}, &cpu::Kernels::adagrad,
+                    FT_CUDA_KERNEL(adagrad));
   def_rule<Rmsprop>(m, "rmsprop_", {"square_avgs", "momentum_buffers", "grad_avgs"},
-                    &cpu::Kernels::rmsprop);
-  def_rule<Adadelta>(m, "adadelta_", {"square_avgs", "acc_deltas", nullptr}, &cpu::Kernels::adadelta);
-  def_rule<Adam>(m, "adam_", {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"}, &cpu::Kernels::adam);
+                    &cpu::Kernels::rmsprop,
+                    FT_CUDA_KERNEL(rmsprop));
+  def_rule<Adadelta>(m, "adadelta_", {"square_avgs", "acc_deltas", nullptr}, &cpu::Kernels::adadelta,
+                    FT_CUDA_KERNEL(adadelta));
+  def_rule<Adam>(m, "adam_", {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"}, &cpu::Kernels::adam,
+                    FT_CUDA_KERNEL(adam));
 
-  m.def("global_norm", [](py::handle arrays, double norm_type) {
-    return global_norm(arrays, norm_type, "global_norm");
-  });
+  m.def(
+      "global_norm",
+      [](py::handle arrays, double norm_type, py::handle stream) {
+        ExportHolder keep;
+        keep.cuda_call = !stream.is_none();
+        return norm_of(views_of(arrays, "global_norm", "arrays", Access::read, keep), norm_type,
+                       stream, "global_norm");
+      },
+      py::arg("arrays"), py::arg("norm_type"), py::arg("stream").none(true) = py::none());
 
-  m.def("clip_grad_norm_", [](py::handle grads, double max_norm, double norm_type) {
-    const char* fn = "clip_grad_norm_";
-    ExportHolder keep;
-    SlotNames names{fn, {"grads", nullptr, nullptr, nullptr, nullptr, nullptr}};
-    py::handle none = py::none();
-    // Validate writability first: a read-only gradient must fail before the norm is even taken.
-    MultiTensor mt = gather(names, SlotArgs{{grads, none, none, none, none, none}}, 1 << kParam, keep);
-    double total = global_norm(grads, norm_type, fn);
-    double coef = math::clip_coefficient(max_norm, total);
-    if (coef < 1.0 && !mt.tensors.empty()) {
-      py::gil_scoped_release nogil;
-      math::Scale::Options o;
-      o.coef = coef;
-      cpu::active().scale(mt, o);
-    }
-    return total;
-  });
+  m.def(
+      "clip_grad_norm_",
+      [](py::handle grads, double max_norm, double norm_type, py::handle stream) {
+        const char* fn = "clip_grad_norm_";
+        ExportHolder keep;
+        keep.cuda_call = !stream.is_none();
+        std::vector<TensorView> views = views_of(grads, fn, "grads", Access::write, keep);
+        const double total = norm_of(views, norm_type, stream, fn);
+        const double coef = math::clip_coefficient(max_norm, total);
+        if (coef >= 1.0 || views.empty()) return total;
+        // Scale in groups of one dtype (a list may mix them, as torch allows).
+        for (DType d : {DType::f32, DType::f64, DType::f16, DType::bf16}) {
+          MultiTensor mt;
+          mt.param_dtype = mt.grad_dtype = d;
+          mt.device = views[0].device;
+          mt.device_index = views[0].device_index;
+          for (const auto& v : views) {
+            if (v.dtype != d) continue;
+            TensorSlots t;
+            t.ptr[kParam] = v.data;
+            t.numel = v.numel;
+            mt.tensors.push_back(t);
+          }
+          if (mt.tensors.empty()) continue;
+          math::Scale::Options o;
+          o.coef = coef;
+          py::gil_scoped_release nogil;
+          if (mt.device == DeviceKind::cpu) {
+            cpu::active().scale(mt, o);
+          } else {
+#if defined(FT_WITH_CUDA)
+            DeviceGuard guard(mt.device_index);
+            cuda::scale(mt, o, cuda::StepScalars{}, stream_of(stream));
+#endif
+          }
+        }
+        return total;
+      },
+      py::arg("grads"), py::arg("max_norm"), py::arg("norm_type"),
+      py::arg("stream").none(true) = py::none());
 
-  m.def("ema_", [](py::handle averages, py::handle params, const Ema::Options& o) {
-    const char* fn = "ema_";
-    ExportHolder keep;
-    SlotNames names{fn, {"averages", "params", nullptr, nullptr, nullptr, nullptr}};
-    py::handle none = py::none();
-    MultiTensor mt = gather(names, SlotArgs{{averages, params, none, none, none, none}},
-                            (1 << kParam) | (1 << kGrad), keep);
-    if (mt.tensors.empty()) return;
-    py::gil_scoped_release nogil;
-    cpu::active().ema(mt, o);
-  });
+  m.def(
+      "ema_",
+      [](py::handle averages, py::handle params, const Ema::Options& o, py::handle stream) {
+        const char* fn = "ema_";
+        ExportHolder keep;
+        keep.cuda_call = !stream.is_none();
+        SlotNames names{fn, {"averages", "params", nullptr, nullptr, nullptr, nullptr}};
+        py::handle none = py::none();
+        MultiTensor mt = gather(names, SlotArgs{{averages, params, none, none, none, none}},
+                                (1 << kParam) | (1 << kGrad), keep);
+        if (mt.tensors.empty()) return;
+        py::gil_scoped_release nogil;
+        if (mt.device == DeviceKind::cpu) {
+          cpu::active().ema(mt, o);
+          return;
+        }
+#if defined(FT_WITH_CUDA)
+        DeviceGuard guard(mt.device_index);
+        cuda::ema(mt, o, cuda::StepScalars{}, stream_of(stream));
+#endif
+      },
+      py::arg("averages"), py::arg("params"), py::arg("options"),
+      py::arg("stream").none(true) = py::none());
   py::class_<Ema::Options>(m, "EmaOptions").def(py::init<>()).def_readwrite("decay", &Ema::Options::decay);
 }
 

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <vector>
 #include "core/dtype.h"
+#include "core/tensor_view.h"
 
 namespace ft {
 
@@ -21,6 +22,8 @@ struct MultiTensor {
   DType param_dtype = DType::f32;
   DType grad_dtype = DType::f32;
   std::vector<TensorSlots> tensors;
+  DeviceKind device = DeviceKind::cpu;
+  int device_index = 0;
   bool has_grad_scale = false;  // grads are divided by grad_scale before the rule sees them
   double grad_scale = 1.0;
 };

@@ -2,8 +2,10 @@
 // NEON as the baseline of aarch64, overridable with FUSEDTRAIN_CPU_ISA or set_isa().
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
+#include "cpu/bn_kernels.h"
 #include "cpu/kernels.h"
 
 namespace ft::cpu {
@@ -12,6 +14,7 @@ namespace {
 struct IsaEntry {
   const char* name;
   const Kernels& (*get)();
+  const BnKernels& (*bn)();
   bool (*supported)();
 };
 
@@ -19,17 +22,17 @@ struct IsaEntry {
 const std::vector<IsaEntry>& entries() {
   static const std::vector<IsaEntry> all = {
 #if defined(FT_HAVE_ISA_baseline)
-      {"baseline", &baseline::kernels, [] { return true; }},
+      {"baseline", &baseline::kernels, &baseline::bn_kernels, [] { return true; }},
 #endif
 #if defined(FT_HAVE_ISA_avx2)
-      {"avx2", &avx2::kernels,
+      {"avx2", &avx2::kernels, &avx2::bn_kernels,
        [] {
          return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                 __builtin_cpu_supports("f16c");
        }},
 #endif
 #if defined(FT_HAVE_ISA_avx512)
-      {"avx512", &avx512::kernels,
+      {"avx512", &avx512::kernels, &avx512::bn_kernels,
        [] {
          return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
@@ -37,7 +40,7 @@ const std::vector<IsaEntry>& entries() {
        }},
 #endif
 #if defined(FT_HAVE_ISA_neon)
-      {"neon", &neon::kernels, [] { return true; }},
+      {"neon", &neon::kernels, &neon::bn_kernels, [] { return true; }},
 #endif
   };
   return all;
@@ -97,5 +100,12 @@ void set_isa(const std::string& name) {
 }
 
 std::string current_isa() { return active().isa; }
+
+const BnKernels& active_bn() {
+  const char* isa = active().isa;
+  for (const auto& e : entries())
+    if (std::strcmp(e.name, isa) == 0) return e.bn();
+  throw std::invalid_argument(std::string("no batch-norm kernels for cpu isa ") + isa);
+}
 
 }  // namespace ft::cpu

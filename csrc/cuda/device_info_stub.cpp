@@ -1,5 +1,6 @@
 // device_info.h for builds without CUDA.
 #include "cuda/device_info.h"
+#include "cuda/kernels.h"
 
 namespace ft::cuda {
 
@@ -7,4 +8,8 @@ bool compiled() { return false; }
 std::vector<std::string> device_names() { return {}; }
 int runtime_version() { return 0; }
 
+}  // namespace ft::cuda
+
+namespace ft::cuda {
+int pointer_device(const void*) { return -1; }
 }  // namespace ft::cuda

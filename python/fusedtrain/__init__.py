@@ -2,14 +2,20 @@
 
 Functional API (in place, multi-tensor, torch.optim semantics): sgd_, momentum_, adagrad_,
 rmsprop_, adadelta_, adam_, adamw_; utilities global_norm, clip_grad_norm_, ema_.
+Batch norm (torch.nn.functional.batch_norm semantics): batch_norm_forward, batch_norm_backward,
+batch_norm_stats, merge_stats, update_running_stats_, RunningStats.
 """
 from .functional import (adadelta_, adagrad_, adam_, adamw_, momentum_, rmsprop_, sgd_)
 from .utils import clip_grad_norm_, ema_, global_norm
+from .batch_norm import (RunningStats, batch_norm_backward, batch_norm_forward, batch_norm_stats,
+                         merge_stats, update_running_stats_)
 from .runtime import (__version__, get_cpu_isa, get_num_threads, info, set_cpu_isa,
                       set_num_threads)
 
 __all__ = [
     "sgd_", "momentum_", "adagrad_", "rmsprop_", "adadelta_", "adam_", "adamw_",
     "global_norm", "clip_grad_norm_", "ema_",
+    "batch_norm_forward", "batch_norm_backward", "batch_norm_stats", "merge_stats",
+    "update_running_stats_", "RunningStats",
     "info", "set_num_threads", "get_num_threads", "set_cpu_isa", "get_cpu_isa", "__version__",
 ]

@@ -15,6 +15,15 @@ Common keyword arguments:
     found_inf: None, a number or a 1-element array; when nonzero the step is skipped and nothing
         is written.
     master_params: float32 master weights for float16/bfloat16 params.
+    max_grad_norm: clip the grads' global 2-norm to this value inside the step (the clip
+        coefficient joins grad_scale; grads are not modified).  None: no clipping.
+    stream: CUDA arrays only: the stream to launch on (int handle or an object with ``.ptr`` /
+        ``.cuda_stream``); default the current PyTorch stream for torch tensors, CuPy's current
+        stream for CuPy arrays.  A step never synchronizes the host.
+
+Capturable steps: ``lr`` and ``step`` may be 1-element device arrays, read by the kernel, so a
+step can be recorded in a CUDA graph and replayed (run one step before capturing: the first
+step with a new list of tensors uploads its chunk table).
 
 Every argument is checked before any array is written: a call that raises changes nothing.
 A missing or mistyped array (None, not an array, wrong dtype) raises TypeError; a wrong length,
@@ -23,10 +32,45 @@ None (amsgrad without max_exp_avg_sqs, ...) raises ValueError.
 """
 from . import _C
 from . import _checks as chk
+from ._streams import is_array, launch_stream
 
 
-def sgd_(params, grads, *, lr, weight_decay=0.0, maximize=False,
-         grad_scale=None, found_inf=None, master_params=None):
+def _lr(fn, lr):
+    """(value, array): a number is validated here, an array is read by the kernel."""
+    if is_array(lr):
+        return 0.0, lr
+    return chk.at_least(fn, "lr", lr), None
+
+
+def _step(fn, step):
+    if is_array(step):
+        return 1, step
+    return chk.step_count(fn, step), None
+
+
+def _clip(fn, max_grad_norm):
+    return -1.0 if max_grad_norm is None else chk.at_least(fn, "max_grad_norm", max_grad_norm)
+
+
+_COMMON = dict(grad_scale=None, found_inf=None, master_params=None, max_grad_norm=None,
+               stream=None)
+
+
+def _run(kernel, fn, params, grads, states, options, lr_array, step_array, common):
+    s0, s1, s2 = (list(states) + [None, None, None])[:3]
+    kernel(params, grads, s0, s1, s2, common["master_params"], common["grad_scale"],
+           common["found_inf"], options, lr_array, step_array,
+           _clip(fn, common["max_grad_norm"]), launch_stream(params, common["stream"]))
+
+
+def _common(fn, kwargs):
+    unknown = set(kwargs) - set(_COMMON)
+    if unknown:
+        raise TypeError(f"{fn}: unexpected keyword argument(s) {sorted(unknown)}")
+    return {**_COMMON, **kwargs}
+
+
+def sgd_(params, grads, *, lr, weight_decay=0.0, maximize=False, **common):
     """Plain stochastic gradient descent, ``torch.optim.SGD`` without momentum.
 
     ``g = grad (+ weight_decay * p); p -= lr * g`` (``g = -grad`` when maximizing).
@@ -35,15 +79,16 @@ def sgd_(params, grads, *, lr, weight_decay=0.0, maximize=False,
     ``x += -learning_rate * dx``.
     """
     fn = "sgd_"
-    o = chk.options(_C.SgdOptions, lr=chk.at_least(fn, "lr", lr),
+    common = _common(fn, common)
+    lr, lr_array = _lr(fn, lr)
+    o = chk.options(_C.SgdOptions, lr=lr,
                     weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
                     maximize=chk.flag(fn, "maximize", maximize))
-    _C.sgd_(params, grads, None, None, None, master_params, grad_scale, found_inf, o)
+    _run(_C.sgd_, fn, params, grads, [], o, lr_array, None, common)
 
 
 def momentum_(params, grads, momentum_buffers, *, step, lr, momentum=0.9, dampening=0.0,
-              nesterov=False, weight_decay=0.0, maximize=False,
-              grad_scale=None, found_inf=None, master_params=None):
+              nesterov=False, weight_decay=0.0, maximize=False, **common):
     """SGD with momentum or Nesterov momentum, ``torch.optim.SGD(momentum=...)``.
 
     ``g = grad (+ weight_decay * p)``; ``b = g`` at ``step == 1``, else
@@ -56,22 +101,22 @@ def momentum_(params, grads, momentum_buffers, *, step, lr, momentum=0.9, dampen
     ``v = rho*v + dx(x + rho*v)`` after the change of variables ``x~ = x + rho * v``).
     """
     fn = "momentum_"
-    step = chk.step_count(fn, step)
+    common = _common(fn, common)
+    step, step_array = _step(fn, step)
+    lr, lr_array = _lr(fn, lr)
     momentum = chk.at_least(fn, "momentum", momentum)
     dampening = chk._number(fn, "dampening", dampening)
     nesterov = chk.flag(fn, "nesterov", nesterov)
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{fn}: nesterov requires momentum > 0 and dampening == 0")
-    o = chk.options(_C.MomentumOptions, lr=chk.at_least(fn, "lr", lr), momentum=momentum,
-                    dampening=dampening, nesterov=nesterov,
-                    weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
+    o = chk.options(_C.MomentumOptions, lr=lr, momentum=momentum, dampening=dampening,
+                    nesterov=nesterov, weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
                     maximize=chk.flag(fn, "maximize", maximize), first_step=step == 1)
-    _C.momentum_(params, grads, momentum_buffers, None, None, master_params, grad_scale,
-                 found_inf, o)
+    _run(_C.momentum_, fn, params, grads, [momentum_buffers], o, lr_array, step_array, common)
 
 
 def adagrad_(params, grads, state_sums, *, step, lr=0.01, lr_decay=0.0, weight_decay=0.0,
-             eps=1e-10, maximize=False, grad_scale=None, found_inf=None, master_params=None):
+             eps=1e-10, maximize=False, **common):
     """AdaGrad, ``torch.optim.Adagrad``.
 
     ``g = grad (+ weight_decay * p); s += g * g;
@@ -83,18 +128,19 @@ def adagrad_(params, grads, state_sums, *, step, lr=0.01, lr_decay=0.0, weight_d
     ``cache += dx**2; x -= learning_rate * dx / (np.sqrt(cache) + 1e-7)``.
     """
     fn = "adagrad_"
-    o = chk.options(_C.AdagradOptions, lr=chk.at_least(fn, "lr", lr),
-                    lr_decay=chk.at_least(fn, "lr_decay", lr_decay),
+    common = _common(fn, common)
+    step, step_array = _step(fn, step)
+    lr, lr_array = _lr(fn, lr)
+    o = chk.options(_C.AdagradOptions, lr=lr, lr_decay=chk.at_least(fn, "lr_decay", lr_decay),
                     weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
-                    eps=chk.at_least(fn, "eps", eps), step=chk.step_count(fn, step),
+                    eps=chk.at_least(fn, "eps", eps), step=step,
                     maximize=chk.flag(fn, "maximize", maximize))
-    _C.adagrad_(params, grads, state_sums, None, None, master_params, grad_scale, found_inf, o)
+    _run(_C.adagrad_, fn, params, grads, [state_sums], o, lr_array, step_array, common)
 
 
 def rmsprop_(params, grads, square_avgs, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0,
              momentum=0.0, momentum_buffers=None, centered=False, grad_avgs=None,
-             nesterov=False, maximize=False, grad_scale=None, found_inf=None,
-             master_params=None):
+             nesterov=False, maximize=False, **common):
     """RMSProp, ``torch.optim.RMSprop``, plus the Nesterov variant of Goodfellow et al.
 
     ``g = grad (+ weight_decay * p); r = alpha * r + (1 - alpha) * g * g``;
@@ -110,6 +156,8 @@ def rmsprop_(params, grads, square_avgs, *, lr=0.01, alpha=0.99, eps=1e-8, weigh
     ``momentum > 0`` needs ``momentum_buffers``; ``centered`` needs ``grad_avgs``.
     """
     fn = "rmsprop_"
+    common = _common(fn, common)
+    lr, lr_array = _lr(fn, lr)
     momentum = chk.at_least(fn, "momentum", momentum)
     centered = chk.flag(fn, "centered", centered)
     nesterov = chk.flag(fn, "nesterov", nesterov)
@@ -119,19 +167,18 @@ def rmsprop_(params, grads, square_avgs, *, lr=0.01, alpha=0.99, eps=1e-8, weigh
         raise ValueError(f"{fn}: momentum_buffers is required when momentum > 0")
     if centered and grad_avgs is None:
         raise ValueError(f"{fn}: grad_avgs is required when centered=True")
-    o = chk.options(_C.RmspropOptions, lr=chk.at_least(fn, "lr", lr),
+    o = chk.options(_C.RmspropOptions, lr=lr,
                     alpha=chk.in_range(fn, "alpha", alpha, 0.0, 1.0, True),
                     eps=chk.at_least(fn, "eps", eps),
                     weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
                     momentum=momentum, centered=centered, nesterov=nesterov,
                     maximize=chk.flag(fn, "maximize", maximize))
-    _C.rmsprop_(params, grads, square_avgs, momentum_buffers, grad_avgs, master_params,
-                grad_scale, found_inf, o)
+    _run(_C.rmsprop_, fn, params, grads, [square_avgs, momentum_buffers, grad_avgs], o,
+         lr_array, None, common)
 
 
 def adadelta_(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e-6,
-              weight_decay=0.0, maximize=False, grad_scale=None, found_inf=None,
-              master_params=None):
+              weight_decay=0.0, maximize=False, **common):
     """AdaDelta, ``torch.optim.Adadelta``.
 
     ``g = grad (+ weight_decay * p); r = rho * r + (1 - rho) * g * g;
@@ -141,19 +188,19 @@ def adadelta_(params, grads, square_avgs, acc_deltas, *, lr=1.0, rho=0.9, eps=1e
     learning rate is the running RMS of past updates, so units match (``lr = 1``).
     """
     fn = "adadelta_"
-    o = chk.options(_C.AdadeltaOptions, lr=chk.at_least(fn, "lr", lr),
+    common = _common(fn, common)
+    lr, lr_array = _lr(fn, lr)
+    o = chk.options(_C.AdadeltaOptions, lr=lr,
                     rho=chk.in_range(fn, "rho", rho, 0.0, 1.0, True),
                     eps=chk.at_least(fn, "eps", eps),
                     weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
                     maximize=chk.flag(fn, "maximize", maximize))
-    _C.adadelta_(params, grads, square_avgs, acc_deltas, None, master_params, grad_scale,
-                 found_inf, o)
+    _run(_C.adadelta_, fn, params, grads, [square_avgs, acc_deltas], o, lr_array, None, common)
 
 
 def adam_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
           eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
-          max_exp_avg_sqs=None, maximize=False, grad_scale=None, found_inf=None,
-          master_params=None):
+          max_exp_avg_sqs=None, maximize=False, **common):
     """Adam, ``torch.optim.Adam`` (and ``torch.optim.AdamW`` with decoupled_weight_decay).
 
     L2 decay ``g = grad + weight_decay * p``, or decoupled ``p *= 1 - lr * weight_decay``;
@@ -168,34 +215,35 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, bet
     with eps placed as torch places it.
     """
     _adam("adam_", params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
-          weight_decay, decoupled_weight_decay, amsgrad, max_exp_avg_sqs, maximize, grad_scale,
-          found_inf, master_params)
+          weight_decay, decoupled_weight_decay, amsgrad, max_exp_avg_sqs, maximize, common)
 
 
 def adamw_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
            eps=1e-8, weight_decay=0.01, amsgrad=False, max_exp_avg_sqs=None, maximize=False,
-           grad_scale=None, found_inf=None, master_params=None):
+           **common):
     """AdamW, ``torch.optim.AdamW``: :func:`adam_` with decoupled weight decay.
 
     ``p *= 1 - lr * weight_decay``, then the Adam step on the raw gradient (Loshchilov & Hutter).
     """
     _adam("adamw_", params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
-          weight_decay, True, amsgrad, max_exp_avg_sqs, maximize, grad_scale, found_inf,
-          master_params)
+          weight_decay, True, amsgrad, max_exp_avg_sqs, maximize, common)
 
 
 def _adam(fn, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay,
-          decoupled, amsgrad, max_exp_avg_sqs, maximize, grad_scale, found_inf, master_params):
+          decoupled, amsgrad, max_exp_avg_sqs, maximize, common):
+    common = _common(fn, common)
+    step, step_array = _step(fn, step)
+    lr, lr_array = _lr(fn, lr)
     amsgrad = chk.flag(fn, "amsgrad", amsgrad)
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError(f"{fn}: max_exp_avg_sqs is required when amsgrad=True")
-    o = chk.options(_C.AdamOptions, lr=chk.at_least(fn, "lr", lr),
+    o = chk.options(_C.AdamOptions, lr=lr,
                     beta1=chk.in_range(fn, "beta1", beta1, 0.0, 1.0, False),
                     beta2=chk.in_range(fn, "beta2", beta2, 0.0, 1.0, False),
                     eps=chk.at_least(fn, "eps", eps),
-                    weight_decay=chk.at_least(fn, "weight_decay", weight_decay),
-                    step=chk.step_count(fn, step),
+                    weight_decay=chk.at_least(fn, "weight_decay", weight_decay), step=step,
                     decoupled=chk.flag(fn, "decoupled_weight_decay", decoupled),
                     amsgrad=amsgrad, maximize=chk.flag(fn, "maximize", maximize))
-    _C.adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None,
-             master_params, grad_scale, found_inf, o)
+    _run(_C.adam_, fn, params, grads,
+         [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None], o, lr_array,
+         step_array, common)

@@ -2,6 +2,7 @@
 
 from . import _C
 from . import _checks as chk
+from ._streams import launch_stream
 
 
 def _norm_type(fn, norm_type):
@@ -11,17 +12,19 @@ def _norm_type(fn, norm_type):
     return p
 
 
-def global_norm(arrays, norm_type=2.0):
+def global_norm(arrays, norm_type=2.0, *, stream=None):
     """The p-norm of all elements of ``arrays`` taken together, as a Python float.
 
     ``(sum_i sum_j |x_ij|**p)**(1/p)``, ``max |x|`` for ``norm_type=inf``; equal to
     ``torch.nn.utils.get_total_norm`` (the norm of the per-tensor norms).  Partial sums are
     combined in a fixed order, so the result does not depend on the thread count.
+    On CUDA arrays the result is read back, which waits for ``stream``.
     """
-    return _C.global_norm(arrays, _norm_type("global_norm", norm_type))
+    return _C.global_norm(arrays, _norm_type("global_norm", norm_type),
+                          launch_stream(arrays, stream))
 
 
-def clip_grad_norm_(grads, max_norm, norm_type=2.0):
+def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, stream=None):
     """Scale ``grads`` in place so their global norm is at most ``max_norm``; returns the norm
     before clipping.
 
@@ -30,10 +33,11 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0):
     """
     fn = "clip_grad_norm_"
     max_norm = chk.at_least(fn, "max_norm", max_norm)
-    return _C.clip_grad_norm_(grads, max_norm, _norm_type(fn, norm_type))
+    return _C.clip_grad_norm_(grads, max_norm, _norm_type(fn, norm_type),
+                              launch_stream(grads, stream))
 
 
-def ema_(averages, params, *, decay):
+def ema_(averages, params, *, decay, stream=None):
     """Exponential moving average of parameters, in place: ``a = decay * a + (1 - decay) * p``.
 
     Evaluated as ``a.lerp_(p, 1 - decay)`` like ``torch.optim.swa_utils``' EMA.  Textbook form:
@@ -42,7 +46,7 @@ def ema_(averages, params, *, decay):
     """
     fn = "ema_"
     o = chk.options(_C.EmaOptions, decay=chk.in_range(fn, "decay", decay, 0.0, 1.0, True))
-    _C.ema_(averages, params, o)
+    _C.ema_(averages, params, o, launch_stream(averages, stream))
 
 
 __all__ = ["global_norm", "clip_grad_norm_", "ema_"]

@@ -1,0 +1,286 @@
+// Python bindings of batch norm (forward, backward, statistics, merge, running-stat update).
+// Validation and dispatch only: the math is in csrc/math/batch_norm.h, the loops in csrc/cpu.
+// Outputs are allocated by the Python layer (with the caller's array library) and passed in.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "bindings/interop.h"
+#include "cpu/bn_kernels.h"
+
+namespace ft::bind {
+namespace {
+
+using cpu::BnShape;
+using cpu::ChannelArray;
+
+void require_cpu(const TensorView& v, const ArgRef& at) {
+  if (v.device != DeviceKind::cpu)
+    value_error(at, "is on a CUDA device; batch norm runs on the CPU in this build");
+}
+
+// x as (outer, C, inner); `x` names the argument in errors.
+BnShape layout_of(const TensorView& x, bool channels_last, const ArgRef& at) {
+  if (x.ndim < 2)
+    value_error(at, "must have at least 2 dimensions (N, C, ...), got shape " + shape_str(x));
+  BnShape s;
+  if (channels_last) {
+    s.channels = x.shape[x.ndim - 1];
+    s.outer = 1;
+    for (int i = 0; i < x.ndim - 1; ++i) s.outer *= x.shape[i];
+    s.inner = 1;
+  } else {
+    s.channels = x.shape[1];
+    s.outer = x.shape[0];
+    s.inner = 1;
+    for (int i = 2; i < x.ndim; ++i) s.inner *= x.shape[i];
+  }
+  if (s.channels < 1) value_error(at, "has no channels, shape " + shape_str(x));
+  return s;
+}
+
+const char* channel_word(bool channels_last) {
+  return channels_last ? " channels (last dimension)" : " channels (dimension 1)";
+}
+
+// A per-channel vector: None (when allowed), or a 1-d array of C values whose dtype is one of
+// `ok` (the input's dtype or float32 for parameters; exact dtypes for outputs).
+ChannelArray channel_array(py::handle obj, const ArgRef& at, Access access, int64_t C,
+                           bool channels_last, std::initializer_list<DType> ok, bool optional,
+                           ExportHolder& keep) {
+  ChannelArray out;
+  if (obj.is_none()) {
+    if (optional) return out;
+    type_error(at, "is None; expected an array");
+  }
+  TensorView v = view_of(obj, at, access, keep);
+  require_cpu(v, at);
+  bool dtype_ok = false;
+  std::string names;
+  for (DType d : ok) {
+    dtype_ok |= v.dtype == d;
+    if (names.find(dtype_name(d)) == std::string::npos)
+      names += (names.empty() ? "" : " or ") + std::string(dtype_name(d));
+  }
+  if (!dtype_ok) type_error(at, std::string("has dtype ") + dtype_name(v.dtype) + "; expected " + names);
+  if (v.ndim != 1 || v.shape[0] != C)
+    value_error(at, "has shape " + shape_str(v) + " but x has " + std::to_string(C) +
+                        channel_word(channels_last) + "; expected (" + std::to_string(C) + ",)");
+  out.data = v.data;
+  out.dtype = v.dtype;
+  return out;
+}
+
+struct Input {
+  TensorView view;
+  BnShape shape;
+};
+
+Input input_of(py::handle x, const char* fn, const char* name, bool channels_last, Access access,
+               ExportHolder& keep) {
+  ArgRef at{fn, name, -1};
+  Input in{view_of(x, at, access, keep), {}};
+  require_cpu(in.view, at);
+  in.shape = layout_of(in.view, channels_last, at);
+  return in;
+}
+
+// An output the Python layer allocated: same shape and dtype as `like`.
+void* same_as(py::handle obj, const char* fn, const char* name, const Input& like,
+              ExportHolder& keep) {
+  ArgRef at{fn, name, -1};
+  TensorView v = view_of(obj, at, Access::write, keep);
+  require_cpu(v, at);
+  if (!v.same_shape(like.view) || v.dtype != like.view.dtype)
+    value_error(at, "must have the input's shape " + shape_str(like.view) + " and dtype");
+  return v.data;
+}
+
+DType stats_dtype(DType d) { return compute_dtype(d); }
+
+void forward(py::handle x, py::handle weight, py::handle bias, py::handle running_mean,
+             py::handle running_var, py::handle y, py::handle save_mean, py::handle save_invstd,
+             bool training, double momentum, double eps, bool channels_last) {
+  const char* fn = "batch_norm_forward";
+  ExportHolder keep;
+  Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
+  const DType d = in.view.dtype;
+  const int64_t C = in.shape.channels;
+  cpu::BnForwardArgs a;
+  a.x = in.view.data;
+  a.dtype = d;
+  a.shape = in.shape;
+  a.training = training;
+  a.momentum = momentum;
+  a.eps = eps;
+  const auto param = {d, DType::f32};
+  a.weight = channel_array(weight, {fn, "weight", -1}, Access::read, C, channels_last, param, true, keep);
+  a.bias = channel_array(bias, {fn, "bias", -1}, Access::read, C, channels_last, param, true, keep);
+  a.running_mean = channel_array(running_mean, {fn, "running_mean", -1},
+                                 training ? Access::write : Access::read, C, channels_last, param, true, keep);
+  a.running_var = channel_array(running_var, {fn, "running_var", -1},
+                                training ? Access::write : Access::read, C, channels_last, param, true, keep);
+  if (a.running_mean.present() != a.running_var.present())
+    value_error({fn, a.running_mean.present() ? "running_var" : "running_mean", -1},
+                "is None but its partner is not; pass both running_mean and running_var or neither");
+  if (!training && !a.running_mean.present())
+    value_error({fn, "running_mean", -1},
+                "is None; evaluation mode (training=False) normalizes with the running statistics");
+  const int64_t M = in.shape.per_channel();
+  if (training && M <= 1)
+    value_error({fn, "x", -1}, "has " + std::to_string(M) + " value(s) per channel (shape " +
+                                   shape_str(in.view) + "); training needs more than 1");
+  a.y = same_as(y, fn, "y", in, keep);
+  a.save_mean = channel_array(save_mean, {fn, "save_mean", -1}, Access::write, C, channels_last,
+                              {stats_dtype(d)}, false, keep);
+  a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::write, C,
+                                channels_last, {stats_dtype(d)}, false, keep);
+  py::gil_scoped_release nogil;
+  cpu::active_bn().forward(a);
+}
+
+void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_mean,
+              py::handle save_invstd, py::handle dx, py::handle dweight, py::handle dbias,
+              bool channels_last) {
+  const char* fn = "batch_norm_backward";
+  ExportHolder keep;
+  Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
+  const DType d = in.view.dtype;
+  const int64_t C = in.shape.channels;
+  ArgRef dy_at{fn, "dy", -1};
+  TensorView g = view_of(dy, dy_at, Access::read, keep);
+  require_cpu(g, dy_at);
+  if (g.dtype != d)
+    type_error(dy_at, std::string("has dtype ") + dtype_name(g.dtype) + " but x has " + dtype_name(d));
+  if (!g.same_shape(in.view))
+    value_error(dy_at, "has shape " + shape_str(g) + " but x has shape " + shape_str(in.view));
+  cpu::BnBackwardArgs a;
+  a.dy = g.data;
+  a.x = in.view.data;
+  a.dtype = d;
+  a.shape = in.shape;
+  const auto param = {d, DType::f32};
+  const auto any = {DType::f32, DType::f64, DType::f16, DType::bf16};
+  a.weight = channel_array(weight, {fn, "weight", -1}, Access::read, C, channels_last, param, true, keep);
+  a.save_mean = channel_array(save_mean, {fn, "save_mean", -1}, Access::read, C, channels_last, any, false, keep);
+  a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::read, C, channels_last, any, false, keep);
+  if (in.shape.per_channel() == 0) value_error({fn, "x", -1}, "has no values per channel");
+  a.dx = same_as(dx, fn, "dx", in, keep);
+  if (a.weight.present()) {
+    a.dweight = channel_array(dweight, {fn, "dweight", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
+    a.dbias = channel_array(dbias, {fn, "dbias", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
+  }
+  py::gil_scoped_release nogil;
+  cpu::active_bn().backward(a);
+}
+
+int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
+              const char* fn) {
+  ExportHolder keep;
+  Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
+  const int64_t C = in.shape.channels;
+  const auto out = {DType::f32, DType::f64};
+  cpu::BnStatsArgs a;
+  a.x = in.view.data;
+  a.dtype = in.view.dtype;
+  a.shape = in.shape;
+  a.mean = channel_array(mean, {fn, "mean", -1}, Access::write, C, channels_last, out, false, keep);
+  a.var = channel_array(var, {fn, "var", -1}, Access::write, C, channels_last, out, false, keep);
+  {
+    py::gil_scoped_release nogil;
+    cpu::active_bn().stats(a);
+  }
+  return in.shape.per_channel();
+}
+
+// (K, C) arrays of per-row statistics.
+ChannelArray rows_of(py::handle obj, const char* fn, const char* name, int64_t* K, int64_t* C,
+                     ExportHolder& keep) {
+  ArgRef at{fn, name, -1};
+  TensorView v = view_of(obj, at, Access::read, keep);
+  require_cpu(v, at);
+  if (v.ndim != 2) value_error(at, "must be 2-d (K, C), got shape " + shape_str(v));
+  if (*K >= 0 && (v.shape[0] != *K || v.shape[1] != *C))
+    value_error(at, "has shape " + shape_str(v) + " but means has shape (" + std::to_string(*K) +
+                        ", " + std::to_string(*C) + ")");
+  *K = v.shape[0];
+  *C = v.shape[1];
+  return ChannelArray{v.data, v.dtype};
+}
+
+void merge_stats(py::handle means, py::handle vars, const std::vector<double>& counts,
+                 py::handle mean, py::handle var) {
+  const char* fn = "merge_stats";
+  ExportHolder keep;
+  int64_t K = -1, C = -1;
+  cpu::BnMergeArgs a;
+  a.means = rows_of(means, fn, "means", &K, &C, keep);
+  a.vars = rows_of(vars, fn, "vars", &K, &C, keep);
+  if (int64_t(counts.size()) != K)
+    value_error({fn, "counts", -1}, "has " + std::to_string(counts.size()) +
+                                        " entries but means has " + std::to_string(K) + " rows");
+  a.counts = counts;
+  a.channels = C;
+  const auto out = {DType::f32, DType::f64};
+  a.mean = channel_array(mean, {fn, "mean", -1}, Access::write, C, false, out, false, keep);
+  a.var = channel_array(var, {fn, "var", -1}, Access::write, C, false, out, false, keep);
+  py::gil_scoped_release nogil;
+  cpu::active_bn().merge(a);
+}
+
+void update_running_stats(py::handle running_mean, py::handle running_var, py::handle mean,
+                          py::handle var, double count, double momentum) {
+  const char* fn = "update_running_stats_";
+  ExportHolder keep;
+  ArgRef at{fn, "running_mean", -1};
+  TensorView rm = view_of(running_mean, at, Access::write, keep);
+  require_cpu(rm, at);
+  if (rm.ndim != 1) value_error(at, "must be 1-d (C,), got shape " + shape_str(rm));
+  const int64_t C = rm.shape[0];
+  cpu::BnRunningArgs a;
+  a.channels = C;
+  a.count = count;
+  a.momentum = momentum;
+  a.running_mean = ChannelArray{rm.data, rm.dtype};
+  auto vec = [&](py::handle h, const char* name, Access acc) {
+    ArgRef ref{fn, name, -1};
+    TensorView v = view_of(h, ref, acc, keep);
+    require_cpu(v, ref);
+    if (v.ndim != 1 || v.shape[0] != C)
+      value_error(ref, "has shape " + shape_str(v) + " but running_mean has shape " + shape_str(rm));
+    return ChannelArray{v.data, v.dtype};
+  };
+  a.running_var = vec(running_var, "running_var", Access::write);
+  a.mean = vec(mean, "mean", Access::read);
+  a.var = vec(var, "var", Access::read);
+  py::gil_scoped_release nogil;
+  cpu::active_bn().update_running(a);
+}
+
+}  // namespace
+
+void init_norm(py::module_& m) {
+  m.def("bn_forward", &forward, py::arg("x"), py::arg("weight").none(true),
+        py::arg("bias").none(true), py::arg("running_mean").none(true),
+        py::arg("running_var").none(true), py::arg("y"), py::arg("save_mean"),
+        py::arg("save_invstd"), py::arg("training"), py::arg("momentum"), py::arg("eps"),
+        py::arg("channels_last"));
+  m.def("bn_backward", &backward, py::arg("dy"), py::arg("x"), py::arg("weight").none(true),
+        py::arg("save_mean"), py::arg("save_invstd"), py::arg("dx"),
+        py::arg("dweight").none(true), py::arg("dbias").none(true), py::arg("channels_last"));
+  m.def(
+      "bn_stats",
+      [](py::handle x, py::handle mean, py::handle var, bool channels_last, const std::string& fn) {
+        return stats(x, mean, var, channels_last, fn.c_str());
+      },
+      py::arg("x"), py::arg("mean"), py::arg("var"), py::arg("channels_last"),
+      py::arg("fn") = std::string("batch_norm_stats"));
+  m.def("bn_merge_stats", &merge_stats, py::arg("means"), py::arg("vars"), py::arg("counts"),
+        py::arg("mean"), py::arg("var"));
+  m.def("bn_update_running_stats", &update_running_stats, py::arg("running_mean"),
+        py::arg("running_var"), py::arg("mean"), py::arg("var"), py::arg("count"),
+        py::arg("momentum"));
+}
+
+}  // namespace ft::bind

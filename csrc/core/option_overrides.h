@@ -1,0 +1,22 @@
+// Overriding a rule's lr / step / coef from a runtime scalar (a capturable device value or a
+// host array), for whichever of those fields a rule's Options has.
+#pragma once
+#include <cstdint>
+#include "core/macros.h"
+
+namespace ft {
+
+// The int/long argument ranks the overloads: the first applies when the field exists.
+template <class O> FT_HD auto set_lr(O& o, double v, int) -> decltype(o.lr = v, void()) { o.lr = v; }
+template <class O> FT_HD void set_lr(O&, double, long) {}
+template <class O> FT_HD auto set_step(O& o, double v, int) -> decltype(o.step = 1, void()) {
+  o.step = int64_t(v);
+}
+template <class O> FT_HD auto set_step(O& o, double v, int) -> decltype(o.first_step = true, void()) {
+  o.first_step = v == 1.0;
+}
+template <class O> FT_HD void set_step(O&, double, long) {}
+template <class O> FT_HD auto set_coef(O& o, double v, int) -> decltype(o.coef = v, void()) { o.coef = v; }
+template <class O> FT_HD void set_coef(O&, double, long) {}
+
+}  // namespace ft

@@ -1,0 +1,26 @@
+// Reading a DeviceScalar inside a kernel, and applying device-side overrides to rule options.
+#pragma once
+#include "core/half.h"
+#include "core/option_overrides.h"
+#include "cuda/kernels.h"
+
+namespace ft::cuda {
+
+__device__ inline double load_scalar(const DeviceScalar& s) {
+  switch (s.dtype) {
+    case DType::f32: return *static_cast<const float*>(s.ptr);
+    case DType::f64: return *static_cast<const double*>(s.ptr);
+    case DType::f16: return to_float(*static_cast<const Half*>(s.ptr));
+    case DType::bf16: return to_float(*static_cast<const BFloat16*>(s.ptr));
+  }
+  return 0.0;
+}
+
+template <class O>
+__device__ inline void apply_overrides(O& o, const StepScalars& s) {
+  if (s.lr) set_lr(o, load_scalar(s.lr), 0);
+  if (s.step) set_step(o, load_scalar(s.step), 0);
+  if (s.coef) set_coef(o, load_scalar(s.coef), 0);
+}
+
+}  // namespace ft::cuda

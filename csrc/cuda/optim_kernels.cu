@@ -1,0 +1,166 @@
+// CUDA kernels of the elementwise rules: one launch per step over the cached chunk table,
+// 16-byte vector loads for aligned tensors, fp32 math (fp64 for fp64), 64-bit indexing.
+#include <algorithm>
+#include <atomic>
+#include <type_traits>
+
+#include "core/half.h"
+#include "cuda/device_scalar.cuh"
+#include "cuda/kernels.h"
+#include "cuda/multi_tensor_apply.cuh"
+#include "math/optim_rules.h"
+
+namespace ft::cuda {
+
+std::atomic<uint64_t> g_launches{0};
+uint64_t launch_count() { return g_launches.load(); }
+
+namespace {
+
+template <class S> struct ComputeOf { using type = float; };
+template <> struct ComputeOf<double> { using type = double; };
+
+// Elements per thread-iteration: 16 bytes of the narrowest array, so every array's share is a
+// whole number of 16-byte words.
+template <class P, class G, class C>
+struct GroupSize {
+  static constexpr size_t narrowest =
+      sizeof(P) < sizeof(G) ? (sizeof(P) < sizeof(C) ? sizeof(P) : sizeof(C))
+                            : (sizeof(G) < sizeof(C) ? sizeof(G) : sizeof(C));
+  static constexpr int value = int(16 / narrowest);
+};
+
+template <int N, class S, class C>
+__device__ __forceinline__ void load_group(const S* p, bool vector, C (&out)[N]) {
+  if constexpr ((N * sizeof(S)) % 16 == 0) {
+    if (vector) {
+      alignas(16) S tmp[N];
+#pragma unroll
+      for (int k = 0; k < int(N * sizeof(S) / 16); ++k)
+        reinterpret_cast<uint4*>(tmp)[k] = reinterpret_cast<const uint4*>(p)[k];
+#pragma unroll
+      for (int e = 0; e < N; ++e) out[e] = C(to_float(tmp[e]));
+      return;
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < N; ++e) out[e] = C(to_float(p[e]));
+}
+
+template <int N, class S, class C>
+__device__ __forceinline__ void store_group(S* p, bool vector, const C (&in)[N]) {
+  if constexpr ((N * sizeof(S)) % 16 == 0) {
+    if (vector) {
+      alignas(16) S tmp[N];
+#pragma unroll
+      for (int e = 0; e < N; ++e) tmp[e] = Narrow<S>::from(in[e]);
+#pragma unroll
+      for (int k = 0; k < int(N * sizeof(S) / 16); ++k)
+        reinterpret_cast<uint4*>(p)[k] = reinterpret_cast<const uint4*>(tmp)[k];
+      return;
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < N; ++e) p[e] = Narrow<S>::from(in[e]);
+}
+
+// N consecutive elements from index i of one tensor: load every present slot, run the rule per
+// element, store.  vector: the group is 16-byte aligned in every slot.
+template <class Rule, class P, class G, class C, int N>
+__device__ __forceinline__ void step_group(const typename Rule::template Coeffs<C>& c,
+                                           const DeviceTensor& t, int64_t i, bool vector,
+                                           bool unscale, C scale) {
+  P* p = static_cast<P*>(t.ptr[kParam]) + i;
+  float* master = static_cast<float*>(t.ptr[kMaster]);
+  C pv[N], gv[N] = {}, a[N] = {}, b[N] = {}, d[N] = {};
+  if constexpr (std::is_same_v<C, float>) {
+    if (master) load_group<N>(static_cast<const float*>(master + i), vector, pv);
+    else load_group<N>(static_cast<const P*>(p), vector, pv);
+  } else {
+    load_group<N>(static_cast<const P*>(p), vector, pv);
+  }
+  if constexpr (Rule::kReadsGrad) load_group<N>(static_cast<const G*>(t.ptr[kGrad]) + i, vector, gv);
+  C* s0 = static_cast<C*>(t.ptr[kState0]);
+  C* s1 = static_cast<C*>(t.ptr[kState1]);
+  C* s2 = static_cast<C*>(t.ptr[kState2]);
+  if (s0) load_group<N>(s0 + i, vector, a);
+  if (s1) load_group<N>(s1 + i, vector, b);
+  if (s2) load_group<N>(s2 + i, vector, d);
+#pragma unroll
+  for (int e = 0; e < N; ++e) {
+    C g = unscale ? gv[e] / scale : gv[e];
+    Rule::update(c, pv[e], g, a[e], b[e], d[e]);
+  }
+  if constexpr (std::is_same_v<C, float>) {
+    if (master) store_group<N>(master + i, vector, pv);
+  }
+  store_group<N>(p, vector, pv);
+  if (s0) store_group<N>(s0 + i, vector, a);
+  if (s1) store_group<N>(s1 + i, vector, b);
+  if (s2) store_group<N>(s2 + i, vector, d);
+}
+
+template <class Rule, class P, class G>
+__global__ void __launch_bounds__(kThreads)
+    rule_kernel(DeviceTable table, typename Rule::Options o, StepScalars sc, double host_scale,
+                bool host_unscale) {
+  using C = typename ComputeOf<P>::type;
+  if (sc.found_inf && load_scalar(sc.found_inf) != 0.0) return;  // AMP: skip, write nothing
+  apply_overrides(o, sc);
+  const auto c = Rule::template coeffs<C>(o);
+  const bool unscale = host_unscale || bool(sc.grad_scale);
+  const C scale = C(sc.grad_scale ? load_scalar(sc.grad_scale) : host_scale);
+  constexpr int E = GroupSize<P, G, C>::value;
+  for (int64_t k = blockIdx.x; k < table.nchunks; k += gridDim.x) {
+    const DeviceChunk ch = table.chunks[k];
+    const DeviceTensor t = table.tensors[ch.tensor];
+    const int64_t begin = ch.begin;
+    const int64_t end = begin + kCudaChunk < t.numel ? begin + kCudaChunk : t.numel;
+    // Aligned tensors: whole groups with 16-byte accesses, then a scalar tail.  Misaligned
+    // tensors (views at odd offsets) take the scalar path throughout.
+    const int64_t vec_end = t.aligned ? begin + (end - begin) / E * E : begin;
+    for (int64_t i = begin + int64_t(threadIdx.x) * E; i < vec_end; i += int64_t(blockDim.x) * E)
+      step_group<Rule, P, G, C, E>(c, t, i, true, unscale, scale);
+    for (int64_t i = vec_end + threadIdx.x; i < end; i += blockDim.x)
+      step_group<Rule, P, G, C, 1>(c, t, i, false, unscale, scale);
+  }
+}
+
+template <class Rule, class P, class G>
+void launch(const MultiTensor& mt, const typename Rule::Options& o, const StepScalars& s,
+            Stream stream) {
+  auto st = static_cast<cudaStream_t>(stream);
+  const DeviceTable table = table_for(mt, st);
+  if (table.nchunks == 0) return;
+  const unsigned grid = unsigned(std::min<int64_t>(table.nchunks, int64_t(1) << 30));
+  rule_kernel<Rule, P, G><<<grid, kThreads, 0, st>>>(table, o, s, mt.grad_scale, mt.has_grad_scale);
+  FT_CUDA_CHECK_LAUNCH("rule_kernel");
+  g_launches.fetch_add(1);
+}
+
+// Note [dtype pairs] (same pairs as the CPU drivers).
+template <class Rule>
+void dispatch(const MultiTensor& mt, const typename Rule::Options& o, const StepScalars& s,
+              Stream st) {
+  const DType pd = mt.param_dtype, gd = mt.grad_dtype;
+  if (pd == DType::f32 && gd == DType::f32) return launch<Rule, float, float>(mt, o, s, st);
+  if (pd == DType::f64 && gd == DType::f64) return launch<Rule, double, double>(mt, o, s, st);
+  if (pd == DType::f32 && gd == DType::f16) return launch<Rule, float, Half>(mt, o, s, st);
+  if (pd == DType::f32 && gd == DType::bf16) return launch<Rule, float, BFloat16>(mt, o, s, st);
+  if (pd == DType::f16 && gd == DType::f16) return launch<Rule, Half, Half>(mt, o, s, st);
+  if (pd == DType::f16 && gd == DType::f32) return launch<Rule, Half, float>(mt, o, s, st);
+  if (pd == DType::bf16 && gd == DType::bf16) return launch<Rule, BFloat16, BFloat16>(mt, o, s, st);
+  if (pd == DType::bf16 && gd == DType::f32) return launch<Rule, BFloat16, float>(mt, o, s, st);
+}
+
+}  // namespace
+
+#define FT_DEFINE_CUDA_RULE(Rule, name)                                                    \
+  void name(const MultiTensor& mt, const math::Rule::Options& o, const StepScalars& s,     \
+            Stream st) {                                                                   \
+    dispatch<math::Rule>(mt, o, s, st);                                                    \
+  }
+FT_ELEMENTWISE_RULES(FT_DEFINE_CUDA_RULE)
+#undef FT_DEFINE_CUDA_RULE
+
+}  // namespace ft::cuda
