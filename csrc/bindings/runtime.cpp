@@ -7,6 +7,7 @@
 #include "core/parallel.h"
 #include "cpu/kernels.h"
 #include "cuda/device_info.h"
+#include "cuda/kernels.h"
 
 namespace py = pybind11;
 
@@ -39,6 +40,14 @@ void init_runtime(py::module_& m) {
     return cuda::device_names();
   });
   m.def("cuda_runtime_version", &cuda::runtime_version);
+  // Kernels launched so far: the tests' check that a step is exactly one launch.
+  m.def("cuda_launch_count", [] {
+#if defined(FT_WITH_CUDA)
+    return cuda::launch_count();
+#else
+    return uint64_t(0);
+#endif
+  });
 }
 
 }  // namespace ft::bind

@@ -177,8 +177,8 @@ int64_t row_block(int64_t channels, int64_t bytes_per_value) {
   return std::clamp<int64_t>(kRowBlockBytes / (channels * bytes_per_value), 4, 256);
 }
 
-// acc[c] op= f(x[r, c]) for every row of [r0, r1), vectors across channels.
-template <class S, class Acc, class VecBody, class ScalarBody>
+// Calls vb(row, r, c) on vectors of channels and sb(row, r, c) on the channel tail, row by row.
+template <class S, class VecBody, class ScalarBody>
 FT_INLINE void over_rows(const S* x, int64_t C, int64_t r0, int64_t r1, VecBody&& vb,
                          ScalarBody&& sb) {
   constexpr int64_t W = lanes<S>();
@@ -205,12 +205,12 @@ void rows_stats(const S* x, int64_t C, int64_t r0, int64_t r1, Stats* out) {
     std::fill(shift.begin(), shift.end(), T(0));
     std::fill(s1.begin(), s1.end(), T(0));
     std::fill(s2.begin(), s2.end(), T(0));
-    over_rows<S, T>(
+    over_rows<S>(
         x, C, b0, b1,
         [&](const S* row, int64_t, int64_t c) { vstore(&shift[c], vload(&shift[c]) + vload(row + c)); },
         [&](const S* row, int64_t, int64_t c) { shift[c] += sload(row + c); });
     for (int64_t c = 0; c < C; ++c) shift[c] = shift[c] / n;
-    over_rows<S, T>(
+    over_rows<S>(
         x, C, b0, b1,
         [&](const S* row, int64_t, int64_t c) {
           V d = vload(row + c) - vload(&shift[c]);
@@ -240,7 +240,7 @@ void rows_grad_sums(const S* dy, const S* x, int64_t C, int64_t r0, int64_t r1,
     const int64_t b1 = std::min(b0 + rb, r1);
     std::fill(a.begin(), a.end(), T(0));
     std::fill(b.begin(), b.end(), T(0));
-    over_rows<S, T>(
+    over_rows<S>(
         x, C, b0, b1,
         [&](const S* row, int64_t r, int64_t c) {
           V d = vload(dy + r * C + c);
@@ -372,7 +372,7 @@ void forward_typed(const BnForwardArgs& a) {
   }
   const int64_t R = s.outer, P = row_pieces(R, C);
   parallel_for(P, R * C, [&](int64_t b, int64_t e) {
-    over_rows<S, T>(
+    over_rows<S>(
         x, C, piece_begin(R, b, P), piece_begin(R, e, P),
         [&](const S* row, int64_t r, int64_t c) {
           math::BnForwardCoeffs<V> co{{vload(&k.hi[c]), vload(&k.lo[c])}, vload(&k.a[c]), vload(&k.b[c])};
@@ -467,7 +467,7 @@ void backward_typed(const BnBackwardArgs& a) {
     k.d[c] = co.scale;
   }
   parallel_for(P, R * C, [&](int64_t b, int64_t e) {
-    over_rows<S, T>(
+    over_rows<S>(
         x, C, piece_begin(R, b, P), piece_begin(R, e, P),
         [&](const S* row, int64_t r, int64_t c) {
           math::BnBackwardCoeffs<V> co{{vload(&k.hi[c]), vload(&k.lo[c])}, vload(&k.a[c]),

@@ -1,0 +1,149 @@
+"""Times the fusedtrain CUDA rules against torch.optim fused and foreach on the same GPU, same run."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import common
+from optim_rules import RULES_BY_NAME, make_ft_step, make_torch_optimizer
+
+# (name, label, tensor sizes) — the issue's workloads.
+def workloads(quick):
+    big = (16 if quick else 64) << 20
+    rng = np.random.default_rng(0)
+    # A transformer's parameter list: many LayerNorm/bias vectors, some big matrices.
+    mixed = [int(x) for x in rng.choice([768, 3072, 768 * 768, 768 * 3072, 64], size=10_000,
+                                        p=[0.45, 0.2, 0.05, 0.02, 0.28])]
+    if quick:
+        mixed = mixed[:2000]
+    return [("big1", f"{big >> 20}M x 1", [big]),
+            ("big256", f"{big >> 20}M in 256", [big // 256] * 256),
+            ("mixed10k", f"{len(mixed)} mixed", mixed)]
+
+
+def cuda_timer(torch, fn, steps, flush):
+    """Median GPU time (CUDA events, cold L2) and median host time per call."""
+    gpu, host = [], []
+    for _ in range(steps):
+        flush()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        t0 = time.perf_counter()
+        fn()
+        host.append(time.perf_counter() - t0)
+        end.record()
+        end.synchronize()
+        gpu.append(start.elapsed_time(end) * 1e-3)
+    return statistics.median(gpu), statistics.median(host)
+
+
+def copy_bandwidth(torch, nbytes=1 << 30):
+    src = torch.empty(nbytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    best = 0.0
+    for _ in range(20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        best = max(best, 2 * nbytes / (start.elapsed_time(end) * 1e-3))
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--rules", default="sgd,momentum,adagrad,rmsprop,adadelta,adam,adamw")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    import torch
+    import fusedtrain as ft
+    if not torch.cuda.is_available() or not ft.info()["cuda_devices"]:
+        print("no CUDA device: nothing to benchmark", file=sys.stderr)
+        return 0
+    steps = 10 if args.quick else max(args.steps, 50)
+    flush_buf = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    flush = lambda: flush_buf.zero_()  # noqa: E731 - evicts the 50 MB L2 between samples
+    copy_bw = copy_bandwidth(torch)
+    common.log(f"device-to-device copy bandwidth: {copy_bw / 1e9:.0f} GB/s")
+    zeros = torch.zeros_like
+    rows = []
+    for wname, wlabel, sizes in workloads(args.quick):
+        numel = sum(sizes)
+        for rname in args.rules.split(","):
+            rule = RULES_BY_NAME[rname]
+            params = [torch.randn(n, device="cuda") for n in sizes]
+            grads = [torch.randn(n, device="cuda") for n in sizes]
+            ft_step = make_ft_step(ft, rule, params, grads, zeros)
+            ft_step()                                  # caches the chunk table
+            launches0 = ft._C.cuda_launch_count()
+            ft_gpu, ft_host = cuda_timer(torch, ft_step, steps, flush)
+            launches = (ft._C.cuda_launch_count() - launches0) / steps
+            bytes_moved = rule.bytes_per_param * numel
+            row = {"workload": wlabel, "rule": rname, "numel": numel, "tensors": len(sizes),
+                   "bytes": bytes_moved, "ft_gpu_ms": ft_gpu * 1e3, "ft_host_ms": ft_host * 1e3,
+                   "ft_gbs": bytes_moved / ft_gpu / 1e9, "pct_copy_bw": 100 * bytes_moved / ft_gpu / copy_bw,
+                   "launches_per_step": launches}
+            for impl in ("fused", "foreach"):
+                tparams = [p.clone().requires_grad_(True) for p in params]
+                for p, g in zip(tparams, grads):
+                    p.grad = g.clone()
+                try:
+                    opt = make_torch_optimizer(torch, rule, tparams, impl)
+                    opt.step()
+                    g_s, h_s = cuda_timer(torch, opt.step, steps, flush)
+                    row[f"torch_{impl}_gpu_ms"], row[f"torch_{impl}_host_ms"] = g_s * 1e3, h_s * 1e3
+                    row[f"speedup_vs_{impl}"] = g_s / ft_gpu
+                    row[f"host_speedup_vs_{impl}"] = h_s / ft_host
+                except Exception as e:  # noqa: BLE001 - torch lacks that implementation
+                    row[f"torch_{impl}"] = f"n/a: {type(e).__name__}"
+                del tparams
+            rows.append(row)
+            common.log(f"{wlabel:>14} {rname:>9}: {row['ft_gpu_ms']:.3f} ms "
+                       f"{row['pct_copy_bw']:.0f}% of copy bw")
+            del params, grads, ft_step
+            torch.cuda.empty_cache()
+    # bf16 params + fp32 master + fp32 state, AdamW: roofline = 2 (p) + 2 (g) + 3*4*2 (m, v, master)
+    n = (16 if args.quick else 64) << 20
+    p = torch.randn(n, device="cuda").to(torch.bfloat16)
+    g = torch.randn(n, device="cuda").to(torch.bfloat16)
+    master, m, v = p.float(), torch.zeros(n, device="cuda"), torch.zeros(n, device="cuda")
+    counter = [0]
+    def mixed_step():
+        counter[0] += 1
+        ft.adamw_([p], [g], [m], [v], step=counter[0], master_params=[master])
+    mixed_step()
+    gpu, host = cuda_timer(torch, mixed_step, steps, flush)
+    mixed_bytes = n * (2 + 2 + 2 + 3 * 8)
+    rows.append({"workload": f"{n >> 20}M bf16+master", "rule": "adamw", "numel": n, "tensors": 1,
+                 "bytes": mixed_bytes, "ft_gpu_ms": gpu * 1e3, "ft_host_ms": host * 1e3,
+                 "ft_gbs": mixed_bytes / gpu / 1e9, "pct_copy_bw": 100 * mixed_bytes / gpu / copy_bw})
+    headers = ["workload", "rule", "ft ms", "GB/s", "% copy", "launch", "fused ms", "x fused",
+               "foreach ms", "x foreach", "host ms", "host x fused"]
+    fmt = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
+    table = [[r["workload"], r["rule"], fmt(r["ft_gpu_ms"]), fmt(r["ft_gbs"], "{:.0f}"),
+              fmt(r["pct_copy_bw"], "{:.0f}"), fmt(r.get("launches_per_step"), "{:.1f}"),
+              fmt(r.get("torch_fused_gpu_ms")), fmt(r.get("speedup_vs_fused"), "{:.2f}"),
+              fmt(r.get("torch_foreach_gpu_ms")), fmt(r.get("speedup_vs_foreach"), "{:.2f}"),
+              fmt(r["ft_host_ms"]), fmt(r.get("host_speedup_vs_fused"), "{:.1f}")] for r in rows]
+    print(common.format_table(headers, table, [False, False] + [True] * 10))
+    name = torch.cuda.get_device_name()
+    doc = {"bench": "optim_cuda", "device": {"kind": "cuda", "name": name,
+           "copy_bandwidth_gbs": copy_bw / 1e9},
+           "versions": {**common.versions(ft.info(), torch), "cuda": torch.version.cuda},
+           "git_sha": common.git_sha(), "date": common.utc_now_iso(), "steps": steps, "rows": rows}
+    out = args.json or common.RESULTS_DIR / f"cuda_optim_{common.slug(name)}.json"
+    common.write_json(out, doc)
+    common.log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

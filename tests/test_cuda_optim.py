@@ -1,0 +1,226 @@
+"""CUDA kernels of the rules: trajectories vs the float64 reference and torch fused, launches,
+streams, graphs, AMP scalars, misaligned and huge tensors.  Skipped without a GPU."""
+
+import numpy as np
+import pytest
+
+import fusedtrain as ft
+from fusedtrain import _C
+from gpu_support import require_torch_cuda, to_cuda, to_host
+from optim_cases import CASES, FIRST_OF_EACH_RULE, RULES
+from precisions import PRECISIONS, Precision
+from stepping import SideBySide, seed_for
+
+pytestmark = pytest.mark.gpu
+torch = require_torch_cuda()
+
+STEPS = 20
+SHAPES = {"1": (1,), "7": (7,), "4097": (17, 241), "1M+3": (2 ** 20 + 3,)}
+
+
+class OnDevice(SideBySide):
+    """SideBySide whose kernel-side arrays live on the GPU as torch tensors."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ext_params = [to_cuda(torch, p) for p in self.ext_params]
+        if self.ext_master is not None:
+            self.ext_master = [to_cuda(torch, p) for p in self.ext_master]
+        self.ext_state = {k: [to_cuda(torch, a) for a in v] for k, v in self.ext_state.items()}
+
+    def new_grads(self):
+        ext, ref = super().new_grads()
+        return [to_cuda(torch, g) for g in ext], ref
+
+    def check(self, where=""):
+        device = self.ext_params, self.ext_master, self.ext_state
+        self.ext_params = [to_host(torch, p) for p in self.ext_params]
+        if self.ext_master is not None:
+            self.ext_master = [to_host(torch, p) for p in self.ext_master]
+        self.ext_state = {k: [to_host(torch, a) for a in v] for k, v in self.ext_state.items()}
+        try:
+            super().check(where)
+        finally:
+            self.ext_params, self.ext_master, self.ext_state = device
+
+
+@pytest.mark.parametrize("size", list(SHAPES))
+@pytest.mark.parametrize("precision", PRECISIONS, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cuda_trajectory_matches_reference(case, precision, size):
+    OnDevice(case, precision, [SHAPES[size]], seed_for("cuda", case, precision, size)).run(STEPS).check()
+
+
+def test_many_mixed_tensors_one_launch_per_step():
+    case = next(c for c in CASES if c.rule is RULES["adamw_"])
+    rng = np.random.default_rng(0)
+    shapes = [(int(n),) for n in rng.integers(1, 5000, size=10_000)]
+    run = OnDevice(case, PRECISIONS[0], shapes, seed_for("cuda-many"))
+    run.step(1)                       # first step with these tensors uploads the chunk table
+    torch.cuda.synchronize()
+    before = _C.cuda_launch_count()
+    for k in range(2, 6):
+        run.step(k)
+    assert _C.cuda_launch_count() - before == 4
+    run.check()
+
+
+@pytest.mark.parametrize("case", FIRST_OF_EACH_RULE, ids=str)
+def test_cuda_matches_torch_fused(case):
+    f32 = Precision("f32", "float32", "float32")
+    shapes = [(4097,), (33, 65)]
+    run = OnDevice(case, f32, shapes, seed_for("cuda-torch", case))
+    tp = [p.detach().clone().requires_grad_(True) for p in run.ext_params]
+    opt = case.torch_optimizer(torch, tp)
+    if opt is None:
+        pytest.skip("torch has no such optimizer")
+    defaults = {k: v for k, v in opt.defaults.items()
+                if k not in ("foreach", "fused", "differentiable", "capturable")}
+    try:
+        opt = type(opt)(tp, **defaults, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        pass                          # torch has no fused kernel for this one: foreach=False twin
+    for k in range(1, STEPS + 1):
+        grads, _ = run.new_grads()
+        run.call_rule(ft, run.ext_params, grads, run.ext_state, None, k)
+        for p, g in zip(tp, grads):
+            p.grad = g.clone()
+        opt.step()
+    for got, want in zip(run.ext_params, tp):
+        torch.testing.assert_close(got, want.detach(), rtol=2e-5, atol=2e-6)
+
+
+def test_cupy_arrays_and_cuda_array_interface():
+    cp = pytest.importorskip("cupy")
+    rng = np.random.default_rng(1)
+    host = [rng.standard_normal(n).astype(np.float32) for n in (5, 4099)]
+    params = [cp.asarray(h) for h in host]
+    grads = [cp.asarray(h * 0.5) for h in host]
+    bufs = [cp.zeros_like(p) for p in params]
+    ft.momentum_(params, grads, bufs, step=1, lr=0.1)
+    for p, h in zip(params, host):
+        np.testing.assert_allclose(cp.asnumpy(p), h - 0.1 * 0.5 * h, rtol=1e-6)
+
+
+def test_work_on_a_side_stream_is_ordered():
+    s = torch.cuda.Stream()
+    p = torch.ones(1 << 22, device="cuda")
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    with torch.cuda.stream(s):
+        g = torch.full_like(p, 2.0)   # produced on s: our step must run after it, on s
+        g.mul_(3.0)
+        ft.adam_([p], [g], [m], [v], step=1, lr=0.1)
+    s.synchronize()
+    torch.testing.assert_close(m, torch.full_like(p, 0.6))
+
+
+def test_cuda_graph_replay_equals_eager():
+    n = 10_007
+    torch.manual_seed(0)
+    def make():
+        p = torch.randn(n, device="cuda")
+        return [p], [torch.randn(n, device="cuda")], [torch.zeros(n, device="cuda")], [torch.zeros(n, device="cuda")]
+    eager, graphed = make(), make()
+    for a, b in zip(eager, graphed):
+        b[0].copy_(a[0])
+    lr = torch.tensor([0.01], device="cuda")
+    step = torch.tensor([1.0], device="cuda")
+    ft.adam_(*graphed, step=step, lr=lr)        # warm-up: caches the chunk table
+    ft.adam_(*eager, step=1, lr=0.01)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(g, stream=s):
+            ft.adam_(*graphed, step=step, lr=lr)
+    torch.cuda.current_stream().wait_stream(s)
+    for k in range(2, 12):
+        step.fill_(k)
+        lr.fill_(0.01 / k)
+        g.replay()
+        ft.adam_(*eager, step=k, lr=0.01 / k)
+    torch.cuda.synchronize()
+    for a, b in zip(eager, graphed):
+        torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+
+
+def test_device_found_inf_skips_and_grad_scale_unscales():
+    p = torch.randn(4097, device="cuda")
+    g = torch.randn(4097, device="cuda")
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    before = p.clone()
+    ft.adam_([p], [g * 8], [m], [v], step=1, found_inf=torch.ones(1, device="cuda"))
+    assert torch.equal(p, before) and not m.any() and not v.any()
+    p2, m2, v2 = p.clone(), m.clone(), v.clone()
+    ft.adam_([p], [g * 8], [m], [v], step=1, grad_scale=torch.tensor([8.0], device="cuda"),
+             found_inf=torch.zeros(1, device="cuda"))
+    ft.adam_([p2], [g], [m2], [v2], step=1)
+    torch.testing.assert_close(p, p2)
+
+
+def test_bad_input_raises_before_any_launch():
+    p = [torch.randn(7, device="cuda"), torch.randn(9, device="cuda")]
+    g = [torch.randn(7, device="cuda"), torch.randn(8, device="cuda")]
+    m = [torch.zeros(7, device="cuda"), torch.zeros(9, device="cuda")]
+    v = [torch.zeros(7, device="cuda"), torch.zeros(9, device="cuda")]
+    snapshot = [t.clone() for t in p + m + v]
+    torch.cuda.synchronize()
+    before = _C.cuda_launch_count()
+    with pytest.raises(ValueError, match=r"grads\[1\]"):
+        ft.adam_(p, g, m, v, step=1)
+    with pytest.raises(ValueError, match=r"params\[0\]|exp_avgs\[0\]|device"):
+        ft.adam_(p, [x.cpu() for x in g], m, v, step=1)
+    assert _C.cuda_launch_count() == before
+    assert all(torch.equal(a, b) for a, b in zip(p + m + v, snapshot))
+
+
+def test_misaligned_views_take_the_scalar_path():
+    base = torch.randn(4098, device="cuda")
+    p = base[1:]                                 # contiguous, 4 bytes past a 16-byte boundary
+    g = torch.randn(4097, device="cuda")
+    want = p - 0.1 * g
+    ft.sgd_([p], [g], lr=0.1)
+    torch.testing.assert_close(p, want)
+
+
+def test_global_norm_clip_and_ema_on_cuda():
+    rng = np.random.default_rng(3)
+    host = [rng.standard_normal(n).astype(np.float32) for n in (1, 7, 70_001)]
+    dev = [to_cuda(torch, h) for h in host]
+    want = np.sqrt(sum(float(np.sum(h.astype(np.float64) ** 2)) for h in host))
+    assert ft.global_norm(dev) == pytest.approx(want, rel=1e-6)
+    assert ft.global_norm(dev, float("inf")) == pytest.approx(max(np.abs(h).max() for h in host), rel=1e-7)
+    total = ft.clip_grad_norm_(dev, 1.0)
+    assert total == pytest.approx(want, rel=1e-6)
+    assert ft.global_norm(dev) == pytest.approx(1.0, rel=1e-5)
+    avg = [torch.zeros_like(d) for d in dev]
+    ft.ema_(avg, dev, decay=0.9)
+    for a, d in zip(avg, dev):
+        torch.testing.assert_close(a, 0.1 * d)
+
+
+def test_fused_clipping_equals_clip_then_step():
+    rng = np.random.default_rng(4)
+    host = [rng.standard_normal(n).astype(np.float32) * 3 for n in (33, 4097)]
+    def state():
+        return [to_cuda(torch, h) for h in host], [torch.zeros(h.size, device="cuda") for h in host], \
+            [torch.zeros(h.size, device="cuda") for h in host]
+    grads = [to_cuda(torch, h * 2) for h in host]
+    (p1, m1, v1), (p2, m2, v2) = state(), state()
+    ft.adam_(p1, grads, m1, v1, step=1, max_grad_norm=0.5)
+    clipped = [g.clone() for g in grads]
+    ft.clip_grad_norm_(clipped, 0.5)
+    ft.adam_(p2, clipped, m2, v2, step=1)
+    for a, b in zip(p1 + m1, p2 + m2):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_tensor_over_2_pow_31_elements():
+    free, _ = torch.cuda.mem_get_info()
+    n = 2 ** 31 + 5
+    if free < 3 * 2 * n + (1 << 30):
+        pytest.skip("not enough GPU memory for a 2^31-element float16 tensor pair")
+    p = torch.zeros(n, dtype=torch.float16, device="cuda")
+    g = torch.ones(n, dtype=torch.float16, device="cuda")
+    ft.sgd_([p], [g], lr=0.5)
+    assert float(p[-1]) == -0.5 and float(p[0]) == -0.5 and float(p[2 ** 31 + 1]) == -0.5
