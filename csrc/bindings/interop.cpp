@@ -231,13 +231,7 @@ double scalar_of(py::handle obj, const ArgRef& at, ExportHolder& keep) {
   TensorView v = view_of(obj, at, Access::read, keep);
   if (v.numel != 1) value_error(at, "must be a number or a 1-element array, got shape " + shape_str(v));
   if (v.device != DeviceKind::cpu) value_error(at, "is on a CUDA device; this call runs on the CPU");
-  switch (v.dtype) {
-    case DType::f32: return *static_cast<const float*>(v.data);
-    case DType::f64: return *static_cast<const double*>(v.data);
-    case DType::f16: return to_float(*static_cast<const Half*>(v.data));
-    case DType::bf16: return to_float(*static_cast<const BFloat16*>(v.data));
-  }
-  return 0;
+  return scalar_value(v.data, v.dtype);
 }
 
 }  // namespace ft::bind

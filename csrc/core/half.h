@@ -71,4 +71,15 @@ template <> struct Narrow<double> { FT_HD static double from(double v) { return 
 template <> struct Narrow<Half> { FT_HD static Half from(float v) { return to_half(v); } };
 template <> struct Narrow<BFloat16> { FT_HD static BFloat16 from(float v) { return to_bf16(v); } };
 
+// The value of one element of any supported dtype (AMP scalars, capturable lr/step).
+FT_HD inline double scalar_value(const void* p, DType d) {
+  switch (d) {
+    case DType::f32: return *static_cast<const float*>(p);
+    case DType::f64: return *static_cast<const double*>(p);
+    case DType::f16: return to_float(*static_cast<const Half*>(p));
+    case DType::bf16: return to_float(*static_cast<const BFloat16*>(p));
+  }
+  return 0.0;
+}
+
 }  // namespace ft

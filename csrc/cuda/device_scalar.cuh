@@ -6,15 +6,7 @@
 
 namespace ft::cuda {
 
-__device__ inline double load_scalar(const DeviceScalar& s) {
-  switch (s.dtype) {
-    case DType::f32: return *static_cast<const float*>(s.ptr);
-    case DType::f64: return *static_cast<const double*>(s.ptr);
-    case DType::f16: return to_float(*static_cast<const Half*>(s.ptr));
-    case DType::bf16: return to_float(*static_cast<const BFloat16*>(s.ptr));
-  }
-  return 0.0;
-}
+__device__ inline double load_scalar(const DeviceScalar& s) { return scalar_value(s.ptr, s.dtype); }
 
 template <class O>
 __device__ inline void apply_overrides(O& o, const StepScalars& s) {
