@@ -29,8 +29,8 @@ using Stats = math::BnStats<double>;
 
 constexpr int64_t kHotBytes = 1 << 20;         // per-core L2 plus a share of L3 on current CPUs
 constexpr int64_t kBlock = 2048;               // planar block: its second pass reads L1
-constexpr int64_t kRowBlockBytes = 32 << 10;   // rows block: L1-sized, two passes
-constexpr int64_t kRowPieceElems = 1 << 16;    // rows piece: one task
+constexpr int64_t kRowBlock = 128;             // rows block: float32 sums of at most this many
+constexpr int64_t kRowPieceElems = 1 << 18;    // rows piece: one task
 
 // Note [compute type]
 template <class S> struct ComputeOf { using type = float; };
@@ -173,9 +173,6 @@ int64_t row_pieces(int64_t rows, int64_t channels) {
   const int64_t p = (rows * channels + kRowPieceElems - 1) / kRowPieceElems;
   return std::clamp<int64_t>(p, 1, std::max<int64_t>(rows, 1));
 }
-int64_t row_block(int64_t channels, int64_t bytes_per_value) {
-  return std::clamp<int64_t>(kRowBlockBytes / (channels * bytes_per_value), 4, 256);
-}
 
 // Calls vb(row, r, c) on vectors of channels and sb(row, r, c) on the channel tail, row by row.
 template <class S, class VecBody, class ScalarBody>
@@ -190,26 +187,27 @@ FT_INLINE void over_rows(const S* x, int64_t C, int64_t r0, int64_t r1, VecBody&
   }
 }
 
-// Statistics of rows [r0, r1) per channel into out[0..C): blocks of rows summed twice, as in
-// planar_stats, merged in block order.
+// Statistics of rows [r0, r1) per channel into out[0..C). The piece's first block is summed
+// twice to find each channel's approximate mean; every block is then summed once around that
+// shift, in float32 lanes flushed into doubles per block (Note [bn statistics]: stable while the
+// shift stays within a few std of the mean). A Chan merge per block would cost two divisions per
+// channel per block, more than the sums themselves when C is wide.
 template <class S>
 void rows_stats(const S* x, int64_t C, int64_t r0, int64_t r1, Stats* out) {
   using T = Cmp<S>;
   using V = VecOf<S>;
-  const int64_t rb = row_block(C, sizeof(S));
-  std::vector<T> shift(C), s1(C), s2(C);
-  for (int64_t c = 0; c < C; ++c) out[c] = Stats{0, 0, 0};
-  for (int64_t b0 = r0; b0 < r1; b0 += rb) {
-    const int64_t b1 = std::min(b0 + rb, r1);
-    const T n = T(b1 - b0);
-    std::fill(shift.begin(), shift.end(), T(0));
+  std::vector<T> shift(C, T(0)), s1(C), s2(C);
+  std::vector<double> t1(C, 0.0), t2(C, 0.0);
+  const int64_t first = std::min(r0 + kRowBlock, r1);
+  over_rows<S>(
+      x, C, r0, first,
+      [&](const S* row, int64_t, int64_t c) { vstore(&shift[c], vload(&shift[c]) + vload(row + c)); },
+      [&](const S* row, int64_t, int64_t c) { shift[c] += sload(row + c); });
+  for (int64_t c = 0; c < C; ++c) shift[c] = shift[c] / T(first - r0);
+  for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
+    const int64_t b1 = std::min(b0 + kRowBlock, r1);
     std::fill(s1.begin(), s1.end(), T(0));
     std::fill(s2.begin(), s2.end(), T(0));
-    over_rows<S>(
-        x, C, b0, b1,
-        [&](const S* row, int64_t, int64_t c) { vstore(&shift[c], vload(&shift[c]) + vload(row + c)); },
-        [&](const S* row, int64_t, int64_t c) { shift[c] += sload(row + c); });
-    for (int64_t c = 0; c < C; ++c) shift[c] = shift[c] / n;
     over_rows<S>(
         x, C, b0, b1,
         [&](const S* row, int64_t, int64_t c) {
@@ -222,10 +220,13 @@ void rows_stats(const S* x, int64_t C, int64_t r0, int64_t r1, Stats* out) {
           s1[c] += d;
           s2[c] += d * d;
         });
-    for (int64_t c = 0; c < C; ++c)
-      out[c] = math::chan_merge(out[c], math::from_shifted_sums<double>(
-                                            double(n), double(shift[c]), double(s1[c]), double(s2[c])));
+    for (int64_t c = 0; c < C; ++c) {
+      t1[c] += double(s1[c]);
+      t2[c] += double(s2[c]);
+    }
   }
+  for (int64_t c = 0; c < C; ++c)
+    out[c] = math::from_shifted_sums<double>(double(r1 - r0), double(shift[c]), t1[c], t2[c]);
 }
 
 template <class S>
@@ -233,7 +234,7 @@ void rows_grad_sums(const S* dy, const S* x, int64_t C, int64_t r0, int64_t r1,
                     const Cmp<S>* hi, const Cmp<S>* lo, GradSums* out) {
   using T = Cmp<S>;
   using V = VecOf<S>;
-  const int64_t rb = row_block(C, 2 * sizeof(S));
+  const int64_t rb = kRowBlock;
   std::vector<T> a(C), b(C);
   for (int64_t c = 0; c < C; ++c) out[c] = GradSums{};
   for (int64_t b0 = r0; b0 < r1; b0 += rb) {
