@@ -38,6 +38,10 @@ class ExportHolder {
   // kernels run on the caller's current stream (or the explicit stream=), where the producer's
   // pending work is already ordered; work on other streams is the caller's to order.
   bool cuda_call = false;
+  // The device of the call's first array; calls that take loose arrays (batch norm) check the
+  // others against it.
+  DeviceKind device = DeviceKind::cpu;
+  int device_index = 0;
 
  private:
   std::vector<void*> managed_;
@@ -68,5 +72,10 @@ struct ScalarArg {
 ScalarArg scalar_arg(py::handle obj, const ArgRef& at, ExportHolder& keep);
 
 std::string shape_str(const TensorView& v);
+
+// The stream= handle the Python layer resolved (None: the call is on the CPU).
+inline cuda::Stream stream_of(py::handle stream) {
+  return stream.is_none() ? nullptr : reinterpret_cast<cuda::Stream>(stream.cast<intptr_t>());
+}
 
 }  // namespace ft::bind

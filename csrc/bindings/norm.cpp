@@ -1,13 +1,16 @@
 // Python bindings of batch norm (forward, backward, statistics, merge, running-stat update).
-// Validation and dispatch only: the math is in csrc/math/batch_norm.h, the loops in csrc/cpu.
+// Validation and dispatch only: the math is in csrc/math/batch_norm.h, the loops in csrc/cpu
+// and csrc/cuda.
 // Outputs are allocated by the Python layer (with the caller's array library) and passed in.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <string>
 
+#include "bindings/device_guard.h"
 #include "bindings/interop.h"
 #include "cpu/bn_kernels.h"
+#include "cuda/bn_kernels.h"
 
 namespace ft::bind {
 namespace {
@@ -15,9 +18,15 @@ namespace {
 using cpu::BnShape;
 using cpu::ChannelArray;
 
-void require_cpu(const TensorView& v, const ArgRef& at) {
+
+// Every array of a call lives where x does (keep.device, set by input_of).
+void same_device(const TensorView& v, const ArgRef& at, const ExportHolder& keep) {
+  if (v.device != keep.device || v.device_index != keep.device_index)
+    value_error(at, "is on a different device than x");
+#if !defined(FT_WITH_CUDA)
   if (v.device != DeviceKind::cpu)
-    value_error(at, "is on a CUDA device; batch norm runs on the CPU in this build");
+    value_error(at, "is on a CUDA device, but this build of fusedtrain has no CUDA kernels");
+#endif
 }
 
 // x as (outer, C, inner); `x` names the argument in errors.
@@ -55,7 +64,7 @@ ChannelArray channel_array(py::handle obj, const ArgRef& at, Access access, int6
     type_error(at, "is None; expected an array");
   }
   TensorView v = view_of(obj, at, access, keep);
-  require_cpu(v, at);
+  same_device(v, at, keep);
   bool dtype_ok = false;
   std::string names;
   for (DType d : ok) {
@@ -81,7 +90,9 @@ Input input_of(py::handle x, const char* fn, const char* name, bool channels_las
                ExportHolder& keep) {
   ArgRef at{fn, name, -1};
   Input in{view_of(x, at, access, keep), {}};
-  require_cpu(in.view, at);
+  keep.device = in.view.device;
+  keep.device_index = in.view.device_index;
+  same_device(in.view, at, keep);
   in.shape = layout_of(in.view, channels_last, at);
   return in;
 }
@@ -91,7 +102,7 @@ void* same_as(py::handle obj, const char* fn, const char* name, const Input& lik
               ExportHolder& keep) {
   ArgRef at{fn, name, -1};
   TensorView v = view_of(obj, at, Access::write, keep);
-  require_cpu(v, at);
+  same_device(v, at, keep);
   if (!v.same_shape(like.view) || v.dtype != like.view.dtype)
     value_error(at, "must have the input's shape " + shape_str(like.view) + " and dtype");
   return v.data;
@@ -101,9 +112,10 @@ DType stats_dtype(DType d) { return compute_dtype(d); }
 
 void forward(py::handle x, py::handle weight, py::handle bias, py::handle running_mean,
              py::handle running_var, py::handle y, py::handle save_mean, py::handle save_invstd,
-             bool training, double momentum, double eps, bool channels_last) {
+             bool training, double momentum, double eps, bool channels_last, py::handle stream) {
   const char* fn = "batch_norm_forward";
   ExportHolder keep;
+  keep.cuda_call = !stream.is_none();
   Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
   const DType d = in.view.dtype;
   const int64_t C = in.shape.channels;
@@ -137,20 +149,25 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
   a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::write, C,
                                 channels_last, {stats_dtype(d)}, false, keep);
   py::gil_scoped_release nogil;
-  cpu::active_bn().forward(a);
+  if (in.view.device == DeviceKind::cpu) return cpu::active_bn().forward(a);
+#if defined(FT_WITH_CUDA)
+  DeviceGuard guard(in.view.device_index);
+  cuda::bn_forward(a, stream_of(stream));
+#endif
 }
 
 void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_mean,
               py::handle save_invstd, py::handle dx, py::handle dweight, py::handle dbias,
-              bool channels_last) {
+              bool channels_last, py::handle stream) {
   const char* fn = "batch_norm_backward";
   ExportHolder keep;
+  keep.cuda_call = !stream.is_none();
   Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
   const DType d = in.view.dtype;
   const int64_t C = in.shape.channels;
   ArgRef dy_at{fn, "dy", -1};
   TensorView g = view_of(dy, dy_at, Access::read, keep);
-  require_cpu(g, dy_at);
+  same_device(g, dy_at, keep);
   if (g.dtype != d)
     type_error(dy_at, std::string("has dtype ") + dtype_name(g.dtype) + " but x has " + dtype_name(d));
   if (!g.same_shape(in.view))
@@ -172,12 +189,17 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
     a.dbias = channel_array(dbias, {fn, "dbias", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
   }
   py::gil_scoped_release nogil;
-  cpu::active_bn().backward(a);
+  if (in.view.device == DeviceKind::cpu) return cpu::active_bn().backward(a);
+#if defined(FT_WITH_CUDA)
+  DeviceGuard guard(in.view.device_index);
+  cuda::bn_backward(a, stream_of(stream));
+#endif
 }
 
 int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
-              const char* fn) {
+              const char* fn, py::handle stream) {
   ExportHolder keep;
+  keep.cuda_call = !stream.is_none();
   Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
   const int64_t C = in.shape.channels;
   const auto out = {DType::f32, DType::f64};
@@ -189,7 +211,14 @@ int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
   a.var = channel_array(var, {fn, "var", -1}, Access::write, C, channels_last, out, false, keep);
   {
     py::gil_scoped_release nogil;
-    cpu::active_bn().stats(a);
+    if (in.view.device == DeviceKind::cpu) {
+      cpu::active_bn().stats(a);
+    } else {
+#if defined(FT_WITH_CUDA)
+      DeviceGuard guard(in.view.device_index);
+      cuda::bn_stats(a, stream_of(stream));
+#endif
+    }
   }
   return in.shape.per_channel();
 }
@@ -199,7 +228,7 @@ ChannelArray rows_of(py::handle obj, const char* fn, const char* name, int64_t* 
                      ExportHolder& keep) {
   ArgRef at{fn, name, -1};
   TensorView v = view_of(obj, at, Access::read, keep);
-  require_cpu(v, at);
+  same_device(v, at, keep);
   if (v.ndim != 2) value_error(at, "must be 2-d (K, C), got shape " + shape_str(v));
   if (*K >= 0 && (v.shape[0] != *K || v.shape[1] != *C))
     value_error(at, "has shape " + shape_str(v) + " but means has shape (" + std::to_string(*K) +
@@ -215,6 +244,10 @@ void merge_stats(py::handle means, py::handle vars, const std::vector<double>& c
   ExportHolder keep;
   int64_t K = -1, C = -1;
   cpu::BnMergeArgs a;
+  ArgRef first{fn, "means", -1};
+  TensorView mv = view_of(means, first, Access::read, keep);
+  keep.device = mv.device;
+  keep.device_index = mv.device_index;
   a.means = rows_of(means, fn, "means", &K, &C, keep);
   a.vars = rows_of(vars, fn, "vars", &K, &C, keep);
   if (int64_t(counts.size()) != K)
@@ -225,17 +258,23 @@ void merge_stats(py::handle means, py::handle vars, const std::vector<double>& c
   const auto out = {DType::f32, DType::f64};
   a.mean = channel_array(mean, {fn, "mean", -1}, Access::write, C, false, out, false, keep);
   a.var = channel_array(var, {fn, "var", -1}, Access::write, C, false, out, false, keep);
+  if (keep.device != DeviceKind::cpu)
+    value_error({fn, "means", -1}, "is on a CUDA device; merge_stats runs on the host (the "
+                                  "inputs are K x C statistics: move them with .cpu())");
   py::gil_scoped_release nogil;
   cpu::active_bn().merge(a);
 }
 
 void update_running_stats(py::handle running_mean, py::handle running_var, py::handle mean,
-                          py::handle var, double count, double momentum) {
+                          py::handle var, double count, double momentum, py::handle stream) {
   const char* fn = "update_running_stats_";
   ExportHolder keep;
+  keep.cuda_call = !stream.is_none();
   ArgRef at{fn, "running_mean", -1};
   TensorView rm = view_of(running_mean, at, Access::write, keep);
-  require_cpu(rm, at);
+  keep.device = rm.device;
+  keep.device_index = rm.device_index;
+  same_device(rm, at, keep);
   if (rm.ndim != 1) value_error(at, "must be 1-d (C,), got shape " + shape_str(rm));
   const int64_t C = rm.shape[0];
   cpu::BnRunningArgs a;
@@ -246,7 +285,7 @@ void update_running_stats(py::handle running_mean, py::handle running_var, py::h
   auto vec = [&](py::handle h, const char* name, Access acc) {
     ArgRef ref{fn, name, -1};
     TensorView v = view_of(h, ref, acc, keep);
-    require_cpu(v, ref);
+    same_device(v, ref, keep);
     if (v.ndim != 1 || v.shape[0] != C)
       value_error(ref, "has shape " + shape_str(v) + " but running_mean has shape " + shape_str(rm));
     return ChannelArray{v.data, v.dtype};
@@ -255,7 +294,11 @@ void update_running_stats(py::handle running_mean, py::handle running_var, py::h
   a.mean = vec(mean, "mean", Access::read);
   a.var = vec(var, "var", Access::read);
   py::gil_scoped_release nogil;
-  cpu::active_bn().update_running(a);
+  if (rm.device == DeviceKind::cpu) return cpu::active_bn().update_running(a);
+#if defined(FT_WITH_CUDA)
+  DeviceGuard guard(rm.device_index);
+  cuda::bn_update_running(a, stream_of(stream));
+#endif
 }
 
 }  // namespace
@@ -265,22 +308,22 @@ void init_norm(py::module_& m) {
         py::arg("bias").none(true), py::arg("running_mean").none(true),
         py::arg("running_var").none(true), py::arg("y"), py::arg("save_mean"),
         py::arg("save_invstd"), py::arg("training"), py::arg("momentum"), py::arg("eps"),
-        py::arg("channels_last"));
+        py::arg("channels_last"), py::arg("stream").none(true) = py::none());
   m.def("bn_backward", &backward, py::arg("dy"), py::arg("x"), py::arg("weight").none(true),
         py::arg("save_mean"), py::arg("save_invstd"), py::arg("dx"),
-        py::arg("dweight").none(true), py::arg("dbias").none(true), py::arg("channels_last"));
+        py::arg("dweight").none(true), py::arg("dbias").none(true), py::arg("channels_last"),
+        py::arg("stream").none(true) = py::none());
   m.def(
       "bn_stats",
-      [](py::handle x, py::handle mean, py::handle var, bool channels_last, const std::string& fn) {
-        return stats(x, mean, var, channels_last, fn.c_str());
-      },
+      [](py::handle x, py::handle mean, py::handle var, bool channels_last, const std::string& fn,
+         py::handle stream) { return stats(x, mean, var, channels_last, fn.c_str(), stream); },
       py::arg("x"), py::arg("mean"), py::arg("var"), py::arg("channels_last"),
-      py::arg("fn") = std::string("batch_norm_stats"));
+      py::arg("fn") = std::string("batch_norm_stats"), py::arg("stream").none(true) = py::none());
   m.def("bn_merge_stats", &merge_stats, py::arg("means"), py::arg("vars"), py::arg("counts"),
         py::arg("mean"), py::arg("var"));
   m.def("bn_update_running_stats", &update_running_stats, py::arg("running_mean"),
         py::arg("running_var"), py::arg("mean"), py::arg("var"), py::arg("count"),
-        py::arg("momentum"));
+        py::arg("momentum"), py::arg("stream").none(true) = py::none());
 }
 
 }  // namespace ft::bind

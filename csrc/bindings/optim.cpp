@@ -2,6 +2,7 @@
 // Validation and dispatch only: the math is in csrc/math, the loops in csrc/cpu and csrc/cuda.
 #include <pybind11/pybind11.h>
 
+#include "bindings/device_guard.h"
 #include "bindings/interop.h"
 #include "bindings/multi_tensor_args.h"
 #include "core/option_overrides.h"
@@ -32,28 +33,7 @@ int slot_mask(int state_mask) {
          (state_mask & math::kS2 ? 1 << kState2 : 0);
 }
 
-cuda::Stream stream_of(py::handle stream) {
-  return stream.is_none() ? nullptr : reinterpret_cast<cuda::Stream>(stream.cast<intptr_t>());
-}
 
-#if defined(FT_WITH_CUDA)
-// Makes the params' device current for the call (kernels and cudaMallocAsync are per device).
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    cudaGetDevice(&previous_);
-    if (previous_ != device) cudaSetDevice(device);
-    restore_ = previous_ != device;
-  }
-  ~DeviceGuard() {
-    if (restore_) cudaSetDevice(previous_);
-  }
-
- private:
-  int previous_ = 0;
-  bool restore_ = false;
-};
-#endif
 
 cpu::NormInput cpu_norm_input(const MultiTensor& mt, DType dtype) {
   cpu::NormInput in;

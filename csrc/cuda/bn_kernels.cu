@@ -351,6 +351,16 @@ __global__ void grad_input_kernel(const S* dy, const S* x, S* dx, BnShape s, con
   }
 }
 
+__global__ void update_running_kernel(cpu::BnRunningArgs a) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= a.channels) return;
+  double rm = ch_get(a.running_mean, c, 0), rv = ch_get(a.running_var, c, 1);
+  math::update_running<double>(rm, rv, ch_get(a.mean, c, 0), ch_get(a.var, c, 0), a.count,
+                               a.momentum);
+  ch_set(a.running_mean, c, rm);
+  ch_set(a.running_var, c, rv);
+}
+
 // ---- launch geometry
 
 int sm_count() {
@@ -484,6 +494,12 @@ void bn_backward(const cpu::BnBackwardArgs& a, Stream st) {
 void bn_stats(const cpu::BnStatsArgs& a, Stream st) {
   if (a.shape.per_channel() * a.shape.channels == 0) return;
   by_dtype<StatsFn>(a, static_cast<cudaStream_t>(st));
+}
+
+void bn_update_running(const cpu::BnRunningArgs& a, Stream st) {
+  if (a.channels == 0) return;
+  update_running_kernel<<<unsigned((a.channels + 255) / 256), 256, 0, static_cast<cudaStream_t>(st)>>>(a);
+  count_launch("bn update running");
 }
 
 }  // namespace ft::cuda

@@ -11,7 +11,8 @@ float32 (float64) partial sums and saved as float32 (float64 for float64 input).
 ``bias`` and the running statistics have the input's dtype or float32.
 
 Outputs are new arrays of the input's own library (NumPy for NumPy, ``torch.empty`` on the
-tensor's device for PyTorch). Every argument is checked before anything is written: a call that
+tensor's device for PyTorch, CuPy for CuPy). On CUDA the kernels run on ``stream=`` or the
+framework's current stream, without a host sync; ``merge_stats`` runs on the host. Every argument is checked before anything is written: a call that
 raises leaves the running statistics as they were.
 
 Numerics: per channel, blocks of values are summed around their own approximate mean and merged
@@ -26,6 +27,7 @@ import numpy as np
 
 from . import _C
 from . import _checks as chk
+from ._streams import launch_stream
 
 
 # ---------------------------------------------------------------- output allocation
@@ -84,7 +86,7 @@ def _eps(fn, eps):
 # ---------------------------------------------------------------- forward / backward
 
 def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None, *,
-                       training=True, momentum=0.1, eps=1e-5, channels_last=False):
+                       training=True, momentum=0.1, eps=1e-5, channels_last=False, stream=None):
     """Batch normalization; returns ``(y, save_mean, save_invstd)``.
 
     Training: per channel, the batch mean and biased variance over its M values,
@@ -113,11 +115,12 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     save_mean = _empty(x, (C,), stats=True)
     save_invstd = _empty(x, (C,), stats=True)
     _C.bn_forward(x, weight, bias, running_mean, running_var, y, save_mean, save_invstd,
-                  training, momentum, eps, channels_last)
+                  training, momentum, eps, channels_last, launch_stream([x], stream))
     return y, save_mean, save_invstd
 
 
-def batch_norm_backward(dy, x, weight, save_mean, save_invstd, *, channels_last=False):
+def batch_norm_backward(dy, x, weight, save_mean, save_invstd, *, channels_last=False,
+                        stream=None):
     """Gradients of the training-mode forward; returns ``(dx, dweight, dbias)``.
 
     With ``xhat = (x - save_mean) * save_invstd`` over each channel's M values:
@@ -139,13 +142,14 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, *, channels_last=
         _shape_of(fn, "weight", weight)
         dweight = _empty(weight, (C,))
         dbias = _empty(weight, (C,))
-    _C.bn_backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, channels_last)
+    _C.bn_backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, channels_last,
+                   launch_stream([x], stream))
     return dx, dweight, dbias
 
 
 # ---------------------------------------------------------------- statistics building blocks
 
-def batch_norm_stats(x, *, channels_last=False):
+def batch_norm_stats(x, *, channels_last=False, stream=None):
     """Per-channel ``(mean, var, count)`` of ``x``: the mean and biased variance as float32
     arrays (float64 for float64 input) and the number of values per channel as an int.
 
@@ -157,7 +161,7 @@ def batch_norm_stats(x, *, channels_last=False):
     C = _channels(fn, x, channels_last)
     mean = _empty(x, (C,), stats=True)
     var = _empty(x, (C,), stats=True)
-    count = _C.bn_stats(x, mean, var, channels_last)
+    count = _C.bn_stats(x, mean, var, channels_last, stream=launch_stream([x], stream))
     return mean, var, int(count)
 
 
@@ -226,7 +230,8 @@ def _count(fn, count):
     return count
 
 
-def update_running_stats_(running_mean, running_var, mean, var, count, *, momentum):
+def update_running_stats_(running_mean, running_var, mean, var, count, *, momentum,
+                          stream=None):
     """Update running statistics in place from a batch's ``(mean, var, count)``, as the
     training-mode forward does: ``running_mean = (1 - momentum) * running_mean + momentum * mean``,
     ``running_var = (1 - momentum) * running_var + momentum * var * count / (count - 1)``.
@@ -237,7 +242,8 @@ def update_running_stats_(running_mean, running_var, mean, var, count, *, moment
     fn = "update_running_stats_"
     momentum = _momentum(fn, momentum)
     count = _count(fn, count)
-    _C.bn_update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    _C.bn_update_running_stats(running_mean, running_var, mean, var, count, momentum,
+                               launch_stream([running_mean], stream))
 
 
 # ---------------------------------------------------------------- streaming dataset statistics

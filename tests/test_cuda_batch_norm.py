@@ -1,0 +1,105 @@
+"""CUDA batch norm against the float64 reference and torch.nn.functional.batch_norm on the GPU:
+every case x dtype, both layouts, eval mode, stats, running-stat update.  Skipped without a GPU."""
+
+import numpy as np
+import pytest
+
+import fusedtrain as ft
+import fusedtrain.reference as ref
+from bn_cases import CASES, DTYPES, SMALL, make_inputs, output_tol, stats_tol
+from gpu_support import require_torch_cuda, to_cuda, to_host
+from precisions import Tolerance, assert_close
+
+pytestmark = pytest.mark.gpu
+torch = require_torch_cuda()
+
+GRID = [(c, d) for c in SMALL for d in DTYPES] + [(c, "float32") for c in CASES if c not in SMALL]
+# ResNet-like shapes at a small batch: big enough for split reductions across many blocks.
+LARGE = [((32, 64, 56, 56), False), ((32, 56, 56, 64), True), ((4096, 1024), False),
+         ((8, 16, 112, 112), False), ((8, 112, 112, 16), True)]
+
+
+def _dev(a):
+    return None if a is None else to_cuda(torch, a)
+
+
+@pytest.mark.parametrize("case_dtype", GRID, ids=lambda p: f"{p[0]}-{p[1]}")
+def test_cuda_forward_backward_match_reference(case_dtype):
+    case, dtype = case_dtype
+    x, w, b, rm, rv, dy = make_inputs(case, dtype, "cuda")
+    ref_rm, ref_rv = rm.astype(np.float64), rv.astype(np.float64)
+    drm, drv = _dev(rm), _dev(rv)
+    y, sm, si = ft.batch_norm_forward(_dev(x), _dev(w), _dev(b), drm, drv, training=True,
+                                      momentum=case.momentum, channels_last=case.channels_last)
+    want_y, want_m, want_i = ref.batch_norm_forward(x, w, b, ref_rm, ref_rv, training=True,
+                                                    momentum=case.momentum,
+                                                    channels_last=case.channels_last)
+    assert y.is_cuda and sm.is_cuda
+    assert_close(to_host(torch, y), want_y, output_tol(dtype), "y")
+    assert_close(to_host(torch, sm), want_m, stats_tol(dtype), "save_mean")
+    assert_close(to_host(torch, si), want_i, stats_tol(dtype), "save_invstd")
+    assert_close(to_host(torch, drm), ref_rm, stats_tol(dtype), "running_mean")
+    assert_close(to_host(torch, drv), ref_rv, stats_tol(dtype), "running_var")
+    dx, dw, db = ft.batch_norm_backward(_dev(dy), _dev(x), _dev(w), sm, si,
+                                        channels_last=case.channels_last)
+    want_dx, want_dw, want_db = ref.batch_norm_backward(dy, x, w, to_host(torch, sm),
+                                                        to_host(torch, si),
+                                                        channels_last=case.channels_last)
+    tol = output_tol(dtype)
+    assert_close(to_host(torch, dx), want_dx, Tolerance(tol.rtol * 4, tol.atol * 4), "dx")
+    if w is not None:
+        assert_close(to_host(torch, dw), want_dw, Tolerance(1e-4, 1e-5), "dweight")
+        assert_close(to_host(torch, db), want_db, Tolerance(1e-4, 1e-5), "dbias")
+
+
+@pytest.mark.parametrize("shape,channels_last", LARGE, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_matches_torch_functional(shape, channels_last, dtype):
+    torch.manual_seed(0)
+    x = (torch.randn(shape, device="cuda") * 2 + 0.5).to(dtype)
+    C = shape[-1] if channels_last else shape[1]
+    w, b = torch.rand(C, device="cuda") + 0.5, torch.randn(C, device="cuda")
+    rm, rv = torch.zeros(C, device="cuda"), torch.ones(C, device="cuda")
+    trm, trv = rm.clone(), rv.clone()
+    y, sm, si = ft.batch_norm_forward(x, w, b, rm, rv, training=True, channels_last=channels_last)
+    xt = x.movedim(-1, 1) if channels_last else x
+    xt = xt.detach().requires_grad_(True)
+    wt, bt = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    yt = torch.nn.functional.batch_norm(xt, trm, trv, wt, bt, training=True)
+    got = y.movedim(-1, 1) if channels_last else y
+    tol = 2e-2 if dtype == torch.bfloat16 else 2e-5
+    torch.testing.assert_close(got.float(), yt.float(), rtol=tol, atol=tol)
+    torch.testing.assert_close(rm, trm, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rv, trv, rtol=1e-5, atol=1e-6)
+    dy = torch.randn_like(yt)
+    yt.backward(dy)
+    dyl = dy.movedim(1, -1).contiguous() if channels_last else dy
+    dx, dw, db = ft.batch_norm_backward(dyl, x, w, sm, si, channels_last=channels_last)
+    got_dx = dx.movedim(-1, 1) if channels_last else dx
+    torch.testing.assert_close(got_dx.float(), xt.grad.float(), rtol=tol, atol=tol)
+    torch.testing.assert_close(dw, wt.grad, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(db, bt.grad, rtol=1e-3, atol=1e-3)
+
+
+def test_cuda_eval_mode_changes_nothing_and_stats_helpers():
+    x = torch.randn(16, 8, 9, 9, device="cuda") * 3 + 1e4
+    rm, rv = torch.full((8,), 1e4, device="cuda"), torch.full((8,), 9.0, device="cuda")
+    rm0, rv0 = rm.clone(), rv.clone()
+    y, _, _ = ft.batch_norm_forward(x, None, None, rm, rv, training=False)
+    assert torch.equal(rm, rm0) and torch.equal(rv, rv0)
+    torch.testing.assert_close(y, (x - 1e4) / torch.sqrt(torch.tensor(9.0 + 1e-5)), rtol=1e-4, atol=1e-3)
+    mean, var, count = ft.batch_norm_stats(x)
+    xd = x.double()
+    torch.testing.assert_close(mean.double(), xd.mean(dim=(0, 2, 3)), rtol=1e-7, atol=1e-3)
+    torch.testing.assert_close(var.double(), xd.var(dim=(0, 2, 3), unbiased=False), rtol=1e-4, atol=1e-4)
+    assert count == 16 * 81
+    ft.update_running_stats_(rm, rv, mean, var, count, momentum=0.5)
+    torch.testing.assert_close(rm, 0.5 * rm0 + 0.5 * mean, rtol=1e-6, atol=1e-3)
+
+
+def test_cuda_bn_is_deterministic():
+    x = torch.randn(64, 32, 28, 28, device="cuda")
+    first = ft.batch_norm_forward(x, training=True)
+    for _ in range(3):
+        again = ft.batch_norm_forward(x, training=True)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
