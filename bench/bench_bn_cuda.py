@@ -1,0 +1,118 @@
+"""Times fusedtrain batch norm on CUDA against torch (same GPU, same run): the ResNet-50 BN
+shapes at batch 256, fp32 and bf16, NCHW and NHWC, plus BatchNorm1d with a large batch."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import common
+from bench_optim_cuda import copy_bandwidth, cuda_timer
+
+RESNET50 = [(64, 112), (64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14),
+            (512, 7), (2048, 7)]
+
+
+def workloads(quick):
+    n = 32 if quick else 256
+    out = [(f"{n}x{c}x{hw}x{hw}", (n, c, hw, hw), layout)
+           for c, hw in RESNET50 for layout in ("nchw", "nhwc")]
+    out += [(f"{n}x32x56x56", (n, 32, 56, 56), "nhwc"), (f"{n}x16x112x112", (n, 16, 112, 112), "nchw"),
+            ("bn1d 262144x256", (262144 // (8 if quick else 1), 256), "2d")]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    import torch
+    import fusedtrain as ft
+    if not torch.cuda.is_available() or not ft.info()["cuda_devices"]:
+        print("no CUDA device: nothing to benchmark", file=sys.stderr)
+        return 0
+    steps = 10 if args.quick else max(args.steps, 50)
+    flush_buf = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    flush = lambda: flush_buf.zero_()  # noqa: E731
+    copy_bw = copy_bandwidth(torch)
+    rows = []
+    for label, shape, layout in workloads(args.quick):
+        for dtype in (torch.float32, torch.bfloat16):
+            C = shape[1]
+            if layout == "nhwc":
+                x_t = torch.randn(shape, device="cuda", dtype=dtype).to(memory_format=torch.channels_last)
+                x_ft = x_t.permute(0, 2, 3, 1)          # the same memory as (N, H, W, C)
+            else:
+                x_t = torch.randn(shape, device="cuda", dtype=dtype)
+                x_ft = x_t
+            w = torch.ones(C, device="cuda")
+            b = torch.zeros(C, device="cuda")
+            rm, rv = torch.zeros(C, device="cuda"), torch.ones(C, device="cuda")
+            cl = layout == "nhwc"
+            saved = {}
+
+            def ft_fwd():
+                saved["out"] = ft.batch_norm_forward(x_ft, w, b, rm, rv, training=True, channels_last=cl)
+            ft_fwd()
+            dy_ft = torch.randn_like(saved["out"][0])
+
+            def ft_bwd():
+                y, sm, si = saved["out"]
+                ft.batch_norm_backward(dy_ft, x_ft, w, sm, si, channels_last=cl)
+
+            def ft_both():
+                ft_fwd()
+                ft_bwd()
+            xt = x_t.detach().requires_grad_(True)
+            wt, bt = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+            dy_t = torch.randn_like(x_t)
+
+            def t_fwd():
+                saved["t"] = torch.nn.functional.batch_norm(xt, rm, rv, wt, bt, training=True)
+
+            def t_both():
+                t_fwd()
+                saved["t"].backward(dy_t)
+            t_fwd()
+
+            def t_bwd():
+                saved["t"].backward(dy_t, retain_graph=True)
+            numel = math.prod(shape)
+            esize = x_t.element_size()
+            row = {"shape": label, "layout": layout, "dtype": str(dtype).replace("torch.", ""),
+                   "numel": numel}
+            for kind, f_ft, f_t, nbytes in (("fwd", ft_fwd, t_fwd, 2 * numel * esize),
+                                            ("bwd", ft_bwd, t_bwd, 3 * numel * esize),
+                                            ("fwd+bwd", ft_both, t_both, 5 * numel * esize)):
+                g_ft, _ = cuda_timer(torch, f_ft, steps, flush)
+                g_t, _ = cuda_timer(torch, f_t, steps, flush)
+                row[kind] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
+                             "pct_roofline": 100 * nbytes / g_ft / copy_bw}
+            rows.append(row)
+            common.log(f"{label:>22} {layout} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
+            del x_t, x_ft, xt, dy_t, dy_ft, saved
+            torch.cuda.empty_cache()
+    headers = ["shape", "layout", "dtype", "fwd x", "bwd x", "fwd+bwd ms", "x torch", "% roofline"]
+    table = [[r["shape"], r["layout"], r["dtype"], f"{r['fwd']['speedup']:.2f}", f"{r['bwd']['speedup']:.2f}",
+              f"{r['fwd+bwd']['ft_ms']:.3f}", f"{r['fwd+bwd']['speedup']:.2f}",
+              f"{r['fwd+bwd']['pct_roofline']:.0f}"] for r in rows]
+    print(common.format_table(headers, table, [False] * 3 + [True] * 5))
+    speedups = [r["fwd+bwd"]["speedup"] for r in rows]
+    geomean = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
+    print(f"geomean fwd+bwd speedup {geomean:.2f}x, slowest {min(speedups):.2f}x")
+    name = torch.cuda.get_device_name()
+    doc = {"bench": "bn_cuda", "device": {"kind": "cuda", "name": name, "copy_bandwidth_gbs": copy_bw / 1e9},
+           "versions": {**common.versions(ft.info(), torch), "cuda": torch.version.cuda},
+           "git_sha": common.git_sha(), "date": common.utc_now_iso(), "steps": steps,
+           "geomean_fwd_bwd_speedup": geomean, "rows": rows}
+    out = args.json or common.RESULTS_DIR / f"cuda_bn_{common.slug(name)}.json"
+    common.write_json(out, doc)
+    common.log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
