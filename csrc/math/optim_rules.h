@@ -3,7 +3,8 @@
 // Each rule is a struct with
 //   Options            the hyperparameters of one step, as the caller gave them (double);
 //   Coeffs<T>          per-step scalars in the compute type T, derived once per call by coeffs();
-//   needs(options)     bit mask of the state slots (0, 1, 2) this configuration reads and writes;
+//   needs(options)     bit mask of the state slots (0, 1, 2) this configuration reads and writes,
+//                      always within kStateSlots;
 //   update(c, p, g, s0, s1, s2)  the per-element rule on values V (a scalar T or a SIMD vector
 //                      of T); p and the used states are updated in place.
 // Note [torch order]: every rule evaluates its expression in the operation order of the
@@ -23,6 +24,7 @@ constexpr int kS0 = 1, kS1 = 2, kS2 = 4;
 // p -= lr * g.  Goodfellow et al. Algorithm 8.1 (SGD); the seeds' `x += -learning_rate * dx`.
 struct Sgd {
   static constexpr bool kReadsGrad = true;
+  static constexpr int kStateSlots = 0;  // every slot needs() may return
   struct Options { double lr = 0, weight_decay = 0; bool maximize = false; };
   template <class T> struct Coeffs { T lr, weight_decay; bool maximize; };
   template <class T> FT_HD static Coeffs<T> coeffs(const Options& o) {
@@ -41,6 +43,7 @@ struct Sgd {
 // `v = a*v - eps*g; theta += v` with v = -lr*b; nesterov is Algorithm 8.3 in look-ahead form.
 struct Momentum {
   static constexpr bool kReadsGrad = true;
+  static constexpr int kStateSlots = kS0;  // every slot needs() may return
   struct Options {
     double lr = 0, momentum = 0.9, dampening = 0, weight_decay = 0;
     bool nesterov = false, maximize = false, first_step = false;
@@ -67,6 +70,7 @@ struct Momentum {
 // Goodfellow et al. Algorithm 8.4 (AdaGrad); the seeds' `cache += dx**2; x -= lr*dx/(sqrt(cache)+eps)`.
 struct Adagrad {
   static constexpr bool kReadsGrad = true;
+  static constexpr int kStateSlots = kS0;  // every slot needs() may return
   struct Options {
     double lr = 0.01, lr_decay = 0, weight_decay = 0, eps = 1e-10; int64_t step = 1;
     bool maximize = false;
@@ -93,6 +97,7 @@ struct Adagrad {
 // Slots: s0 square_avg, s1 momentum_buffer, s2 grad_avg.
 struct Rmsprop {
   static constexpr bool kReadsGrad = true;
+  static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
   struct Options {
     double lr = 0.01, alpha = 0.99, eps = 1e-8, weight_decay = 0, momentum = 0;
     bool centered = false, nesterov = false, maximize = false;
@@ -134,6 +139,7 @@ struct Rmsprop {
 // s1 acc_delta.
 struct Adadelta {
   static constexpr bool kReadsGrad = true;
+  static constexpr int kStateSlots = kS0 | kS1;  // every slot needs() may return
   struct Options {
     double lr = 1.0, rho = 0.9, eps = 1e-6, weight_decay = 0; bool maximize = false;
   };
@@ -160,6 +166,7 @@ struct Adadelta {
 // to g.  Slots: s0 exp_avg, s1 exp_avg_sq, s2 max_exp_avg_sq.
 struct Adam {
   static constexpr bool kReadsGrad = true;
+  static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
   struct Options {
     double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
     int64_t step = 1; bool decoupled = false, amsgrad = false, maximize = false;
@@ -203,6 +210,7 @@ struct Adam {
 // current parameters.
 struct Ema {
   static constexpr bool kReadsGrad = true;
+  static constexpr int kStateSlots = 0;  // every slot needs() may return
   struct Options { double decay = 0.999; };
   template <class T> struct Coeffs { T weight; };
   template <class T> FT_HD static Coeffs<T> coeffs(const Options& o) { return {T(1.0 - o.decay)}; }
@@ -216,6 +224,7 @@ struct Ema {
 // x *= coef: the second half of gradient-norm clipping.  The "param" slot is the gradient.
 struct Scale {
   static constexpr bool kReadsGrad = false;
+  static constexpr int kStateSlots = 0;  // every slot needs() may return
   struct Options { double coef = 1.0; };
   template <class T> struct Coeffs { T coef; };
   template <class T> FT_HD static Coeffs<T> coeffs(const Options& o) { return {T(o.coef)}; }
