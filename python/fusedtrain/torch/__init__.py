@@ -1,0 +1,15 @@
+"""PyTorch integration: torch.optim drop-ins (and BatchNorm modules) over fusedtrain's kernels.
+
+Imported only on first access to ``fusedtrain.torch``: ``import fusedtrain`` never imports torch.
+"""
+import importlib.util
+
+from .optimizers import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
+
+# BatchNorm modules: batch_norm.py (the BatchNorm part of issue 5). Imported when the file
+# exists, so a real error inside it is not hidden.
+if importlib.util.find_spec(".batch_norm", __name__) is not None:
+    from .batch_norm import BatchNorm1d, BatchNorm2d, BatchNorm3d  # noqa: F401
+    __all__ += ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
