@@ -388,29 +388,43 @@ void count_launch(const char* name) {
   g_launches.fetch_add(1);
 }
 
-// Runs the reduction of one channel-wise accumulator A over x (and dy), with its epilogue.
-struct Workspace {
-  void* mem;
+// The geometry and scratch of one channel reduction: partials per (channel, split) and a
+// zeroed counter per channel group (Note [last block merges]), freed in stream order.
+template <class A>
+struct Reduction {
+  bool planar;
+  int64_t groups;
+  int splits;
   cudaStream_t st;
-  ~Workspace() { stream_free(mem, st); }
+  void* mem;
+  A* partials;
+  unsigned* counters;
+
+  Reduction(const BnShape& s, cudaStream_t stream) : planar(s.inner > 1), st(stream) {
+    const int64_t C = s.channels;
+    groups = planar ? C : (C + kTileC - 1) / kTileC;
+    splits = splits_for(groups, s.per_channel());
+    const size_t pbytes = sizeof(A) * size_t(C) * size_t(splits);
+    mem = stream_alloc(pbytes + sizeof(unsigned) * size_t(groups), st);
+    partials = static_cast<A*>(mem);
+    counters = reinterpret_cast<unsigned*>(static_cast<char*>(mem) + pbytes);
+    FT_CUDA_CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * size_t(groups), st));
+  }
+  ~Reduction() { stream_free(mem, st); }
+  Reduction(const Reduction&) = delete;
+  Reduction& operator=(const Reduction&) = delete;
+  dim3 planar_grid(int64_t C) const { return dim3(unsigned(C), unsigned(splits)); }
+  dim3 rows_grid() const { return dim3(unsigned(groups), unsigned(splits)); }
 };
 
 template <class S, class Epilogue>
 void stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epilogue& epi) {
-  const int64_t C = s.channels;
-  const bool planar = s.inner > 1;
-  const int64_t groups = planar ? C : (C + kTileC - 1) / kTileC;
-  const int splits = splits_for(groups, s.per_channel());
-  const size_t pbytes = sizeof(Stats) * size_t(C) * splits;
-  Workspace ws{stream_alloc(pbytes + sizeof(unsigned) * size_t(groups), st), st};
-  auto* partials = static_cast<Stats*>(ws.mem);
-  auto* counters = reinterpret_cast<unsigned*>(static_cast<char*>(ws.mem) + pbytes);
-  FT_CUDA_CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * size_t(groups), st));
-  if (planar) {
-    planar_stats_kernel<S><<<dim3(unsigned(C), unsigned(splits)), kBlock, 0, st>>>(x, s, partials, counters, epi);
+  Reduction<Stats> r(s, st);
+  if (r.planar) {
+    planar_stats_kernel<S><<<r.planar_grid(s.channels), kBlock, 0, st>>>(x, s, r.partials, r.counters, epi);
   } else {
-    rows_stats_kernel<S><<<dim3(unsigned(groups), unsigned(splits)), dim3(kTileC, kTileR), 0, st>>>(
-        x, s.outer, C, partials, counters, epi);
+    rows_stats_kernel<S><<<r.rows_grid(), dim3(kTileC, kTileR), 0, st>>>(x, s.outer, s.channels,
+                                                                         r.partials, r.counters, epi);
   }
   count_launch("bn stats");
 }
@@ -439,22 +453,15 @@ void backward_typed(const cpu::BnBackwardArgs& a, cudaStream_t st) {
   const int64_t C = s.channels;
   double* coeffs = static_cast<double*>(stream_alloc(sizeof(double) * 4 * size_t(C), st));
   BackwardEpilogue epi{a, double(s.per_channel()), coeffs};
-  const bool planar = s.inner > 1;
-  const int64_t groups = planar ? C : (C + kTileC - 1) / kTileC;
-  const int splits = splits_for(groups, s.per_channel());
-  const size_t pbytes = sizeof(GradSums) * size_t(C) * splits;
-  Workspace ws{stream_alloc(pbytes + sizeof(unsigned) * size_t(groups), st), st};
-  auto* partials = static_cast<GradSums*>(ws.mem);
-  auto* counters = reinterpret_cast<unsigned*>(static_cast<char*>(ws.mem) + pbytes);
-  FT_CUDA_CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * size_t(groups), st));
+  Reduction<GradSums> r(s, st);
   const S* dy = static_cast<const S*>(a.dy);
   const S* x = static_cast<const S*>(a.x);
-  if (planar) {
-    planar_grad_kernel<S><<<dim3(unsigned(C), unsigned(splits)), kBlock, 0, st>>>(
-        dy, x, s, a.save_mean, partials, counters, epi);
+  if (r.planar) {
+    planar_grad_kernel<S><<<r.planar_grid(C), kBlock, 0, st>>>(dy, x, s, a.save_mean, r.partials,
+                                                                r.counters, epi);
   } else {
-    rows_grad_kernel<S><<<dim3(unsigned(groups), unsigned(splits)), dim3(kTileC, kTileR), 0, st>>>(
-        dy, x, s.outer, C, a.save_mean, partials, counters, epi);
+    rows_grad_kernel<S><<<r.rows_grid(), dim3(kTileC, kTileR), 0, st>>>(
+        dy, x, s.outer, C, a.save_mean, r.partials, r.counters, epi);
   }
   count_launch("bn grad sums");
   const int64_t total = s.per_channel() * C;
