@@ -65,8 +65,8 @@ def _workloads(quick, device):
         big = (16 if quick else 64) << 20
         return [(f"{big >> 20}M x 1", [big]), (f"{big >> 20}M in 256", [big // 256] * 256),
                 ("2000 x 4K", [4096] * 2000)]
-    if quick:
-        return [("4M x 1", [4 << 20]), ("1000 x 1K", [1024] * 1000)]
+    if quick:  # 16M floats: each array well above a 32 MiB last-level cache
+        return [("16M x 1", [16 << 20]), ("1000 x 1K", [1024] * 1000)]
     return [("16M x 1", [16 << 20]), ("256 x 64K", [64 << 10] * 256), ("1000 x 1K", [1024] * 1000)]
 
 
@@ -101,9 +101,9 @@ def _build(ft, rule, wname, sizes, device, torch, cupy, suite):
     else:
         dtype = "float32" if torch is not None else "float64"
         rng = np.random.default_rng(0)
-        params = [rng.standard_normal(n).astype(dtype) for n in sizes]
+        params = [rng.standard_normal(n, dtype=dtype) for n in sizes]
         # Small grads keep every rule's state finite over thousands of timed steps.
-        grads = [(rng.standard_normal(n) * 1e-2).astype(dtype) for n in sizes]
+        grads = [rng.standard_normal(n, dtype=dtype) * 1e-2 for n in sizes]
         zeros = np.zeros_like
     fns = {OURS: stepper(ft, rule, [p.copy() if hasattr(p, "copy") else p.clone() for p in params],
                          grads, zeros)}

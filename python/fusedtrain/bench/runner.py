@@ -24,12 +24,16 @@ def _cuda_bandwidth(torch, cupy) -> dict:
     nbytes = 1 << 30
     if torch is not None:
         src = torch.empty(nbytes // 4, device="cuda")
-        dst, sync, copy = torch.empty_like(src), torch.cuda.synchronize, None
-        copy = lambda: dst.copy_(src)  # noqa: E731
+        dst, sync = torch.empty_like(src), torch.cuda.synchronize
+
+        def copy():
+            dst.copy_(src)
     else:
         src = cupy.empty(nbytes // 4, dtype=cupy.float32)
         dst, sync = cupy.empty_like(src), cupy.cuda.get_current_stream().synchronize
-        copy = lambda: cupy.copyto(dst, src)  # noqa: E731
+
+        def copy():
+            cupy.copyto(dst, src)
     copy()
     sync()
     best = float("inf")
@@ -38,7 +42,6 @@ def _cuda_bandwidth(torch, cupy) -> dict:
         copy()
         sync()
         best = min(best, time.perf_counter() - t0)
-    del src, dst
     return {"kind": "device copy", "gbs": 2 * nbytes / best / 1e9}
 
 
@@ -67,13 +70,13 @@ def _row(case, results, bw_gbs):
     return row
 
 
-def plan(quick, torch, cupy, use_cuda):
+def plan(quick, torch, cuda_torch, cupy, use_cuda):
     """(device, suite specs) for every suite that applies here."""
     out = [("cpu", optim.specs(quick=quick, device="cpu", torch=torch)),
            ("cpu", batch_norm.specs(quick=quick, device="cpu", torch=torch))]
     if use_cuda:
-        out.append(("cuda", optim.specs(quick=quick, device="cuda", torch=torch, cupy=cupy)))
-        out.append(("cuda", batch_norm.specs(quick=quick, device="cuda", torch=torch, cupy=cupy)))
+        for suite in (optim, batch_norm):
+            out.append(("cuda", suite.specs(quick=quick, device="cuda", torch=cuda_torch, cupy=cupy)))
     return out
 
 
@@ -95,12 +98,13 @@ def run(*, quick=False, json_path=None, plot_path=None, use_torch=True, cpu_only
     if torch is not None:
         torch.set_num_threads(cores)  # same cores for both sides
     use_cuda = bool(info["cuda_devices"]) and not cpu_only
+    # CUDA arrays come from torch when it sees the GPU, else from CuPy (then with no baseline).
+    cuda_torch = torch if use_cuda and torch is not None and torch.cuda.is_available() else None
     cupy = None
-    if use_cuda and not (torch is not None and torch.cuda.is_available()):
-        torch = None if torch is not None and not torch.cuda.is_available() and False else torch
+    if use_cuda and cuda_torch is None:
         cupy = _optional("cupy")
         use_cuda = cupy is not None
-    timing = ({"budget_s": 0.05, "min_repeats": 2, "max_repeats": 20, "warmup": 1} if quick
+    timing = ({"budget_s": 0.05, "min_repeats": 2, "max_repeats": 20, "warmup": 2} if quick
               else {"budget_s": 0.5, "min_repeats": 5, "max_repeats": 300, "warmup": 3})
     if budget_s is not None:
         timing["budget_s"] = budget_s
@@ -109,9 +113,8 @@ def run(*, quick=False, json_path=None, plot_path=None, use_torch=True, cpu_only
     print("measuring memory bandwidth ...", file=sys.stderr, flush=True)
     bandwidth = {"cpu": machine.cpu_bandwidth(runs=3 if quick else 8, threads=cores)}
     if use_cuda:
-        bandwidth["cuda"] = _cuda_bandwidth(torch if torch is not None and torch.cuda.is_available()
-                                            else None, cupy)
-    todo = [(dev, s) for dev, specs in plan(quick, torch, cupy, use_cuda) for s in specs
+        bandwidth["cuda"] = _cuda_bandwidth(cuda_torch, cupy)
+    todo = [(dev, s) for dev, specs in plan(quick, torch, cuda_torch, cupy, use_cuda) for s in specs
             if not suites or any(w in s.suite for w in suites)]
     bar = report.Progress(len(todo))
     rows = []

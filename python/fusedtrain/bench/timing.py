@@ -32,7 +32,7 @@ def time_turns(fns: Dict[str, Callable[[], object]], *, budget_s: float, min_rep
     """
     sync = sync or (lambda: None)
     out: Dict[str, object] = {}
-    estimate = {}
+    estimate, slow = {}, {}
     for name, fn in fns.items():
         try:
             warm = []
@@ -45,7 +45,15 @@ def time_turns(fns: Dict[str, Callable[[], object]], *, budget_s: float, min_rep
             out[name] = e
             continue
         # The first call may pay page faults or lazy allocation: not an estimate of the rest.
-        estimate[name] = min(warm[1:] or warm)
+        settled = warm[1:] or warm
+        if min(settled) > budget_s:
+            # One call outlasts the whole budget (a baseline stalled by a busy machine can take
+            # seconds): its warm-up calls are all the samples it gets.
+            slow[name] = settled
+        else:
+            estimate[name] = min(settled)
+    for name, xs in slow.items():
+        out[name] = Timing(_median(xs), min(xs), len(xs))
     if not estimate:
         return out
     want = {n: max(min_repeats, min(max_repeats, int(budget_s / max(t, 1e-7))))

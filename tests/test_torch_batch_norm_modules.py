@@ -1,0 +1,127 @@
+"""ft.torch.BatchNorm1d/2d/3d against torch.nn.BatchNorm1d/2d/3d: outputs, grads, buffers, state_dict."""
+import pytest
+
+torch = pytest.importorskip("torch")
+import fusedtrain.torch as ftt  # noqa: E402
+
+SHAPES = {1: [(16, 5), (8, 5, 7)], 2: [(4, 6, 5, 3)], 3: [(3, 4, 3, 5, 2)]}
+CASES = [(d, s) for d, shapes in SHAPES.items() for s in shapes]
+OPTIONS = [dict(), dict(momentum=None), dict(affine=False), dict(track_running_stats=False),
+           dict(momentum=0.3, eps=1e-3)]
+
+
+def _pair(dim, num_features, **kw):
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, f"BatchNorm{dim}d")(num_features, **kw).double()
+    ours = getattr(ftt, f"BatchNorm{dim}d")(num_features, **kw).double()
+    if ref.affine:
+        with torch.no_grad():
+            ref.weight.uniform_(0.5, 1.5)
+            ref.bias.normal_()
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def _input(shape, seed, memory_format=None):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 0.5
+    if memory_format is not None:
+        x = x.contiguous(memory_format=memory_format)
+    return x.requires_grad_(True)
+
+
+def _step(module, x, dy):
+    x = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+    y = module(x)
+    y.backward(dy)
+    grads = [x.grad] + [p.grad for p in module.parameters()]
+    return y, grads
+
+
+def _compare(ref, ours, shape, seeds, memory_format=None):
+    for seed in seeds:
+        x = _input(shape, seed, memory_format)
+        dy = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 100),
+                         dtype=torch.float64)
+        y_ref, g_ref = _step(ref, x, dy)
+        y_ours, g_ours = _step(ours, x, dy)
+        torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
+        for a, b in zip(g_ours, g_ref):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+        for p in list(ref.parameters()) + list(ours.parameters()):
+            p.grad = None
+    sd_ref, sd_ours = ref.state_dict(), ours.state_dict()
+    assert list(sd_ours) == list(sd_ref)
+    for k in sd_ref:
+        torch.testing.assert_close(sd_ours[k], sd_ref[k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dim,shape", CASES)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_train_then_eval_match_torch(dim, shape, options):
+    ref, ours = _pair(dim, shape[1], **options)
+    _compare(ref, ours, shape, seeds=range(3))            # training: batch stats, running updates
+    ref.eval(), ours.eval()
+    _compare(ref, ours, shape, seeds=range(3, 5))         # eval: running stats, constant
+
+
+@pytest.mark.parametrize("dim,memory_format", [(2, torch.channels_last), (3, torch.channels_last_3d)])
+def test_channels_last_input_matches_and_keeps_format(dim, memory_format):
+    shape = SHAPES[dim][0]
+    ref, ours = _pair(dim, shape[1])
+    _compare(ref, ours, shape, seeds=range(2), memory_format=memory_format)
+    x = _input(shape, 7, memory_format)
+    assert ours(x).is_contiguous(memory_format=memory_format)
+    ref(x)                                                # keeps the running stats in step
+    ours.eval(), ref.eval()
+    _compare(ref, ours, shape, seeds=range(2), memory_format=memory_format)
+
+
+def test_channels_last_input_is_not_copied(monkeypatch):
+    """The kernels must see the caller's own memory, as the (N, H, W, C) view."""
+    import fusedtrain as ft
+    seen = []
+    real = ft.batch_norm_forward
+
+    def spy(x, *args, **kw):
+        seen.append((x.data_ptr(), kw["channels_last"], x.is_contiguous()))
+        return real(x, *args, **kw)
+    monkeypatch.setattr(ft, "batch_norm_forward", spy)
+    x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    ftt.BatchNorm2d(8)(x)
+    assert seen == [(x.data_ptr(), True, True)]
+
+
+def test_state_dict_loads_both_ways_and_counts_batches():
+    ref, ours = _pair(2, 6, momentum=None)
+    for seed in range(4):
+        ours(_input((4, 6, 3, 3), seed))
+    assert int(ours.num_batches_tracked) == 4
+    fresh_ref = torch.nn.BatchNorm2d(6, momentum=None).double()
+    fresh_ref.load_state_dict(ours.state_dict())                 # ours -> torch
+    back = ftt.BatchNorm2d(6, momentum=None).double()
+    back.load_state_dict(fresh_ref.state_dict())                 # torch -> ours
+    for k, v in ours.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[k], v, rtol=0, atol=0)
+    assert isinstance(ours, torch.nn.BatchNorm2d)
+    assert "momentum=None" in repr(ours)
+
+
+def test_float32_module_matches_torch():
+    torch.manual_seed(0)
+    ref, ours = torch.nn.BatchNorm2d(16), ftt.BatchNorm2d(16)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(8, 16, 7, 7) * 3 + 1
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ref(x1), ours(x2)
+    torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
+    y1.square().sum().backward()
+    y2.square().sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(ours.running_var, ref.running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_one_value_per_channel_raises_like_torch():
+    with pytest.raises(ValueError):
+        ftt.BatchNorm1d(3)(torch.randn(1, 3))
