@@ -300,6 +300,8 @@ void init_optim(py::module_& m) {
       py::arg("grads"), py::arg("max_norm"), py::arg("norm_type"),
       py::arg("stream").none(true) = py::none());
 
+  py::class_<Ema::Options>(m, "EmaOptions").def(py::init<>()).def_readwrite("decay", &Ema::Options::decay);
+
   m.def(
       "ema_",
       [](py::handle averages, py::handle params, const Ema::Options& o, py::handle stream) {
@@ -323,7 +325,6 @@ void init_optim(py::module_& m) {
       },
       py::arg("averages"), py::arg("params"), py::arg("options"),
       py::arg("stream").none(true) = py::none());
-  py::class_<Ema::Options>(m, "EmaOptions").def(py::init<>()).def_readwrite("decay", &Ema::Options::decay);
 }
 
 }  // namespace ft::bind
