@@ -29,3 +29,8 @@ def isa(request):
 @pytest.fixture(scope="session")
 def torch():
     return pytest.importorskip("torch")
+
+
+def pytest_configure(config):
+    # Registered here too: CI runs the suite from a copy of tests/ without pyproject.toml.
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
