@@ -95,30 +95,45 @@ def timing_dict(t: common.Timing, bytes_moved: int, triad_gbs: float | None) -> 
 
 
 def build_ft(ft, rule, params0, grads):
+    """fusedtrain's step on copies of the params; also returns the state arrays it allocated, in
+    allocation order (each state list over all params), for build_torch to share."""
     params = [p.copy() for p in params0]
-    return params, make_ft_step(ft, rule, params, grads, np.zeros_like)
+    state = []
+
+    def zeros_like(p):
+        state.append(np.zeros_like(p))
+        return state[-1]
+    return params, make_ft_step(ft, rule, params, grads, zeros_like), state
 
 
-def build_torch(rule, impl, params0, grads):
-    """A torch.optim instance that has taken one step, or the exception torch raised."""
-    params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params0]
+# torch.optim's state keys, in the order fusedtrain's step allocates the same lists.
+TORCH_STATE_KEYS = {"momentum": ["momentum_buffer"], "adagrad": ["sum"], "rmsprop": ["square_avg"],
+                    "adadelta": ["square_avg", "acc_delta"], "adam": ["exp_avg", "exp_avg_sq"],
+                    "adamw": ["exp_avg", "exp_avg_sq"],
+                    "amsgrad": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]}
+
+
+def build_torch(rule, impl, ft_params, grads, ft_state):
+    """A torch.optim instance on the very arrays fusedtrain steps (params, grads and state), or
+    the exception torch raised.
+
+    Note [same memory]: on this VM the relative placement of a step's arrays alone moves a
+    bandwidth-bound step by 2x, for torch and fusedtrain alike; only the same arrays make the two
+    timings comparable.  Both update them in turn, which keeps every value finite.
+    """
+    params = [torch.nn.Parameter(torch.from_numpy(p)) for p in ft_params]
     for p, g in zip(params, grads):
-        # Shared with the NumPy grads: no rule here writes its grads, so both sides read the same.
         p.grad = torch.from_numpy(g)
     try:
         opt = make_torch_optimizer(torch, rule, params, impl)
-        opt.step()  # torch checks some flags only on the first step
+        opt.step()  # torch checks some flags only on the first step, and creates its state
     except Exception as e:  # noqa: BLE001 - e.g. no fused=True for this class: an N/A cell
         return e
-    # Same memory as fusedtrain's state (np.zeros_like): on this VM the relative placement of a
-    # step's arrays alone moves a bandwidth-bound step by 2x, for torch and fusedtrain alike, so
-    # both sides get state allocated the same way.
-    for state in opt.state.values():
-        for key, t in list(state.items()):
-            if torch.is_tensor(t) and t.dim() > 0:
-                a = np.zeros_like(t.numpy())
-                a[...] = t.numpy()
-                state[key] = torch.from_numpy(a)
+    keys = TORCH_STATE_KEYS.get(rule.name, [])
+    n = len(params)
+    for k, key in enumerate(keys):
+        for i, p in enumerate(params):
+            opt.state[p][key] = torch.from_numpy(ft_state[k * n + i])
     return opt
 
 
@@ -135,12 +150,13 @@ def time_rule(ft, rule, w, params0, grads, args, timing_kw, use_torch):
     """All implementations of one rule on one workload, timed taking turns; returns raw results."""
     fns, failed = {}, {}
     try:
-        ft_params, fns["ft"] = build_ft(ft, rule, params0, grads)
+        ft_params, fns["ft"], ft_state = build_ft(ft, rule, params0, grads)
     except Exception as e:  # noqa: BLE001 - a missing or broken rule is a row, not the end of the run
-        failed["ft"], ft_params = e, None
-    if use_torch:
+        failed["ft"], ft_params, ft_state = e, None, None
+    if use_torch and ft_params is not None:
+        fns["ft"]()  # one step first, as each torch optimizer takes one in build_torch
         for impl in TORCH_IMPLS:
-            opt = build_torch(rule, impl, params0, grads)
+            opt = build_torch(rule, impl, ft_params, grads, ft_state)
             if isinstance(opt, Exception):
                 failed[impl] = opt
             else:

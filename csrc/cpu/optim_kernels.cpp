@@ -89,6 +89,11 @@ void apply_range(const typename Rule::template Coeffs<C>& coeffs, const TensorSl
   };
   constexpr int W = lanes<C>();
   int64_t i = begin;
+  // Two vectors per iteration: more independent loads in flight per loop branch.
+  for (; i + 2 * W <= end; i += 2 * W) {
+    body(VectorTag{}, i);
+    body(VectorTag{}, i + W);
+  }
   for (; i + W <= end; i += W) body(VectorTag{}, i);
   for (; i < end; ++i) body(ScalarTag{}, i);
 }
