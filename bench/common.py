@@ -19,22 +19,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 
-
-@dataclass(frozen=True)
-class Timing:
-    median_s: float
-    min_s: float
-    repeats: int
-
-
-def _median(xs):
-    xs = sorted(xs)
-    mid = len(xs) // 2
-    return xs[mid] if len(xs) % 2 else 0.5 * (xs[mid - 1] + xs[mid])
-
-
-# Calls faster than this get an untimed lead-in call at the start of each turn.
-_LEAD_IN_BELOW_S = 0.05
+# The pieces the package's own bench (python -m fusedtrain bench) shares with these scripts.
+from fusedtrain.bench.machine import cpu_model, usable_cores  # noqa: E402,F401
+from fusedtrain.bench.timing import Timing, _median  # noqa: E402,F401
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], *, budget_s: float, min_repeats: int = 5,
@@ -116,25 +103,6 @@ def time_calls(fn: Callable[[], object], **kw) -> Timing:
     if isinstance(out, Exception):
         raise out
     return out
-
-
-def usable_cores() -> int:
-    # The affinity mask, not os.cpu_count(): in a container or under taskset that is what we get.
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
 
 
 def last_level_cache_bytes() -> int | None:
