@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,6 +21,10 @@ RESULTS_DIR = BENCH_DIR / "results"
 # The pieces the package's own bench (python -m fusedtrain bench) shares with these scripts.
 from fusedtrain.bench.machine import cpu_model, usable_cores  # noqa: E402,F401
 from fusedtrain.bench.timing import Timing, _median  # noqa: E402,F401
+
+
+# Calls faster than this get an untimed lead-in call at the start of each turn.
+_LEAD_IN_BELOW_S = 0.05
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], *, budget_s: float, min_repeats: int = 5,
