@@ -93,7 +93,6 @@ def main(argv=None):
                              "pct_roofline": 100 * nbytes / g_ft / copy_bw}
             rows.append(row)
             common.log(f"{label:>22} {layout} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
-            del x_t, x_ft, xt, dy_t, dy_ft, saved
             torch.cuda.empty_cache()
     headers = ["shape", "layout", "dtype", "fwd x", "bwd x", "fwd+bwd ms", "x torch", "% roofline"]
     table = [[r["shape"], r["layout"], r["dtype"], f"{r['fwd']['speedup']:.2f}", f"{r['bwd']['speedup']:.2f}",
