@@ -4,7 +4,6 @@ import copy
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import fusedtrain as ft
