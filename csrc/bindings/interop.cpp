@@ -133,9 +133,12 @@ TensorView from_dlpack(py::handle obj, const ArgRef& at, ExportHolder& keep) {
   return v;
 }
 
+// torch.Tensor and its subclasses (torch.nn.Parameter lives in torch.nn.parameter).
 bool is_torch(py::handle obj) {
   py::object mod = py::type::handle_of(obj).attr("__module__");
-  return PyUnicode_Check(mod.ptr()) && PyUnicode_CompareWithASCIIString(mod.ptr(), "torch") == 0;
+  if (!PyUnicode_Check(mod.ptr())) return false;
+  const std::string m = mod.cast<std::string>();
+  return m == "torch" || m.rfind("torch.", 0) == 0;
 }
 
 // __cuda_array_interface__ (v2/v3): shape, typestr, data = (ptr, read_only), strides in bytes.
