@@ -8,7 +8,7 @@ import math
 import sys
 
 import common
-from bench_optim_cuda import copy_bandwidth, cuda_timer
+from bench_optim_cuda import cuda_timer, gpu_session
 
 RESNET50 = [(64, 112), (64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14),
             (512, 7), (2048, 7)]
@@ -29,15 +29,10 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    import torch
-    import fusedtrain as ft
-    if not torch.cuda.is_available() or not ft.info()["cuda_devices"]:
-        print("no CUDA device: nothing to benchmark", file=sys.stderr)
+    session = gpu_session(args)
+    if session is None:
         return 0
-    steps = 10 if args.quick else max(args.steps, 50)
-    flush_buf = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    flush = lambda: flush_buf.zero_()  # noqa: E731
-    copy_bw = copy_bandwidth(torch)
+    torch, ft, steps, flush, copy_bw = session
     rows = []
     for label, shape, layout in workloads(args.quick):
         for dtype in (torch.float32, torch.bfloat16):

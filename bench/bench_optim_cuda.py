@@ -56,6 +56,21 @@ def copy_bandwidth(torch, nbytes=1 << 30):
     return best
 
 
+def gpu_session(args):
+    """(torch, fusedtrain, steps, L2 flush, copy bandwidth) on a GPU machine, else None."""
+    import torch
+    import fusedtrain as ft
+    if not torch.cuda.is_available() or not ft.info()["cuda_devices"]:
+        print("no CUDA device: nothing to benchmark", file=sys.stderr)
+        return None
+    steps = 10 if args.quick else max(args.steps, 50)
+    flush_buf = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    flush = lambda: flush_buf.zero_()  # noqa: E731 - evicts the 50 MB L2 between samples
+    copy_bw = copy_bandwidth(torch)
+    common.log(f"device-to-device copy bandwidth: {copy_bw / 1e9:.0f} GB/s")
+    return torch, ft, steps, flush, copy_bw
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -63,16 +78,10 @@ def main(argv=None):
     ap.add_argument("--rules", default="sgd,momentum,adagrad,rmsprop,adadelta,adam,adamw")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    import torch
-    import fusedtrain as ft
-    if not torch.cuda.is_available() or not ft.info()["cuda_devices"]:
-        print("no CUDA device: nothing to benchmark", file=sys.stderr)
+    session = gpu_session(args)
+    if session is None:
         return 0
-    steps = 10 if args.quick else max(args.steps, 50)
-    flush_buf = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    flush = lambda: flush_buf.zero_()  # noqa: E731 - evicts the 50 MB L2 between samples
-    copy_bw = copy_bandwidth(torch)
-    common.log(f"device-to-device copy bandwidth: {copy_bw / 1e9:.0f} GB/s")
+    torch, ft, steps, flush, copy_bw = session
     zeros = torch.zeros_like
     rows = []
     for wname, wlabel, sizes in workloads(args.quick):
