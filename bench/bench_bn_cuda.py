@@ -8,7 +8,7 @@ import math
 import sys
 
 import common
-from bench_optim_cuda import cuda_timer, gpu_session
+from bench_optim_cuda import cuda_timer, gpu_session, write_cuda_results
 
 RESNET50 = [(64, 112), (64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14),
             (512, 7), (2048, 7)]
@@ -97,14 +97,8 @@ def main(argv=None):
     speedups = [r["fwd+bwd"]["speedup"] for r in rows]
     geomean = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
     print(f"geomean fwd+bwd speedup {geomean:.2f}x, slowest {min(speedups):.2f}x")
-    name = torch.cuda.get_device_name()
-    doc = {"bench": "bn_cuda", "device": {"kind": "cuda", "name": name, "copy_bandwidth_gbs": copy_bw / 1e9},
-           "versions": {**common.versions(ft.info(), torch), "cuda": torch.version.cuda},
-           "git_sha": common.git_sha(), "date": common.utc_now_iso(), "steps": steps,
-           "geomean_fwd_bwd_speedup": geomean, "rows": rows}
-    out = args.json or common.RESULTS_DIR / f"cuda_bn_{common.slug(name)}.json"
-    common.write_json(out, doc)
-    common.log(f"wrote {out}")
+    write_cuda_results("bn", args, torch, ft, copy_bw, steps, geomean_fwd_bwd_speedup=geomean,
+                       rows=rows)
     return 0
 
 

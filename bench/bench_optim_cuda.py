@@ -71,6 +71,18 @@ def gpu_session(args):
     return torch, ft, steps, flush, copy_bw
 
 
+def write_cuda_results(bench, args, torch, ft, copy_bw, steps, **fields):
+    """bench/results/cuda_<bench>_<gpu>.json (or --json) with device, versions, sha and date."""
+    name = torch.cuda.get_device_name()
+    doc = {"bench": f"{bench}_cuda",
+           "device": {"kind": "cuda", "name": name, "copy_bandwidth_gbs": copy_bw / 1e9},
+           "versions": {**common.versions(ft.info(), torch), "cuda": torch.version.cuda},
+           "git_sha": common.git_sha(), "date": common.utc_now_iso(), "steps": steps, **fields}
+    out = args.json or common.RESULTS_DIR / f"cuda_{bench}_{common.slug(name)}.json"
+    common.write_json(out, doc)
+    common.log(f"wrote {out}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -143,14 +155,7 @@ def main(argv=None):
               fmt(r.get("torch_foreach_gpu_ms")), fmt(r.get("speedup_vs_foreach"), "{:.2f}"),
               fmt(r["ft_host_ms"]), fmt(r.get("host_speedup_vs_fused"), "{:.1f}")] for r in rows]
     print(common.format_table(headers, table, [False, False] + [True] * 10))
-    name = torch.cuda.get_device_name()
-    doc = {"bench": "optim_cuda", "device": {"kind": "cuda", "name": name,
-           "copy_bandwidth_gbs": copy_bw / 1e9},
-           "versions": {**common.versions(ft.info(), torch), "cuda": torch.version.cuda},
-           "git_sha": common.git_sha(), "date": common.utc_now_iso(), "steps": steps, "rows": rows}
-    out = args.json or common.RESULTS_DIR / f"cuda_optim_{common.slug(name)}.json"
-    common.write_json(out, doc)
-    common.log(f"wrote {out}")
+    write_cuda_results("optim", args, torch, ft, copy_bw, steps, rows=rows)
     return 0
 
 
