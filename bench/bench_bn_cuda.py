@@ -19,14 +19,15 @@ def workloads(quick):
     out = [(f"{n}x{c}x{hw}x{hw}", (n, c, hw, hw), layout)
            for c, hw in RESNET50 for layout in ("nchw", "nhwc")]
     out += [(f"{n}x32x56x56", (n, 32, 56, 56), "nhwc"), (f"{n}x16x112x112", (n, 16, 112, 112), "nchw"),
-            ("bn1d 262144x256", (262144 // (8 if quick else 1), 256), "2d")]
+            ("bn1d 262144x256", (262144 // (8 if quick else 1), 256), "2d"),
+            ("bn1d 8192x1024", (8192, 1024), "2d")]
     return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     session = gpu_session(args)

@@ -1,4 +1,11 @@
-"""GPU test plumbing: skip without a CUDA device, and move NumPy test data onto it (torch/CuPy)."""
+"""GPU test plumbing: skip without a CUDA device, and move NumPy test data onto it (torch/CuPy).
+
+A machine where torch sees a GPU but fusedtrain does not (a CPU-only build, a driver older than
+the build's CUDA runtime) fails these tests instead of skipping them: a green run there would
+prove nothing.  FUSEDTRAIN_REQUIRE_GPU=1 also fails them when no GPU is visible at all (the GPU
+check script sets it)."""
+
+import os
 
 import numpy as np
 import pytest
@@ -11,12 +18,29 @@ def cuda_devices():
     return info["cuda_devices"] if info["cuda_compiled"] else []
 
 
+def _torch_sees_a_gpu():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def require_torch_cuda():
     """torch with a usable CUDA device, else skip (the whole module when used at import)."""
+    required = os.environ.get("FUSEDTRAIN_REQUIRE_GPU") == "1"
     if not cuda_devices():
-        pytest.skip("no CUDA device (or fusedtrain built without CUDA)", allow_module_level=True)
+        info = ft.info()
+        why = "fusedtrain was built without CUDA" if not info["cuda_compiled"] else \
+            f"fusedtrain sees no CUDA device: {info.get('cuda_error')}"
+        if required or _torch_sees_a_gpu():
+            raise RuntimeError(f"GPU tests cannot run: {why}, but torch sees a GPU "
+                               f"(or FUSEDTRAIN_REQUIRE_GPU=1)")
+        pytest.skip(f"no CUDA device ({why})", allow_module_level=True)
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
+        if required:
+            raise RuntimeError("GPU tests cannot run: fusedtrain sees a GPU but torch does not")
         pytest.skip("torch has no CUDA", allow_module_level=True)
     return torch
 

@@ -47,3 +47,8 @@ def test_matches_torch(dtype, norm_type, isa, torch):
     assert got == pytest.approx(want, rel=TOL[dtype].rtol)
     for i, (g, p) in enumerate(zip(grads, params)):
         assert_close(g, p.grad.numpy(), TOL[dtype], f"grads[{i}]")
+
+
+def test_fused_clipping_under_amp_equals_unscale_clip_step(isa, torch):
+    from amp_clip_cases import run_amp_clip_case
+    run_amp_clip_case(torch, "cpu")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fusedtrain as ft
+import fusedtrain.reference as ref
 from fusedtrain import _C
 from gpu_support import require_torch_cuda, to_cuda, to_host
 from optim_cases import CASES, FIRST_OF_EACH_RULE, RULES
@@ -29,8 +30,8 @@ class OnDevice(SideBySide):
         self.ext_state = {k: [to_cuda(torch, a) for a in v] for k, v in self.ext_state.items()}
 
     def new_grads(self):
-        ext, ref = super().new_grads()
-        return [to_cuda(torch, g) for g in ext], ref
+        ext, host = super().new_grads()
+        return [to_cuda(torch, g) for g in ext], host
 
     def check(self, where=""):
         device = self.ext_params, self.ext_master, self.ext_state
@@ -51,18 +52,131 @@ def test_cuda_trajectory_matches_reference(case, precision, size):
     OnDevice(case, precision, [SHAPES[size]], seed_for("cuda", case, precision, size)).run(STEPS).check()
 
 
-def test_many_mixed_tensors_one_launch_per_step():
+def _stream_busy_after(fn, busy_ms=3000):
+    """Runs fn while the current stream is held busy; True if fn returned before the stream was
+    done, i.e. fn never waited for the device (no device or stream synchronization)."""
+    torch.cuda._sleep(int(busy_ms * 1e-3 * 2e9))   # ~busy_ms of spinning at up to 2 GHz
+    fn()
+    return not torch.cuda.current_stream().query()
+
+
+def test_many_mixed_tensors_fresh_grads_one_launch_no_sync_no_rebuild():
+    # OnDevice.new_grads makes new grad tensors every step, as zero_grad(set_to_none=True) does.
     case = next(c for c in CASES if c.rule is RULES["adamw_"])
     rng = np.random.default_rng(0)
     shapes = [(int(n),) for n in rng.integers(1, 5000, size=10_000)]
     run = OnDevice(case, PRECISIONS[0], shapes, seed_for("cuda-many"))
-    run.step(1)                       # first step with these tensors uploads the chunk table
+    run.step(1)                       # first step with these sizes uploads the chunk list
     torch.cuda.synchronize()
-    before = _C.cuda_launch_count()
-    for k in range(2, 6):
-        run.step(k)
-    assert _C.cuda_launch_count() - before == 4
+    launches, builds = _C.cuda_launch_count(), _C.cuda_chunk_list_builds()
+    for k in range(2, 5):
+        grads, ref_grads = run.new_grads()
+        torch.cuda.synchronize()
+        assert _stream_busy_after(
+            lambda: run.call_rule(ft, run.ext_params, grads, run.ext_state, None, k)), \
+            f"step {k} waited for the device"
+        run.call_rule(ref, run.ref_params, ref_grads, run.ref_state, None, k)
+    assert _C.cuda_launch_count() - launches == 3
+    assert _C.cuda_chunk_list_builds() == builds, "new grad pointers rebuilt the chunk list"
+    torch.cuda.synchronize()
     run.check()
+
+
+def test_pointer_swap_between_steps_uses_new_memory():
+    p = torch.randn(4099, device="cuda")
+    g = torch.randn(4099, device="cuda")
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    ft.sgd_([p], [g], lr=0.5)
+    fresh = torch.randn(4099, device="cuda")       # p.data = ... : same size, new storage
+    old = p
+    p = fresh.clone()
+    before_old = old.clone()
+    ft.sgd_([p], [g], lr=0.5)
+    torch.testing.assert_close(p, fresh - 0.5 * g, rtol=0, atol=0)
+    assert torch.equal(old, before_old)
+
+
+def test_list_reused_on_a_second_stream_right_after_its_first_build():
+    # The first step with new sizes builds the chunk list; a step on another stream at once must
+    # see it complete (the upload is not ordered on the first stream only).
+    for trial in range(5):
+        n = 70_001 + trial                              # new sizes every trial: a fresh build
+        p1, p2 = torch.randn(n, device="cuda"), torch.randn(n, device="cuda")
+        g = torch.randn(n, device="cuda")
+        want1, want2 = p1 - 0.25 * g, p2 - 0.25 * g
+        s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+        s1.wait_stream(torch.cuda.current_stream())
+        s2.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s1):
+            ft.sgd_([p1], [g], lr=0.25)
+        with torch.cuda.stream(s2):
+            ft.sgd_([p2], [g], lr=0.25)
+        torch.cuda.synchronize()
+        torch.testing.assert_close(p1, want1, rtol=0, atol=0)
+        torch.testing.assert_close(p2, want2, rtol=0, atol=0)
+
+
+def test_captured_graph_survives_many_other_lists():
+    n = 10_007
+    p = torch.randn(n, device="cuda")
+    g = torch.randn(n, device="cuda")
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    lr, step = torch.tensor([0.01], device="cuda"), torch.tensor([1.0], device="cuda")
+    shadow = [t.clone() for t in (p, m, v)]
+    ft.adam_([p], [g], [m], [v], step=step, lr=lr)
+    ft.adam_([shadow[0]], [g], [shadow[1]], [shadow[2]], step=step, lr=lr)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(s):
+        with torch.cuda.graph(graph, stream=s):
+            ft.adam_([p], [g], [m], [v], step=step, lr=lr)
+    torch.cuda.current_stream().wait_stream(s)
+    for k in range(2, 8):
+        # Many other size lists in between: more than any cache holds.
+        for j in range(80):
+            q = torch.randn(100 + 37 * j + k, device="cuda")
+            ft.sgd_([q], [q.clone()], lr=0.1)
+        step.fill_(k)
+        graph.replay()
+        ft.adam_([shadow[0]], [g], [shadow[1]], [shadow[2]], step=step, lr=lr)
+    torch.cuda.synchronize()
+    for a, b in zip((p, m, v), shadow):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_two_threads_step_different_lists_concurrently():
+    import threading
+    torch.manual_seed(7)
+    lists = []
+    for t in range(2):
+        ps = [torch.randn(n + t, device="cuda") for n in (5, 70_000, 333)]
+        gs = [torch.randn_like(x) for x in ps]
+        lists.append((ps, gs, [x.clone() for x in ps]))
+    torch.cuda.synchronize()
+    errors = []
+
+    def work(ps, gs):
+        try:
+            s = torch.cuda.Stream()
+            with torch.cuda.stream(s):
+                for _ in range(50):
+                    ft.sgd_(ps, gs, lr=0.01)
+            s.synchronize()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(ps, gs)) for ps, gs, _ in lists]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    for ps, gs, start in lists:
+        for p, g, p0 in zip(ps, gs, start):
+            want = p0.clone()
+            for _ in range(50):
+                want -= 0.01 * g
+            torch.testing.assert_close(p, want, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", FIRST_OF_EACH_RULE, ids=str)
@@ -106,6 +220,7 @@ def test_work_on_a_side_stream_is_ordered():
     s = torch.cuda.Stream()
     p = torch.ones(1 << 22, device="cuda")
     m, v = torch.zeros_like(p), torch.zeros_like(p)
+    s.wait_stream(torch.cuda.current_stream())    # p, m, v were made on the default stream
     with torch.cuda.stream(s):
         g = torch.full_like(p, 2.0)   # produced on s: our step must run after it, on s
         g.mul_(3.0)
@@ -115,6 +230,8 @@ def test_work_on_a_side_stream_is_ordered():
 
 
 def test_cuda_graph_replay_equals_eager():
+    # Eager steps read the same device lr / step values as the graph (a float32 lr and a Python
+    # double lr give coefficients one ulp apart), so the two must agree to the bit.
     n = 10_007
     torch.manual_seed(0)
     def make():
@@ -125,8 +242,8 @@ def test_cuda_graph_replay_equals_eager():
         b[0].copy_(a[0])
     lr = torch.tensor([0.01], device="cuda")
     step = torch.tensor([1.0], device="cuda")
-    ft.adam_(*graphed, step=step, lr=lr)        # warm-up: caches the chunk table
-    ft.adam_(*eager, step=1, lr=0.01)
+    ft.adam_(*graphed, step=step, lr=lr)        # warm-up: uploads the chunk list
+    ft.adam_(*eager, step=step, lr=lr)
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     g = torch.cuda.CUDAGraph()
@@ -138,7 +255,7 @@ def test_cuda_graph_replay_equals_eager():
         step.fill_(k)
         lr.fill_(0.01 / k)
         g.replay()
-        ft.adam_(*eager, step=k, lr=0.01 / k)
+        ft.adam_(*eager, step=step, lr=lr)
     torch.cuda.synchronize()
     for a, b in zip(eager, graphed):
         torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
@@ -183,6 +300,36 @@ def test_misaligned_views_take_the_scalar_path():
     torch.testing.assert_close(p, want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("offset", [1, 3, 8])
+def test_half_views_at_2_byte_offsets_and_misaligned_state(dtype, offset):
+    # A half param at a 2-byte offset, its fp32 grad aligned, and one state misaligned beside an
+    # aligned one: every slot's alignment matters, not only the param's.
+    n = 4097 + 64
+    rng = np.random.default_rng(offset)
+    p_host = rng.standard_normal(n).astype(np.float32)
+    g_host = rng.standard_normal(n).astype(np.float32)
+    pbase = torch.zeros(n + offset, device="cuda", dtype=dtype)
+    p = pbase[offset:]
+    p.copy_(torch.from_numpy(p_host).to(dtype))
+    g = torch.from_numpy(g_host).cuda()
+    mbase = torch.zeros(n + 1, device="cuda")
+    m = mbase[1:]                                # 4 bytes past alignment
+    v = torch.zeros(n, device="cuda")
+    master = p.float()
+    ref_p, ref_m, ref_v = p.double(), torch.zeros(n, dtype=torch.float64, device="cuda"), \
+        torch.zeros(n, dtype=torch.float64, device="cuda")
+    for k in range(1, 4):
+        ft.adam_([p], [g], [m], [v], step=k, lr=0.01, master_params=[master])
+        gd = g.double()
+        ref_m = 0.9 * ref_m + 0.1 * gd
+        ref_v = 0.999 * ref_v + 0.001 * gd * gd
+        ref_p = ref_p - 0.01 / (1 - 0.9 ** k) * ref_m / (ref_v.sqrt() / (1 - 0.999 ** k) ** 0.5 + 1e-8)
+    torch.testing.assert_close(master.double(), ref_p, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(m.double(), ref_m, rtol=1e-5, atol=1e-7)
+    assert torch.equal(p, master.to(dtype))     # the param is the rounded master
+
+
 def test_global_norm_clip_and_ema_on_cuda():
     rng = np.random.default_rng(3)
     host = [rng.standard_normal(n).astype(np.float32) for n in (1, 7, 70_001)]
@@ -224,3 +371,16 @@ def test_tensor_over_2_pow_31_elements():
     g = torch.ones(n, dtype=torch.float16, device="cuda")
     ft.sgd_([p], [g], lr=0.5)
     assert float(p[-1]) == -0.5 and float(p[0]) == -0.5 and float(p[2 ** 31 + 1]) == -0.5
+
+
+def test_fused_clipping_under_amp_equals_unscale_clip_step():
+    from amp_clip_cases import run_amp_clip_case
+    run_amp_clip_case(torch, "cuda")
+
+
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")])
+def test_nan_propagates_through_the_norm(norm_type):
+    from amp_clip_cases import nan_norm_arrays
+    for arrays in nan_norm_arrays():
+        got = ft.global_norm([to_cuda(torch, a) for a in arrays], norm_type)
+        assert np.isnan(got), (norm_type, [a.dtype for a in arrays])

@@ -57,3 +57,10 @@ def test_matches_torch(dtype, norm_type, isa, torch):
     tensors = [torch.from_numpy(a) for a in arrays if a.size]
     want = float(torch.nn.utils.get_total_norm(tensors, norm_type, foreach=False))
     assert ft.global_norm(arrays, norm_type) == pytest.approx(want, rel=RTOL[dtype])
+
+
+@pytest.mark.parametrize("norm_type", NORM_TYPES)
+def test_nan_anywhere_makes_every_norm_nan(norm_type, isa):
+    from amp_clip_cases import nan_norm_arrays
+    for arrays in nan_norm_arrays():
+        assert math.isnan(ft.global_norm(arrays, norm_type)), (norm_type, [a.dtype for a in arrays])

@@ -2,6 +2,8 @@
 // Validation and dispatch only: the math is in csrc/math, the loops in csrc/cpu and csrc/cuda.
 #include <pybind11/pybind11.h>
 
+#include <memory>
+
 #include "bindings/device_guard.h"
 #include "bindings/interop.h"
 #include "bindings/multi_tensor_args.h"
@@ -73,7 +75,9 @@ void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scal
   if (mt.device == DeviceKind::cpu) {
     py::gil_scoped_release nogil;
     if (clip_max_norm >= 0) {
-      const double norm = cpu::active().norm(cpu_norm_input(mt, mt.grad_dtype), 2.0);
+      // Clip on the unscaled grads' norm: torch's AMP recipe is unscale, clip, step.
+      const double scale = mt.has_grad_scale ? mt.grad_scale : 1.0;
+      const double norm = cpu::active().norm(cpu_norm_input(mt, mt.grad_dtype), 2.0) / scale;
       const double coef = math::clip_coefficient(clip_max_norm, norm);
       if (coef < 1.0) {
         mt.grad_scale = (mt.has_grad_scale ? mt.grad_scale : 1.0) / coef;
@@ -92,7 +96,7 @@ void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scal
   const cuda::Stream st = stream_of(stream);
   py::gil_scoped_release nogil;
   DeviceGuard guard(mt.device_index);
-  float* divisor = nullptr;
+  std::unique_ptr<cuda::Scratch> divisor;
   if (clip_max_norm >= 0) {
     cuda::NormArrays in;
     for (const auto& t : mt.tensors) {
@@ -100,18 +104,17 @@ void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scal
       in.dtypes.push_back(mt.grad_dtype);
       in.numel.push_back(t.numel);
     }
-    divisor = static_cast<float*>(cuda::stream_alloc(sizeof(float), st));
+    divisor = std::make_unique<cuda::Scratch>(sizeof(float), st);
     cuda::ClipOutputs clip;
     clip.max_norm = clip_max_norm;
     clip.grad_scale_in = sc.grad_scale;
     clip.host_grad_scale = mt.has_grad_scale ? mt.grad_scale : 1.0;
-    clip.divisor_out = divisor;
+    clip.divisor_out = divisor->as<float>();
     cuda::norm(in, 2.0, nullptr, clip, st);
-    sc.grad_scale = cuda::DeviceScalar{divisor, DType::f32};
+    sc.grad_scale = cuda::DeviceScalar{divisor->as<float>(), DType::f32};
     mt.has_grad_scale = false;
   }
   cuda_kernel(mt, o, sc, st);
-  if (divisor) cuda::stream_free(divisor, st);
 #else
   (void)cuda_kernel;
 #endif
@@ -169,11 +172,9 @@ double norm_of(const std::vector<TensorView>& views, double norm_type, py::handl
   const cuda::Stream st = stream_of(stream);
   py::gil_scoped_release nogil;
   DeviceGuard guard(views[0].device_index);
-  double* out = static_cast<double*>(cuda::stream_alloc(sizeof(double), st));
-  cuda::norm(in, norm_type, out, cuda::ClipOutputs{}, st);
-  const double norm = cuda::read_back(out, st);
-  cuda::stream_free(out, st);
-  return norm;
+  cuda::Scratch out(sizeof(double), st);
+  cuda::norm(in, norm_type, out.as<double>(), cuda::ClipOutputs{}, st);
+  return cuda::read_back(out.as<double>(), st);
 #else
   (void)stream;
   value_error(ArgRef{fn, "arrays", 0}, "is on a CUDA device, but this build has no CUDA kernels");

@@ -40,10 +40,22 @@ void init_runtime(py::module_& m) {
     return cuda::device_names();
   });
   m.def("cuda_runtime_version", &cuda::runtime_version);
+  m.def("cuda_device_error", [] {
+    py::gil_scoped_release nogil;
+    return cuda::device_error();
+  });
   // Kernels launched so far: the tests' check that a step is exactly one launch.
   m.def("cuda_launch_count", [] {
 #if defined(FT_WITH_CUDA)
     return cuda::launch_count();
+#else
+    return uint64_t(0);
+#endif
+  });
+  // Chunk lists built so far (Note [one launch per step]): constant while only pointers change.
+  m.def("cuda_chunk_list_builds", [] {
+#if defined(FT_WITH_CUDA)
+    return cuda::chunk_list_builds();
 #else
     return uint64_t(0);
 #endif

@@ -153,17 +153,25 @@ double chunk_norm(const S* x, int64_t begin, int64_t end, math::NormKind kind, d
   }
   const int64_t vec_end = begin + (end - begin) / W * W;
   while (i < vec_end) {
-    V acc{};
+    V acc{}, nan_probe{};
     const int64_t stop = vec_end < i + kInner ? vec_end : i + kInner;
     for (; i < stop; i += W) {
       V v = math::ft_abs(vload(x + i));
       if (kind == math::NormKind::L2) acc = acc + v * v;
       else if (kind == math::NormKind::L1) acc = acc + v;
-      else acc = math::ft_max(acc, v);
+      else {
+        // Note [NaN in norms]: the SIMD max drops NaN; a sum of |x| turns NaN only from a NaN.
+        acc = math::ft_max(acc, v);
+        nan_probe = nan_probe + v;
+      }
     }
-    C lane[W];
+    C lane[W], probe[W];
     __builtin_memcpy(lane, &acc, sizeof acc);
-    for (int l = 0; l < W; ++l) total = math::norm_combine(kind, total, double(lane[l]));
+    __builtin_memcpy(probe, &nan_probe, sizeof nan_probe);
+    for (int l = 0; l < W; ++l) {
+      total = math::norm_combine(kind, total, double(lane[l]));
+      if (probe[l] != probe[l]) total = math::norm_combine(kind, total, double(probe[l]));
+    }
   }
   for (; i < end; ++i) {
     double v = math::ft_abs(double(sload(x + i)));

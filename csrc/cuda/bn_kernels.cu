@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 
 #include "core/half.h"
 #include "cuda/bn_kernels.h"
 #include "cuda/check.h"
+#include "cuda/device_state.h"
 #include "math/batch_norm.h"
 
 namespace ft::cuda {
@@ -21,9 +23,16 @@ using cpu::BnShape;
 using cpu::ChannelArray;
 using Stats = math::BnStats<double>;
 
-constexpr int kBlock = 256;      // planar (NCHW) reductions and elementwise passes
-constexpr int kTileC = 32;       // rows layout: channels per block (one warp row, coalesced)
-constexpr int kTileR = 8;        // rows layout: row lanes per block
+constexpr int kBlock = 256;      // planar (NCHW) reductions and elementwise passes; rows blocks
+
+// Rows layout (R, C): a block is (tile_c channels) x (kBlock / tile_c row lanes), tile_c the
+// smallest power of two >= C up to 32, so a warp reads whole rows of a narrow C (NHWC with C = 16
+// reads two rows per warp instead of leaving half the lanes idle).
+inline int rows_tile_c(int64_t C) {
+  int t = 1;
+  while (t < 32 && t < C) t *= 2;
+  return t;
+}
 
 __device__ double ch_get(const ChannelArray& a, int64_t c, double absent) {
   if (!a.data) return absent;
@@ -237,14 +246,20 @@ __global__ void __launch_bounds__(kBlock)
 
 // ---- rows layout (R, C): grid (ceil(C / 32), splits), block (32, 8)
 
+// Merges the row lanes of each channel column in a fixed tree; result in row lane 0.
 template <class A>
 __device__ A rows_block_merge(A v) {
-  __shared__ A vals[kTileR][kTileC];
-  vals[threadIdx.y][threadIdx.x] = v;
+  __shared__ A vals[kBlock];
+  const int x = threadIdx.x, tc = blockDim.x;
+  vals[threadIdx.y * tc + x] = v;
   __syncthreads();
-  if (threadIdx.y == 0)
-    for (int k = 1; k < kTileR; ++k) v = merge(v, vals[k][threadIdx.x]);
-  __syncthreads();
+  for (int stride = blockDim.y / 2; stride > 0; stride /= 2) {
+    if (int(threadIdx.y) < stride) {
+      v = merge(v, vals[(threadIdx.y + stride) * tc + x]);
+      vals[threadIdx.y * tc + x] = v;
+    }
+    __syncthreads();
+  }
   return v;
 }
 
@@ -253,7 +268,7 @@ __device__ void finish_rows(int64_t C, int splits, int split, const A& mine, A* 
                             unsigned* counters, const Epilogue& epi) {
   // One counter per channel tile; the last block of the tile finishes its 32 channels.
   __shared__ bool last;
-  const int64_t c = int64_t(blockIdx.x) * kTileC + threadIdx.x;
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (threadIdx.y == 0 && c < C) partials[c * splits + split] = mine;
   __threadfence();
   __syncthreads();
@@ -273,13 +288,13 @@ template <class S, class Epilogue>
 __global__ void rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials,
                                   unsigned* counters, Epilogue epi) {
   const int splits = gridDim.y, split = blockIdx.y;
-  const int64_t c = int64_t(blockIdx.x) * kTileC + threadIdx.x;
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t r0 = R * split / splits, r1 = R * (split + 1) / splits;
   Stats st{0, 0, 0};
   if (c < C) {
     const double shift = ld(x + c);
     double n = 0, s1 = 0, s2 = 0;
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kTileR) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
       const double d = ld(x + r * C + c) - shift;
       n += 1;
       s1 += d;
@@ -296,12 +311,12 @@ __global__ void rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C,
                                  ChannelArray save_mean, GradSums* partials, unsigned* counters,
                                  BackwardEpilogue epi) {
   const int splits = gridDim.y, split = blockIdx.y;
-  const int64_t c = int64_t(blockIdx.x) * kTileC + threadIdx.x;
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t r0 = R * split / splits, r1 = R * (split + 1) / splits;
   GradSums g{0, 0};
   if (c < C) {
     const double mean = ch_get(save_mean, c, 0);
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kTileR) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
       const double d = ld(dy + r * C + c);
       g.dy += d;
       g.dy_xc += d * (ld(x + r * C + c) - mean);
@@ -363,19 +378,16 @@ __global__ void update_running_kernel(cpu::BnRunningArgs a) {
 
 // ---- launch geometry
 
-int sm_count() {
-  int device = 0, sms = 0;
-  FT_CUDA_CHECK(cudaGetDevice(&device));
-  FT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
-}
+int sm_count() { return device_state().sm_count; }
 
-// Splits per channel (tile) so the reduction fills at least two waves even for small C, while
-// each block keeps a few thousand values to amortize its merge.
-int splits_for(int64_t groups, int64_t per_group) {
+// Splits per group (a channel, or a rows tile of channels) so the reduction fills at least two
+// waves even for small C, while each block keeps a few thousand values to amortize its merge.
+// values_per_group counts every value a group's blocks read: for a rows tile, its rows times
+// its channels.
+int splits_for(int64_t groups, int64_t values_per_group) {
   const int64_t want_blocks = 2LL * sm_count() * 4;
   int64_t splits = (want_blocks + groups - 1) / groups;
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, per_group / 4096));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, values_per_group / 4096));
   return int(std::max<int64_t>(1, std::min<int64_t>(splits, 1024)));
 }
 
@@ -393,28 +405,27 @@ void count_launch(const char* name) {
 template <class A>
 struct Reduction {
   bool planar;
+  int tile_c;
   int64_t groups;
   int splits;
-  cudaStream_t st;
-  void* mem;
+  std::unique_ptr<Scratch> mem;
   A* partials;
   unsigned* counters;
 
-  Reduction(const BnShape& s, cudaStream_t stream) : planar(s.inner > 1), st(stream) {
+  Reduction(const BnShape& s, cudaStream_t st) : planar(s.inner > 1) {
     const int64_t C = s.channels;
-    groups = planar ? C : (C + kTileC - 1) / kTileC;
-    splits = splits_for(groups, s.per_channel());
+    tile_c = planar ? 1 : rows_tile_c(C);
+    groups = planar ? C : (C + tile_c - 1) / tile_c;
+    splits = splits_for(groups, s.per_channel() * std::min<int64_t>(tile_c, C));
     const size_t pbytes = sizeof(A) * size_t(C) * size_t(splits);
-    mem = stream_alloc(pbytes + sizeof(unsigned) * size_t(groups), st);
-    partials = static_cast<A*>(mem);
-    counters = reinterpret_cast<unsigned*>(static_cast<char*>(mem) + pbytes);
+    mem = std::make_unique<Scratch>(pbytes + sizeof(unsigned) * size_t(groups), st);
+    partials = mem->as<A>();
+    counters = reinterpret_cast<unsigned*>(mem->as<char>() + pbytes);
     FT_CUDA_CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * size_t(groups), st));
   }
-  ~Reduction() { stream_free(mem, st); }
-  Reduction(const Reduction&) = delete;
-  Reduction& operator=(const Reduction&) = delete;
   dim3 planar_grid(int64_t C) const { return dim3(unsigned(C), unsigned(splits)); }
   dim3 rows_grid() const { return dim3(unsigned(groups), unsigned(splits)); }
+  dim3 rows_block() const { return dim3(unsigned(tile_c), unsigned(kBlock / tile_c)); }
 };
 
 template <class S, class Epilogue>
@@ -423,8 +434,8 @@ void stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epilogue& e
   if (r.planar) {
     planar_stats_kernel<S><<<r.planar_grid(s.channels), kBlock, 0, st>>>(x, s, r.partials, r.counters, epi);
   } else {
-    rows_stats_kernel<S><<<r.rows_grid(), dim3(kTileC, kTileR), 0, st>>>(x, s.outer, s.channels,
-                                                                         r.partials, r.counters, epi);
+    rows_stats_kernel<S><<<r.rows_grid(), r.rows_block(), 0, st>>>(x, s.outer, s.channels,
+                                                                   r.partials, r.counters, epi);
   }
   count_launch("bn stats");
 }
@@ -432,27 +443,28 @@ void stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epilogue& e
 template <class S>
 void forward_typed(const cpu::BnForwardArgs& a, cudaStream_t st) {
   const BnShape& s = a.shape;
-  double* coeffs = static_cast<double*>(stream_alloc(sizeof(double) * 3 * size_t(s.channels), st));
-  ForwardEpilogue epi{a, coeffs};
+  const int64_t total = s.per_channel() * s.channels;
+  Scratch coeffs(sizeof(double) * 3 * size_t(s.channels), st);
+  ForwardEpilogue epi{a, coeffs.as<double>()};
   if (a.training) {
     stats_pass(static_cast<const S*>(a.x), s, st, epi);
   } else {
+    // Eval mode writes save_mean / save_invstd from the running stats even for an empty batch.
     eval_coeffs_kernel<<<unsigned((s.channels + 255) / 256), 256, 0, st>>>(s.channels, epi);
     count_launch("bn eval coeffs");
   }
-  const int64_t total = s.per_channel() * s.channels;
+  if (total == 0) return;
   normalize_kernel<S><<<elementwise_grid(total), kBlock, 0, st>>>(
-      static_cast<const S*>(a.x), static_cast<S*>(a.y), s, coeffs, total);
+      static_cast<const S*>(a.x), static_cast<S*>(a.y), s, coeffs.as<double>(), total);
   count_launch("bn normalize");
-  stream_free(coeffs, st);
 }
 
 template <class S>
 void backward_typed(const cpu::BnBackwardArgs& a, cudaStream_t st) {
   const BnShape& s = a.shape;
   const int64_t C = s.channels;
-  double* coeffs = static_cast<double*>(stream_alloc(sizeof(double) * 4 * size_t(C), st));
-  BackwardEpilogue epi{a, double(s.per_channel()), coeffs};
+  Scratch coeffs(sizeof(double) * 4 * size_t(C), st);
+  BackwardEpilogue epi{a, double(s.per_channel()), coeffs.as<double>()};
   Reduction<GradSums> r(s, st);
   const S* dy = static_cast<const S*>(a.dy);
   const S* x = static_cast<const S*>(a.x);
@@ -460,15 +472,14 @@ void backward_typed(const cpu::BnBackwardArgs& a, cudaStream_t st) {
     planar_grad_kernel<S><<<r.planar_grid(C), kBlock, 0, st>>>(dy, x, s, a.save_mean, r.partials,
                                                                 r.counters, epi);
   } else {
-    rows_grad_kernel<S><<<r.rows_grid(), dim3(kTileC, kTileR), 0, st>>>(
+    rows_grad_kernel<S><<<r.rows_grid(), r.rows_block(), 0, st>>>(
         dy, x, s.outer, C, a.save_mean, r.partials, r.counters, epi);
   }
   count_launch("bn grad sums");
   const int64_t total = s.per_channel() * C;
   grad_input_kernel<S><<<elementwise_grid(total), kBlock, 0, st>>>(dy, x, static_cast<S*>(a.dx), s,
-                                                                   coeffs, total);
+                                                                   coeffs.as<double>(), total);
   count_launch("bn grad input");
-  stream_free(coeffs, st);
 }
 
 template <template <class> class Fn, class Args>
@@ -491,7 +502,7 @@ template <class S> struct StatsFn {
 }  // namespace
 
 void bn_forward(const cpu::BnForwardArgs& a, Stream st) {
-  if (a.shape.per_channel() * a.shape.channels == 0) return;
+  if (a.shape.channels == 0 || (a.training && a.shape.per_channel() == 0)) return;
   by_dtype<ForwardFn>(a, static_cast<cudaStream_t>(st));
 }
 void bn_backward(const cpu::BnBackwardArgs& a, Stream st) {

@@ -11,7 +11,7 @@ std::vector<std::string> device_names() {
   std::vector<std::string> out;
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" error for later calls
+    cudaGetLastError();  // clear the "no driver" error for later calls
     return out;
   }
   for (int i = 0; i < count; ++i) {
@@ -19,6 +19,21 @@ std::vector<std::string> device_names() {
     if (cudaGetDeviceProperties(&prop, i) == cudaSuccess) out.emplace_back(prop.name);
   }
   return out;
+}
+
+std::string device_error() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    int driver = 0;
+    cudaDriverGetVersion(&driver);
+    return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err) +
+           " (driver supports CUDA " + std::to_string(driver / 1000) + "." +
+           std::to_string(driver % 1000 / 10) + ", this build's runtime is " +
+           std::to_string(CUDART_VERSION / 1000) + "." + std::to_string(CUDART_VERSION % 1000 / 10) + ")";
+  }
+  return count == 0 ? "no CUDA device visible" : "";
 }
 
 int runtime_version() {
@@ -29,19 +44,11 @@ int runtime_version() {
 
 }  // namespace ft::cuda
 
-// ---- stream-ordered memory, read-back, pointer queries (kernels.h)
+// ---- read-back, pointer queries (kernels.h)
 #include "cuda/check.h"
 #include "cuda/kernels.h"
 
 namespace ft::cuda {
-
-void* stream_alloc(size_t bytes, Stream st) {
-  void* p = nullptr;
-  FT_CUDA_CHECK(cudaMallocAsync(&p, bytes, static_cast<cudaStream_t>(st)));
-  return p;
-}
-
-void stream_free(void* p, Stream st) { FT_CUDA_CHECK(cudaFreeAsync(p, static_cast<cudaStream_t>(st))); }
 
 double read_back(const double* device_value, Stream st) {
   double v = 0;

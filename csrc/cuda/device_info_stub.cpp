@@ -6,6 +6,7 @@ namespace ft::cuda {
 
 bool compiled() { return false; }
 std::vector<std::string> device_names() { return {}; }
+std::string device_error() { return "this build of fusedtrain has no CUDA kernels"; }
 int runtime_version() { return 0; }
 
 }  // namespace ft::cuda

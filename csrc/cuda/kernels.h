@@ -50,13 +50,28 @@ struct ClipOutputs {
 };
 void norm(const NormArrays& in, double p, double* out_norm, const ClipOutputs& clip, Stream st);
 
-// Stream-ordered device memory (cudaMallocAsync): safe across streams and inside CUDA graphs.
+// Stream-ordered device scratch (Note [memory pool]): safe across streams and inside CUDA graphs.
 void* stream_alloc(size_t bytes, Stream st);
-void stream_free(void* p, Stream st);
+void stream_free(void* p, Stream st);  // never throws
+
+// Scratch that is freed in stream order when it goes out of scope, also when a later call throws.
+class Scratch {
+ public:
+  Scratch(size_t bytes, Stream st) : st_(st), p_(stream_alloc(bytes, st)) {}
+  ~Scratch() { stream_free(p_, st_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <class T> T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  Stream st_;
+  void* p_;
+};
 
 double read_back(const double* device_value, Stream st);  // synchronizes the stream
 
 uint64_t launch_count();  // kernels launched by fusedtrain so far (tests: one per step)
+uint64_t chunk_list_builds();  // size lists uploaded so far (Note [one launch per step])
 
 int pointer_device(const void* p);  // device index of a CUDA pointer, -1 if not device memory
 

@@ -46,11 +46,11 @@ __global__ void __launch_bounds__(kNormThreads)
     norm_partials(DeviceTable table, math::NormKind kind, double p, double* partials) {
   for (int64_t c = blockIdx.x; c < table.nchunks; c += gridDim.x) {
     const DeviceChunk ch = table.chunks[c];
-    const DeviceTensor t = table.tensors[ch.tensor];
-    const S* x = static_cast<const S*>(t.ptr[kParam]);
-    const int64_t end = ch.begin + kCudaChunk < t.numel ? ch.begin + kCudaChunk : t.numel;
+    const S* x = static_cast<const S*>(slot_ptr(table, ch.tensor, kParam));
+    int64_t begin, end;
+    chunk_range(table, ch, begin, end);
     double acc = 0.0;
-    for (int64_t i = ch.begin + threadIdx.x; i < end; i += blockDim.x)
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
       acc = math::norm_combine(kind, acc, term(kind, p, double(to_float(x[i]))));
     acc = block_combine(kind, acc);
     if (threadIdx.x == 0) partials[c] = acc;
@@ -68,9 +68,10 @@ __global__ void __launch_bounds__(kNormThreads)
   const double norm = math::norm_finish(kind, p, acc);
   if (out) *out = norm;
   if (clip.max_norm >= 0) {
-    const double coef = math::clip_coefficient(clip.max_norm, norm);
-    double scale = clip.host_grad_scale;
-    if (clip.grad_scale_in) scale = load_scalar(clip.grad_scale_in);
+    // The grads are still scaled by the AMP scale: clip on the unscaled norm, as torch's
+    // recipe does (unscale, clip, step), then fold both into one divisor.
+    const double scale = clip.grad_scale_in ? load_scalar(clip.grad_scale_in) : clip.host_grad_scale;
+    const double coef = math::clip_coefficient(clip.max_norm, norm / scale);
     if (clip.coef_out) *clip.coef_out = float(coef);
     if (clip.divisor_out) *clip.divisor_out = float(scale / coef);
   }
@@ -79,11 +80,13 @@ __global__ void __launch_bounds__(kNormThreads)
 template <class S>
 void launch_partials(const MultiTensor& mt, math::NormKind kind, double p, double* partials,
                      cudaStream_t st) {
-  const DeviceTable table = table_for(mt, st);
+  TableLaunch tl(mt, st);
+  const DeviceTable& table = tl.table();
   if (table.nchunks == 0) return;
   const unsigned grid = unsigned(std::min<int64_t>(table.nchunks, int64_t(1) << 30));
   norm_partials<S><<<grid, kNormThreads, 0, st>>>(table, kind, p, partials);
   FT_CUDA_CHECK_LAUNCH("norm_partials");
+  tl.launched();
   g_launches.fetch_add(1);
 }
 
@@ -110,7 +113,8 @@ void norm(const NormArrays& in, double p, double* out_norm, const ClipOutputs& c
     }
     if (!mt.tensors.empty()) groups.push_back(std::move(mt));
   }
-  double* partials = static_cast<double*>(stream_alloc(sizeof(double) * std::max<int64_t>(total_chunks, 1), st));
+  Scratch scratch(sizeof(double) * size_t(std::max<int64_t>(total_chunks, 1)), st);
+  double* partials = scratch.as<double>();
   int64_t offset = 0;
   for (const MultiTensor& mt : groups) {
     switch (mt.param_dtype) {
@@ -124,7 +128,6 @@ void norm(const NormArrays& in, double p, double* out_norm, const ClipOutputs& c
   norm_finish<<<1, kNormThreads, 0, st>>>(partials, total_chunks, kind, p, out_norm, clip);
   FT_CUDA_CHECK_LAUNCH("norm_finish");
   g_launches.fetch_add(1);
-  stream_free(partials, st);
 }
 
 }  // namespace ft::cuda

@@ -64,14 +64,32 @@ __device__ __forceinline__ void store_group(S* p, bool vector, const C (&in)[N])
   for (int e = 0; e < N; ++e) p[e] = Narrow<S>::from(in[e]);
 }
 
+// The slot pointers of one tensor for one chunk, and whether every one is 16-byte aligned.
+struct TensorPtrs {
+  void* p[kNumSlots];
+  bool aligned;
+};
+
+__device__ __forceinline__ TensorPtrs tensor_ptrs(const DeviceTable& tb, int32_t t) {
+  TensorPtrs out;
+  uintptr_t any = 0;
+#pragma unroll
+  for (int s = 0; s < kNumSlots; ++s) {
+    out.p[s] = slot_ptr(tb, t, s);
+    any |= reinterpret_cast<uintptr_t>(out.p[s]);
+  }
+  out.aligned = (any & 15) == 0;
+  return out;
+}
+
 // N consecutive elements from index i of one tensor: load every present slot, run the rule per
 // element, store.  vector: the group is 16-byte aligned in every slot.
 template <class Rule, class P, class G, class C, int N>
 __device__ __forceinline__ void step_group(const typename Rule::template Coeffs<C>& c,
-                                           const DeviceTensor& t, int64_t i, bool vector,
+                                           const TensorPtrs& t, int64_t i, bool vector,
                                            bool unscale, C scale) {
-  P* p = static_cast<P*>(t.ptr[kParam]) + i;
-  float* master = static_cast<float*>(t.ptr[kMaster]);
+  P* p = static_cast<P*>(t.p[kParam]) + i;
+  float* master = static_cast<float*>(t.p[kMaster]);
   C pv[N], gv[N] = {}, a[N] = {}, b[N] = {}, d[N] = {};
   if constexpr (std::is_same_v<C, float>) {
     if (master) load_group<N>(static_cast<const float*>(master + i), vector, pv);
@@ -79,10 +97,10 @@ __device__ __forceinline__ void step_group(const typename Rule::template Coeffs<
   } else {
     load_group<N>(static_cast<const P*>(p), vector, pv);
   }
-  if constexpr (Rule::kReadsGrad) load_group<N>(static_cast<const G*>(t.ptr[kGrad]) + i, vector, gv);
-  C* s0 = static_cast<C*>(t.ptr[kState0]);
-  C* s1 = static_cast<C*>(t.ptr[kState1]);
-  C* s2 = static_cast<C*>(t.ptr[kState2]);
+  if constexpr (Rule::kReadsGrad) load_group<N>(static_cast<const G*>(t.p[kGrad]) + i, vector, gv);
+  C* s0 = static_cast<C*>(t.p[kState0]);
+  C* s1 = static_cast<C*>(t.p[kState1]);
+  C* s2 = static_cast<C*>(t.p[kState2]);
   if (s0) load_group<N>(s0 + i, vector, a);
   if (s1) load_group<N>(s1 + i, vector, b);
   if (s2) load_group<N>(s2 + i, vector, d);
@@ -113,9 +131,9 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int E = GroupSize<P, G, C>::value;
   for (int64_t k = blockIdx.x; k < table.nchunks; k += gridDim.x) {
     const DeviceChunk ch = table.chunks[k];
-    const DeviceTensor t = table.tensors[ch.tensor];
-    const int64_t begin = ch.begin;
-    const int64_t end = begin + kCudaChunk < t.numel ? begin + kCudaChunk : t.numel;
+    const TensorPtrs t = tensor_ptrs(table, ch.tensor);
+    int64_t begin, end;
+    chunk_range(table, ch, begin, end);
     // Aligned tensors: whole groups with 16-byte accesses, then a scalar tail.  Misaligned
     // tensors (views at odd offsets) take the scalar path throughout.
     const int64_t vec_end = t.aligned ? begin + (end - begin) / E * E : begin;
@@ -130,11 +148,13 @@ template <class Rule, class P, class G>
 void launch(const MultiTensor& mt, const typename Rule::Options& o, const StepScalars& s,
             Stream stream) {
   auto st = static_cast<cudaStream_t>(stream);
-  const DeviceTable table = table_for(mt, st);
+  TableLaunch tl(mt, st);
+  const DeviceTable& table = tl.table();
   if (table.nchunks == 0) return;
   const unsigned grid = unsigned(std::min<int64_t>(table.nchunks, int64_t(1) << 30));
   rule_kernel<Rule, P, G><<<grid, kThreads, 0, st>>>(table, o, s, mt.grad_scale, mt.has_grad_scale);
   FT_CUDA_CHECK_LAUNCH("rule_kernel");
+  tl.launched();
   g_launches.fetch_add(1);
 }
 

@@ -25,8 +25,10 @@ FT_HD inline double norm_finish(NormKind k, double p, double combined) {
   }
 }
 
+// Note [NaN in norms]: a NaN anywhere makes the norm NaN, as in torch; for the max this needs
+// the NaN test, since a comparison with NaN is false whichever side it is on.
 FT_HD inline double norm_combine(NormKind k, double a, double b) {
-  return k == NormKind::Inf ? (a < b ? b : a) : a + b;
+  return k == NormKind::Inf ? (a < b || b != b ? b : a) : a + b;
 }
 
 // torch.nn.utils.clip_grad_norm_: grads *= min(1, max_norm / (total_norm + 1e-6)).

@@ -45,6 +45,8 @@ def info():
         "cuda_compiled": bool(_C.cuda_compiled()),
         "cuda_runtime_version": _C.cuda_runtime_version(),
         "cuda_devices": list(_C.cuda_devices()),
+        # Why no device is listed: no driver, a driver older than this build's runtime, ...
+        "cuda_error": _C.cuda_device_error() or None,
         "env": {k: os.environ[k] for k in ("FUSEDTRAIN_CPU_ISA", "FUSEDTRAIN_NUM_THREADS")
                 if k in os.environ},
     }

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Verifies the CUDA backend in one command on a GPU machine (an H100/H200 with nvcc, cmake, ninja,
+# torch, cupy and pytest; nothing of ours installed): builds for sm_90 on every core, runs the GPU
+# tests, compute-sanitizer's memcheck/racecheck/synccheck/initcheck on a run that reaches every
+# kernel, the profiler's count of kernels per optimizer step, and the GPU benchmarks; each step
+# under its own timeout.  Writes at most 8 files into OUTDIR (summary, logs, result JSON; the
+# JSON also lands in bench/results/) and ends with a summary of about 30 lines.
+#
+#   bash bench/gpu_check.sh OUTDIR            # on the GPU machine, from anywhere
+#   GPU_CHECK_DRY=1 bash bench/gpu_check.sh   # without a GPU: the build and the plumbing only
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-/tmp/gpu_check}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+py=${PYTHON:-python3}
+dry=${GPU_CHECK_DRY:-0}
+t0=$(date +%s)
+summary="$out/summary.txt"
+: >"$summary"
+status=0
+
+say() { printf '%s\n' "$*" | tee -a "$summary"; }
+
+# run_step NAME LIMIT_S LOG CMD...: one step under its own timeout, its output appended to LOG.
+run_step() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local start rc
+  start=$(date +%s)
+  echo "==== $name: $*" >>"$log"
+  timeout -k 5 "$limit" "$@" >>"$log" 2>&1
+  rc=$?
+  local took=$(($(date +%s) - start))
+  if [ "$rc" -eq 0 ]; then
+    say "ok    $name (${took}s)"
+  else
+    [ "$rc" -eq 124 ] && rc="timeout after ${limit}s"
+    say "FAIL  $name: $rc (${took}s; see $(basename "$log"))"
+    status=1
+  fi
+}
+
+find_sanitizer() {
+  command -v compute-sanitizer && return
+  for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer /opt/nvidia/compute-sanitizer \
+           "$(dirname "$(command -v nvcc 2>/dev/null || echo /x)")"; do
+    [ -x "$d/compute-sanitizer" ] && { echo "$d/compute-sanitizer"; return; }
+  done
+}
+
+say "gpu_check $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(date -u +%FT%TZ) on $(hostname)"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader \
+  2>/dev/null | sed 's/^/gpu   /' | tee -a "$summary"
+
+# ---- 1. build: sm_90 only, every core (Note [build for the machine]: not what wheels ship)
+build_log="$out/build.log"
+export FUSEDTRAIN_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90"
+run_step "build (sm_90, $(nproc) jobs)" 240 "$build_log" \
+  "$py" -m pip install --no-build-isolation --no-deps --no-index --force-reinstall -v .
+run_step "import" 30 "$build_log" "$py" -m fusedtrain info
+"$py" -c "import fusedtrain as ft; i = ft.info(); print('info  cuda', i['cuda_runtime_version'], i['cuda_devices'], i.get('cuda_error') or '')" \
+  2>/dev/null | tee -a "$summary"
+
+if [ "$dry" = 1 ]; then
+  say "dry run: GPU steps not run"
+  GPU_SKIP=1
+else
+  GPU_SKIP=0
+fi
+
+# ---- 2. GPU tests and the four sanitizers, side by side (the sanitizers are CPU-bound)
+tests_log="$out/tests.log"
+san_log="$out/sanitize.log"
+if [ "$GPU_SKIP" = 0 ]; then
+  export FUSEDTRAIN_REQUIRE_GPU=1
+  sanitizer=$(find_sanitizer)
+  pids=()
+  if [ -n "$sanitizer" ]; then
+    for tool in memcheck racecheck synccheck initcheck; do
+      timeout -k 5 220 "$sanitizer" --tool "$tool" --error-exitcode 9 --print-limit 30 \
+        "$py" bench/gpu_sanitize.py >"$out/.san_$tool" 2>&1 &
+      pids+=($!)
+    done
+  else
+    say "FAIL  compute-sanitizer not found"
+    status=1
+  fi
+  workers=$(($(nproc) / 2))
+  run_step "GPU tests" 300 "$tests_log" "$py" -m pytest tests -m gpu -q -p no:cacheprovider \
+    -n "$workers" -rfE --tb=short
+  tail -n 1 "$tests_log" | sed 's/^/tests /' | tee -a "$summary"
+  i=0
+  for tool in memcheck racecheck synccheck initcheck; do
+    [ -n "$sanitizer" ] || break
+    wait "${pids[$i]}"
+    rc=$?
+    i=$((i + 1))
+    { echo "==== $tool (rc $rc)"; cat "$out/.san_$tool"; } >>"$san_log"
+    line=$(grep -h "ERROR SUMMARY" "$out/.san_$tool" | tail -n 1)
+    if [ "$rc" -eq 0 ]; then
+      say "ok    sanitizer $tool: ${line:-no summary}"
+    else
+      say "FAIL  sanitizer $tool: rc $rc, ${line:-no summary} (see sanitize.log)"
+      status=1
+    fi
+    rm -f "$out/.san_$tool"
+  done
+fi
+
+# ---- 3. the profiler's view of a step, then the benchmarks (alone on the GPU)
+bench_log="$out/bench.log"
+marker="$out/.start"
+touch "$marker"
+if [ "$GPU_SKIP" = 0 ]; then
+  run_step "profile: kernels per step (10,000 tensors)" 90 "$bench_log" "$py" bench/gpu_profile_step.py
+  run_step "bench: optimizers" 150 "$bench_log" "$py" bench/bench_optim_cuda.py
+  run_step "bench: batch norm" 150 "$bench_log" "$py" bench/bench_bn_cuda.py
+  find bench/results -name 'cuda_*.json' -newer "$marker" -exec cp {} "$out/" \;
+fi
+rm -f "$marker"
+
+"$py" bench/gpu_summary.py "$out" 2>&1 | tee -a "$summary"
+say "total $(($(date +%s) - t0))s, status $status"
+exit "$status"

@@ -1,0 +1,92 @@
+"""Prints the GPU targets with their measured numbers from the result JSON of one gpu_check run:
+usage: python bench/gpu_summary.py DIR (the directory holding cuda_*.json)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def _load(folder: Path, prefix: str):
+    files = sorted(folder.glob(f"{prefix}*.json"))
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def _row(rows, workload_prefix, rule):
+    return next((r for r in rows if r["workload"].startswith(workload_prefix) and r["rule"] == rule), None)
+
+
+def target(name, value, goal, fmt="{:.2f}", higher=True):
+    if value is None:
+        return f"n/a   {name}: not measured"
+    met = value >= goal if higher else value <= goal
+    return f"{'met ' if met else 'SHORT'} {name}: {fmt.format(value)} (target {fmt.format(goal)})"
+
+
+def optimizer_lines(doc):
+    rows = doc["rows"]
+    out = []
+    for rule in ("adam", "adamw", "momentum"):
+        r = _row(rows, f"{64}M x 1", rule) or next((x for x in rows if x["tensors"] == 1 and x["rule"] == rule), None)
+        out.append(target(f"{rule} 1 tensor, % copy bandwidth", r and r["pct_copy_bw"], 90, "{:.0f}"))
+    r = next((x for x in rows if x["tensors"] >= 10_000 and x["rule"] == "adamw"), None)
+    out.append(target("adamw 10k tensors, GPU time vs torch fused (x)", r and r.get("speedup_vs_fused"), 1.5))
+    out.append(target("adamw 10k tensors, host time vs torch fused (x)", r and r.get("host_speedup_vs_fused"), 3.0))
+    if r:
+        out.append(f"      adamw 10k: ours {r['ft_gpu_ms']:.3f} ms GPU / {r['ft_host_ms']:.2f} ms host, "
+                   f"{r['launches_per_step']:.1f} launches/step")
+    r = next((x for x in rows if "bf16+master" in x["workload"]), None)
+    out.append(target("bf16 + fp32 master/state, % roofline", r and r["pct_copy_bw"], 85, "{:.0f}"))
+    return out
+
+
+def batch_norm_lines(doc):
+    rows = doc["rows"]
+    sp = [r["fwd+bwd"]["speedup"] for r in rows]
+    geo = math.exp(sum(math.log(s) for s in sp) / len(sp))
+    worst = min(rows, key=lambda r: r["fwd+bwd"]["speedup"])
+    # torch's weak spots: bf16 NCHW with small C, BatchNorm1d with a large batch, NHWC with C <= 32.
+    weak = [r for r in rows
+            if (r["dtype"] == "bfloat16" and r["layout"] == "nchw" and int(r["shape"].split("x")[1]) <= 64)
+            or r["layout"] == "2d" or (r["layout"] == "nhwc" and int(r["shape"].split("x")[1]) <= 32)]
+    roof = min(r["fwd+bwd"]["pct_roofline"] for r in rows)
+    out = [target("batch norm fwd+bwd geomean vs torch (x)", geo, 1.3),
+           target(f"batch norm slowest shape ({worst['shape']} {worst['layout']} {worst['dtype']}) (x)",
+                  worst["fwd+bwd"]["speedup"], 0.95),
+           target("batch norm torch weak spots, slowest (x)",
+                  min((r["fwd+bwd"]["speedup"] for r in weak), default=None), 2.0),
+           target("batch norm fwd+bwd, lowest % roofline", roof, 70, "{:.0f}")]
+    return out
+
+
+def profile_lines(doc):
+    ours, theirs = doc["fusedtrain_adamw"], doc["torch_adamw_fused"]
+    return [target("kernels per adamw step, 10k tensors, fresh grads", ours["kernels_per_step"], 1.0,
+                   "{:.1f}", higher=False),
+            f"{'met ' if not ours['waits_for_device'] and not ours['sync_or_alloc_calls'] else 'SHORT'} "
+            f"no device sync in a step: waits={ours['waits_for_device']}, "
+            f"sync/alloc calls={ours['sync_or_alloc_calls'] or 'none'}, "
+            f"chunk-list builds={ours['chunk_list_builds_during_steps']}",
+            f"      torch fused: {theirs['kernels_per_step']:.1f} kernels/step"]
+
+
+def main(argv):
+    folder = Path(argv[1] if len(argv) > 1 else "bench/results")
+    for prefix, fn in (("cuda_profile", profile_lines), ("cuda_optim", optimizer_lines),
+                       ("cuda_bn", batch_norm_lines)):
+        doc = _load(folder, prefix)
+        if doc is None:
+            print(f"n/a   {prefix}: no results")
+            continue
+        try:
+            for line in fn(doc):
+                print(line)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            print(f"FAIL  {prefix}: cannot read results ({type(e).__name__}: {e})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
