@@ -15,6 +15,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 py=${PYTHON:-python3}
 dry=${GPU_CHECK_DRY:-0}
+budget=${GPU_CHECK_BUDGET:-530}   # seconds for the whole run: later steps get what is left
 t0=$(date +%s)
 summary="$out/summary.txt"
 : >"$summary"
@@ -22,11 +23,20 @@ status=0
 
 say() { printf '%s\n' "$*" | tee -a "$summary"; }
 
-# run_step NAME LIMIT_S LOG CMD...: one step under its own timeout, its output appended to LOG.
+left() { echo $((budget - ($(date +%s) - t0))); }
+
+# run_step NAME LIMIT_S LOG CMD...: one step under its own timeout (never past the budget), its
+# output appended to LOG.
 run_step() {
   local name=$1 limit=$2 log=$3
   shift 3
   local start rc
+  [ "$limit" -gt "$(($(left) - 5))" ] && limit=$(($(left) - 5))
+  if [ "$limit" -lt 10 ]; then
+    say "SKIP  $name: out of time"
+    status=1
+    return
+  fi
   start=$(date +%s)
   echo "==== $name: $*" >>"$log"
   timeout -k 5 "$limit" "$@" >>"$log" 2>&1
@@ -56,7 +66,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 # ---- 1. build: sm_90 only, every core (Note [build for the machine]: not what wheels ship)
 build_log="$out/build.log"
 export FUSEDTRAIN_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90"
-run_step "build (sm_90, $(nproc) jobs)" 240 "$build_log" \
+run_step "build (sm_90, $(nproc) jobs)" 180 "$build_log" \
   "$py" -m pip install --no-build-isolation --no-deps --no-index --force-reinstall -v .
 run_step "import" 30 "$build_log" "$py" -m fusedtrain info
 "$py" -c "import fusedtrain as ft; i = ft.info(); print('info  cuda', i['cuda_runtime_version'], i['cuda_devices'], i.get('cuda_error') or '')" \
@@ -78,7 +88,7 @@ if [ "$GPU_SKIP" = 0 ]; then
   pids=()
   if [ -n "$sanitizer" ]; then
     for tool in memcheck racecheck synccheck initcheck; do
-      timeout -k 5 220 "$sanitizer" --tool "$tool" --error-exitcode 9 --print-limit 30 \
+      timeout -k 5 200 "$sanitizer" --tool "$tool" --error-exitcode 9 --print-limit 30 \
         "$py" bench/gpu_sanitize.py >"$out/.san_$tool" 2>&1 &
       pids+=($!)
     done
@@ -87,7 +97,7 @@ if [ "$GPU_SKIP" = 0 ]; then
     status=1
   fi
   workers=$(($(nproc) / 2))
-  run_step "GPU tests" 300 "$tests_log" "$py" -m pytest tests -m gpu -q -p no:cacheprovider \
+  run_step "GPU tests" 240 "$tests_log" "$py" -m pytest tests -m gpu -q -p no:cacheprovider \
     -n "$workers" -rfE --tb=short
   tail -n 1 "$tests_log" | sed 's/^/tests /' | tee -a "$summary"
   i=0
@@ -113,9 +123,9 @@ bench_log="$out/bench.log"
 marker="$out/.start"
 touch "$marker"
 if [ "$GPU_SKIP" = 0 ]; then
-  run_step "profile: kernels per step (10,000 tensors)" 90 "$bench_log" "$py" bench/gpu_profile_step.py
-  run_step "bench: optimizers" 150 "$bench_log" "$py" bench/bench_optim_cuda.py
-  run_step "bench: batch norm" 150 "$bench_log" "$py" bench/bench_bn_cuda.py
+  run_step "profile: kernels per step (10,000 tensors)" 60 "$bench_log" "$py" bench/gpu_profile_step.py
+  run_step "bench: optimizers" 120 "$bench_log" "$py" bench/bench_optim_cuda.py
+  run_step "bench: batch norm" 120 "$bench_log" "$py" bench/bench_bn_cuda.py
   find bench/results -name 'cuda_*.json' -newer "$marker" -exec cp {} "$out/" \;
 fi
 rm -f "$marker"
