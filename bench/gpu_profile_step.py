@@ -14,12 +14,17 @@ import numpy as np
 import common
 
 STEPS = 3
-SYNC_CALLS = ("Synchronize", "cudaMalloc", "cudaFree", "cudaMemcpy ", "cudaHostAlloc",
-              "cudaMallocHost")
+# CUDA API calls that wait for the device (or may: cudaMalloc/cudaFree/pinned allocations).
+# Stream-ordered pool calls (cudaMallocFromPoolAsync, cudaFreeAsync) do not.
+SYNC_CALLS = {"cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize",
+              "cudaMalloc", "cudaFree", "cudaMallocHost", "cudaFreeHost", "cudaHostAlloc",
+              "cudaMemcpy", "cuCtxSynchronize", "cuStreamSynchronize", "cuEventSynchronize",
+              "cuMemAlloc_v2", "cuMemFree_v2"}
 
 
-def profile_steps(torch, step_fns):
-    """Per-step averages of device kernels, device copies and CUDA API calls of step_fns."""
+def profile_steps(torch, step_fns, baseline=None):
+    """Per-step averages of device kernels, device copies and CUDA API calls of step_fns; API
+    calls the harness itself makes (baseline: the same profile of no steps) are subtracted."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     torch.cuda.synchronize()
@@ -33,12 +38,14 @@ def profile_steps(torch, step_fns):
             (copies if e.name.startswith(("Memcpy", "Memset")) else kernels)[e.name] += 1
         elif e.name.startswith(("cuda", "cu")) and not e.name.startswith("cudnn"):
             api[e.name] += 1
-    n = len(step_fns)
+    if baseline is not None:
+        api = collections.Counter({k: v - baseline["api_calls"].get(k, 0) for k, v in api.items()})
+        api = +api      # drops what the harness alone accounts for
+    n = max(len(step_fns), 1)
     return {"kernels_per_step": sum(kernels.values()) / n,
             "copies_per_step": sum(copies.values()) / n,
             "kernel_names": dict(kernels), "copies": dict(copies), "api_calls": dict(api),
-            "sync_or_alloc_calls": {k: v for k, v in api.items()
-                                    if any(s in k + " " for s in SYNC_CALLS)}}
+            "sync_or_alloc_calls": {k: v for k, v in api.items() if k in SYNC_CALLS}}
 
 
 def waits_for_device(torch, fn):
@@ -68,8 +75,9 @@ def main(argv=None):
     grads = [[torch.randn_like(p) for p in params] for _ in range(STEPS + 2)]
     ft.adamw_(params, grads[0], m, v, step=1, lr=1e-3)      # the first step uploads the chunk list
     builds = ft._C.cuda_chunk_list_builds()
+    harness = profile_steps(torch, [])
     ours = profile_steps(torch, [lambda k=k: ft.adamw_(params, grads[k], m, v, step=k + 1, lr=1e-3)
-                                 for k in range(1, STEPS + 1)])
+                                 for k in range(1, STEPS + 1)], harness)
     ours["chunk_list_builds_during_steps"] = ft._C.cuda_chunk_list_builds() - builds
     ours["waits_for_device"] = waits_for_device(
         torch, lambda: ft.adamw_(params, grads[-1], m, v, step=STEPS + 2, lr=1e-3))
@@ -82,7 +90,7 @@ def main(argv=None):
             p.grad = g
         opt.step()
     torch_step(0)
-    theirs = profile_steps(torch, [lambda k=k: torch_step(k) for k in range(1, STEPS + 1)])
+    theirs = profile_steps(torch, [lambda k=k: torch_step(k) for k in range(1, STEPS + 1)], harness)
     theirs["waits_for_device"] = waits_for_device(torch, lambda: torch_step(STEPS + 1))
 
     doc = {"bench": "profile_step_cuda", "tensors": len(sizes), "params": sum(sizes),

@@ -33,6 +33,7 @@ class SideBySide:
 
         params = [self.rng.standard_normal(s).astype(np.float32).astype(self.param_dtype) for s in self.shapes]
         self.ext_params = params
+        self.start_scale = [float(np.max(np.abs(p.astype(np.float64)))) if p.size else 0.0 for p in params]
         self.ref_params = [p.copy() if precision.half else p.astype(np.float64) for p in params]
         self.ext_master = [p.astype(np.float32) for p in params] if precision.master else None
         self.ref_master = [p.astype(np.float64) for p in params] if precision.master else None
@@ -72,8 +73,10 @@ class SideBySide:
     def check(self, where=""):
         p = self.precision
         for i in range(len(self.shapes)):
-            assert_close(self.ext_params[i], self.ref_params[i], p.param_tol, f"{where}params[{i}]")
+            s0 = self.start_scale[i]
+            assert_close(self.ext_params[i], self.ref_params[i], p.param_tol, f"{where}params[{i}]", s0)
             if p.master:
-                assert_close(self.ext_master[i], self.ref_master[i], MASTER_TOL, f"{where}master_params[{i}]")
+                assert_close(self.ext_master[i], self.ref_master[i], MASTER_TOL,
+                             f"{where}master_params[{i}]", s0)
             for name in self.case.state_names:
                 assert_close(self.ext_state[name][i], self.ref_state[name][i], p.state_tol, f"{where}{name}[{i}]")

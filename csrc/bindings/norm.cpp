@@ -148,11 +148,12 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
                               {stats_dtype(d)}, false, keep);
   a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::write, C,
                                 channels_last, {stats_dtype(d)}, false, keep);
+  const cuda::Stream st = stream_of(stream);  // Python objects are read before the GIL goes
   py::gil_scoped_release nogil;
   if (in.view.device == DeviceKind::cpu) return cpu::active_bn().forward(a);
 #if defined(FT_WITH_CUDA)
   DeviceGuard guard(in.view.device_index);
-  cuda::bn_forward(a, stream_of(stream));
+  cuda::bn_forward(a, st);
 #endif
 }
 
@@ -188,11 +189,12 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
     a.dweight = channel_array(dweight, {fn, "dweight", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
     a.dbias = channel_array(dbias, {fn, "dbias", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
   }
+  const cuda::Stream st = stream_of(stream);
   py::gil_scoped_release nogil;
   if (in.view.device == DeviceKind::cpu) return cpu::active_bn().backward(a);
 #if defined(FT_WITH_CUDA)
   DeviceGuard guard(in.view.device_index);
-  cuda::bn_backward(a, stream_of(stream));
+  cuda::bn_backward(a, st);
 #endif
 }
 
@@ -210,13 +212,14 @@ int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
   a.mean = channel_array(mean, {fn, "mean", -1}, Access::write, C, channels_last, out, false, keep);
   a.var = channel_array(var, {fn, "var", -1}, Access::write, C, channels_last, out, false, keep);
   {
+    const cuda::Stream st = stream_of(stream);
     py::gil_scoped_release nogil;
     if (in.view.device == DeviceKind::cpu) {
       cpu::active_bn().stats(a);
     } else {
 #if defined(FT_WITH_CUDA)
       DeviceGuard guard(in.view.device_index);
-      cuda::bn_stats(a, stream_of(stream));
+      cuda::bn_stats(a, st);
 #endif
     }
   }
@@ -293,11 +296,12 @@ void update_running_stats(py::handle running_mean, py::handle running_var, py::h
   a.running_var = vec(running_var, "running_var", Access::write);
   a.mean = vec(mean, "mean", Access::read);
   a.var = vec(var, "var", Access::read);
+  const cuda::Stream st = stream_of(stream);
   py::gil_scoped_release nogil;
   if (rm.device == DeviceKind::cpu) return cpu::active_bn().update_running(a);
 #if defined(FT_WITH_CUDA)
   DeviceGuard guard(rm.device_index);
-  cuda::bn_update_running(a, stream_of(stream));
+  cuda::bn_update_running(a, st);
 #endif
 }
 

@@ -286,13 +286,14 @@ void init_optim(py::module_& m) {
           if (mt.tensors.empty()) continue;
           math::Scale::Options o;
           o.coef = coef;
+          const cuda::Stream st = stream_of(stream);  // read before the GIL goes
           py::gil_scoped_release nogil;
           if (mt.device == DeviceKind::cpu) {
             cpu::active().scale(mt, o);
           } else {
 #if defined(FT_WITH_CUDA)
             DeviceGuard guard(mt.device_index);
-            cuda::scale(mt, o, cuda::StepScalars{}, stream_of(stream));
+            cuda::scale(mt, o, cuda::StepScalars{}, st);
 #endif
           }
         }
@@ -314,6 +315,7 @@ void init_optim(py::module_& m) {
         MultiTensor mt = gather(names, SlotArgs{{averages, params, none, none, none, none}},
                                 (1 << kParam) | (1 << kGrad), keep);
         if (mt.tensors.empty()) return;
+        const cuda::Stream st = stream_of(stream);  // read before the GIL goes
         py::gil_scoped_release nogil;
         if (mt.device == DeviceKind::cpu) {
           cpu::active().ema(mt, o);
@@ -321,7 +323,7 @@ void init_optim(py::module_& m) {
         }
 #if defined(FT_WITH_CUDA)
         DeviceGuard guard(mt.device_index);
-        cuda::ema(mt, o, cuda::StepScalars{}, stream_of(stream));
+        cuda::ema(mt, o, cuda::StepScalars{}, st);
 #endif
       },
       py::arg("averages"), py::arg("params"), py::arg("options"),
