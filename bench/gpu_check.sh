@@ -126,6 +126,13 @@ if [ "$GPU_SKIP" = 0 ]; then
   run_step "profile: kernels per step (10,000 tensors)" 60 "$bench_log" "$py" bench/gpu_profile_step.py
   run_step "bench: optimizers" 120 "$bench_log" "$py" bench/bench_optim_cuda.py
   run_step "bench: batch norm" 120 "$bench_log" "$py" bench/bench_bn_cuda.py
+  # Hardware counters of the timed kernels: time, DRAM and SM throughput (% of peak), bytes.
+  if command -v ncu >/dev/null; then
+    run_step "ncu: counters of the timed kernels" 90 "$bench_log" ncu --clock-control none \
+      -k 'regex:rule_kernel|planar_|rows_' --csv --metrics \
+      gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,sm__warps_active.avg.pct_of_peak_sustained_active \
+      "$py" bench/gpu_ncu_targets.py
+  fi
   find bench/results -name 'cuda_*.json' -newer "$marker" -exec cp {} "$out/" \;
 fi
 rm -f "$marker"

@@ -1,11 +1,13 @@
 // Batch norm on CUDA: split per-channel reductions with a fixed-order last-block merge, running
-// stats and coefficients in that epilogue, then an elementwise pass; NCHW-like and rows (NHWC,
-// 2-d) layouts.  The math (Welford/Chan, coefficients) is csrc/math/batch_norm.h.
+// stats and coefficients in that epilogue, then an elementwise pass; NCHW-like (planar) and rows
+// (NHWC, 2-d) layouts, vector loads of up to 16 bytes.  The math (Welford/Chan, coefficients) is
+// csrc/math/batch_norm.h.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <type_traits>
 
 #include "core/half.h"
 #include "cuda/bn_kernels.h"
@@ -23,16 +25,11 @@ using cpu::BnShape;
 using cpu::ChannelArray;
 using Stats = math::BnStats<double>;
 
-constexpr int kBlock = 256;      // planar (NCHW) reductions and elementwise passes; rows blocks
+constexpr int kBlock = 256;  // threads per block, every kernel
+constexpr int kUnroll = 4;   // independent vector loads in flight per thread
 
-// Rows layout (R, C): a block is (tile_c channels) x (kBlock / tile_c row lanes), tile_c the
-// smallest power of two >= C up to 32, so a warp reads whole rows of a narrow C (NHWC with C = 16
-// reads two rows per warp instead of leaving half the lanes idle).
-inline int rows_tile_c(int64_t C) {
-  int t = 1;
-  while (t < 32 && t < C) t *= 2;
-  return t;
-}
+// Compute type of storage S (Note [compute type]).
+template <class S> using ComputeT = std::conditional_t<std::is_same_v<S, double>, double, float>;
 
 __device__ double ch_get(const ChannelArray& a, int64_t c, double absent) {
   if (!a.data) return absent;
@@ -55,10 +52,54 @@ __device__ void ch_set(const ChannelArray& a, int64_t c, double v) {
   }
 }
 
-template <class S> __device__ __forceinline__ double ld(const S* p) { return double(to_float(*p)); }
+// ---- V consecutive elements as one access of V * sizeof(S) bytes
 
-// What a channel reduction accumulates: statistics of x (forward) or the two gradient sums
-// (backward).  Both merge in a fixed order.
+template <int Bytes> struct RawVec;
+template <> struct RawVec<2> { using type = unsigned short; };
+template <> struct RawVec<4> { using type = unsigned; };
+template <> struct RawVec<8> { using type = uint2; };
+template <> struct RawVec<16> { using type = uint4; };
+
+template <class S, int V>
+struct Pack {
+  S v[V];
+  __device__ __forceinline__ void load(const S* p) {
+    using R = typename RawVec<sizeof(S) * V>::type;
+    *reinterpret_cast<R*>(v) = *reinterpret_cast<const R*>(p);
+  }
+  __device__ __forceinline__ void store(S* p) const {
+    using R = typename RawVec<sizeof(S) * V>::type;
+    *reinterpret_cast<R*>(p) = *reinterpret_cast<const R*>(v);
+  }
+};
+
+// The vector width for an extent (inner, or C for rows) and the arrays read or written with it:
+// the widest of 16 bytes, 8 bytes or one element that divides the extent and fits the alignment.
+template <class S>
+int vec_width(int64_t extent, std::initializer_list<const void*> ptrs) {
+  constexpr int vmax = int(16 / sizeof(S));
+  for (int v : {vmax, vmax / 2}) {
+    if (v <= 1 || extent % v != 0) continue;
+    bool aligned = true;
+    for (const void* p : ptrs) aligned = aligned && reinterpret_cast<uintptr_t>(p) % (v * sizeof(S)) == 0;
+    if (aligned) return v;
+  }
+  return 1;
+}
+
+// Calls f.template operator()<V>() with V the compile-time twin of the run-time width.
+template <class S, class F>
+void with_width(int v, F&& f) {
+  constexpr int vmax = int(16 / sizeof(S));
+  if (v == vmax) return f(std::integral_constant<int, vmax>{});
+  if constexpr (vmax / 2 > 1) {
+    if (v == vmax / 2) return f(std::integral_constant<int, vmax / 2>{});
+  }
+  f(std::integral_constant<int, 1>{});
+}
+
+// ---- what a channel reduction accumulates, and its fixed-order merges
+
 struct GradSums {
   double dy, dy_xc;
 };
@@ -74,66 +115,57 @@ __device__ GradSums shfl_down(const GradSums& s, int off) {
   return {__shfl_down_sync(0xffffffffu, s.dy, off), __shfl_down_sync(0xffffffffu, s.dy_xc, off)};
 }
 
-// Block-wide merge of a planar block (kBlock threads), fixed tree; result in thread 0.
-template <class A>
-__device__ A block_merge(A v) {
-  __shared__ A warp_vals[kBlock / 32];
-  for (int off = 16; off > 0; off >>= 1) v = merge(v, shfl_down(v, off));
-  if (threadIdx.x % 32 == 0) warp_vals[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    v = threadIdx.x < kBlock / 32 ? warp_vals[threadIdx.x] : A{};
-    for (int off = 16; off > 0; off >>= 1) v = merge(v, shfl_down(v, off));
-  }
-  return v;
+__device__ Stats volatile_load(const Stats* p) {
+  const volatile Stats* v = p;
+  return {v->count, v->mean, v->m2};
+}
+__device__ GradSums volatile_load(const GradSums* p) {
+  const volatile GradSums* v = p;
+  return {v->dy, v->dy_xc};
 }
 
-// Per-thread accumulation over a channel's values [j0, j1) of the planar view (outer, inner):
-// statistics around a shift (the channel's first value, Note [bn statistics]) or gradient sums.
-// Walks a thread's values j0 + tid, j0 + tid + blockDim, ... < j1 of the planar view (outer,
-// inner) by stepping (o, i) instead of dividing per value: 64-bit division costs more than the
-// load it indexes.
-struct PlanarCursor {
-  int64_t o, i, inner, step_o, step_i;
-  __device__ PlanarCursor(int64_t j, int64_t inner_, int64_t step)
-      : o(j / inner_), i(j % inner_), inner(inner_), step_o(step / inner_), step_i(step % inner_) {}
-  __device__ void next() {
-    o += step_o;
-    i += step_i;
-    if (i >= inner) {
-      i -= inner;
-      ++o;
-    }
+// Per-thread sums of one channel's values: shifted sums for statistics (Note [bn statistics]),
+// dy and dy * (x - mean) for the backward.  Each vector's V values are summed in the compute type
+// first (a handful of centered values: no digits lost), then into doubles.
+template <class T>
+struct StatSums {
+  T shift = 0;
+  double n = 0, s1 = 0, s2 = 0;
+  T f1 = 0, f2 = 0;  // the open run, in the compute type
+  template <class S>
+  __device__ __forceinline__ void add(S x) {
+    const T d = T(to_float(x)) - shift;
+    f1 += d;
+    f2 += d * d;
   }
+  // Closes a run of `count` values into the double sums.
+  __device__ __forceinline__ void fold(int count) {
+    n += count;
+    s1 += double(f1);
+    s2 += double(f2);
+    f1 = f2 = 0;
+  }
+  __device__ Stats result() const { return math::from_shifted_sums(n, double(shift), s1, s2); }
 };
 
-template <class S>
-__device__ Stats thread_stats(const S* x, const BnShape& s, int64_t c, int64_t j0, int64_t j1,
-                              double shift) {
-  double n = 0, s1 = 0, s2 = 0;
-  PlanarCursor at(j0 + threadIdx.x, s.inner, blockDim.x);
-  for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x, at.next()) {
-    const double d = ld(x + (at.o * s.channels + c) * s.inner + at.i) - shift;
-    n += 1;
-    s1 += d;
-    s2 += d * d;
+template <class T>
+struct GradAccum {
+  math::SplitMean<T> mean{0, 0};
+  double dy = 0, dy_xc = 0;
+  T f1 = 0, f2 = 0;
+  template <class S>
+  __device__ __forceinline__ void add(S g, S x) {
+    const T d = T(to_float(g));
+    f1 += d;
+    f2 += d * math::centered(T(to_float(x)), mean);
   }
-  return math::from_shifted_sums(n, shift, s1, s2);
-}
-
-template <class S>
-__device__ GradSums thread_grad_sums(const S* dy, const S* x, const BnShape& s, int64_t c,
-                                     int64_t j0, int64_t j1, double mean) {
-  GradSums g{0, 0};
-  PlanarCursor at(j0 + threadIdx.x, s.inner, blockDim.x);
-  for (int64_t j = j0 + threadIdx.x; j < j1; j += blockDim.x, at.next()) {
-    const int64_t k = (at.o * s.channels + c) * s.inner + at.i;
-    const double d = ld(dy + k);
-    g.dy += d;
-    g.dy_xc += d * (ld(x + k) - mean);
+  __device__ __forceinline__ void fold(int) {
+    dy += double(f1);
+    dy_xc += double(f2);
+    f1 = f2 = 0;
   }
-  return g;
-}
+  __device__ GradSums result() const { return {dy, dy_xc}; }
+};
 
 // ---- epilogues: one per channel, run by the last block to finish that channel
 
@@ -189,66 +221,223 @@ struct BackwardEpilogue {
   }
 };
 
-__device__ Stats volatile_load(const Stats* p) {
-  const volatile Stats* v = p;
-  return {v->count, v->mean, v->m2};
-}
-__device__ GradSums volatile_load(const GradSums* p) {
-  const volatile GradSums* v = p;
-  return {v->dy, v->dy_xc};
-}
-
-// Note [last block merges]: each (channel, split) block writes its partial; the block that
-// raises the channel's counter to `splits` merges all partials in split order, so the result is
-// the same whichever block finishes last.
+// Note [last block merges]: each (group, split) block writes its partials; the block that raises
+// the group's counter to `splits` merges the partials of each of the group's channels in a fixed
+// order (lane l of a warp takes splits l, l + 32, ... in turn, then a fixed shuffle tree), so the
+// result is the same whichever block finishes last, and no single thread walks every split.
+// Call after this block's partials are written; every thread of the block must call it.
 template <class A, class Epilogue>
-__device__ void finish_channel(int64_t c, int splits, int split, const A& mine, A* partials,
-                               unsigned* counters, const Epilogue& epi) {
+__device__ void finish_group(int64_t c_first, int64_t nch, int splits, const A* partials,
+                             unsigned* counters, const Epilogue& epi) {
   __shared__ bool last;
-  if (threadIdx.x == 0 && threadIdx.y == 0) {
-    partials[c * splits + split] = mine;
-    __threadfence();
-    last = atomicAdd(&counters[c], 1u) == unsigned(splits - 1);
-  }
+  __threadfence();
   __syncthreads();
-  if (last && threadIdx.x == 0 && threadIdx.y == 0) {
-    __threadfence();
-    A total = partials[c * splits];
-    for (int k = 1; k < splits; ++k) total = merge(total, volatile_load(partials + c * splits + k));
-    epi(c, total);
-    counters[c] = 0;
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  if (tid == 0) last = atomicAdd(&counters[blockIdx.x], 1u) == unsigned(splits - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int lane = tid % 32, warp = tid / 32, warps = kBlock / 32;
+  for (int64_t k = warp; k < nch; k += warps) {
+    const int64_t c = c_first + k;
+    const A* p = partials + c * splits;
+    A acc = lane < splits ? volatile_load(p + lane) : A{};
+    for (int j = lane + 32; j < splits; j += 32) acc = merge(acc, volatile_load(p + j));
+    for (int off = 16; off > 0; off >>= 1) acc = merge(acc, shfl_down(acc, off));
+    if (lane == 0) epi(c, acc);
+  }
+  if (tid == 0) counters[blockIdx.x] = 0;
+}
+
+// ---- planar layout (outer, C, inner): grid (C, splits), one channel per block row
+
+// Walks vector indices jv, jv + step, ... of one channel of the planar view, (outer, inner / V),
+// by stepping (o, i) instead of dividing per vector: 64-bit division costs more than the load.
+struct PlanarWalk {
+  int64_t o, i, iv, step_o, step_i;
+  __device__ PlanarWalk(int64_t jv, int64_t iv_, int64_t step)
+      : o(jv / iv_), i(jv % iv_), iv(iv_), step_o(step / iv_), step_i(step % iv_) {}
+  __device__ __forceinline__ void next() {
+    o += step_o;
+    i += step_i;
+    if (i >= iv) {
+      i -= iv;
+      ++o;
+    }
+  }
+};
+
+// Element offsets of this thread's next kUnroll vectors of channel c in [jv, j1), -1 past the end.
+template <int V>
+__device__ __forceinline__ void planar_offsets(PlanarWalk& w, int64_t jv, int64_t j1,
+                                               const BnShape& s, int64_t c, int64_t (&off)[kUnroll]) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    off[u] = jv + int64_t(u) * blockDim.x < j1 ? (w.o * s.channels + c) * s.inner + w.i * V : -1;
+    w.next();
   }
 }
 
-// ---- planar layout (outer, C, inner), inner > 1: grid (C, splits)
+// The vector range [j0, j1) of channel `c` that block split `split` of `splits` covers.
+__device__ __forceinline__ void split_range(int64_t total, int splits, int split, int64_t& j0, int64_t& j1) {
+  j0 = total * split / splits;
+  j1 = total * (split + 1) / splits;
+}
 
-template <class S, class Epilogue>
+template <class A>
+__device__ A block_merge(A v) {
+  __shared__ A warp_vals[kBlock / 32];
+  for (int off = 16; off > 0; off >>= 1) v = merge(v, shfl_down(v, off));
+  if (threadIdx.x % 32 == 0) warp_vals[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    v = threadIdx.x < kBlock / 32 ? warp_vals[threadIdx.x] : A{};
+    for (int off = 16; off > 0; off >>= 1) v = merge(v, shfl_down(v, off));
+  }
+  return v;
+}
+
+template <class S, int V, class Epilogue>
 __global__ void __launch_bounds__(kBlock)
     planar_stats_kernel(const S* x, BnShape s, Stats* partials, unsigned* counters, Epilogue epi) {
-  const int64_t c = blockIdx.x, M = s.outer * s.inner;
-  const int splits = gridDim.y, split = blockIdx.y;
-  const int64_t j0 = M * split / splits, j1 = M * (split + 1) / splits;
-  const double shift = ld(x + c * s.inner);
-  Stats st = block_merge(thread_stats(x, s, c, j0, j1, shift));
-  finish_channel(c, splits, split, st, partials, counters, epi);
+  using T = ComputeT<S>;
+  const int64_t c = blockIdx.x, iv = s.inner / V;
+  int64_t j0, j1;
+  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
+  StatSums<T> acc;
+  acc.shift = T(to_float(x[c * s.inner]));
+  const int64_t step = int64_t(blockDim.x);
+  PlanarWalk w(j0 + threadIdx.x, iv, step);
+  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
+    int64_t off[kUnroll];
+    planar_offsets<V>(w, jv, j1, s, c, off);
+    Pack<S, V> p[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (off[u] >= 0) p[u].load(x + off[u]);
+    int count = 0;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+      count += V;
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc.add(p[u].v[e]);
+    }
+    acc.fold(count);
+  }
+  const Stats st = block_merge(acc.result());
+  if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = st;
+  finish_group(c, 1, gridDim.y, partials, counters, epi);
 }
 
-template <class S>
+template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     planar_grad_kernel(const S* dy, const S* x, BnShape s, ChannelArray save_mean,
                        GradSums* partials, unsigned* counters, BackwardEpilogue epi) {
-  const int64_t c = blockIdx.x, M = s.outer * s.inner;
-  const int splits = gridDim.y, split = blockIdx.y;
-  const int64_t j0 = M * split / splits, j1 = M * (split + 1) / splits;
-  GradSums g = block_merge(thread_grad_sums(dy, x, s, c, j0, j1, ch_get(save_mean, c, 0)));
-  finish_channel(c, splits, split, g, partials, counters, epi);
+  using T = ComputeT<S>;
+  const int64_t c = blockIdx.x, iv = s.inner / V;
+  int64_t j0, j1;
+  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
+  GradAccum<T> acc;
+  acc.mean = math::split_mean<T>(ch_get(save_mean, c, 0));
+  const int64_t step = int64_t(blockDim.x);
+  PlanarWalk w(j0 + threadIdx.x, iv, step);
+  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
+    int64_t off[kUnroll];
+    planar_offsets<V>(w, jv, j1, s, c, off);
+    Pack<S, V> g[kUnroll], p[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] >= 0) {
+        g[u].load(dy + off[u]);
+        p[u].load(x + off[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc.add(g[u].v[e], p[u].v[e]);
+    }
+    acc.fold(0);
+  }
+  const GradSums sums = block_merge(acc.result());
+  if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = sums;
+  finish_group(c, 1, gridDim.y, partials, counters, epi);
 }
 
-// ---- rows layout (R, C): grid (ceil(C / 32), splits), block (32, 8)
+// Elementwise over the planar view, grid (C, splits): every block has one channel, so its
+// coefficients are read once.  Op::apply(c-coefficients, packs...) is the per-element map.
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    planar_normalize_kernel(const S* x, S* y, BnShape s, const double* coeffs) {
+  using T = ComputeT<S>;
+  const int64_t c = blockIdx.x, iv = s.inner / V;
+  int64_t j0, j1;
+  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
+  const math::BnForwardCoeffs<T> co{math::split_mean<T>(coeffs[3 * c]), T(coeffs[3 * c + 1]),
+                                    T(coeffs[3 * c + 2])};
+  const int64_t step = int64_t(blockDim.x);
+  PlanarWalk w(j0 + threadIdx.x, iv, step);
+  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
+    int64_t off[kUnroll];
+    planar_offsets<V>(w, jv, j1, s, c, off);
+    Pack<S, V> p[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (off[u] >= 0) p[u].load(x + off[u]);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+      Pack<S, V> out;
+#pragma unroll
+      for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(math::bn_forward(T(to_float(p[u].v[e])), co));
+      out.store(y + off[u]);
+    }
+  }
+}
 
-// Merges the row lanes of each channel column in a fixed tree; result in row lane 0.
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    planar_grad_input_kernel(const S* dy, const S* x, S* dx, BnShape s, const double* coeffs) {
+  using T = ComputeT<S>;
+  const int64_t c = blockIdx.x, iv = s.inner / V;
+  int64_t j0, j1;
+  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
+  const double* q = coeffs + 4 * c;
+  const math::BnBackwardCoeffs<T> co{math::split_mean<T>(q[0]), T(q[1]), T(q[2]), T(q[3])};
+  const int64_t step = int64_t(blockDim.x);
+  PlanarWalk w(j0 + threadIdx.x, iv, step);
+  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
+    int64_t off[kUnroll];
+    planar_offsets<V>(w, jv, j1, s, c, off);
+    Pack<S, V> g[kUnroll], p[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] >= 0) {
+        g[u].load(dy + off[u]);
+        p[u].load(x + off[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+      Pack<S, V> out;
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        out.v[e] = Narrow<S>::from(math::bn_backward(T(to_float(g[u].v[e])), T(to_float(p[u].v[e])), co));
+      out.store(dx + off[u]);
+    }
+  }
+}
+
+// ---- rows layout (R, C): grid (column tiles, splits), block (tile_c, kBlock / tile_c); each
+// thread owns V consecutive channels (one vector) and walks rows
+
+// Merges the row lanes of each column in a fixed tree, one channel of the vector at a time;
+// result in row lane 0.
 template <class A>
-__device__ A rows_block_merge(A v) {
+__device__ A rows_merge_lane(A v) {
   __shared__ A vals[kBlock];
   const int x = threadIdx.x, tc = blockDim.x;
   vals[threadIdx.y * tc + x] = v;
@@ -263,107 +452,169 @@ __device__ A rows_block_merge(A v) {
   return v;
 }
 
-template <class A, class Epilogue>
-__device__ void finish_rows(int64_t C, int splits, int split, const A& mine, A* partials,
-                            unsigned* counters, const Epilogue& epi) {
-  // One counter per channel tile; the last block of the tile finishes its 32 channels.
-  __shared__ bool last;
-  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (threadIdx.y == 0 && c < C) partials[c * splits + split] = mine;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0 && threadIdx.y == 0)
-    last = atomicAdd(&counters[blockIdx.x], 1u) == unsigned(splits - 1);
-  __syncthreads();
-  if (last && threadIdx.y == 0 && c < C) {
-    __threadfence();
-    A total = partials[c * splits];
-    for (int k = 1; k < splits; ++k) total = merge(total, volatile_load(partials + c * splits + k));
-    epi(c, total);
-  }
-  if (last && threadIdx.x == 0 && threadIdx.y == 0) counters[blockIdx.x] = 0;
+// Rows [r0, r1) of this block split; this thread's rows start at r0 + threadIdx.y.
+__device__ __forceinline__ void rows_range(int64_t R, int64_t& r0, int64_t& r1) {
+  split_range(R, gridDim.y, blockIdx.y, r0, r1);
 }
 
-template <class S, class Epilogue>
-__global__ void rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials,
-                                  unsigned* counters, Epilogue epi) {
-  const int splits = gridDim.y, split = blockIdx.y;
-  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t r0 = R * split / splits, r1 = R * (split + 1) / splits;
-  Stats st{0, 0, 0};
-  if (c < C) {
-    const double shift = ld(x + c);
-    double n = 0, s1 = 0, s2 = 0;
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
-      const double d = ld(x + r * C + c) - shift;
-      n += 1;
-      s1 += d;
-      s2 += d * d;
-    }
-    st = math::from_shifted_sums(n, shift, s1, s2);
-  }
-  st = rows_block_merge(st);
-  finish_rows(C, splits, split, st, partials, counters, epi);
-}
-
-template <class S>
-__global__ void rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C,
-                                 ChannelArray save_mean, GradSums* partials, unsigned* counters,
-                                 BackwardEpilogue epi) {
-  const int splits = gridDim.y, split = blockIdx.y;
-  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t r0 = R * split / splits, r1 = R * (split + 1) / splits;
-  GradSums g{0, 0};
-  if (c < C) {
-    const double mean = ch_get(save_mean, c, 0);
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
-      const double d = ld(dy + r * C + c);
-      g.dy += d;
-      g.dy_xc += d * (ld(x + r * C + c) - mean);
+template <class S, int V, class Epilogue>
+__global__ void __launch_bounds__(kBlock)
+    rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials, unsigned* counters,
+                      Epilogue epi) {
+  using T = ComputeT<S>;
+  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector column
+  const bool ok = col * V < C;
+  int64_t r0, r1;
+  rows_range(R, r0, r1);
+  StatSums<T> acc[V];
+  if (ok) {
+    Pack<S, V> first;
+    first.load(x + col * V);
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e].shift = T(to_float(first.v[e]));
+    const int64_t step = blockDim.y;
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kUnroll * step) {
+      Pack<S, V> p[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (r + u * step < r1) p[u].load(x + (r + u * step) * C + col * V);
+      int count = 0;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (r + u * step >= r1) continue;
+        ++count;
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e].add(p[u].v[e]);
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[e].fold(count);
     }
   }
-  g = rows_block_merge(g);
-  finish_rows(C, splits, split, g, partials, counters, epi);
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    const Stats st = rows_merge_lane(ok ? acc[e].result() : Stats{0, 0, 0});
+    if (ok && threadIdx.y == 0) partials[(col * V + e) * gridDim.y + blockIdx.y] = st;
+  }
+  const int64_t c_first = int64_t(blockIdx.x) * blockDim.x * V;
+  const int64_t tile = int64_t(blockDim.x) * V;
+  finish_group(c_first, C - c_first < tile ? C - c_first : tile, gridDim.y, partials, counters, epi);
 }
 
-// ---- eval mode coefficients (no reduction), and the elementwise passes
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C, ChannelArray save_mean,
+                     GradSums* partials, unsigned* counters, BackwardEpilogue epi) {
+  using T = ComputeT<S>;
+  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool ok = col * V < C;
+  int64_t r0, r1;
+  rows_range(R, r0, r1);
+  GradAccum<T> acc[V];
+  if (ok) {
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e].mean = math::split_mean<T>(ch_get(save_mean, col * V + e, 0));
+    const int64_t step = blockDim.y;
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kUnroll * step) {
+      Pack<S, V> g[kUnroll], p[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (r + u * step < r1) {
+          g[u].load(dy + (r + u * step) * C + col * V);
+          p[u].load(x + (r + u * step) * C + col * V);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (r + u * step >= r1) continue;
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e].add(g[u].v[e], p[u].v[e]);
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[e].fold(0);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    const GradSums sums = rows_merge_lane(ok ? acc[e].result() : GradSums{0, 0});
+    if (ok && threadIdx.y == 0) partials[(col * V + e) * gridDim.y + blockIdx.y] = sums;
+  }
+  const int64_t c_first = int64_t(blockIdx.x) * blockDim.x * V;
+  const int64_t tile = int64_t(blockDim.x) * V;
+  finish_group(c_first, C - c_first < tile ? C - c_first : tile, gridDim.y, partials, counters, epi);
+}
+
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    rows_normalize_kernel(const S* x, S* y, int64_t R, int64_t C, const double* coeffs) {
+  using T = ComputeT<S>;
+  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (col * V >= C) return;
+  int64_t r0, r1;
+  rows_range(R, r0, r1);
+  math::BnForwardCoeffs<T> co[V];
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    const double* q = coeffs + 3 * (col * V + e);
+    co[e] = {math::split_mean<T>(q[0]), T(q[1]), T(q[2])};
+  }
+  const int64_t step = blockDim.y;
+  for (int64_t r = r0 + threadIdx.y; r < r1; r += kUnroll * step) {
+    Pack<S, V> p[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (r + u * step < r1) p[u].load(x + (r + u * step) * C + col * V);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (r + u * step >= r1) continue;
+      Pack<S, V> out;
+#pragma unroll
+      for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(math::bn_forward(T(to_float(p[u].v[e])), co[e]));
+      out.store(y + (r + u * step) * C + col * V);
+    }
+  }
+}
+
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    rows_grad_input_kernel(const S* dy, const S* x, S* dx, int64_t R, int64_t C, const double* coeffs) {
+  using T = ComputeT<S>;
+  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (col * V >= C) return;
+  int64_t r0, r1;
+  rows_range(R, r0, r1);
+  math::BnBackwardCoeffs<T> co[V];
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    const double* q = coeffs + 4 * (col * V + e);
+    co[e] = {math::split_mean<T>(q[0]), T(q[1]), T(q[2]), T(q[3])};
+  }
+  const int64_t step = blockDim.y;
+  for (int64_t r = r0 + threadIdx.y; r < r1; r += kUnroll * step) {
+    Pack<S, V> g[kUnroll], p[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (r + u * step < r1) {
+        g[u].load(dy + (r + u * step) * C + col * V);
+        p[u].load(x + (r + u * step) * C + col * V);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (r + u * step >= r1) continue;
+      Pack<S, V> out;
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        out.v[e] = Narrow<S>::from(math::bn_backward(T(to_float(g[u].v[e])), T(to_float(p[u].v[e])), co[e]));
+      out.store(dx + (r + u * step) * C + col * V);
+    }
+  }
+}
+
+// ---- eval mode coefficients (no reduction), running-stat update
 
 __global__ void eval_coeffs_kernel(int64_t C, ForwardEpilogue epi) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < C) epi(c, Stats{0, 0, 0});
-}
-
-// Channel of flat element k; 32-bit division (far cheaper on the GPU) when indices fit.
-__device__ __forceinline__ int64_t channel_of(int64_t k, const BnShape& s, bool small) {
-  if (small) return int64_t((uint32_t(k) / uint32_t(s.inner)) % uint32_t(s.channels));
-  return (k / s.inner) % s.channels;
-}
-
-template <class S>
-__global__ void normalize_kernel(const S* x, S* y, BnShape s, const double* coeffs, int64_t total) {
-  const bool small = total < (int64_t(1) << 32);
-  using T = std::conditional_t<std::is_same_v<S, double>, double, float>;
-  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
-       k += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = channel_of(k, s, small);
-    const math::BnForwardCoeffs<T> co{math::split_mean<T>(coeffs[3 * c]), T(coeffs[3 * c + 1]),
-                                      T(coeffs[3 * c + 2])};
-    y[k] = Narrow<S>::from(math::bn_forward(T(to_float(x[k])), co));
-  }
-}
-
-template <class S>
-__global__ void grad_input_kernel(const S* dy, const S* x, S* dx, BnShape s, const double* coeffs,
-                                  int64_t total) {
-  const bool small = total < (int64_t(1) << 32);
-  using T = std::conditional_t<std::is_same_v<S, double>, double, float>;
-  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
-       k += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = channel_of(k, s, small);
-    const double* q = coeffs + 4 * c;
-    math::BnBackwardCoeffs<T> co{math::split_mean<T>(q[0]), T(q[1]), T(q[2]), T(q[3])};
-    dx[k] = Narrow<S>::from(math::bn_backward(T(to_float(dy[k])), T(to_float(x[k])), co));
-  }
 }
 
 __global__ void update_running_kernel(cpu::BnRunningArgs a) {
@@ -378,84 +629,108 @@ __global__ void update_running_kernel(cpu::BnRunningArgs a) {
 
 // ---- launch geometry
 
-int sm_count() { return device_state().sm_count; }
-
-// Splits per group (a channel, or a rows tile of channels) so the reduction fills at least two
-// waves even for small C, while each block keeps a few thousand values to amortize its merge.
-// values_per_group counts every value a group's blocks read: for a rows tile, its rows times
-// its channels.
-int splits_for(int64_t groups, int64_t values_per_group) {
-  const int64_t want_blocks = 2LL * sm_count() * 4;
-  int64_t splits = (want_blocks + groups - 1) / groups;
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, values_per_group / 4096));
-  return int(std::max<int64_t>(1, std::min<int64_t>(splits, 1024)));
-}
-
-unsigned elementwise_grid(int64_t total) {
-  return unsigned(std::max<int64_t>(1, std::min<int64_t>((total + kBlock - 1) / kBlock, 8LL * sm_count() * 8)));
-}
-
 void count_launch(const char* name) {
   FT_CUDA_CHECK_LAUNCH(name);
   g_launches.fetch_add(1);
 }
 
-// The geometry and scratch of one channel reduction: partials per (channel, split) and a
-// zeroed counter per channel group (Note [last block merges]), freed in stream order.
+// One pass over x (or dy and x) in one layout: the grid, block and vector width every kernel of
+// the pass uses.  Planar: grid (C, splits), one channel per block row.  Rows: column tiles of
+// tile_c threads, each thread V channels; tile_c is the smallest power of two covering C / V, at
+// most 32, so a narrow C still fills whole warps with consecutive rows.
+struct Geometry {
+  bool planar;
+  int vec;         // elements per access
+  int tile_c = 1;  // rows: vector columns per block
+  int64_t groups;  // planar: channels; rows: column tiles (one reduction counter each)
+  int splits;
+
+  // values_per_block: the work one block should at least get before the grid grows.
+  Geometry(const BnShape& s, int v, int64_t want_blocks, int64_t values_per_block) {
+    planar = s.inner > 1;
+    vec = v;
+    const int64_t C = s.channels;
+    int64_t per_group;
+    if (planar) {
+      groups = C;
+      per_group = s.per_channel();
+    } else {
+      const int64_t cols = C / v;
+      while (tile_c < 32 && tile_c < cols) tile_c *= 2;
+      groups = (cols + tile_c - 1) / tile_c;
+      per_group = s.outer * std::min<int64_t>(C, int64_t(tile_c) * v);
+    }
+    int64_t sp = (want_blocks + groups - 1) / groups;
+    sp = std::min<int64_t>(sp, std::max<int64_t>(1, per_group / values_per_block));
+    splits = int(std::max<int64_t>(1, std::min<int64_t>(sp, 65535)));
+  }
+  dim3 grid() const { return dim3(unsigned(groups), unsigned(splits)); }
+  dim3 block() const { return planar ? dim3(kBlock) : dim3(unsigned(tile_c), unsigned(kBlock / tile_c)); }
+};
+
+int sm_count() { return device_state().sm_count; }
+
+// Reductions: two waves of 4 blocks per SM at least, a few thousand values per block.
+Geometry reduction_geometry(const BnShape& s, int v) { return Geometry(s, v, 8LL * sm_count(), 4096); }
+// Elementwise passes: as many blocks as keep every SM busy, each with about 32K values.
+Geometry elementwise_geometry(const BnShape& s, int v) {
+  return Geometry(s, v, int64_t(1) << 30, 32768);
+}
+
+// Scratch of one channel reduction: partials per (channel, split) and a zeroed counter per group
+// (Note [last block merges]), freed in stream order.
 template <class A>
 struct Reduction {
-  bool planar;
-  int tile_c;
-  int64_t groups;
-  int splits;
-  std::unique_ptr<Scratch> mem;
+  Scratch mem;
   A* partials;
   unsigned* counters;
-
-  Reduction(const BnShape& s, cudaStream_t st) : planar(s.inner > 1) {
-    const int64_t C = s.channels;
-    tile_c = planar ? 1 : rows_tile_c(C);
-    groups = planar ? C : (C + tile_c - 1) / tile_c;
-    splits = splits_for(groups, s.per_channel() * std::min<int64_t>(tile_c, C));
-    const size_t pbytes = sizeof(A) * size_t(C) * size_t(splits);
-    mem = std::make_unique<Scratch>(pbytes + sizeof(unsigned) * size_t(groups), st);
-    partials = mem->as<A>();
-    counters = reinterpret_cast<unsigned*>(mem->as<char>() + pbytes);
-    FT_CUDA_CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * size_t(groups), st));
+  Reduction(const Geometry& g, int64_t C, cudaStream_t st)
+      : mem(sizeof(A) * size_t(C) * size_t(g.splits) + sizeof(unsigned) * size_t(g.groups), st) {
+    partials = mem.as<A>();
+    counters = reinterpret_cast<unsigned*>(mem.as<char>() + sizeof(A) * size_t(C) * size_t(g.splits));
+    FT_CUDA_CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * size_t(g.groups), st));
   }
-  dim3 planar_grid(int64_t C) const { return dim3(unsigned(C), unsigned(splits)); }
-  dim3 rows_grid() const { return dim3(unsigned(groups), unsigned(splits)); }
-  dim3 rows_block() const { return dim3(unsigned(tile_c), unsigned(kBlock / tile_c)); }
 };
 
 template <class S, class Epilogue>
 void stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epilogue& epi) {
-  Reduction<Stats> r(s, st);
-  if (r.planar) {
-    planar_stats_kernel<S><<<r.planar_grid(s.channels), kBlock, 0, st>>>(x, s, r.partials, r.counters, epi);
-  } else {
-    rows_stats_kernel<S><<<r.rows_grid(), r.rows_block(), 0, st>>>(x, s.outer, s.channels,
-                                                                   r.partials, r.counters, epi);
-  }
+  const int v = vec_width<S>(s.inner > 1 ? s.inner : s.channels, {x});
+  const Geometry g = reduction_geometry(s, v);
+  Reduction<Stats> r(g, s.channels, st);
+  with_width<S>(v, [&](auto V) {
+    if (g.planar)
+      planar_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s, r.partials, r.counters, epi);
+    else
+      rows_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s.outer, s.channels, r.partials,
+                                                               r.counters, epi);
+  });
   count_launch("bn stats");
 }
 
 template <class S>
 void forward_typed(const cpu::BnForwardArgs& a, cudaStream_t st) {
   const BnShape& s = a.shape;
-  const int64_t total = s.per_channel() * s.channels;
+  const auto* x = static_cast<const S*>(a.x);
+  auto* y = static_cast<S*>(a.y);
   Scratch coeffs(sizeof(double) * 3 * size_t(s.channels), st);
   ForwardEpilogue epi{a, coeffs.as<double>()};
   if (a.training) {
-    stats_pass(static_cast<const S*>(a.x), s, st, epi);
+    stats_pass(x, s, st, epi);
   } else {
     // Eval mode writes save_mean / save_invstd from the running stats even for an empty batch.
     eval_coeffs_kernel<<<unsigned((s.channels + 255) / 256), 256, 0, st>>>(s.channels, epi);
     count_launch("bn eval coeffs");
   }
-  if (total == 0) return;
-  normalize_kernel<S><<<elementwise_grid(total), kBlock, 0, st>>>(
-      static_cast<const S*>(a.x), static_cast<S*>(a.y), s, coeffs.as<double>(), total);
+  if (s.per_channel() == 0) return;
+  const int v = vec_width<S>(s.inner > 1 ? s.inner : s.channels, {x, y});
+  const Geometry g = elementwise_geometry(s, v);
+  with_width<S>(v, [&](auto V) {
+    if (g.planar)
+      planar_normalize_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, y, s, coeffs.as<double>());
+    else
+      rows_normalize_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, y, s.outer, s.channels,
+                                                                   coeffs.as<double>());
+  });
   count_launch("bn normalize");
 }
 
@@ -463,22 +738,35 @@ template <class S>
 void backward_typed(const cpu::BnBackwardArgs& a, cudaStream_t st) {
   const BnShape& s = a.shape;
   const int64_t C = s.channels;
+  const auto* dy = static_cast<const S*>(a.dy);
+  const auto* x = static_cast<const S*>(a.x);
+  auto* dx = static_cast<S*>(a.dx);
   Scratch coeffs(sizeof(double) * 4 * size_t(C), st);
   BackwardEpilogue epi{a, double(s.per_channel()), coeffs.as<double>()};
-  Reduction<GradSums> r(s, st);
-  const S* dy = static_cast<const S*>(a.dy);
-  const S* x = static_cast<const S*>(a.x);
-  if (r.planar) {
-    planar_grad_kernel<S><<<r.planar_grid(C), kBlock, 0, st>>>(dy, x, s, a.save_mean, r.partials,
-                                                                r.counters, epi);
-  } else {
-    rows_grad_kernel<S><<<r.rows_grid(), r.rows_block(), 0, st>>>(
-        dy, x, s.outer, C, a.save_mean, r.partials, r.counters, epi);
+  const int64_t extent = s.inner > 1 ? s.inner : C;
+  {
+    const int v = vec_width<S>(extent, {dy, x});
+    const Geometry g = reduction_geometry(s, v);
+    Reduction<GradSums> r(g, C, st);
+    with_width<S>(v, [&](auto V) {
+      if (g.planar)
+        planar_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, s, a.save_mean, r.partials,
+                                                                  r.counters, epi);
+      else
+        rows_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, s.outer, C, a.save_mean,
+                                                                r.partials, r.counters, epi);
+    });
+    count_launch("bn grad sums");
   }
-  count_launch("bn grad sums");
-  const int64_t total = s.per_channel() * C;
-  grad_input_kernel<S><<<elementwise_grid(total), kBlock, 0, st>>>(dy, x, static_cast<S*>(a.dx), s,
-                                                                   coeffs.as<double>(), total);
+  const int v = vec_width<S>(extent, {dy, x, dx});
+  const Geometry g = elementwise_geometry(s, v);
+  with_width<S>(v, [&](auto V) {
+    if (g.planar)
+      planar_grad_input_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, dx, s, coeffs.as<double>());
+    else
+      rows_grad_input_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, dx, s.outer, C,
+                                                                    coeffs.as<double>());
+  });
   count_launch("bn grad input");
 }
 
