@@ -77,8 +77,17 @@ def test_cuda_matches_torch_functional(shape, channels_last, dtype):
     dx, dw, db = ft.batch_norm_backward(dyl, x, w, sm, si, channels_last=channels_last)
     got_dx = dx.movedim(-1, 1) if channels_last else dx
     torch.testing.assert_close(got_dx.float(), xt.grad.float(), rtol=tol, atol=tol)
-    torch.testing.assert_close(dw, wt.grad, rtol=1e-3, atol=1e-3)
-    torch.testing.assert_close(db, bt.grad, rtol=1e-3, atol=1e-3)
+    # dweight / dbias are sums over every value of a channel: against float64 sums of the same
+    # (rounded) inputs tightly; against torch as loosely as its own rounding needs (its bf16 NCHW
+    # path rounds the normalized input to bf16 before the sum, about 1% on these shapes).
+    x64 = xt.detach().double().requires_grad_(True)
+    w64, b64 = w.double().requires_grad_(True), b.double().requires_grad_(True)
+    torch.nn.functional.batch_norm(x64, None, None, w64, b64, training=True).backward(dy.double())
+    for got, want, theirs in ((dw, w64.grad, wt.grad), (db, b64.grad, bt.grad)):
+        scale = float(want.abs().max())
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * scale)
+        loose = 2e-2 if dtype == torch.bfloat16 else 1e-4
+        torch.testing.assert_close(theirs.double(), want, rtol=loose, atol=loose * scale)
 
 
 def test_cuda_eval_mode_changes_nothing_and_stats_helpers():

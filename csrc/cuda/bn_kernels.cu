@@ -115,15 +115,6 @@ __device__ GradSums shfl_down(const GradSums& s, int off) {
   return {__shfl_down_sync(0xffffffffu, s.dy, off), __shfl_down_sync(0xffffffffu, s.dy_xc, off)};
 }
 
-__device__ Stats volatile_load(const Stats* p) {
-  const volatile Stats* v = p;
-  return {v->count, v->mean, v->m2};
-}
-__device__ GradSums volatile_load(const GradSums* p) {
-  const volatile GradSums* v = p;
-  return {v->dy, v->dy_xc};
-}
-
 // Per-thread sums of one channel's values: shifted sums for statistics (Note [bn statistics]),
 // dy and dy * (x - mean) for the backward.  Each vector's V values are summed in the compute type
 // first (a handful of centered values: no digits lost), then into doubles.
@@ -221,32 +212,22 @@ struct BackwardEpilogue {
   }
 };
 
-// Note [last block merges]: each (group, split) block writes its partials; the block that raises
-// the group's counter to `splits` merges the partials of each of the group's channels in a fixed
-// order (lane l of a warp takes splits l, l + 32, ... in turn, then a fixed shuffle tree), so the
-// result is the same whichever block finishes last, and no single thread walks every split.
-// Call after this block's partials are written; every thread of the block must call it.
+// Note [split merges]: a channel reduction is two launches.  Every (group, split) block writes
+// its partial of each of its channels; then one warp per channel merges that channel's partials
+// in a fixed order (lane l takes splits l, l + 32, ... in turn, then a fixed shuffle tree) and
+// runs the epilogue.  The result does not depend on which block ran when, and every channel's
+// merge runs in parallel with the others'.
 template <class A, class Epilogue>
-__device__ void finish_group(int64_t c_first, int64_t nch, int splits, const A* partials,
-                             unsigned* counters, const Epilogue& epi) {
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
-  if (tid == 0) last = atomicAdd(&counters[blockIdx.x], 1u) == unsigned(splits - 1);
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int lane = tid % 32, warp = tid / 32, warps = kBlock / 32;
-  for (int64_t k = warp; k < nch; k += warps) {
-    const int64_t c = c_first + k;
-    const A* p = partials + c * splits;
-    A acc = lane < splits ? volatile_load(p + lane) : A{};
-    for (int j = lane + 32; j < splits; j += 32) acc = merge(acc, volatile_load(p + j));
-    for (int off = 16; off > 0; off >>= 1) acc = merge(acc, shfl_down(acc, off));
-    if (lane == 0) epi(c, acc);
-  }
-  if (tid == 0) counters[blockIdx.x] = 0;
+__global__ void __launch_bounds__(kBlock)
+    finalize_kernel(const A* partials, int64_t C, int splits, Epilogue epi) {
+  const int lane = threadIdx.x % 32;
+  const int64_t c = (int64_t(blockIdx.x) * kBlock + threadIdx.x) / 32;
+  if (c >= C) return;
+  const A* p = partials + c * splits;
+  A acc = lane < splits ? p[lane] : A{};
+  for (int j = lane + 32; j < splits; j += 32) acc = merge(acc, p[j]);
+  for (int off = 16; off > 0; off >>= 1) acc = merge(acc, shfl_down(acc, off));
+  if (lane == 0) epi(c, acc);
 }
 
 // ---- planar layout (outer, C, inner): grid (C, splits), one channel per block row
@@ -297,9 +278,9 @@ __device__ A block_merge(A v) {
   return v;
 }
 
-template <class S, int V, class Epilogue>
+template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    planar_stats_kernel(const S* x, BnShape s, Stats* partials, unsigned* counters, Epilogue epi) {
+    planar_stats_kernel(const S* x, BnShape s, Stats* partials) {
   using T = ComputeT<S>;
   const int64_t c = blockIdx.x, iv = s.inner / V;
   int64_t j0, j1;
@@ -327,13 +308,12 @@ __global__ void __launch_bounds__(kBlock)
   }
   const Stats st = block_merge(acc.result());
   if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = st;
-  finish_group(c, 1, gridDim.y, partials, counters, epi);
 }
 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     planar_grad_kernel(const S* dy, const S* x, BnShape s, ChannelArray save_mean,
-                       GradSums* partials, unsigned* counters, BackwardEpilogue epi) {
+                       GradSums* partials) {
   using T = ComputeT<S>;
   const int64_t c = blockIdx.x, iv = s.inner / V;
   int64_t j0, j1;
@@ -363,7 +343,6 @@ __global__ void __launch_bounds__(kBlock)
   }
   const GradSums sums = block_merge(acc.result());
   if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = sums;
-  finish_group(c, 1, gridDim.y, partials, counters, epi);
 }
 
 // Elementwise over the planar view, grid (C, splits): every block has one channel, so its
@@ -457,10 +436,9 @@ __device__ __forceinline__ void rows_range(int64_t R, int64_t& r0, int64_t& r1) 
   split_range(R, gridDim.y, blockIdx.y, r0, r1);
 }
 
-template <class S, int V, class Epilogue>
+template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials, unsigned* counters,
-                      Epilogue epi) {
+    rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials) {
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector column
   const bool ok = col * V < C;
@@ -495,15 +473,12 @@ __global__ void __launch_bounds__(kBlock)
     const Stats st = rows_merge_lane(ok ? acc[e].result() : Stats{0, 0, 0});
     if (ok && threadIdx.y == 0) partials[(col * V + e) * gridDim.y + blockIdx.y] = st;
   }
-  const int64_t c_first = int64_t(blockIdx.x) * blockDim.x * V;
-  const int64_t tile = int64_t(blockDim.x) * V;
-  finish_group(c_first, C - c_first < tile ? C - c_first : tile, gridDim.y, partials, counters, epi);
 }
 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C, ChannelArray save_mean,
-                     GradSums* partials, unsigned* counters, BackwardEpilogue epi) {
+                     GradSums* partials) {
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool ok = col * V < C;
@@ -538,9 +513,6 @@ __global__ void __launch_bounds__(kBlock)
     const GradSums sums = rows_merge_lane(ok ? acc[e].result() : GradSums{0, 0});
     if (ok && threadIdx.y == 0) partials[(col * V + e) * gridDim.y + blockIdx.y] = sums;
   }
-  const int64_t c_first = int64_t(blockIdx.x) * blockDim.x * V;
-  const int64_t tile = int64_t(blockDim.x) * V;
-  finish_group(c_first, C - c_first < tile ? C - c_first : tile, gridDim.y, partials, counters, epi);
 }
 
 template <class S, int V>
@@ -637,7 +609,8 @@ void count_launch(const char* name) {
 // One pass over x (or dy and x) in one layout: the grid, block and vector width every kernel of
 // the pass uses.  Planar: grid (C, splits), one channel per block row.  Rows: column tiles of
 // tile_c threads, each thread V channels; tile_c is the smallest power of two covering C / V, at
-// most 32, so a narrow C still fills whole warps with consecutive rows.
+// most one 128-byte line of a row, so a warp reads whole lines of consecutive rows (a narrow C
+// still fills the warp) and a wide C is cut into many tiles.
 struct Geometry {
   bool planar;
   int vec;         // elements per access
@@ -646,7 +619,7 @@ struct Geometry {
   int splits;
 
   // values_per_block: the work one block should at least get before the grid grows.
-  Geometry(const BnShape& s, int v, int64_t want_blocks, int64_t values_per_block) {
+  Geometry(const BnShape& s, int v, size_t esize, int64_t want_blocks, int64_t values_per_block) {
     planar = s.inner > 1;
     vec = v;
     const int64_t C = s.channels;
@@ -656,7 +629,8 @@ struct Geometry {
       per_group = s.per_channel();
     } else {
       const int64_t cols = C / v;
-      while (tile_c < 32 && tile_c < cols) tile_c *= 2;
+      const int64_t line = std::max<int64_t>(1, 128 / (int64_t(v) * int64_t(esize)));
+      while (tile_c < line && tile_c < cols) tile_c *= 2;
       groups = (cols + tile_c - 1) / tile_c;
       per_group = s.outer * std::min<int64_t>(C, int64_t(tile_c) * v);
     }
@@ -670,41 +644,52 @@ struct Geometry {
 
 int sm_count() { return device_state().sm_count; }
 
-// Reductions: two waves of 4 blocks per SM at least, a few thousand values per block.
-Geometry reduction_geometry(const BnShape& s, int v) { return Geometry(s, v, 8LL * sm_count(), 4096); }
+// Reductions: 4 blocks per SM where the data allows, each at least 16K values, so the partials
+// a channel's finalize merges stay few.
+template <class S>
+Geometry reduction_geometry(const BnShape& s, int v) {
+  return Geometry(s, v, sizeof(S), 4LL * sm_count(), 16384);
+}
 // Elementwise passes: as many blocks as keep every SM busy, each with about 32K values.
+template <class S>
 Geometry elementwise_geometry(const BnShape& s, int v) {
-  return Geometry(s, v, int64_t(1) << 30, 32768);
+  return Geometry(s, v, sizeof(S), int64_t(1) << 30, 32768);
 }
 
-// Scratch of one channel reduction: partials per (channel, split) and a zeroed counter per group
-// (Note [last block merges]), freed in stream order.
+// Scratch of one channel reduction: partials per (channel, split), freed in stream order; and
+// its second launch (Note [split merges]).
 template <class A>
 struct Reduction {
   Scratch mem;
   A* partials;
-  unsigned* counters;
-  Reduction(const Geometry& g, int64_t C, cudaStream_t st)
-      : mem(sizeof(A) * size_t(C) * size_t(g.splits) + sizeof(unsigned) * size_t(g.groups), st) {
+  int64_t C;
+  int splits;
+  Reduction(const Geometry& g, int64_t channels, cudaStream_t st)
+      : mem(sizeof(A) * size_t(channels) * size_t(g.splits), st), C(channels), splits(g.splits) {
     partials = mem.as<A>();
-    counters = reinterpret_cast<unsigned*>(mem.as<char>() + sizeof(A) * size_t(C) * size_t(g.splits));
-    FT_CUDA_CHECK(cudaMemsetAsync(counters, 0, sizeof(unsigned) * size_t(g.groups), st));
+  }
+  template <class Epilogue>
+  void finalize(const Epilogue& epi, cudaStream_t st) const {
+    const unsigned blocks = unsigned((C * 32 + kBlock - 1) / kBlock);
+    finalize_kernel<A, Epilogue><<<blocks, kBlock, 0, st>>>(partials, C, splits, epi);
+    count_launch("bn finalize");
   }
 };
 
 template <class S, class Epilogue>
 void stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epilogue& epi) {
   const int v = vec_width<S>(s.inner > 1 ? s.inner : s.channels, {x});
-  const Geometry g = reduction_geometry(s, v);
+  const Geometry g = reduction_geometry<S>(s, v);
   Reduction<Stats> r(g, s.channels, st);
   with_width<S>(v, [&](auto V) {
     if (g.planar)
-      planar_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s, r.partials, r.counters, epi);
+      planar_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s, r.partials);
     else
-      rows_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s.outer, s.channels, r.partials,
-                                                               r.counters, epi);
+      rows_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s.outer, s.channels,
+                                                                              r.partials);
   });
   count_launch("bn stats");
+  r.finalize(epi, st);
 }
 
 template <class S>
@@ -723,7 +708,7 @@ void forward_typed(const cpu::BnForwardArgs& a, cudaStream_t st) {
   }
   if (s.per_channel() == 0) return;
   const int v = vec_width<S>(s.inner > 1 ? s.inner : s.channels, {x, y});
-  const Geometry g = elementwise_geometry(s, v);
+  const Geometry g = elementwise_geometry<S>(s, v);
   with_width<S>(v, [&](auto V) {
     if (g.planar)
       planar_normalize_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, y, s, coeffs.as<double>());
@@ -746,20 +731,21 @@ void backward_typed(const cpu::BnBackwardArgs& a, cudaStream_t st) {
   const int64_t extent = s.inner > 1 ? s.inner : C;
   {
     const int v = vec_width<S>(extent, {dy, x});
-    const Geometry g = reduction_geometry(s, v);
+    const Geometry g = reduction_geometry<S>(s, v);
     Reduction<GradSums> r(g, C, st);
     with_width<S>(v, [&](auto V) {
       if (g.planar)
-        planar_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, s, a.save_mean, r.partials,
-                                                                  r.counters, epi);
+        planar_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, s, a.save_mean,
+                                                                                   r.partials);
       else
         rows_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, s.outer, C, a.save_mean,
-                                                                r.partials, r.counters, epi);
+                                                                r.partials);
     });
     count_launch("bn grad sums");
+    r.finalize(epi, st);
   }
   const int v = vec_width<S>(extent, {dy, x, dx});
-  const Geometry g = elementwise_geometry(s, v);
+  const Geometry g = elementwise_geometry<S>(s, v);
   with_width<S>(v, [&](auto V) {
     if (g.planar)
       planar_grad_input_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, dx, s, coeffs.as<double>());
