@@ -650,10 +650,11 @@ template <class S>
 Geometry reduction_geometry(const BnShape& s, int v) {
   return Geometry(s, v, sizeof(S), 4LL * sm_count(), 16384);
 }
-// Elementwise passes: as many blocks as keep every SM busy, each with about 32K values.
+// Elementwise passes: blocks of about 8K values (32 per thread), as many as that makes, so even
+// a 6M-value tensor spreads over several blocks per SM.
 template <class S>
 Geometry elementwise_geometry(const BnShape& s, int v) {
-  return Geometry(s, v, sizeof(S), int64_t(1) << 30, 32768);
+  return Geometry(s, v, sizeof(S), int64_t(1) << 30, 8192);
 }
 
 // Scratch of one channel reduction: partials per (channel, split), freed in stream order; and
