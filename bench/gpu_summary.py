@@ -57,7 +57,10 @@ def batch_norm_lines(doc):
                   worst["fwd+bwd"]["speedup"], 0.95),
            target("batch norm torch weak spots, slowest (x)",
                   min((r["fwd+bwd"]["speedup"] for r in weak), default=None), 2.0),
-           target("batch norm fwd+bwd, lowest % roofline", roof, 70, "{:.0f}")]
+           target("batch norm fwd+bwd, lowest % roofline", roof, 70, "{:.0f}"),
+           f"      batch norm fwd+bwd, % of bandwidth at two-pass bytes: lowest "
+           f"{min(r['fwd+bwd'].get('pct_two_pass_bw', 0) for r in rows):.0f}, median "
+           f"{sorted(r['fwd+bwd'].get('pct_two_pass_bw', 0) for r in rows)[len(rows) // 2]:.0f}"]
     return out
 
 

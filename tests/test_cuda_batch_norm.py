@@ -112,3 +112,15 @@ def test_cuda_bn_is_deterministic():
     for _ in range(3):
         again = ft.batch_norm_forward(x, training=True)
         assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3, 3), (0, 5)])
+def test_cuda_eval_mode_on_an_empty_batch_writes_the_saved_stats(shape):
+    rm = torch.linspace(-1, 1, 5, device="cuda")
+    rv = torch.linspace(0.5, 2, 5, device="cuda")
+    x = torch.empty(shape, device="cuda")
+    y, sm, si = ft.batch_norm_forward(x, None, None, rm, rv, training=False)
+    torch.cuda.synchronize()
+    assert y.shape == x.shape
+    torch.testing.assert_close(sm, rm)
+    torch.testing.assert_close(si, torch.rsqrt(rv + 1e-5), rtol=1e-6, atol=0)
