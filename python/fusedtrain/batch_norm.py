@@ -161,8 +161,15 @@ def batch_norm_stats(x, *, channels_last=False, stream=None):
     C = _channels(fn, x, channels_last)
     mean = _empty(x, (C,), stats=True)
     var = _empty(x, (C,), stats=True)
-    count = _C.bn_stats(x, mean, var, channels_last, stream=launch_stream([x], stream))
-    return mean, var, int(count)
+    return mean, var, _stats_into(x, mean, var, channels_last=channels_last, fn=fn,
+                                  stream=stream)
+
+
+def _stats_into(x, mean, var, *, channels_last, fn, stream=None):
+    """:func:`batch_norm_stats` into the caller's ``(C,)`` float32 or float64 arrays (views
+    allowed: synchronized batch norm writes float64 statistics straight into its send buffer);
+    returns the count."""
+    return int(_C.bn_stats(x, mean, var, channels_last, fn, stream=launch_stream([x], stream)))
 
 
 def _counts(fn, counts, k):
@@ -303,6 +310,25 @@ class RunningStats:
             raise ValueError(f"RunningStats.merge: other has {other.num_features} features, "
                              f"this one {self.num_features}")
         self._absorb(other._mean, other._var, other._count)
+        return self
+
+    def all_reduce(self, group=None):
+        """Merges the statistics of every rank of a torch.distributed process group into this
+        one, on every rank; returns self.
+
+        Afterwards every rank holds the statistics of all the values all ranks had seen (the
+        same bits on each), as if one process had seen them all: each data-parallel worker
+        updates its own RunningStats on its shard of the dataset, then all call
+        ``all_reduce()``. ``group`` is a process group (None: the default group, all ranks).
+        A collective: every rank of the group must call it, a rank that saw nothing included,
+        with the same ``num_features``. One ``all_gather`` of ``2 * num_features + 1`` float64
+        per rank (on the current CUDA device for an NCCL group), merged by Chan's rule (Note
+        [one gather, Chan's merge] in ``fusedtrain/_distributed.py``).
+        """
+        from . import _distributed  # imports torch: only for those who ask
+        group = _distributed.default_group("RunningStats.all_reduce", group)
+        self._mean, self._var, self._count = _distributed.all_reduce_arrays(
+            self._mean, self._var, self._count, group)
         return self
 
     @property

@@ -13,3 +13,9 @@ __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
 if importlib.util.find_spec(".batch_norm", __name__) is not None:
     from .batch_norm import BatchNorm1d, BatchNorm2d, BatchNorm3d  # noqa: F401
     __all__ += ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+
+# SyncBatchNorm needs torch.distributed, which some torch builds leave out.
+import torch.distributed as _dist  # noqa: E402
+if _dist.is_available():
+    from .sync_batch_norm import SyncBatchNorm  # noqa: F401
+    __all__ += ["SyncBatchNorm"]

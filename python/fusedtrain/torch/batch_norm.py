@@ -30,6 +30,13 @@ def _detached(t):
     return None if t is None else t.detach()
 
 
+def _grad_layout(dy, x_in, channels_last):
+    """The output grad in the layout and dtype of the kernel's input ``x_in``."""
+    # For a channels_last grad this permute-then-contiguous is a view; otherwise one copy.
+    dy = (dy.permute(0, *range(2, dy.dim()), 1) if channels_last else dy).contiguous()
+    return dy if dy.dtype == x_in.dtype else dy.to(x_in.dtype)
+
+
 class _BatchNormFunction(torch.autograd.Function):
     """y = BN(x) on our kernels; the backward is ours in training mode, a per-channel scale in
     evaluation mode (the statistics are constants there)."""
@@ -51,10 +58,7 @@ class _BatchNormFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x_in, weight, mean, invstd = ctx.saved_tensors
         cl = ctx.channels_last
-        # For a channels_last grad this permute-then-contiguous is a view; otherwise one copy.
-        dy = (dy.permute(0, *range(2, dy.dim()), 1) if cl else dy).contiguous()
-        if dy.dtype != x_in.dtype:
-            dy = dy.to(x_in.dtype)
+        dy = _grad_layout(dy, x_in, cl)
         if ctx.training:
             dx, dweight, dbias = ft.batch_norm_backward(
                 dy, x_in.detach(), _detached(weight), mean, invstd, channels_last=cl)
@@ -85,24 +89,37 @@ def _eval_backward(dy, x, weight, mean, invstd, channels_last):
     return dx, dweight, dbias
 
 
+def batch_norm_step(module):
+    """torch's _BatchNorm.forward bookkeeping: counts the batch (num_batches_tracked) and
+    returns ``(running_mean, running_var, use_batch_stats, factor)`` for this forward, the
+    running statistics None where they are neither used nor updated."""
+    factor = 0.0 if module.momentum is None else module.momentum
+    if module.training and module.track_running_stats and module.num_batches_tracked is not None:
+        module.num_batches_tracked.add_(1)
+        if module.momentum is None:
+            # Cumulative moving average: the k-th batch gets weight 1/k.
+            factor = 1.0 / float(module.num_batches_tracked)
+    # Batch statistics in training, and in eval mode when no running statistics are kept.
+    use_batch_stats = module.training or (module.running_mean is None and
+                                          module.running_var is None)
+    keep = not module.training or module.track_running_stats
+    return (module.running_mean if keep else None, module.running_var if keep else None,
+            use_batch_stats, factor)
+
+
+def local_batch_norm(module, input, running_mean, running_var, use_batch_stats, factor):
+    """BN of this process's input alone, on our kernels."""
+    return _BatchNormFunction.apply(input, module.weight, module.bias, running_mean,
+                                    running_var, use_batch_stats, factor, module.eps)
+
+
 class _FusedForward:
     """torch's _BatchNorm.forward bookkeeping (num_batches_tracked, momentum=None as a
     cumulative average, when batch statistics are used) with our kernels underneath."""
 
     def forward(self, input):
         self._check_input_dim(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                # Cumulative moving average: the k-th batch gets weight 1/k.
-                factor = 1.0 / float(self.num_batches_tracked)
-        # Batch statistics in training, and in eval mode when no running statistics are kept.
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        keep = not self.training or self.track_running_stats
-        return _BatchNormFunction.apply(
-            input, self.weight, self.bias, self.running_mean if keep else None,
-            self.running_var if keep else None, use_batch_stats, factor, self.eps)
+        return local_batch_norm(self, input, *batch_norm_step(self))
 
 
 class BatchNorm1d(_FusedForward, torch.nn.BatchNorm1d):
