@@ -20,6 +20,8 @@ Note [one gather, Chan's merge]:
 - A rank with no values sends count 0; merge_stats ignores its row, but it takes part in the
   collective, so the other ranks never wait for it.
 """
+import math
+
 import torch
 import torch.distributed as dist
 
@@ -77,3 +79,14 @@ def all_reduce_arrays(mean, var, count, group):
     c.fill_(float(count))
     g_mean, g_var, g_count = merge_rows(row, mean.shape[0], group)
     return g_mean.numpy(), g_var.numpy(), g_count
+
+
+def all_reduce_norm(local, norm_type, group):
+    """A p-norm from every rank's norm of its part: ONE all_reduce (SUM of ``norm**p``, MAX
+    for ``inf``) on ``group``; the same float on every rank."""
+    inf = math.isinf(norm_type)
+    part = torch.tensor([local if inf else local ** norm_type], dtype=torch.float64,
+                        device=collective_device(group))
+    dist.all_reduce(part, op=dist.ReduceOp.MAX if inf else dist.ReduceOp.SUM, group=group)
+    total = part.item()
+    return total if inf else total ** (1.0 / norm_type)

@@ -16,10 +16,14 @@ Common keyword arguments:
         is written.
     master_params: float32 master weights for float16/bfloat16 params.
     max_grad_norm: clip the grads' global 2-norm to this value inside the step (the clip
-        coefficient joins grad_scale; grads are not modified).  None: no clipping.
+        coefficient joins grad_scale; grads are not modified).  None: no clipping.  For
+        DTensors (FSDP2) the norm is taken across ranks, with one all-reduce.
     stream: CUDA arrays only: the stream to launch on (int handle or an object with ``.ptr`` /
         ``.cuda_stream``); default the current PyTorch stream for torch tensors, CuPy's current
         stream for CuPy arrays.  A step never synchronizes the host.
+
+DTensors (torch.distributed.tensor, FSDP2's parameters): each rank steps its local shards, in
+one call as for plain tensors (Note [DTensor shards] in ``_dtensor.py``).
 
 Capturable steps: ``lr`` and ``step`` may be 1-element device arrays, read by the kernel, so a
 step can be recorded in a CUDA graph and replayed (run one step before capturing: the first
@@ -32,6 +36,7 @@ None (amsgrad without max_exp_avg_sqs, ...) raises ValueError.
 """
 from . import _C
 from . import _checks as chk
+from . import _dtensor
 from ._streams import is_array, launch_stream
 
 
@@ -57,6 +62,8 @@ _COMMON = dict(grad_scale=None, found_inf=None, master_params=None, max_grad_nor
 
 
 def _run(kernel, fn, params, grads, states, options, lr_array, step_array, common):
+    if _dtensor.leads_with_dtensor(params, grads):   # FSDP2: Note [DTensor shards]
+        params, grads, states, common = _dtensor.rule_lists(fn, params, grads, states, common)
     s0, s1, s2 = (list(states) + [None, None, None])[:3]
     kernel(params, grads, s0, s1, s2, common["master_params"], common["grad_scale"],
            common["found_inf"], options, lr_array, step_array,

@@ -2,6 +2,7 @@
 
 from . import _C
 from . import _checks as chk
+from . import _dtensor
 from ._streams import launch_stream
 
 
@@ -19,9 +20,13 @@ def global_norm(arrays, norm_type=2.0, *, stream=None):
     ``torch.nn.utils.get_total_norm`` (the norm of the per-tensor norms).  Partial sums are
     combined in a fixed order, so the result does not depend on the thread count.
     On CUDA arrays the result is read back, which waits for ``stream``.
+    DTensors (FSDP2's sharded grads) give the norm across ranks: our kernel on the local
+    shards, one all-reduce over the mesh's shard group (Note [DTensor shards]).
     """
-    return _C.global_norm(arrays, _norm_type("global_norm", norm_type),
-                          launch_stream(arrays, stream))
+    norm_type = _norm_type("global_norm", norm_type)
+    if _dtensor.leads_with_dtensor(arrays):
+        return _dtensor.global_norm("global_norm", "arrays", arrays, norm_type, stream)[0]
+    return _C.global_norm(arrays, norm_type, launch_stream(arrays, stream))
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, stream=None):
@@ -29,23 +34,36 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, *, stream=None):
     before clipping.
 
     ``grads *= min(1, max_norm / (norm + 1e-6))``, as ``torch.nn.utils.clip_grad_norm_``
-    (Goodfellow et al. section 10.11.1, clipping the norm of the gradient).
+    (Goodfellow et al. section 10.11.1, clipping the norm of the gradient). DTensor grads are
+    clipped to their norm across ranks, as torch's clip_grad_norm_ does (one all-reduce).
     """
     fn = "clip_grad_norm_"
     max_norm = chk.at_least(fn, "max_norm", max_norm)
-    return _C.clip_grad_norm_(grads, max_norm, _norm_type(fn, norm_type),
-                              launch_stream(grads, stream))
+    norm_type = _norm_type(fn, norm_type)
+    if _dtensor.leads_with_dtensor(grads):
+        return _dtensor.clip_grad_norm_(fn, grads, max_norm, norm_type, stream)
+    return _C.clip_grad_norm_(grads, max_norm, norm_type, launch_stream(grads, stream))
+
+
+def _clip_coefficient(max_norm, total_norm):
+    """min(1, max_norm / (total_norm + 1e-6)), the kernels' clip_coefficient (csrc/math/norms.h)
+    for the norms taken across ranks in Python."""
+    return min(1.0, max_norm / (total_norm + 1e-6))
 
 
 def ema_(averages, params, *, decay, stream=None):
     """Exponential moving average of parameters, in place: ``a = decay * a + (1 - decay) * p``.
 
-    Evaluated as ``a.lerp_(p, 1 - decay)`` like ``torch.optim.swa_utils``' EMA.  Textbook form:
+    Evaluated as ``a.lerp_(p, 1 - decay)`` like ``torch.optim.swa_utils``' EMA. DTensors
+    (FSDP2) are averaged shard by shard.  Textbook form:
     Polyak averaging in its exponentially decaying form, Goodfellow et al. section 8.7.3.
     ``averages`` have the params' dtype, or float32 for float16/bfloat16 params.
     """
     fn = "ema_"
     o = chk.options(_C.EmaOptions, decay=chk.in_range(fn, "decay", decay, 0.0, 1.0, True))
+    if _dtensor.leads_with_dtensor(averages, params):
+        averages = _dtensor.local_shards(fn, "averages", averages)
+        params = _dtensor.local_shards(fn, "params", params)
     _C.ema_(averages, params, o, launch_stream(averages, stream))
 
 
