@@ -23,7 +23,8 @@ from dist_support import Collectives, assert_close, run_ranks  # noqa: E402
 dist = torch.distributed
 F32, F64 = torch.float32, torch.float64
 CL, CL3 = torch.channels_last, torch.channels_last_3d
-TOL = {F32: 1e-5, F64: 1e-10}
+BF16 = torch.bfloat16
+TOL = {F32: 1e-5, F64: 1e-10, BF16: 3e-2}     # bfloat16: 8 bits of mantissa in x, y and dx
 
 # (dtype, whole batch shape, memory format, batch size per rank, mean of x, module options)
 CASES_2 = [
@@ -38,6 +39,7 @@ CASES_2 = [
     (F64, (6, 5, 4, 3), CL, [1, 5], 0.5, {"momentum": None}),
     (F64, (8, 3), None, [2, 6], 3.0, {"bias": False}),
     (F64, (5, 4, 6), None, [4, 1], 1e4, {}),
+    (BF16, (6, 4, 3, 3), CL, [4, 2], 0.5, {}),
 ]
 CASES_3 = [
     (F32, (7, 5, 3, 3), None, [3, 0, 4], 0.5, {}),

@@ -252,12 +252,17 @@ def _check_dtensor_norms(rank, model, model_t):
         ft.adamw_(params[:3], grads[:2] + plain[2:3], *[s[:3] for s in state], step=1)
 
 
-def test_ddp_and_zero_redundancy_optimizer():
-    run_ranks(_ddp_and_zero, 2)
+def _all_checks(rank, world, fsdp2):
+    _ddp_and_zero(rank, world)
+    if fsdp2:
+        _fsdp2(rank, world)
 
 
-def test_fsdp2_adamw_and_dtensor_norms():
-    pytest.importorskip("torch.distributed.fsdp")
-    if not hasattr(torch.distributed.fsdp, "fully_shard"):
-        pytest.skip("this torch has no FSDP2 (torch.distributed.fsdp.fully_shard)")
-    run_ranks(_fsdp2, 2)
+def test_ddp_zero_and_fsdp2():
+    """One spawned group for all (starting ranks costs seconds)."""
+    fsdp = pytest.importorskip("torch.distributed.fsdp")
+    fsdp2 = hasattr(fsdp, "fully_shard")
+    run_ranks(_all_checks, 2, fsdp2)
+    if not fsdp2:
+        pytest.skip("DDP and ZeRO checked; this torch has no FSDP2 "
+                    "(torch.distributed.fsdp.fully_shard)")
