@@ -17,10 +17,8 @@ Note [synchronized batch norm]:
   agree). Our backward kernel gives those sums for the local slice together with the local
   gradient ``dx_l = w * invstd * (dy - s_l / M_l - xhat * t_l / M_l)``; the synchronized
   gradient differs from it by a per-channel affine function of xhat,
-  ``w * invstd * ((s_l / M_l - s / M) + xhat * (t_l / M_l - t / M))``, which is again our
-  evaluation-mode forward kernel (weight and bias set to those coefficients, the forward's
-  mean and variance as running statistics, so xhat is the very xhat of the forward), added in
-  place. No kernel of ours takes given sums, hence the second elementwise pass.
+  ``w * invstd * ((s_l / M_l - s / M) + xhat * (t_l / M_l - t / M))``, added in place (Note
+  [dx correction]). No kernel of ours takes given sums, hence the second elementwise pass.
 - ``weight.grad`` / ``bias.grad`` are this rank's sums, like torch's SyncBatchNorm: data
   parallelism (DDP) adds them across ranks with the other parameters' gradients.
 - A rank with an empty slice takes part in both collectives (count 0: its row is ignored by
@@ -28,6 +26,16 @@ Note [synchronized batch norm]:
   not None, so DDP's gradient hooks fire on every rank).
 - Evaluation mode, one rank, or no process group: no collective, the local batch norm of
   ``ft.torch.BatchNorm*d``.
+
+Note [dx correction]: that affine function of xhat is ``slope * x + intercept`` per channel,
+added to dx in place by ``addcmul_`` and ``add_`` (no temporary: a quarter of the time of a
+pass of the evaluation kernel plus an add, which allocates and faults in a tensor the size of
+x). In float32, ``slope * x`` and the intercept cancel when |mean| >> std (the intercept holds
+``-slope * mean``), losing ``log2(|mean| / std)`` bits; where some channel has
+``|mean| / std > 16`` (float32 and half input), the correction goes through our
+evaluation-mode forward kernel instead, which subtracts the mean before it scales (weight and
+bias set to the coefficients, the forward's mean and variance as running statistics, so its
+xhat is the very xhat of the forward), and is then added.
 
 Note [float32 mean residual]: for float32 (and half) input the kernels take the mean as
 float32, whose rounding is 0.5 ulp(mean): 5e-4 at mean 1e4, a 5e-4 error on every normalized
@@ -49,10 +57,16 @@ from .batch_norm import (_channels_last_view, _detached, _grad_layout, _to_chann
 __all__ = ["SyncBatchNorm"]
 
 _FN = "SyncBatchNorm"
+_FAR = 16.0     # |mean| / std beyond which the dx correction subtracts the mean first
 
 
 def _channels(x, channels_last):
     return x.shape[-1] if channels_last else x.shape[1]
+
+
+def _per_channel(v, channels_last, ndim):
+    """A (C,) vector shaped to broadcast over the kernel's layout of x."""
+    return v if channels_last else v.view(1, -1, *([1] * (ndim - 2)))
 
 
 def _weight64(weight, channels, device):
@@ -97,6 +111,9 @@ class _SyncBatchNormFunction(torch.autograd.Function):
                                      momentum=momentum)
         ctx.save_for_backward(x_in, weight, save_mean, save_invstd, var, residual)
         ctx.cl, ctx.eps, ctx.group, ctx.local, ctx.total = cl, eps, group, local, total
+        # Note [dx correction]: decided on the host statistics, no device read.
+        ctx.far = sdtype != torch.float64 and \
+            bool((g_mean.abs() * torch.rsqrt(g_var + eps)).max() > _FAR)
         return _to_channels_first(y) if cl else y
 
     @staticmethod
@@ -126,16 +143,23 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             total = sums.clone()
             dist.all_reduce(total, group=ctx.group)
             if M > 0:
-                # dx = dx_kernel + w * invstd * (a + b * xhat_kernel), per channel (the Note);
-                # the eval kernel computes a + b * xhat_kernel as its bias + weight * xhat.
+                # dx = dx_kernel + a + b * xhat_kernel per channel, a and b below carrying the
+                # factor w * invstd (Note [synchronized batch norm], Note [dx correction]).
                 mean_k, mean_g = kernel / M, total / ctx.total
-                scale = w * invstd.to(torch.float64)
+                invstd64 = invstd.to(torch.float64)
+                scale = w * invstd64
                 b = scale * (mean_k[1] - mean_g[1])
                 a = scale * (mean_k[0] - mean_g[0] + delta * mean_g[1])
-                fix, _, _ = ft.batch_norm_forward(x_in, b.to(mean.dtype), a.to(mean.dtype), mean,
-                                                  var, training=False, eps=ctx.eps,
-                                                  channels_last=cl)
-                dx.add_(fix)
+                if ctx.far:
+                    fix, _, _ = ft.batch_norm_forward(
+                        x_in, b.to(mean.dtype), a.to(mean.dtype), mean, var, training=False,
+                        eps=ctx.eps, channels_last=cl)
+                    dx.add_(fix)
+                else:
+                    slope = b * invstd64       # a + b * (x - mean) * invstd = slope * x + icpt
+                    icpt = a - slope * mean.to(torch.float64)
+                    dx.addcmul_(x_in, _per_channel(slope.to(mean.dtype), cl, x_in.dim()))
+                    dx.add_(_per_channel(icpt.to(mean.dtype), cl, x_in.dim()))
             if cl:
                 dx = _to_channels_first(dx)
         grad_w = None if weight is None else sums[1].to(weight.dtype)
