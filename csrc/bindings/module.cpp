@@ -7,6 +7,7 @@ namespace ft::bind {
 void init_runtime(py::module_& m);
 void init_optim(py::module_& m);
 void init_norm(py::module_& m);
+void init_interop(py::module_& m);
 }  // namespace ft::bind
 
 PYBIND11_MODULE(_C, m) {
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_C, m) {
   ft::bind::init_runtime(m);
   ft::bind::init_optim(m);
   ft::bind::init_norm(m);
+  ft::bind::init_interop(m);
 }

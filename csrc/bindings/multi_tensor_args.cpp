@@ -1,7 +1,6 @@
 // Validation of multi-tensor arguments (see multi_tensor_args.h).
 #include "bindings/multi_tensor_args.h"
 
-#include <vector>
 
 namespace ft::bind {
 namespace {
@@ -18,8 +17,10 @@ bool grad_dtype_ok(DType param, DType grad) {
 
 MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, ExportHolder& keep) {
   const char* fn = names.fn;
-  std::array<std::vector<TensorView>, kNumSlots> views;
+  std::array<PyObject**, kNumSlots> items{};
+  std::array<Py_ssize_t, kNumSlots> sizes{};
   std::array<bool, kNumSlots> present{};
+  int n_present = 0;
   for (int s = 0; s < kNumSlots; ++s) {
     if (!names.names[s]) continue;
     py::handle list = args.lists[s];
@@ -30,39 +31,44 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
       continue;
     }
     present[s] = true;
-    views[s] = views_of(list, fn, names.names[s], s == kGrad ? Access::read : Access::write, keep);
+    ++n_present;
+    items[s] = list_items(list, fn, names.names[s], &sizes[s]);
   }
-
-  const auto& params = views[kParam];
-  const size_t n = params.size();
+  const size_t n = size_t(sizes[kParam]);
   for (int s = 1; s < kNumSlots; ++s) {
-    if (present[s] && views[s].size() != n)
+    if (present[s] && size_t(sizes[s]) != n)
       throw py::value_error(std::string(fn) + ": " + names.names[s] + " has " +
-                            std::to_string(views[s].size()) + " arrays but " +
-                            names.names[kParam] + " has " + std::to_string(n));
+                            std::to_string(sizes[s]) + " arrays but " + names.names[kParam] +
+                            " has " + std::to_string(n));
   }
 
+  // Row by row: each param, then its arrays in the other lists, checked against it.  Only the
+  // current row's views exist at a time (a call may carry tens of thousands of arrays).
   MultiTensor mt;
-  if (n > 0) {
-    mt.param_dtype = params[0].dtype;
-    mt.grad_dtype = present[kGrad] ? views[kGrad][0].dtype : mt.param_dtype;
-  }
-  const DType state_dtype = compute_dtype(mt.param_dtype);
-  if (present[kMaster] && n > 0 && !is_half(mt.param_dtype))
-    throw py::value_error(std::string(fn) + ": master_params is only for float16/bfloat16 " +
-                          names.names[kParam] + ", got " + dtype_name(mt.param_dtype));
-  const DeviceKind device = n > 0 ? params[0].device : DeviceKind::cpu;
-
-  mt.device = device;
-  mt.device_index = n > 0 ? params[0].device_index : 0;
   mt.tensors.resize(n);
+  keep.reserve(n * size_t(n_present));
+  DType state_dtype = DType::f32;
+  Layout param_layout, layout;
   for (size_t i = 0; i < n; ++i) {
-    const TensorView& p = params[i];
+    const TensorView p = view_of(items[kParam][i], ArgRef{fn, names.names[kParam], int64_t(i)},
+                                 Access::write, keep, &param_layout);
+    if (i == 0) {
+      mt.param_dtype = mt.grad_dtype = p.dtype;
+      mt.device = p.device;
+      mt.device_index = p.device_index;
+      state_dtype = compute_dtype(p.dtype);
+      if (present[kMaster] && !is_half(p.dtype))
+        throw py::value_error(std::string(fn) + ": master_params is only for float16/bfloat16 " +
+                              names.names[kParam] + ", got " + dtype_name(p.dtype));
+    }
     for (int s = 0; s < kNumSlots; ++s) {
       if (!present[s]) continue;
-      const TensorView& v = views[s][i];
       const ArgRef at{fn, names.names[s], int64_t(i)};
-      if (v.device != device || v.device_index != params[0].device_index)
+      const TensorView v = s == kParam ? p
+                                       : view_of(items[s][i], at, s == kGrad ? Access::read : Access::write,
+                                                 keep, &layout);
+      if (s == kGrad && i == 0) mt.grad_dtype = v.dtype;
+      if (v.device != mt.device || v.device_index != mt.device_index)
         value_error(at, "is on a different device than " + std::string(names.names[kParam]) + "[0]");
 #if !defined(FT_WITH_CUDA)
       if (v.device != DeviceKind::cpu)
@@ -85,6 +91,12 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
       if (s != kParam && !v.same_shape(p))
         value_error(at, "has shape " + shape_str(v) + " but " + names.names[kParam] + "[" +
                             std::to_string(i) + "] has shape " + shape_str(p));
+      // Note [dense layouts]: flat stepping is right only if index k is element k everywhere.
+      if (s != kParam && !same_layout(layout, param_layout, p))
+        value_error(at, "has " + strides_str(layout, v) + " but " + names.names[kParam] + "[" +
+                            std::to_string(i) + "] has " + strides_str(param_layout, p) +
+                            "; a param's arrays must share its memory layout to be stepped as "
+                            "flat memory");
       mt.tensors[i].ptr[s] = v.data;
     }
     mt.tensors[i].numel = p.numel;
