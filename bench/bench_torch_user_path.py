@@ -268,6 +268,8 @@ def main(argv=None):
                               [[t, f"{m:.3f}" if isinstance(m, float) else m, ok]
                                for t, m, ok in targets]))
 
+    path = args.json or (common.RESULTS_DIR /
+                         f"cpu_torch_user_path_{common.slug(common.cpu_model())}.json")
     doc = {"benchmark": "torch_user_path", "date": common.utc_now_iso(),
            "git_sha": common.git_sha(), "git_dirty": common.git_dirty(),
            "device": common.cpu_device(), "cuda_devices": info["cuda_devices"],
@@ -277,9 +279,7 @@ def main(argv=None):
            "settings": {"rounds": args.rounds, "budget_s": args.budget, "quick": args.quick},
            "summary": summary, "rounds": rounds,
            "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in targets]}
-    path = args.json or common.RESULTS_DIR / f"cpu_torch_user_path_{common.slug(common.cpu_model())}.json"
-    common.write_json(path, doc)
-    common.log(f"wrote {path}")
+    common.log(f"wrote {common.write_json(path, doc)}")
     return 0
 
 

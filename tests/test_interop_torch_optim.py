@@ -34,6 +34,14 @@ def _set_grads(params, grads):
         p.grad = None if g is None else g.clone()
 
 
+def _step_both(ours, params, ref, ref_params, grads):
+    """One step of each optimizer with the same grads (None: that param has no grad)."""
+    _set_grads(params, grads)
+    _set_grads(ref_params, grads)
+    ours.step()
+    ref.step()
+
+
 CASES = [("AdamW", dict(lr=0.02, weight_decay=0.03)),
          ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True))]
 
@@ -59,65 +67,57 @@ def test_new_grad_tensors_every_step(name, kw):
     _assert_same(ours, list(model.parameters()), ref, list(ref_model.parameters()))
 
 
+def _trajectory(name, kw, shapes, seed, steps, before_step):
+    """Both optimizers over the same random grads; before_step(step, ours, params, ref,
+    ref_params, gen) changes things between steps. Returns (ours, params)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
+    ours, ref, ref_params = _pair(name, params, **kw)
+    for step in range(steps):
+        before_step(step, ours, params, ref, ref_params, gen)
+        grads = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+        _step_both(ours, params, ref, ref_params, grads)
+    _assert_same(ours, params, ref, ref_params)
+    return ours, params
+
+
 @pytest.mark.parametrize("name,kw", CASES)
 def test_param_data_swaps_are_stepped(name, kw):
-    g = torch.Generator().manual_seed(1)
-    params = [torch.randn(s, generator=g).requires_grad_() for s in [(5, 3), (11,), (1,)]]
-    ours, ref, ref_params = _pair(name, params, **kw)
-    for step in range(5):
-        grads = [torch.randn(p.shape, generator=g) for p in params]
+    swapped = []
+
+    def swap(step, ours, params, ref, ref_params, gen):
+        if swapped:
+            old, kept = swapped.pop()
+            assert torch.equal(old, kept)                 # the old storage is no longer written
         if step in (2, 3):
             # New storage for params[0] (and a different value), as a reload or .to() would do.
-            fresh = torch.randn(params[0].shape, generator=g)
-            old = params[0].data
+            fresh = torch.randn(params[0].shape, generator=gen)
+            swapped.append((params[0].data, params[0].detach().clone()))
             params[0].data = fresh.clone()
             ref_params[0].data = fresh.clone()
-            kept = old.clone()
-        _set_grads(params, grads)
-        _set_grads(ref_params, grads)
-        ours.step()
-        ref.step()
-        if step in (2, 3):
-            assert torch.equal(old, kept)                 # the old storage is no longer written
-            assert not torch.equal(params[0].detach(), fresh)
-    _assert_same(ours, params, ref, ref_params)
+    _trajectory(name, kw, [(5, 3), (11,), (1,)], 1, 5, swap)
 
 
 def test_param_dtype_change_converts_state():
-    g = torch.Generator().manual_seed(2)
-    params = [torch.randn(s, generator=g).requires_grad_() for s in [(4, 3), (6,)]]
-    ours, ref, ref_params = _pair("Adam", params, lr=0.01)
-    for step in range(4):
-        if step == 2:
-            for p, q in zip(params, ref_params):
-                p.data, q.data = p.data.double(), q.data.double()
-            for q in ref_params:                          # torch.optim leaves that to the caller
-                for k in ("exp_avg", "exp_avg_sq"):
-                    ref.state[q][k] = ref.state[q][k].double()
-        grads = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
-        _set_grads(params, grads)
-        _set_grads(ref_params, grads)
-        ours.step()
-        ref.step()
+    def to_double(step, ours, params, ref, ref_params, gen):
+        if step != 2:
+            return
+        for p, q in zip(params, ref_params):
+            p.data, q.data = p.data.double(), q.data.double()
+        for q in ref_params:                              # torch.optim leaves that to the caller
+            for k in ("exp_avg", "exp_avg_sq"):
+                ref.state[q][k] = ref.state[q][k].double()
+    ours, params = _trajectory("Adam", dict(lr=0.01), [(4, 3), (6,)], 2, 4, to_double)
     assert ours.state[params[0]]["exp_avg"].dtype == torch.float64
-    _assert_same(ours, params, ref, ref_params)
 
 
 def test_replaced_state_tensors_are_used():
-    g = torch.Generator().manual_seed(3)
-    params = [torch.randn(s, generator=g).requires_grad_() for s in [(3, 3), (8,)]]
-    ours, ref, ref_params = _pair("Adam", params, lr=0.01)
-    for step in range(5):
+    def replace(step, ours, params, ref, ref_params, gen):
         if step == 2:
             for opt, ps in ((ours, params), (ref, ref_params)):
                 opt.state[ps[1]]["exp_avg"] = torch.full((8,), 0.25)
                 opt.state[ps[0]]["step"] = torch.tensor(40.0)
-        grads = [torch.randn(p.shape, generator=g) for p in params]
-        _set_grads(params, grads)
-        _set_grads(ref_params, grads)
-        ours.step()
-        ref.step()
-    _assert_same(ours, params, ref, ref_params)
+    ours, params = _trajectory("Adam", dict(lr=0.01), [(3, 3), (8,)], 3, 5, replace)
     assert float(ours.state[params[0]]["step"]) == 43.0
 
 
@@ -133,10 +133,7 @@ def test_frozen_params_and_params_that_start_or_stop_having_grads():
             grads[3] = None
         if step >= 6:
             grads[1] = None
-        _set_grads(params, grads)
-        _set_grads(ref_params, grads)
-        ours.step()
-        ref.step()
+        _step_both(ours, params, ref, ref_params, grads)
     _assert_same(ours, params, ref, ref_params)
     assert float(ours.state[params[3]]["step"]) == 5.0
 
@@ -148,10 +145,7 @@ def test_mixed_dtypes_in_one_group():
     ours, ref, ref_params = _pair("AdamW", params, lr=0.01)
     for step in range(4):
         grads = [torch.randn(5, generator=g, dtype=p.dtype) for p in params]
-        _set_grads(params, grads)
-        _set_grads(ref_params, grads)
-        ours.step()
-        ref.step()
+        _step_both(ours, params, ref, ref_params, grads)
     _assert_same(ours, params, ref, ref_params)
 
 
