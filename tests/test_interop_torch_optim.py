@@ -121,6 +121,15 @@ def test_replaced_state_tensors_are_used():
     assert float(ours.state[params[0]]["step"]) == 43.0
 
 
+def test_deleted_state_starts_over():
+    def forget(step, ours, params, ref, ref_params, gen):
+        if step == 3:
+            del ours.state[params[1]]
+            del ref.state[ref_params[1]]
+    ours, params = _trajectory("AdamW", dict(lr=0.02), [(6,), (2, 5), (3,)], 8, 6, forget)
+    assert [float(ours.state[p]["step"]) for p in params] == [6.0, 3.0, 6.0]
+
+
 def test_frozen_params_and_params_that_start_or_stop_having_grads():
     g = torch.Generator().manual_seed(4)
     shapes = [(4,), (3, 2), (5,), (1,)]

@@ -158,10 +158,11 @@ class _FusedStep:
                 continue
             if g.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            if rule.takes_step and p not in cohort:
-                # Read before _ft_prepare_state moves it to the param's device (free on CPU).
-                count = self.state[p].get("step", 0.0)
-                cohort[p] = ("count", float(count))
+            if rule.takes_step:
+                state = self.state[p]
+                if p not in cohort or "step" not in state:   # new, loaded or reset state
+                    # Read before _ft_prepare_state moves it to the param's device (free on CPU).
+                    cohort[p] = ("count", float(state.get("step", 0.0)))
             fresh = self._ft_prepare_state(p, spec)
             when = cohort[p] if rule.takes_step else fresh
             buckets.setdefault((p.device, p.dtype, g.dtype, when), []).append(i)
@@ -234,11 +235,12 @@ class _Bucket:
 
 
 class _Plan:
-    __slots__ = ("params", "state", "keys", "idle", "buckets")
+    __slots__ = ("params", "state", "n_state", "keys", "idle", "buckets")
 
     def __init__(self, opt, group, keys, idle):
         self.params = list(group["params"])
         self.state = opt.state
+        self.n_state = len(opt.state)
         self.keys = keys
         self.idle = idle
         self.buckets = []
@@ -249,7 +251,10 @@ class _Plan:
 
     def fits(self, opt, group):
         params = group["params"]
-        return (opt.state is self.state and len(params) == len(self.params)
+        # A param's state dict is the one torch.optim keeps for it: replaced dicts come with
+        # load_state_dict (which drops the plans) or a new opt.state; a deleted one shows in len.
+        return (opt.state is self.state and len(opt.state) == self.n_state
+                and len(params) == len(self.params)
                 and tuple(opt._ft_rule.state(group)) == self.keys
                 and all(map(is_, params, self.params)))
 
