@@ -182,7 +182,7 @@ std::string take_error_message() {
 
 // ---- routes -------------------------------------------------------------------------------
 
-enum class Via : uint8_t { exchange, cupy, cai, dlpack, none };
+enum class Via : uint8_t { numpy, exchange, cupy, cai, dlpack, none };
 
 struct Route {
   PyTypeObject* type;
@@ -232,6 +232,12 @@ size_t route_index(PyTypeObject* t) {
     if (g_routes[i].type == t) return i;
   PyObject* type = reinterpret_cast<PyObject*>(t);
   Route r{t, Via::none, false, false, nullptr, -1, nullptr};
+  if (PyType_IsSubtype(t, py::detail::npy_api::get().PyArray_Type_)) {
+    r.via = Via::numpy;
+    Py_INCREF(type);
+    g_routes.push_back(r);
+    return g_routes.size() - 1;
+  }
   PyObject* mod = PyObject_GetAttrString(type, "__module__");
   if (mod && PyUnicode_Check(mod)) {
     const char* m = PyUnicode_AsUTF8(mod);
@@ -412,14 +418,10 @@ TensorView import_array(py::handle obj, const ArgRef& at, Access access, ExportH
                         Layout* layout) {
   PyObject* o = obj.ptr();
   if (o == Py_None) type_error(at, "is None; expected an array");
-  if (py::isinstance<py::array>(obj)) {
-    TensorView v = from_numpy(o, at, access, layout);
-    keep.hold(o);
-    return v;
-  }
   Route& r = g_routes[route_index(Py_TYPE(o))];
   TensorView v;
   switch (r.via) {
+    case Via::numpy: v = from_numpy(o, at, access, layout); break;
     case Via::exchange: v = from_exchange(o, r, at, layout); break;
     case Via::cupy:
       if (from_cupy(o, at, layout, &v)) break;
@@ -541,7 +543,7 @@ ScalarArg scalar_arg(py::handle obj, const ArgRef& at, ExportHolder& keep) {
 }
 
 py::object framework_stream(py::handle obj) {
-  if (obj.is_none() || py::isinstance<py::array>(obj)) return py::none();
+  if (obj.is_none()) return py::none();
   const Route& r = g_routes[route_index(Py_TYPE(obj.ptr()))];
   if (r.via != Via::exchange || !r.api->current_work_stream) return py::none();
   dl::Tensor t;

@@ -1,6 +1,6 @@
 // Caller arrays -> TensorViews without copying.  Errors name the function, argument and index.
 // Note [import routes]: NumPy through its array struct; types exposing DLPack's C exchange API
-// (`__dlpack_c_exchange_api__`: PyTorch >= 2.12) through its non-owning DLTensor export, no
+// (`__dlpack_c_exchange_api__`, which PyTorch 2.13 has) through its non-owning DLTensor export, no
 // Python call; CuPy through its array attributes; other CUDA arrays (Numba) through
 // __cuda_array_interface__; everything else (older PyTorch, JAX, ...) through __dlpack__.
 // The route is picked once per Python type and cached.

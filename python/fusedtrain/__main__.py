@@ -41,8 +41,10 @@ def main(argv=None):
     p.set_defaults(func=_info)
 
     p = sub.add_parser("bench", help="time our kernels against torch (or the NumPy reference)",
-                       description="Times the CPU optimizer and batch-norm suites (and the CUDA "
-                       "ones when a GPU is visible) against PyTorch when installed, else the "
+                       description="Times the CPU optimizer and batch-norm suites, the torch user "
+                       "path (ft.torch optimizers on ResNet-50 / GPT-2 small parameter lists and "
+                       "tensor import; needs torch), and the CUDA ones when a GPU is visible, "
+                       "against PyTorch when installed, else the "
                        "NumPy reference; prints time, GB/s, %% of measured bandwidth and the "
                        "ratio to the baseline.")
     p.add_argument("--quick", action="store_true", help="smaller workloads, short budgets (< 1 min)")
@@ -51,7 +53,8 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="compare with the NumPy reference")
     p.add_argument("--cpu-only", action="store_true", help="skip the CUDA suites")
     p.add_argument("--suites", metavar="WORDS",
-                   help="comma-separated words a suite name must contain: optim, batch norm, cpu, cuda")
+                   help="comma-separated words a suite name must contain: optim, batch norm, "
+                   "user path, cpu, cuda")
     p.add_argument("--budget", type=float, metavar="S", help="seconds of timed calls per cell")
     p.set_defaults(func=_bench)
 

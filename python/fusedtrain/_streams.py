@@ -1,4 +1,5 @@
 """Which CUDA stream a call launches on: stream=, else the caller's framework's current stream."""
+from . import _C
 
 
 def _first_array(arrays):
@@ -34,6 +35,10 @@ def launch_stream(arrays, stream=None):
             return None
         if stream is not None:
             return _handle(stream)
+        # DLPack's exchange API answers without creating a torch.cuda.Stream object.
+        handle = _C._framework_stream(first)
+        if handle is not None:
+            return handle
         import torch
         return torch.cuda.current_stream(first.device).cuda_stream
     if not hasattr(first, "__cuda_array_interface__"):

@@ -7,7 +7,7 @@ import platform
 import sys
 import time
 
-from . import batch_norm, machine, optim, report
+from . import batch_norm, machine, optim, report, user_path
 from .cases import OURS
 from .timing import Timing, time_turns
 
@@ -73,9 +73,10 @@ def _row(case, results, bw_gbs):
 def plan(quick, torch, cuda_torch, cupy, use_cuda):
     """(device, suite specs) for every suite that applies here."""
     out = [("cpu", optim.specs(quick=quick, device="cpu", torch=torch)),
-           ("cpu", batch_norm.specs(quick=quick, device="cpu", torch=torch))]
+           ("cpu", batch_norm.specs(quick=quick, device="cpu", torch=torch)),
+           ("cpu", user_path.specs(quick=quick, device="cpu", torch=torch))]
     if use_cuda:
-        for suite in (optim, batch_norm):
+        for suite in (optim, batch_norm, user_path):
             out.append(("cuda", suite.specs(quick=quick, device="cuda", torch=cuda_torch, cupy=cupy)))
     return out
 

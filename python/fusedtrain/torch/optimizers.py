@@ -19,6 +19,7 @@ Note [torch drop-in state]:
   reads the loaded counts once.
 """
 import itertools
+from operator import is_
 
 import torch
 
@@ -49,8 +50,9 @@ class _FusedStep:
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        # Loaded step counts are read once, at the next step.
+        # Loaded step counts are read once, at the next step; every plan is rebuilt.
         self.__dict__.setdefault("_ft_cohort", {}).clear()
+        self.__dict__.setdefault("_ft_plans", {}).clear()
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -62,11 +64,60 @@ class _FusedStep:
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
+        plans = self.__dict__.setdefault("_ft_plans", {})
         for group in self.param_groups:
-            self._ft_step_group(group, grad_scale, found_inf)
+            plan = plans.pop(id(group), None)
+            done = 0
+            if plan is not None and plan.fits(self, group):
+                done = self._ft_replay(group, plan, grad_scale, found_inf)
+                if done == len(plan.buckets):
+                    plans[id(group)] = plan
+                    continue
+            # First step, or something changed: bucket from scratch (what is left of the group).
+            rest = None if done == 0 else [i for b in plan.buckets[done:] for i in b.idx]
+            plan = self._ft_step_group(group, rest, grad_scale, found_inf)
+            if plan is not None:
+                plans[id(group)] = plan
         return loss
 
     # -- internals ----------------------------------------------------------------------------
+    # Note [step plans]: what a group's step needs besides the arrays themselves (its buckets,
+    # the state dict of each param, one step-count buffer per bucket) is worked out once and
+    # replayed while it still holds; the arrays (params, their current .grad, state tensors)
+    # are read afresh each step, so a new .grad, a `p.data = ...` swap or a replaced state tensor
+    # is used at once.  A replay checks, per param, only what it cannot leave to the kernel's
+    # own validation: the same params in the group, the same params with and without grads, the
+    # same step-count tensors.  Anything else that changed (a param's dtype or device, a state
+    # of the wrong dtype) makes the kernel raise before writing, and the group is bucketed
+    # again from scratch.  Step counts: each param keeps torch's 0-dim float32 "step" tensor,
+    # but those of a bucket are views of one buffer, advanced by one op per step.
+
+    def _ft_replay(self, group, plan, grad_scale, found_inf):
+        """Steps the plan's buckets in order; returns how many were stepped (all, or up to the
+        first that no longer fits)."""
+        params = group["params"]
+        grads = [p.grad for p in params]
+        # The same params without grads as when planned ("is", not "in": a tensor's == is slow).
+        if len([g for g in grads if g is None]) != len(plan.idle) or \
+                any(grads[i] is not None for i in plan.idle):
+            return 0
+        for k, b in enumerate(plan.buckets):
+            ps = params if b.whole else [params[i] for i in b.idx]
+            gs = grads if b.whole else [grads[i] for i in b.idx]
+            try:
+                if b.steps is not None and \
+                        not all(map(is_, [d["step"] for d in b.dicts], b.steps)):
+                    # A step count set from outside: read the counts again.
+                    cohort = self._ft_cohort
+                    for p in ps:
+                        cohort.pop(p, None)
+                    return k
+                self._ft_call(group, b, ps, gs, grad_scale, found_inf)
+            except (TypeError, ValueError, KeyError):
+                # Validated before anything was written: redo this bucket from scratch.
+                return k
+        return len(plan.buckets)
+
     def _ft_prepare_state(self, p, spec):
         """Create or adapt p's state; True when p has never stepped (fresh state)."""
         rule, state = self._ft_rule, self.state[p]
@@ -89,61 +140,123 @@ class _FusedStep:
                 state[key] = t.to(device=p.device, dtype=sdtype)
         return fresh
 
-    def _ft_step_group(self, group, grad_scale, found_inf):
+    def _ft_step_group(self, group, only, grad_scale, found_inf):
+        """Buckets the params with grads (of `only`, indices into the group, or all), steps
+        each bucket and returns the plan to replay (None after a step that changed state
+        layout)."""
         rule = self._ft_rule
         spec = rule.state(group)
         cohort = self.__dict__.setdefault("_ft_cohort", {})
         tickets = self.__dict__.setdefault("_ft_tickets", itertools.count())
-        buckets = {}
-        for p in group["params"]:
+        params = group["params"]
+        buckets, idle = {}, []
+        for i in (range(len(params)) if only is None else only):
+            p = params[i]
             g = p.grad
             if g is None:
+                idle.append(i)
                 continue
             if g.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            if rule.takes_step and p not in cohort:
-                # Read before _ft_prepare_state moves it to the param's device (free on CPU).
-                count = self.state[p].get("step", 0.0)
-                cohort[p] = ("count", float(count))
-            fresh = self._ft_prepare_state(p, spec)
             if rule.takes_step:
-                when = cohort[p]
+                state = self.state[p]
+                if p not in cohort or "step" not in state:   # new, loaded or reset state
+                    # Read before _ft_prepare_state moves it to the param's device (free on CPU).
+                    cohort[p] = ("count", float(state.get("step", 0.0)))
+            fresh = self._ft_prepare_state(p, spec)
+            when = cohort[p] if rule.takes_step else fresh
+            buckets.setdefault((p.device, p.dtype, g.dtype, when), []).append(i)
+        plan = _Plan(self, group, tuple(spec), idle)
+        for (device, _, _, when), idx in buckets.items():
+            b = _Bucket(idx, len(idx) == len(params), [self.state[params[i]] for i in idx],
+                        device)
+            if rule.takes_step:
+                b.share_steps()
             else:
-                when = fresh
-            buckets.setdefault((p.device, p.dtype, g.dtype, when), []).append(p)
-        for (device, _, _, when), ps in buckets.items():
-            self._ft_call(group, ps, device, spec, when, grad_scale, found_inf)
+                b.fresh = when
+            ps = [params[i] for i in idx]
+            self._ft_call(group, b, ps, [p.grad for p in ps], grad_scale, found_inf)
             if rule.takes_step:
                 ticket = next(tickets)
                 for p in ps:
                     cohort[p] = ticket
+            b.fresh = False
+            plan.buckets.append(b)
+        return None if only is not None or plan.dropped else plan
 
-    def _ft_call(self, group, ps, device, spec, when, grad_scale, found_inf):
-        rule, state = self._ft_rule, self.state
+    def _ft_call(self, group, b, ps, gs, grad_scale, found_inf):
+        rule, device = self._ft_rule, b.device
         grad_scale = _on(grad_scale, device)
         found_inf = _on(found_inf, device)
         lr = group["lr"]
         if torch.is_tensor(lr) and lr.device.type != "cpu":
             lr = _on(lr, device)
-        lists = {k: [state[p][k] for p in ps] for k in spec}
-        steps = None
-        if rule.takes_step:
-            steps = [state[p]["step"] for p in ps]
-            torch._foreach_add_(steps, 1.0)
-            step = steps[0]
-        else:
-            step = 1 if when else 2       # SGD momentum: a fresh buffer takes the grad
-        rule.call(group, ps, [p.grad for p in ps], lists, step, lr, grad_scale=grad_scale,
-                  found_inf=found_inf)
-        if found_inf is None:
+        dicts = b.dicts
+        lists = {k: [d[k] for d in dicts] for k in self._ft_rule.state(group)}
+        if b.steps is not None:
+            b.buffer.add_(1.0)
+            try:
+                rule.call(group, ps, gs, lists, b.steps[0], lr, grad_scale=grad_scale,
+                          found_inf=found_inf)
+            except BaseException:
+                b.buffer.sub_(1.0)
+                raise
+            if found_inf is not None:
+                b.buffer.sub_(found_inf.ne(0).to(torch.float32))
             return
-        if steps is not None:
-            torch._foreach_add_(steps, found_inf.ne(0).to(torch.float32), alpha=-1.0)
-        elif when and device.type == "cpu" and bool(found_inf):
+        # SGD momentum: a fresh buffer takes the grad (step 1)
+        rule.call(group, ps, gs, lists, 1 if b.fresh else 2, lr, grad_scale=grad_scale,
+                  found_inf=found_inf)
+        if b.fresh and found_inf is not None and device.type == "cpu" and bool(found_inf):
             # A skipped first SGD step leaves the buffers unset, as a skipped torch step does.
-            for p in ps:
-                for k in spec:
-                    del state[p][k]
+            for d in dicts:
+                for k in lists:
+                    del d[k]
+            b.plan_dropped = True
+
+
+class _Bucket:
+    """Params of a group stepped by one kernel call (Note [step plans])."""
+
+    __slots__ = ("idx", "whole", "dicts", "device", "buffer", "steps", "fresh", "plan_dropped")
+
+    def __init__(self, idx, whole, dicts, device):
+        self.idx, self.whole, self.dicts, self.device = idx, whole, dicts, device
+        self.buffer = self.steps = None
+        self.fresh = self.plan_dropped = False
+
+    def share_steps(self):
+        """Makes the bucket's step tensors views of one buffer (same values, torch's layout)."""
+        steps = [d["step"] for d in self.dicts]
+        self.buffer = torch.stack(steps) if len(steps) > 1 else steps[0].reshape(1).clone()
+        self.steps = list(self.buffer.unbind(0))
+        for d, s in zip(self.dicts, self.steps):
+            d["step"] = s
+
+
+class _Plan:
+    __slots__ = ("params", "state", "n_state", "keys", "idle", "buckets")
+
+    def __init__(self, opt, group, keys, idle):
+        self.params = list(group["params"])
+        self.state = opt.state
+        self.n_state = len(opt.state)
+        self.keys = keys
+        self.idle = idle
+        self.buckets = []
+
+    @property
+    def dropped(self):
+        return any(b.plan_dropped for b in self.buckets)
+
+    def fits(self, opt, group):
+        params = group["params"]
+        # A param's state dict is the one torch.optim keeps for it: replaced dicts come with
+        # load_state_dict (which drops the plans) or a new opt.state; a deleted one shows in len.
+        return (opt.state is self.state and len(opt.state) == self.n_state
+                and len(params) == len(self.params)
+                and tuple(opt._ft_rule.state(group)) == self.keys
+                and all(map(is_, params, self.params)))
 
 
 def _on(t, device):
