@@ -86,9 +86,9 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         cl = view is not None
         x_in = (view if cl else x.contiguous()).detach()
         C = _channels(x_in, cl)
-        row, mean, var, count = _distributed.stats_row(C, x_in.device)
-        local = _stats_into(x_in, mean, var, channels_last=cl, fn=_FN)
-        count.fill_(local)
+        row, row_mean, row_var, row_count = _distributed.stats_row(C, x_in.device)
+        local = _stats_into(x_in, row_mean, row_var, channels_last=cl, fn=_FN)
+        row_count.fill_(local)
         g_mean, g_var, total = _distributed.merge_rows(row, C, group)
         if total <= 1:
             # Every rank sees the same total, so every rank raises.
