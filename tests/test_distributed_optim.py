@@ -170,11 +170,16 @@ class _CountCalls:
         self.module._C = self.real
 
 
-def _groups(model):
-    """Two param groups: weights with weight decay, biases without."""
+def _groups(model, extra=()):
+    """Two param groups: weights with weight decay, biases (and ``extra``) without."""
     weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
     biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
-    return [{"params": weights}, {"params": biases, "weight_decay": 0.0}]
+    return [{"params": weights}, {"params": list(extra) + biases, "weight_decay": 0.0}]
+
+
+def _plain_param():
+    """A param outside FSDP2 (a plain tensor, the same on every rank) in a DTensor group."""
+    return torch.nn.Parameter(torch.linspace(-1, 1, 5, dtype=F64))
 
 
 def _fsdp2(rank, world):
@@ -185,12 +190,14 @@ def _fsdp2(rank, world):
     p0 = next(model.parameters())
     assert type(p0).__name__ == "DTensor"
     # Linear(3, 1) has one output row: rank 1's shards of it are empty.
-    opt = ftt.AdamW(_groups(model), lr=0.05, weight_decay=0.1)
-    opt_t = torch.optim.AdamW(_groups(model_t), lr=0.05, weight_decay=0.1, foreach=False)
+    plain, plain_t = _plain_param(), _plain_param()
+    opt = ftt.AdamW(_groups(model, [plain]), lr=0.05, weight_decay=0.1)
+    opt_t = torch.optim.AdamW(_groups(model_t, [plain_t]), lr=0.05, weight_decay=0.1,
+                              foreach=False)
     for step in range(STEPS):
-        for m, o in ((model, opt), (model_t, opt_t)):
+        for m, o, q in ((model, opt, plain), (model_t, opt_t, plain_t)):
             o.zero_grad()
-            _loss(m, *_my_slice(rank, world, step)).backward()
+            (_loss(m, *_my_slice(rank, world, step)) + q.square().sum()).backward()
         grads = [p.grad for p in model.parameters()]
         with Collectives() as clip:
             norm = ft.clip_grad_norm_(grads, max_norm=0.5)
@@ -202,19 +209,22 @@ def _fsdp2(rank, world):
             opt.step()
         finally:
             counter.restore()
-        # One fused call per group, on the plain local shards.
-        assert [c[0] for c in counter.calls] == ["adam_", "adam_"], counter.calls
-        assert all(set(types) == {"Tensor"} for _, types in counter.calls), counter.calls
+        # One fused call per group, on the plain local shards (the group that mixes in a
+        # plain param: one call for it, one for the DTensors).
+        assert [c[0] for c in counter.calls] == ["adam_"] * 3, counter.calls
+        assert not any("DTensor" in types for _, types in counter.calls), counter.calls
         opt_t.step()
+    assert_close(plain.detach(), plain_t.detach(), TOL, "plain param beside DTensors")
     for (name, p), q in zip(model.named_parameters(), model_t.parameters()):
         assert_close(p.to_local(), q.to_local(), TOL, f"FSDP2 AdamW {name}")
         for k in ("exp_avg", "exp_avg_sq"):
             assert_close(opt.state[p][k].to_local(), opt_t.state[q][k].to_local(), TOL,
                          f"FSDP2 AdamW state {name}.{k}")
     # The state (DTensors, torch's layout) loads into torch.optim.AdamW and back.
-    again = torch.optim.AdamW(_groups(model), lr=0.05, weight_decay=0.1, foreach=False)
+    again = torch.optim.AdamW(_groups(model, [plain]), lr=0.05, weight_decay=0.1,
+                              foreach=False)
     again.load_state_dict(opt.state_dict())
-    ftt.AdamW(_groups(model), lr=0.05).load_state_dict(again.state_dict())
+    ftt.AdamW(_groups(model, [plain]), lr=0.05).load_state_dict(again.state_dict())
     _check_dtensor_norms(rank, model, model_t)
 
 

@@ -23,6 +23,7 @@ from operator import is_
 
 import torch
 
+from .._dtensor import is_dtensor
 from .._optim_rules import RULES
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
@@ -165,9 +166,12 @@ class _FusedStep:
                     cohort[p] = ("count", float(state.get("step", 0.0)))
             fresh = self._ft_prepare_state(p, spec)
             when = cohort[p] if rule.takes_step else fresh
-            buckets.setdefault((p.device, p.dtype, g.dtype, when), []).append(i)
+            # DTensors (FSDP2) and plain tensors go to separate calls: a rule call takes its
+            # lists' local shards when they hold DTensors (Note [DTensor shards]).
+            key = (p.device, p.dtype, g.dtype, when, is_dtensor(p))
+            buckets.setdefault(key, []).append(i)
         plan = _Plan(self, group, tuple(spec), idle)
-        for (device, _, _, when), idx in buckets.items():
+        for (device, _, _, when, _), idx in buckets.items():
             b = _Bucket(idx, len(idx) == len(params), [self.state[params[i]] for i in idx],
                         device)
             if rule.takes_step:
