@@ -229,7 +229,7 @@ def _fsdp2(rank, world):
 
 
 def _check_dtensor_norms(rank, model, model_t):
-    """ft.global_norm (2, inf), a rule's max_grad_norm and bad lists on DTensor grads."""
+    """ft.global_norm (2, inf, 1.5), a rule's max_grad_norm, ema_ and bad lists on DTensors."""
     for m in (model, model_t):
         m.zero_grad()
         _loss(m, *_my_slice(rank, 2, 99)).backward()
@@ -255,6 +255,10 @@ def _check_dtensor_norms(rank, model, model_t):
     ft.adamw_(clipped, [q.grad for q in model_t.parameters()], *state_t, step=1, lr=0.1)
     for i, (a, b) in enumerate(zip(params, clipped)):
         assert_close(a.to_local(), b.to_local(), TOL, f"adamw_(max_grad_norm) params[{i}]")
+    averages = [torch.zeros_like(p) for p in params]
+    ft.ema_(averages, params, decay=0.75)              # shard by shard, no collective
+    for i, (a, p) in enumerate(zip(averages, params)):
+        assert_close(a.to_local(), 0.25 * p.to_local(), TOL, f"ema_ averages[{i}]")
     plain = [g.to_local() for g in grads]
     with pytest.raises(TypeError, match=r"grads\[1\]"):
         ft.clip_grad_norm_([grads[0], plain[1]], max_norm=1.0)

@@ -1,4 +1,5 @@
-"""PyTorch integration: torch.optim drop-ins (and BatchNorm modules) over fusedtrain's kernels.
+"""PyTorch integration: torch.optim drop-ins, BatchNorm and SyncBatchNorm modules over fusedtrain's
+kernels.
 
 Imported only on first access to ``fusedtrain.torch``: ``import fusedtrain`` never imports torch.
 """
