@@ -264,6 +264,9 @@ def _check_dtensor_norms(rank, model, model_t):
         ft.clip_grad_norm_([grads[0], plain[1]], max_norm=1.0)
     with pytest.raises(TypeError, match=r"grads\[2\]"):
         ft.adamw_(params[:3], grads[:2] + plain[2:3], *[s[:3] for s in state], step=1)
+    # A DTensor behind a plain tensor: refused by name, not read at its null data pointer.
+    with pytest.raises(TypeError, match=r"arrays\[1\].*no memory of its own"):
+        ft.global_norm([plain[0], grads[1]])
 
 
 def _all_checks(rank, world, fsdp2):

@@ -188,3 +188,29 @@ def test_cupy_attribute_route_reads_pointer_layout_and_device():
         _C._import_views([_fake_cupy(4096, (3, 5), (40, 8), "float32")])
     with pytest.raises(TypeError, match=r"arrays\[0\] has dtype int32"):
         _C._import_views([_fake_cupy(4096, (3,), (4,), "int32")])
+
+
+def test_tensor_subclass_with_its_own_dispatch_is_refused_by_name(torch):
+    # Note [dispatch subclasses]: a wrapper subclass exports no memory of its own; reading it
+    # crashed before. A subclass that keeps torch's dispatch (like nn.Parameter) is an ordinary
+    # tensor.
+    class Wrapper(torch.Tensor):
+        @staticmethod
+        def __new__(cls, inner):
+            return torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype)
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        @classmethod
+        def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+            raise NotImplementedError(func)
+
+    class Plain(torch.Tensor):
+        pass
+
+    w = Wrapper(torch.ones(8))
+    with pytest.raises(TypeError, match=r"arrays\[1\] is a Wrapper, a tensor subclass"):
+        ft.global_norm([torch.ones(3), w])
+    p = torch.ones(9).as_subclass(Plain)
+    assert ft.global_norm([p]) == 3.0

@@ -182,7 +182,30 @@ std::string take_error_message() {
 
 // ---- routes -------------------------------------------------------------------------------
 
-enum class Via : uint8_t { numpy, exchange, cupy, cai, dlpack, none };
+// subclass: a torch tensor subclass with a __torch_dispatch__ of its own (Note [dispatch subclasses]).
+enum class Via : uint8_t { numpy, exchange, cupy, cai, dlpack, subclass, none };
+
+// Note [dispatch subclasses]: a torch.Tensor subclass that overrides __torch_dispatch__ (DTensor,
+// FakeTensor, wrapper subclasses) has no memory of its own: its exported data pointer is null, or
+// null plus its storage offset (an FSDP2 grad shows 140).  The route is decided once per type,
+// so refusing them costs nothing per array.
+bool overrides_torch_dispatch(PyObject* type) {
+  static PyObject* disabled = [] {
+    PyObject* c = PyImport_ImportModule("torch._C");
+    PyObject* f = c ? PyObject_GetAttrString(c, "_disabled_torch_dispatch_impl") : nullptr;
+    Py_XDECREF(c);
+    PyErr_Clear();
+    return f;
+  }();
+  PyObject* own = PyObject_GetAttrString(type, "__torch_dispatch__");
+  if (!own) {
+    PyErr_Clear();
+    return false;
+  }
+  const bool overrides = disabled && own != disabled;
+  Py_DECREF(own);
+  return overrides;
+}
 
 struct Route {
   PyTypeObject* type;
@@ -247,7 +270,8 @@ size_t route_index(PyTypeObject* t) {
   }
   Py_XDECREF(mod);
   PyErr_Clear();
-  if (g_use_exchange && (r.api = exchange_api_of(type))) r.via = Via::exchange;
+  if (type_has(type, "__torch_dispatch__") && overrides_torch_dispatch(type)) r.via = Via::subclass;
+  else if (g_use_exchange && (r.api = exchange_api_of(type))) r.via = Via::exchange;
   // torch's __cuda_array_interface__ refuses bfloat16 and requires_grad tensors: DLPack for torch.
   else if (r.via == Via::none && !r.torch && type_has(type, "__cuda_array_interface__")) r.via = Via::cai;
   else if (r.via == Via::none && type_has(type, "__dlpack__")) r.via = Via::dlpack;
@@ -429,6 +453,10 @@ TensorView import_array(py::handle obj, const ArgRef& at, Access access, ExportH
       break;
     case Via::cai: v = from_cuda_array_interface(obj, at, access, layout); break;
     case Via::dlpack: v = from_dlpack(obj, r, at, access, keep, layout); break;
+    case Via::subclass:
+      type_error(at, "is a " + type_name(obj) + ", a tensor subclass with no memory of its own "
+                     "(for a DTensor, pass its local shard, .to_local(), or a list of DTensors "
+                     "only)");
     case Via::none:
       // An instance attribute rather than a type's: the general route.
       if (py::hasattr(obj, "__dlpack__")) {
@@ -438,6 +466,9 @@ TensorView import_array(py::handle obj, const ArgRef& at, Access access, ExportH
       type_error(at, "is a " + type_name(obj) +
                          "; expected a NumPy array or an array with __dlpack__ (torch, cupy, ...)");
   }
+  // Whatever route: an array with elements at address 0 has no memory a kernel may touch.
+  if (v.data == nullptr && v.numel > 0)
+    type_error(at, "is a " + type_name(obj) + " with no memory of its own (null data pointer)");
   keep.hold(o);
   return v;
 }
