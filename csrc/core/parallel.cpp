@@ -101,18 +101,30 @@ class Pool {
   bool stop_ = false;
 };
 
-std::mutex g_config_mu;
-int g_threads = 0;  // 0: not yet read from the environment
+std::mutex g_config_mu;  // guards g_threads
+int g_threads = 0;       // 0: not yet read from the environment
+std::mutex g_region_mu;  // one parallel region at a time; guards g_pool
 Pool* g_pool = nullptr;
 
-// A forked child has none of the parent's workers; forget the pool (its memory is leaked on
-// purpose: destroying it would join threads that do not exist) and build a new one on demand.
-void after_fork_in_child() { g_pool = nullptr; }
+// fork() waits for a running region to end, so the child never inherits a locked region mutex.
+// A forked child has none of the parent's workers; it forgets the pool (its memory is leaked on
+// purpose: destroying it would join threads that do not exist) and builds a new one on demand.
+void before_fork() { g_region_mu.lock(); }
+void after_fork_in_parent() { g_region_mu.unlock(); }
+void after_fork_in_child() {
+  g_pool = nullptr;
+  g_region_mu.unlock();
+}
 
 std::once_flag g_atfork_once;
 
+// Note [one thread count per region]: the pool is sized from the same snapshot of the thread
+// count that cut the region into parts. Reading the count again here would let a concurrent
+// set_num_threads shrink the pool below the parts already promised, and run() would wait forever
+// for parts no worker takes.
 Pool* pool_for(int threads) {
-  std::call_once(g_atfork_once, [] { pthread_atfork(nullptr, nullptr, after_fork_in_child); });
+  std::call_once(g_atfork_once,
+                 [] { pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child); });
   if (g_pool == nullptr || g_pool->workers() != threads - 1) {
     delete g_pool;
     g_pool = new Pool(threads - 1);
@@ -135,15 +147,16 @@ void set_num_threads(int n) {
 
 void parallel_for(int64_t n, int64_t total_work, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
-  int64_t want = std::min<int64_t>(get_num_threads(), n);
+  const int threads = get_num_threads();  // Note [one thread count per region]
+  int64_t want = std::min<int64_t>(threads, n);
   want = std::min<int64_t>(want, std::max<int64_t>(1, total_work / kMinWorkPerThread));
   if (want <= 1) {
     fn(0, n);
     return;
   }
   int parts = int(want);
-  std::lock_guard<std::mutex> lk(g_config_mu);  // one parallel region at a time
-  Pool* pool = pool_for(g_threads);
+  std::lock_guard<std::mutex> lk(g_region_mu);
+  Pool* pool = pool_for(threads);
   pool->run(parts, [&](int part) {
     int64_t b = n * part / parts, e = n * (part + 1) / parts;
     if (b < e) fn(b, e);
