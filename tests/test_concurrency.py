@@ -70,3 +70,77 @@ def test_threads_stepping_while_thread_count_changes():
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ok"), out.stdout
     assert int(out.stdout.split()[1]) > 10, "set_num_threads barely ran while the workers did"
+
+
+def _child(script, env=None):
+    import os
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+# Steps a few arrays with 2 and 3 threads after a 2-thread torch op; prints the backend the regions
+# ran on and a digest of every result.
+AFTER_TORCH = """
+    import hashlib, numpy as np, torch, fusedtrain as ft
+    torch.set_num_threads(2)
+    t = torch.randn(1 << 20)
+    digest = hashlib.sha256()
+    for threads in (2, 3):
+        ft.set_num_threads(threads)
+        (t * 2).sum()                      # torch's OpenMP workers are spinning now
+        rng = np.random.default_rng(0)
+        p = [rng.standard_normal(n).astype(np.float32) for n in (2 ** 20 + 3, 4099)]
+        m, v = [np.zeros_like(a) for a in p], [np.zeros_like(a) for a in p]
+        for k in range(1, 4):
+            g = [rng.standard_normal(a.shape).astype(np.float32) for a in p]
+            ft.adamw_(p, g, m, v, step=k, lr=1e-2)
+        x = rng.standard_normal((16, 8, 4000)).astype(np.float32)
+        y, mean, invstd = ft.batch_norm_forward(x)
+        for a in p + m + v + [y, mean, invstd]:
+            digest.update(a.tobytes())
+        digest.update(repr(ft.global_norm(p)).encode())
+    print(ft.info()["threads_backend"], digest.hexdigest())
+"""
+
+
+def test_regions_after_a_torch_op_run_on_its_openmp_threads_with_the_same_bits():
+    pytest = __import__("pytest")
+    pytest.importorskip("torch")
+    shared = _child(AFTER_TORCH).split()
+    own = _child(AFTER_TORCH, {"FUSEDTRAIN_SHARE_OPENMP": "0"}).split()
+    one = _child(AFTER_TORCH.replace("(2, 3)", "(1, 1)")).split()
+    assert shared[0] == "openmp", "with torch loaded, regions should run on its OpenMP threads"
+    assert own[0] == "pool"
+    assert shared[1] == own[1] == one[1], "results depend on who runs the threads"
+
+
+def test_kernels_run_in_a_forked_child():
+    # After regions ran on threads (ours, or torch's OpenMP ones), a forked child has none of
+    # them; its kernels must neither hang nor differ.
+    import os
+    if not hasattr(os, "fork"):
+        return
+    out = _child("""
+        import os, signal, sys, numpy as np, fusedtrain as ft
+        try:
+            import torch
+            torch.set_num_threads(2)
+            (torch.randn(1 << 20) * 2).sum()
+        except ImportError:
+            pass
+        ft.set_num_threads(2)
+        def step():
+            p = np.ones(1 << 20, np.float32)
+            ft.sgd_([p], [np.full_like(p, 0.5)], lr=0.1)
+            return p.tobytes()
+        expected = step()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)               # a hang in the child ends it with SIGALRM
+            os._exit(0 if step() == expected else 1)
+        _, status = os.waitpid(pid, 0)
+        print("child", status)
+    """)
+    assert out.split() == ["child", "0"], out

@@ -30,8 +30,11 @@ void init_runtime(py::module_& m) {
     }
   });
   m.def("get_num_threads", &get_num_threads);
+  m.def("threads_backend", &threads_backend);
   m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+    if (n < 1 || n > kMaxThreads)
+      throw py::value_error("set_num_threads: n must be in [1, " + std::to_string(kMaxThreads) +
+                            "], got " + std::to_string(n));
     set_num_threads(n);
   });
   m.def("cuda_compiled", &cuda::compiled);
