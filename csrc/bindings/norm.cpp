@@ -46,6 +46,12 @@ BnShape layout_of(const TensorView& x, bool channels_last, const ArgRef& at) {
     for (int i = 2; i < x.ndim; ++i) s.inner *= x.shape[i];
   }
   if (s.channels < 1) value_error(at, "has no channels, shape " + shape_str(x));
+  // Note [empty batch norm] (csrc/cpu/bn_kernels.cpp): every backend sees an input without
+  // values per channel as (0, C, 1), never as N rows of inner == 0.
+  if (s.per_channel() == 0) {
+    s.outer = 0;
+    s.inner = 1;
+  }
   return s;
 }
 
