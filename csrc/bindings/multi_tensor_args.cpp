@@ -1,7 +1,12 @@
 // Validation of multi-tensor arguments (see multi_tensor_args.h).
 #include "bindings/multi_tensor_args.h"
 
+#include <cmath>
+#include <cstdio>
+#include <string>
 #include <vector>
+
+#include "core/option_overrides.h"
 
 namespace ft::bind {
 namespace {
@@ -92,6 +97,28 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
   return mt;
 }
 
+namespace {
+
+// Note [host scalars]: a scalar read on the host (a number, or a 1-element CPU array) gets the
+// checks a Python number gets in fusedtrain/_checks.py; a device scalar is read by the kernel
+// and is the caller's to keep valid (Note [step range] for what a bad device step becomes).
+void check_host_scalars(const char* fn, const StepArgs& a) {
+  auto bad = [&](const char* name, const ScalarArg& s, const char* want) {
+    char got[32];
+    std::snprintf(got, sizeof got, "%.17g", s.host);
+    value_error(ArgRef{fn, name, -1}, std::string("must be ") + want + ", got " + got);
+  };
+  auto host = [](const ScalarArg& s) { return s.present && !s.on_device; };
+  if (host(a.grad_scale) && !(a.grad_scale.host > 0 && std::isfinite(a.grad_scale.host)))
+    bad("grad_scale", a.grad_scale, "a finite number > 0 (grads are divided by it)");
+  if (host(a.lr) && !(a.lr.host >= 0)) bad("lr", a.lr, ">= 0");
+  if (host(a.step) && !(a.step.host >= 1 && a.step.host <= kMaxStep &&
+                        a.step.host == std::floor(a.step.host)))
+    bad("step", a.step, "a whole number in [1, 2**53] (the 1-based count of this step)");
+}
+
+}  // namespace
+
 StepArgs read_step_args(const char* fn, const MultiTensor& mt, py::handle grad_scale,
                         py::handle found_inf, py::handle lr, py::handle step, ExportHolder& keep) {
   StepArgs a;
@@ -106,6 +133,7 @@ StepArgs read_step_args(const char* fn, const MultiTensor& mt, py::handle grad_s
     if (mt.device != DeviceKind::cuda || all[i]->device_index != mt.device_index)
       value_error(ArgRef{fn, names[i], -1}, "is on a different device than the params");
   }
+  check_host_scalars(fn, a);
   return a;
 }
 

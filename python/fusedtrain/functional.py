@@ -25,6 +25,12 @@ Capturable steps: ``lr`` and ``step`` may be 1-element device arrays, read by th
 step can be recorded in a CUDA graph and replayed (run one step before capturing: the first
 step with a new list of tensors uploads its chunk table).
 
+Scalars read on the host (numbers, and 1-element CPU arrays for ``lr``, ``step``,
+``grad_scale``, ``found_inf``) are checked like the hyperparameters: ``lr >= 0``, ``step`` a
+whole number in [1, 2**53], ``grad_scale`` finite and > 0. Device arrays are read by the kernel
+without a host sync and are not checked: keeping them valid is the caller's part (a step outside
+the range is clamped into it, a NaN lr or grad_scale gives NaN params).
+
 Every argument is checked before any array is written: a call that raises changes nothing.
 A missing or mistyped array (None, not an array, wrong dtype) raises TypeError; a wrong length,
 shape, layout, read-only array or hyperparameter, or a state list these options need but that is
@@ -67,7 +73,13 @@ def _common(fn, kwargs):
     unknown = set(kwargs) - set(_COMMON)
     if unknown:
         raise TypeError(f"{fn}: unexpected keyword argument(s) {sorted(unknown)}")
-    return {**_COMMON, **kwargs}
+    common = {**_COMMON, **kwargs}
+    # Numbers are checked here, host arrays where they are read (Note [host scalars]).
+    for name, check in (("grad_scale", chk.grad_scale), ("found_inf", chk.found_inf)):
+        value = common[name]
+        if value is not None and not is_array(value):
+            common[name] = check(fn, value)
+    return common
 
 
 def sgd_(params, grads, *, lr, weight_decay=0.0, maximize=False, **common):
