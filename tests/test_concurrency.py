@@ -144,3 +144,39 @@ def test_kernels_run_in_a_forked_child():
         print("child", status)
     """)
     assert out.split() == ["child", "0"], out
+
+
+# Daemon threads inside kernels (ours, and with torch loaded the OpenMP ones) when the main thread
+# returns: the interpreter exits under them.
+EXIT_WHILE_RUNNING = """
+    import threading, time, numpy as np, fusedtrain as ft
+    if USE_TORCH:
+        import torch
+        torch.set_num_threads(2)
+        (torch.randn(1 << 20) * 2).sum()
+    def step():
+        p, g = [np.ones(1 << 22, np.float32)], [np.ones(1 << 22, np.float32)]
+        while True:
+            ft.sgd_(p, g, lr=1e-9)
+    def normalize():
+        x = np.ones((64, 32, 4096), np.float32)
+        while True:
+            ft.batch_norm_forward(x)
+    for target in (step, step, normalize):
+        threading.Thread(target=target, daemon=True).start()
+    time.sleep(0.2)
+"""
+
+
+def test_interpreter_exits_cleanly_while_daemon_threads_run_kernels():
+    try:
+        import torch  # noqa: F401
+        torch_cases = [True]
+    except ImportError:
+        torch_cases = []
+    for use_torch in [False, False, False] + torch_cases:
+        script = "USE_TORCH = %r\n" % use_torch + textwrap.dedent(EXIT_WHILE_RUNNING)
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0 and "terminate" not in out.stderr, \
+            f"exit code {out.returncode}: {out.stderr[-2000:]}"

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "bindings/device_guard.h"
+#include "bindings/gil.h"
 #include "bindings/interop.h"
 #include "cpu/bn_kernels.h"
 #include "cuda/bn_kernels.h"
@@ -154,7 +155,7 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
                               {stats_dtype(d)}, false, keep);
   a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::write, C,
                                 channels_last, {stats_dtype(d)}, false, keep);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   if (in.view.device == DeviceKind::cpu) return cpu::active_bn().forward(a);
 #if defined(FT_WITH_CUDA)
   DeviceGuard guard(in.view.device_index);
@@ -194,7 +195,7 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
     a.dweight = channel_array(dweight, {fn, "dweight", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
     a.dbias = channel_array(dbias, {fn, "dbias", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
   }
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   if (in.view.device == DeviceKind::cpu) return cpu::active_bn().backward(a);
 #if defined(FT_WITH_CUDA)
   DeviceGuard guard(in.view.device_index);
@@ -216,7 +217,7 @@ int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
   a.mean = channel_array(mean, {fn, "mean", -1}, Access::write, C, channels_last, out, false, keep);
   a.var = channel_array(var, {fn, "var", -1}, Access::write, C, channels_last, out, false, keep);
   {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     if (in.view.device == DeviceKind::cpu) {
       cpu::active_bn().stats(a);
     } else {
@@ -267,7 +268,7 @@ void merge_stats(py::handle means, py::handle vars, const std::vector<double>& c
   if (keep.device != DeviceKind::cpu)
     value_error({fn, "means", -1}, "is on a CUDA device; merge_stats runs on the host (the "
                                   "inputs are K x C statistics: move them with .cpu())");
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   cpu::active_bn().merge(a);
 }
 
@@ -299,7 +300,7 @@ void update_running_stats(py::handle running_mean, py::handle running_var, py::h
   a.running_var = vec(running_var, "running_var", Access::write);
   a.mean = vec(mean, "mean", Access::read);
   a.var = vec(var, "var", Access::read);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   if (rm.device == DeviceKind::cpu) return cpu::active_bn().update_running(a);
 #if defined(FT_WITH_CUDA)
   DeviceGuard guard(rm.device_index);

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings/device_guard.h"
+#include "bindings/gil.h"
 #include "bindings/interop.h"
 #include "bindings/multi_tensor_args.h"
 #include "core/option_overrides.h"
@@ -71,7 +72,7 @@ void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scal
   if (sa.step.present && !sa.step.on_device) set_step(o, sa.step.host, 0);
 
   if (mt.device == DeviceKind::cpu) {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     if (clip_max_norm >= 0) {
       const double norm = cpu::active().norm(cpu_norm_input(mt, mt.grad_dtype), 2.0);
       const double coef = math::clip_coefficient(clip_max_norm, norm);
@@ -90,7 +91,7 @@ void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scal
   if (sa.lr.on_device) sc.lr = sa.lr.device;
   if (sa.step.on_device) sc.step = sa.step.device;
   const cuda::Stream st = stream_of(stream);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   DeviceGuard guard(mt.device_index);
   float* divisor = nullptr;
   if (clip_max_norm >= 0) {
@@ -156,7 +157,7 @@ double norm_of(const std::vector<TensorView>& views, double norm_type, py::handl
       in.dtypes.push_back(v.dtype);
       in.numel.push_back(v.numel);
     }
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     return cpu::active().norm(in, norm_type);
   }
 #if defined(FT_WITH_CUDA)
@@ -167,7 +168,7 @@ double norm_of(const std::vector<TensorView>& views, double norm_type, py::handl
     in.numel.push_back(v.numel);
   }
   const cuda::Stream st = stream_of(stream);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   DeviceGuard guard(views[0].device_index);
   double* out = static_cast<double*>(cuda::stream_alloc(sizeof(double), st));
   cuda::norm(in, norm_type, out, cuda::ClipOutputs{}, st);
@@ -285,7 +286,7 @@ void init_optim(py::module_& m) {
           if (mt.tensors.empty()) continue;
           math::Scale::Options o;
           o.coef = coef;
-          py::gil_scoped_release nogil;
+          ReleaseGil nogil;
           if (mt.device == DeviceKind::cpu) {
             cpu::active().scale(mt, o);
           } else {
@@ -313,7 +314,7 @@ void init_optim(py::module_& m) {
         MultiTensor mt = gather(names, SlotArgs{{averages, params, none, none, none, none}},
                                 (1 << kParam) | (1 << kGrad), keep);
         if (mt.tensors.empty()) return;
-        py::gil_scoped_release nogil;
+        ReleaseGil nogil;
         if (mt.device == DeviceKind::cpu) {
           cpu::active().ema(mt, o);
           return;

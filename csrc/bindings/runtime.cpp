@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 
+#include "bindings/gil.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
 #include "cuda/device_info.h"
@@ -39,7 +40,7 @@ void init_runtime(py::module_& m) {
   });
   m.def("cuda_compiled", &cuda::compiled);
   m.def("cuda_devices", [] {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     return cuda::device_names();
   });
   m.def("cuda_runtime_version", &cuda::runtime_version);
