@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/aliasing.h"
 #include "core/option_overrides.h"
 
 namespace ft::bind {
@@ -94,6 +95,17 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
     }
     mt.tensors[i].numel = p.numel;
   }
+  // Note [aliasing]: grads are read; params, the states these options use and master weights
+  // are written.
+  Aliasing alias(fn);
+  for (int s = 0; s < kNumSlots; ++s) {
+    if (!present[s] || !(s == kMaster || (required & (1 << s)))) continue;
+    for (size_t i = 0; i < n; ++i) {
+      if (s == kGrad) alias.read(views[s][i], names.names[s], int64_t(i));
+      else alias.written(views[s][i], names.names[s], int64_t(i));
+    }
+  }
+  alias.check(true);
   return mt;
 }
 

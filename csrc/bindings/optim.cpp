@@ -2,6 +2,7 @@
 // Validation and dispatch only: the math is in csrc/math, the loops in csrc/cpu and csrc/cuda.
 #include <pybind11/pybind11.h>
 
+#include "bindings/aliasing.h"
 #include "bindings/device_guard.h"
 #include "bindings/gil.h"
 #include "bindings/interop.h"
@@ -267,6 +268,9 @@ void init_optim(py::module_& m) {
         ExportHolder keep;
         keep.cuda_call = !stream.is_none();
         std::vector<TensorView> views = views_of(grads, fn, "grads", Access::write, keep);
+        Aliasing alias(fn);  // Note [aliasing]: the same grad twice would be scaled twice
+        for (size_t i = 0; i < views.size(); ++i) alias.written(views[i], "grads", int64_t(i));
+        alias.check(false);
         const double total = norm_of(views, norm_type, stream, fn);
         const double coef = math::clip_coefficient(max_norm, total);
         if (coef >= 1.0 || views.empty()) return total;

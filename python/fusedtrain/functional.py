@@ -32,6 +32,9 @@ without a host sync and are not checked: keeping them valid is the caller's part
 the range is clamped into it, a NaN lr or grad_scale gives NaN params).
 
 Every argument is checked before any array is written: a call that raises changes nothing.
+Arrays may not share memory with an array the call writes (the same param twice, a state that is
+another state, overlapping views), with one exception: a grad may be the very array it updates
+(``sgd_([p], [p])`` steps along p's own values; grads are read before anything is written).
 A missing or mistyped array (None, not an array, wrong dtype) raises TypeError; a wrong length,
 shape, layout, read-only array or hyperparameter, or a state list these options need but that is
 None (amsgrad without max_exp_avg_sqs, ...) raises ValueError.
