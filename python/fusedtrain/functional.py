@@ -67,9 +67,16 @@ _COMMON = dict(grad_scale=None, found_inf=None, master_params=None, max_grad_nor
 
 def _run(kernel, fn, params, grads, states, options, lr_array, step_array, common):
     s0, s1, s2 = (list(states) + [None, None, None])[:3]
-    kernel(params, grads, s0, s1, s2, common["master_params"], common["grad_scale"],
-           common["found_inf"], options, lr_array, step_array,
-           _clip(fn, common["max_grad_norm"]), launch_stream(params, common["stream"]))
+    try:
+        kernel(params, grads, s0, s1, s2, common["master_params"], common["grad_scale"],
+               common["found_inf"], options, lr_array, step_array,
+               _clip(fn, common["max_grad_norm"]), launch_stream(params, common["stream"]))
+    except (TypeError, ValueError) as e:
+        # adamw_ shares adam_'s kernel: errors name the function the caller called.
+        prefix = kernel.__name__ + ":"
+        if fn == kernel.__name__ or not str(e).startswith(prefix):
+            raise
+        raise type(e)(fn + ":" + str(e)[len(prefix):]) from None
 
 
 def _common(fn, kwargs):
