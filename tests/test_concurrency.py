@@ -4,9 +4,12 @@ and every result bitwise equal to the same calls made one after another on one t
 The calls run in a child process with a timeout, so a deadlock fails the test instead of hanging
 the suite."""
 
+import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 SCRIPT = textwrap.dedent("""
     import sys, threading
@@ -73,7 +76,6 @@ def test_threads_stepping_while_thread_count_changes():
 
 
 def _child(script, env=None):
-    import os
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
                          text=True, timeout=60, env={**os.environ, **(env or {})})
     assert out.returncode == 0, out.stderr[-3000:]
@@ -106,7 +108,6 @@ AFTER_TORCH = """
 
 
 def test_regions_after_a_torch_op_run_on_its_openmp_threads_with_the_same_bits():
-    pytest = __import__("pytest")
     pytest.importorskip("torch")
     shared = _child(AFTER_TORCH).split()
     own = _child(AFTER_TORCH, {"FUSEDTRAIN_SHARE_OPENMP": "0"}).split()
@@ -119,9 +120,8 @@ def test_regions_after_a_torch_op_run_on_its_openmp_threads_with_the_same_bits()
 def test_kernels_run_in_a_forked_child():
     # After regions ran on threads (ours, or torch's OpenMP ones), a forked child has none of
     # them; its kernels must neither hang nor differ.
-    import os
     if not hasattr(os, "fork"):
-        return
+        pytest.skip("no fork on this platform")
     out = _child("""
         import os, signal, sys, numpy as np, fusedtrain as ft
         try:
@@ -168,6 +168,10 @@ EXIT_WHILE_RUNNING = """
 """
 
 
+@pytest.mark.skipif(os.environ.get("FUSEDTRAIN_SANITIZED") == "1",
+                    reason="the thread-ending unwind passes pybind11's catch (abi::__forced_unwind&), "
+                           "which UBSan reports as a reference bound to null (the unwind carries "
+                           "no C++ object); the normal runs cover this test")
 def test_interpreter_exits_cleanly_while_daemon_threads_run_kernels():
     try:
         import torch  # noqa: F401
