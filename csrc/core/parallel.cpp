@@ -52,7 +52,8 @@ struct Region {
       : fn(&f), n(n_), pieces(pieces_) {}
 
   // Every thread of the region runs this. Nothing may escape it: OpenMP threads and our workers
-  // have no caller to pass an exception to, so it waits here for the calling thread.
+  // have no caller to pass an exception to, so the first one is kept for parallel_for to rethrow
+  // on the calling thread once the region is over.
   void work() noexcept {
     for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < pieces;) {
       try {
