@@ -131,6 +131,38 @@ def _hyper(target, label, error=ValueError, names=None, **values):
     return BadInput(target, label, _set(**values), error, names or tuple(values), hyper=True)
 
 
+def _scalar(target, label, **values):
+    # A scalar only the kernels check (arrays read on the host, numbers out of float64's range):
+    # the float64 reference takes plain numbers and has no opinion.
+    return BadInput(target, label, _set(**values), ValueError, tuple(values))
+
+
+def _host_scalar_cases(target, takes_step):
+    """lr / step / grad_scale as numbers and as 1-element CPU arrays (Note [host scalars])."""
+    one = lambda v: np.array([v], np.float64)
+    cases = [_scalar(target, "lr-array-negative", lr=one(-1.0)),
+             _scalar(target, "lr-array-nan", lr=one(np.nan)),
+             _scalar(target, "lr-beyond-float64", lr=10 ** 400),
+             _scalar(target, "weight-decay-beyond-float64", weight_decay=-10 ** 400),
+             _scalar(target, "grad-scale-zero", grad_scale=0.0),
+             _scalar(target, "grad-scale-negative", grad_scale=-2.0),
+             _scalar(target, "grad-scale-nan", grad_scale=float("nan")),
+             _scalar(target, "grad-scale-inf", grad_scale=float("inf")),
+             _scalar(target, "grad-scale-beyond-float64", grad_scale=10 ** 400),
+             _scalar(target, "grad-scale-array-zero", grad_scale=one(0.0)),
+             _scalar(target, "grad-scale-array-nan", grad_scale=np.array([np.nan], np.float32))]
+    if takes_step:
+        cases += [_scalar(target, "step-array-zero", step=one(0.0)),
+                  _scalar(target, "step-array-negative", step=one(-3.0)),
+                  _scalar(target, "step-array-nan", step=one(np.nan)),
+                  _scalar(target, "step-array-fractional", step=one(1.5)),
+                  _scalar(target, "step-array-huge", step=one(1e30)),
+                  _scalar(target, "step-array-inf", step=np.array([np.inf], np.float32)),
+                  _scalar(target, "step-beyond-2-53", step=2 ** 53 + 1),
+                  _scalar(target, "step-beyond-int64", step=10 ** 30)]
+    return cases
+
+
 def _rule_cases(target):
     rule = RULES[target]
     options = RULE_OPTIONS[target]
@@ -165,6 +197,7 @@ def _rule_cases(target):
     ]
     cases += [_hyper(target, "lr-negative", lr=-0.1), _hyper(target, "lr-nan", lr=float("nan")),
               _hyper(target, "weight-decay-negative", weight_decay=-0.1)]
+    cases += _host_scalar_cases(target, rule.takes_step)
     if "eps" in defaults:
         cases.append(_hyper(target, "eps-negative", eps=-1e-8))
     if "momentum" in defaults:

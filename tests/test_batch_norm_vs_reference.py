@@ -5,8 +5,10 @@ import pytest
 
 import fusedtrain as ft
 import fusedtrain.reference as ref
+from fusedtrain import _C
 from bn_cases import CASES, DTYPES, SMALL, make_inputs, output_tol, stats_tol
 from precisions import Tolerance, assert_close
+from stepping import seed_for
 
 # Every dtype on the small cases, float32 on all of them.
 GRID = [(c, d) for c in SMALL for d in DTYPES] + [(c, "float32") for c in CASES if c not in SMALL]
@@ -127,10 +129,43 @@ def test_stable_at_mean_1e4(dtype, channels_last, isa):
     assert_close(dx, want_dx, Tolerance(tol.rtol * 4, tol.atol * 4), "dx")
 
 
-def test_empty_batch_in_eval_and_stats(isa):
-    x = np.zeros((0, 3, 4), np.float32)
-    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
-    y, _, _ = ft.batch_norm_forward(x, running_mean=rm, running_var=rv, training=False)
+# (shape, channels_last): inputs without values per channel, by every dimension that can be 0.
+EMPTY = [((0, 3, 4), False), ((64, 8, 0), False), ((0, 1), False), ((0, 8), False),
+         ((4, 8, 0, 3), False), ((0, 5, 3), True), ((4, 0, 1), True), ((0, 1, 1), False)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("shape, channels_last", EMPTY, ids=str)
+def test_empty_batch_in_eval_and_stats(shape, channels_last, dtype, isa):
+    x = np.zeros(shape, dtype)
+    C = shape[-1] if channels_last else shape[1]
+    rng = np.random.default_rng(seed_for("empty", shape))
+    rm, rv = rng.standard_normal(C).astype(np.float32), rng.random(C).astype(np.float32) + 0.5
+    y, save_mean, save_invstd = ft.batch_norm_forward(x, running_mean=rm, running_var=rv,
+                                                      training=False, channels_last=channels_last)
+    want = ref.batch_norm_forward(x.astype(np.float64), None, None, rm.astype(np.float64),
+                                  rv.astype(np.float64), training=False, channels_last=channels_last)
     assert y.shape == x.shape
-    mean, var, count = ft.batch_norm_stats(x)
+    assert_close(save_mean, want[1], Tolerance(1e-7, 0), "save_mean")
+    assert_close(save_invstd, want[2], Tolerance(1e-6, 0), "save_invstd")
+    mean, var, count = ft.batch_norm_stats(x, channels_last=channels_last)
     assert count == 0 and np.all(mean == 0) and np.all(var == 0)
+    with pytest.raises(ValueError, match="x"):
+        ft.batch_norm_forward(x, running_mean=rm, running_var=rv, channels_last=channels_last)
+    with pytest.raises(ValueError, match="x"):
+        ft.batch_norm_backward(x, x, None, save_mean, save_invstd, channels_last=channels_last)
+
+
+@pytest.mark.parametrize("shape, channels_last", EMPTY, ids=str)
+def test_empty_batch_writes_no_element_of_y(shape, channels_last, isa):
+    # y is a zero-size view inside a canary buffer: a kernel that writes any element of it (as
+    # if it had values) changes the canary, without relying on the allocator to notice.
+    x = np.zeros(shape, np.float32)
+    C = shape[-1] if channels_last else shape[1]
+    canary = np.full(4096, 7.0, np.float32)
+    y = np.ndarray(shape, np.float32, buffer=canary, offset=4000)
+    assert y.ctypes.data == canary.ctypes.data + 4000
+    stats = [np.empty(C, np.float32), np.empty(C, np.float32)]
+    _C.bn_forward(x, None, None, np.zeros(C, np.float32), np.ones(C, np.float32), y, *stats,
+                  False, 0.1, 1e-5, channels_last)
+    assert np.all(canary == 7.0), "an empty input's forward wrote outside y"

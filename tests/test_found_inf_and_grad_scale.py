@@ -16,6 +16,9 @@ FOUND_INF_FORMS = {
     "array-one": lambda: np.ones(1, np.float32),
     "array-inf": lambda: np.array([np.inf], np.float32),
     "number": lambda: 1.0,
+    "number-nan": lambda: float("nan"),
+    "number-beyond-float64": lambda: 10 ** 400,
+    "bool": lambda: True,
 }
 
 

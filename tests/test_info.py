@@ -18,6 +18,7 @@ def test_info_keys_and_types():
     assert isinstance(info["num_threads"], int) and info["num_threads"] >= 1
     assert isinstance(info["cuda_compiled"], bool)
     assert isinstance(info["cuda_devices"], list)
+    assert info["threads_backend"] in ("pool", "openmp")
 
 
 def test_num_threads_round_trip():
@@ -29,6 +30,16 @@ def test_num_threads_round_trip():
             assert ft.info()["num_threads"] == n
     finally:
         ft.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n, error", [(0, ValueError), (-3, ValueError), (1025, ValueError),
+                                      (10 ** 30, ValueError), (2.5, TypeError), ("2", TypeError),
+                                      (True, TypeError), (None, TypeError)])
+def test_bad_thread_count_raises(n, error):
+    before = ft.get_num_threads()
+    with pytest.raises(error, match="set_num_threads"):
+        ft.set_num_threads(n)
+    assert ft.get_num_threads() == before
 
 
 def test_cpu_isa_round_trip():

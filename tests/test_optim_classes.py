@@ -236,6 +236,8 @@ BAD_CONSTRUCTORS = [
     ("Adam", dict(weight_decay="0.1"), "weight_decay"),
     ("Adam", dict(max_grad_norm=-1.0), "max_grad_norm"),
     ("Adam", dict(ema_decay=1.5), "ema_decay"),
+    ("Adam", dict(lr=10 ** 400), "lr"),
+    ("SGD", dict(lr=0.1, max_grad_norm=10 ** 400), "max_grad_norm"),
 ]
 
 

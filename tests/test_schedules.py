@@ -58,6 +58,7 @@ BAD = [
     (S.step_decay, (-0.1, 3, 0.5), "lr0"),
     (S.exponential, (0.1, -1.0), "k"),
     (S.exponential, (float("nan"), 1.0), "lr0"),
+    (S.exponential, (10 ** 400, 1.0), "lr0"),
     (S.inverse_time, (0.1, -0.5), "k"),
     (S.linear, (0.1, 0), "tau"),
     (S.linear, (0.1, 10, 1.5), "final_fraction"),

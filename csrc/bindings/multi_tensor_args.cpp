@@ -1,6 +1,13 @@
 // Validation of multi-tensor arguments (see multi_tensor_args.h).
 #include "bindings/multi_tensor_args.h"
 
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bindings/aliasing.h"
+#include "core/option_overrides.h"
 
 namespace ft::bind {
 namespace {
@@ -101,8 +108,41 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
     }
     mt.tensors[i].numel = p.numel;
   }
+  // Note [aliasing]: grads are read; params, the states these options use and master weights
+  // are written.
+  Aliasing alias(fn);
+  for (int s = 0; s < kNumSlots; ++s) {
+    if (!present[s] || !(s == kMaster || (required & (1 << s)))) continue;
+    for (size_t i = 0; i < n; ++i) {
+      if (s == kGrad) alias.read(views[s][i], names.names[s], int64_t(i));
+      else alias.written(views[s][i], names.names[s], int64_t(i));
+    }
+  }
+  alias.check(true);
   return mt;
 }
+
+namespace {
+
+// Note [host scalars]: a scalar read on the host (a number, or a 1-element CPU array) gets the
+// checks a Python number gets in fusedtrain/_checks.py; a device scalar is read by the kernel
+// and is the caller's to keep valid (Note [step range] for what a bad device step becomes).
+void check_host_scalars(const char* fn, const StepArgs& a) {
+  auto bad = [&](const char* name, const ScalarArg& s, const char* want) {
+    char got[32];
+    std::snprintf(got, sizeof got, "%.17g", s.host);
+    value_error(ArgRef{fn, name, -1}, std::string("must be ") + want + ", got " + got);
+  };
+  auto host = [](const ScalarArg& s) { return s.present && !s.on_device; };
+  if (host(a.grad_scale) && !(a.grad_scale.host > 0 && std::isfinite(a.grad_scale.host)))
+    bad("grad_scale", a.grad_scale, "a finite number > 0 (grads are divided by it)");
+  if (host(a.lr) && !(a.lr.host >= 0)) bad("lr", a.lr, ">= 0");
+  if (host(a.step) && !(a.step.host >= 1 && a.step.host <= kMaxStep &&
+                        a.step.host == std::floor(a.step.host)))
+    bad("step", a.step, "a whole number in [1, 2**53] (the 1-based count of this step)");
+}
+
+}  // namespace
 
 StepArgs read_step_args(const char* fn, const MultiTensor& mt, py::handle grad_scale,
                         py::handle found_inf, py::handle lr, py::handle step, ExportHolder& keep) {
@@ -118,6 +158,7 @@ StepArgs read_step_args(const char* fn, const MultiTensor& mt, py::handle grad_s
     if (mt.device != DeviceKind::cuda || all[i]->device_index != mt.device_index)
       value_error(ArgRef{fn, names[i], -1}, "is on a different device than the params");
   }
+  check_host_scalars(fn, a);
   return a;
 }
 

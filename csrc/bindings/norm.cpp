@@ -7,7 +7,9 @@
 
 #include <string>
 
+#include "bindings/aliasing.h"
 #include "bindings/device_guard.h"
+#include "bindings/gil.h"
 #include "bindings/interop.h"
 #include "cpu/bn_kernels.h"
 #include "cuda/bn_kernels.h"
@@ -46,6 +48,12 @@ BnShape layout_of(const TensorView& x, bool channels_last, const ArgRef& at) {
     for (int i = 2; i < x.ndim; ++i) s.inner *= x.shape[i];
   }
   if (s.channels < 1) value_error(at, "has no channels, shape " + shape_str(x));
+  // Note [empty batch norm] (csrc/cpu/bn_kernels.cpp): every backend sees an input without
+  // values per channel as (0, C, 1), never as N rows of inner == 0.
+  if (s.per_channel() == 0) {
+    s.outer = 0;
+    s.inner = 1;
+  }
   return s;
 }
 
@@ -148,8 +156,20 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
                               {stats_dtype(d)}, false, keep);
   a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::write, C,
                                 channels_last, {stats_dtype(d)}, false, keep);
-  const cuda::Stream st = stream_of(stream);  // Python objects are read before the GIL goes
-  py::gil_scoped_release nogil;
+  Aliasing alias(fn);  // Note [aliasing]; a channel's weight is read after its running stats are written
+  alias.read(in.view, "x");
+  alias.read(a.weight.data, C, a.weight.dtype, "weight");
+  alias.read(a.bias.data, C, a.bias.dtype, "bias");
+  for (auto [arr, name] : {std::pair{a.running_mean, "running_mean"}, {a.running_var, "running_var"}}) {
+    if (training) alias.written(arr.data, C, arr.dtype, name);
+    else alias.read(arr.data, C, arr.dtype, name);
+  }
+  alias.written(a.y, in.view.numel, d, "y");
+  alias.written(a.save_mean.data, C, a.save_mean.dtype, "save_mean");
+  alias.written(a.save_invstd.data, C, a.save_invstd.dtype, "save_invstd");
+  alias.check(false);
+  const cuda::Stream st = stream_of(stream);  // read before the GIL goes
+  ReleaseGil nogil;
   if (in.view.device == DeviceKind::cpu) return cpu::active_bn().forward(a);
 #if defined(FT_WITH_CUDA)
   DeviceGuard guard(in.view.device_index);
@@ -189,8 +209,18 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
     a.dweight = channel_array(dweight, {fn, "dweight", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
     a.dbias = channel_array(dbias, {fn, "dbias", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
   }
-  const cuda::Stream st = stream_of(stream);
-  py::gil_scoped_release nogil;
+  Aliasing alias(fn);  // Note [aliasing]
+  alias.read(g, "dy");
+  alias.read(in.view, "x");
+  alias.read(a.weight.data, C, a.weight.dtype, "weight");
+  alias.read(a.save_mean.data, C, a.save_mean.dtype, "save_mean");
+  alias.read(a.save_invstd.data, C, a.save_invstd.dtype, "save_invstd");
+  alias.written(a.dx, in.view.numel, d, "dx");
+  alias.written(a.dweight.data, C, a.dweight.dtype, "dweight");
+  alias.written(a.dbias.data, C, a.dbias.dtype, "dbias");
+  alias.check(false);
+  const cuda::Stream st = stream_of(stream);  // read before the GIL goes
+  ReleaseGil nogil;
   if (in.view.device == DeviceKind::cpu) return cpu::active_bn().backward(a);
 #if defined(FT_WITH_CUDA)
   DeviceGuard guard(in.view.device_index);
@@ -211,9 +241,14 @@ int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
   a.shape = in.shape;
   a.mean = channel_array(mean, {fn, "mean", -1}, Access::write, C, channels_last, out, false, keep);
   a.var = channel_array(var, {fn, "var", -1}, Access::write, C, channels_last, out, false, keep);
+  Aliasing alias(fn);  // Note [aliasing]
+  alias.read(in.view, "x");
+  alias.written(a.mean.data, C, a.mean.dtype, "mean");
+  alias.written(a.var.data, C, a.var.dtype, "var");
+  alias.check(false);
   {
-    const cuda::Stream st = stream_of(stream);
-    py::gil_scoped_release nogil;
+    const cuda::Stream st = stream_of(stream);  // read before the GIL goes
+    ReleaseGil nogil;
     if (in.view.device == DeviceKind::cpu) {
       cpu::active_bn().stats(a);
     } else {
@@ -264,7 +299,13 @@ void merge_stats(py::handle means, py::handle vars, const std::vector<double>& c
   if (keep.device != DeviceKind::cpu)
     value_error({fn, "means", -1}, "is on a CUDA device; merge_stats runs on the host (the "
                                   "inputs are K x C statistics: move them with .cpu())");
-  py::gil_scoped_release nogil;
+  Aliasing alias(fn);  // Note [aliasing]
+  alias.read(a.means.data, K * C, a.means.dtype, "means");
+  alias.read(a.vars.data, K * C, a.vars.dtype, "vars");
+  alias.written(a.mean.data, C, a.mean.dtype, "mean");
+  alias.written(a.var.data, C, a.var.dtype, "var");
+  alias.check(false);
+  ReleaseGil nogil;
   cpu::active_bn().merge(a);
 }
 
@@ -296,8 +337,14 @@ void update_running_stats(py::handle running_mean, py::handle running_var, py::h
   a.running_var = vec(running_var, "running_var", Access::write);
   a.mean = vec(mean, "mean", Access::read);
   a.var = vec(var, "var", Access::read);
-  const cuda::Stream st = stream_of(stream);
-  py::gil_scoped_release nogil;
+  Aliasing alias(fn);  // Note [aliasing]
+  alias.written(rm, "running_mean");
+  alias.written(a.running_var.data, C, a.running_var.dtype, "running_var");
+  alias.read(a.mean.data, C, a.mean.dtype, "mean");
+  alias.read(a.var.data, C, a.var.dtype, "var");
+  alias.check(false);
+  const cuda::Stream st = stream_of(stream);  // read before the GIL goes
+  ReleaseGil nogil;
   if (rm.device == DeviceKind::cpu) return cpu::active_bn().update_running(a);
 #if defined(FT_WITH_CUDA)
   DeviceGuard guard(rm.device_index);

@@ -4,7 +4,9 @@
 
 #include <memory>
 
+#include "bindings/aliasing.h"
 #include "bindings/device_guard.h"
+#include "bindings/gil.h"
 #include "bindings/interop.h"
 #include "bindings/multi_tensor_args.h"
 #include "core/option_overrides.h"
@@ -73,7 +75,7 @@ void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scal
   if (sa.step.present && !sa.step.on_device) set_step(o, sa.step.host, 0);
 
   if (mt.device == DeviceKind::cpu) {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     if (clip_max_norm >= 0) {
       // Clip on the unscaled grads' norm: torch's AMP recipe is unscale, clip, step.
       const double scale = mt.has_grad_scale ? mt.grad_scale : 1.0;
@@ -94,7 +96,7 @@ void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scal
   if (sa.lr.on_device) sc.lr = sa.lr.device;
   if (sa.step.on_device) sc.step = sa.step.device;
   const cuda::Stream st = stream_of(stream);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   DeviceGuard guard(mt.device_index);
   std::unique_ptr<cuda::Scratch> divisor;
   if (clip_max_norm >= 0) {
@@ -159,7 +161,7 @@ double norm_of(const std::vector<TensorView>& views, double norm_type, py::handl
       in.dtypes.push_back(v.dtype);
       in.numel.push_back(v.numel);
     }
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     return cpu::active().norm(in, norm_type);
   }
 #if defined(FT_WITH_CUDA)
@@ -170,7 +172,7 @@ double norm_of(const std::vector<TensorView>& views, double norm_type, py::handl
     in.numel.push_back(v.numel);
   }
   const cuda::Stream st = stream_of(stream);
-  py::gil_scoped_release nogil;
+  ReleaseGil nogil;
   DeviceGuard guard(views[0].device_index);
   cuda::Scratch out(sizeof(double), st);
   cuda::norm(in, norm_type, out.as<double>(), cuda::ClipOutputs{}, st);
@@ -267,6 +269,9 @@ void init_optim(py::module_& m) {
         ExportHolder keep;
         keep.cuda_call = !stream.is_none();
         std::vector<TensorView> views = views_of(grads, fn, "grads", Access::write, keep);
+        Aliasing alias(fn);  // Note [aliasing]: the same grad twice would be scaled twice
+        for (size_t i = 0; i < views.size(); ++i) alias.written(views[i], "grads", int64_t(i));
+        alias.check(false);
         const double total = norm_of(views, norm_type, stream, fn);
         const double coef = math::clip_coefficient(max_norm, total);
         if (coef >= 1.0 || views.empty()) return total;
@@ -287,7 +292,7 @@ void init_optim(py::module_& m) {
           math::Scale::Options o;
           o.coef = coef;
           const cuda::Stream st = stream_of(stream);  // read before the GIL goes
-          py::gil_scoped_release nogil;
+          ReleaseGil nogil;
           if (mt.device == DeviceKind::cpu) {
             cpu::active().scale(mt, o);
           } else {
@@ -316,7 +321,7 @@ void init_optim(py::module_& m) {
                                 (1 << kParam) | (1 << kGrad), keep);
         if (mt.tensors.empty()) return;
         const cuda::Stream st = stream_of(stream);  // read before the GIL goes
-        py::gil_scoped_release nogil;
+        ReleaseGil nogil;
         if (mt.device == DeviceKind::cpu) {
           cpu::active().ema(mt, o);
           return;

@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 
+#include "bindings/gil.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
 #include "cuda/device_info.h"
@@ -30,13 +31,16 @@ void init_runtime(py::module_& m) {
     }
   });
   m.def("get_num_threads", &get_num_threads);
+  m.def("threads_backend", &threads_backend);
   m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+    if (n < 1 || n > kMaxThreads)
+      throw py::value_error("set_num_threads: n must be in [1, " + std::to_string(kMaxThreads) +
+                            "], got " + std::to_string(n));
     set_num_threads(n);
   });
   m.def("cuda_compiled", &cuda::compiled);
   m.def("cuda_devices", [] {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     return cuda::device_names();
   });
   m.def("cuda_runtime_version", &cuda::runtime_version);

@@ -9,8 +9,16 @@ namespace ft {
 // The int/long argument ranks the overloads: the first applies when the field exists.
 template <class O> FT_HD auto set_lr(O& o, double v, int) -> decltype(o.lr = v, void()) { o.lr = v; }
 template <class O> FT_HD void set_lr(O&, double, long) {}
+// Note [step range]: a step is a whole number in [1, kMaxStep] (2**53, exact in a double). The
+// host checks its values (bindings/multi_tensor_args.cpp); a device value is the caller's to keep
+// valid, and one outside the range (NaN included) is clamped here rather than converted, since
+// converting it to an integer is undefined behaviour.
+constexpr double kMaxStep = 9007199254740992.0;
+FT_HD inline int64_t step_value(double v) {
+  return v >= 1.0 ? (v <= kMaxStep ? int64_t(v) : int64_t(kMaxStep)) : int64_t(1);
+}
 template <class O> FT_HD auto set_step(O& o, double v, int) -> decltype(o.step = 1, void()) {
-  o.step = int64_t(v);
+  o.step = step_value(v);
 }
 template <class O> FT_HD auto set_step(O& o, double v, int) -> decltype(o.first_step = true, void()) {
   o.first_step = v == 1.0;

@@ -301,9 +301,13 @@ std::vector<Stats> channel_stats(const S* x, const BnShape& s) {
   return out;
 }
 
-// A single channel of a rows-layout input is one contiguous run: treat it as planar (1, 1, R).
+// The two layouts the drivers know. Note [empty batch norm]: an input without values per channel
+// is rows (0, C), whatever its spatial dims: every loop over it is empty and only the per-channel
+// outputs are written. A single channel of a rows-layout input is one contiguous run: planar
+// (1, 1, R). Everything else is planar when inner > 1 and rows when inner == 1.
 BnShape canonical(BnShape s) {
-  if (s.inner == 1 && s.channels == 1) return BnShape{1, 1, s.outer};
+  if (s.per_channel() == 0) return BnShape{0, s.channels, 1};
+  if (s.inner == 1 && s.channels == 1 && s.outer > 1) return BnShape{1, 1, s.outer};
   return s;
 }
 

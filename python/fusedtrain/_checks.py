@@ -3,10 +3,22 @@ import math
 import numbers
 
 
+# Note [step range] (csrc/core/option_overrides.h): steps are whole numbers in [1, 2**53].
+MAX_STEP = 2 ** 53
+
+
+def to_float(fn, name, value):
+    """float(value), with a number beyond the float64 range a ValueError naming the argument."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{fn}: {name} is beyond the float64 range") from None
+
+
 def _number(fn, name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    value = to_float(fn, name, value)
     if math.isnan(value):
         raise ValueError(f"{fn}: {name} must not be NaN")
     return value
@@ -32,9 +44,27 @@ def step_count(fn, step):
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
         raise TypeError(f"{fn}: step must be an int (the 1-based count of this step), "
                         f"got {type(step).__name__}")
-    if step < 1:
-        raise ValueError(f"{fn}: step must be >= 1 (the 1-based count of this step), got {step}")
+    if not 1 <= step <= MAX_STEP:
+        raise ValueError(f"{fn}: step must be in [1, 2**53] (the 1-based count of this step), "
+                         f"got {step}")
     return int(step)
+
+
+def grad_scale(fn, value):
+    """A number grad_scale: finite and > 0 (grads are divided by it)."""
+    value = _number(fn, "grad_scale", value)
+    if not 0 < value < math.inf:
+        raise ValueError(f"{fn}: grad_scale must be a finite number > 0 (grads are divided by "
+                         f"it), got {value}")
+    return value
+
+
+def found_inf(fn, value):
+    """A number found_inf as 1.0 (skip the step: any nonzero, NaN included) or 0.0."""
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: found_inf must be a number or a 1-element array, "
+                        f"got {type(value).__name__}")
+    return 0.0 if value == 0 else 1.0
 
 
 def flag(fn, name, value):

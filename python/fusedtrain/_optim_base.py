@@ -101,7 +101,7 @@ class Optimizer:
         lr = group["lr"]
         if not callable(lr):
             if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0 \
-                    or math.isinf(lr):
+                    or math.isinf(chk.to_float(name, "lr", lr)):
                 raise ValueError(f"{name}: lr must be a number >= 0 or a schedule, got {lr!r}")
         for key, low, high in (("max_grad_norm", 0.0, None), ("ema_decay", 0.0, 1.0)):
             value = group[key]

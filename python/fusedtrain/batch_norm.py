@@ -180,6 +180,8 @@ def _counts(fn, counts, k):
         values = np.asarray(counts, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{fn}: counts must be a sequence or 1-d array of numbers ({e})") from None
+    except OverflowError:
+        raise ValueError(f"{fn}: counts has a number beyond the float64 range") from None
     if values.ndim != 1:
         raise ValueError(f"{fn}: counts must be 1-d (one count per row of means), "
                          f"got shape {values.shape}")

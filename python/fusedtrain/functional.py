@@ -29,7 +29,16 @@ Capturable steps: ``lr`` and ``step`` may be 1-element device arrays, read by th
 step can be recorded in a CUDA graph and replayed (run one step before capturing: the first
 step with a new list of tensors uploads its chunk table).
 
+Scalars read on the host (numbers, and 1-element CPU arrays for ``lr``, ``step``,
+``grad_scale``, ``found_inf``) are checked like the hyperparameters: ``lr >= 0``, ``step`` a
+whole number in [1, 2**53], ``grad_scale`` finite and > 0. Device arrays are read by the kernel
+without a host sync and are not checked: keeping them valid is the caller's part (a step outside
+the range is clamped into it, a NaN lr or grad_scale gives NaN params).
+
 Every argument is checked before any array is written: a call that raises changes nothing.
+Arrays may not share memory with an array the call writes (the same param twice, a state that is
+another state, overlapping views), with one exception: a grad may be the very array it updates
+(``sgd_([p], [p])`` steps along p's own values; grads are read before anything is written).
 A missing or mistyped array (None, not an array, wrong dtype) raises TypeError; a wrong length,
 shape, layout, read-only array or hyperparameter, or a state list these options need but that is
 None (amsgrad without max_exp_avg_sqs, ...) raises ValueError.
@@ -65,16 +74,29 @@ def _run(kernel, fn, params, grads, states, options, lr_array, step_array, commo
     if _dtensor.leads_with_dtensor(params, grads):   # FSDP2: Note [DTensor shards]
         params, grads, states, common = _dtensor.rule_lists(fn, params, grads, states, common)
     s0, s1, s2 = (list(states) + [None, None, None])[:3]
-    kernel(params, grads, s0, s1, s2, common["master_params"], common["grad_scale"],
-           common["found_inf"], options, lr_array, step_array,
-           _clip(fn, common["max_grad_norm"]), launch_stream(params, common["stream"]))
+    try:
+        kernel(params, grads, s0, s1, s2, common["master_params"], common["grad_scale"],
+               common["found_inf"], options, lr_array, step_array,
+               _clip(fn, common["max_grad_norm"]), launch_stream(params, common["stream"]))
+    except (TypeError, ValueError) as e:
+        # adamw_ shares adam_'s kernel: errors name the function the caller called.
+        prefix = kernel.__name__ + ":"
+        if fn == kernel.__name__ or not str(e).startswith(prefix):
+            raise
+        raise type(e)(fn + ":" + str(e)[len(prefix):]) from None
 
 
 def _common(fn, kwargs):
     unknown = set(kwargs) - set(_COMMON)
     if unknown:
         raise TypeError(f"{fn}: unexpected keyword argument(s) {sorted(unknown)}")
-    return {**_COMMON, **kwargs}
+    common = {**_COMMON, **kwargs}
+    # Numbers are checked here, host arrays where they are read (Note [host scalars]).
+    for name, check in (("grad_scale", chk.grad_scale), ("found_inf", chk.found_inf)):
+        value = common[name]
+        if value is not None and not is_array(value):
+            common[name] = check(fn, value)
+    return common
 
 
 def sgd_(params, grads, *, lr, weight_decay=0.0, maximize=False, **common):

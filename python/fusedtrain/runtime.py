@@ -1,4 +1,5 @@
 """What fusedtrain runs on: CPU ISA, threads, CUDA build and devices."""
+import numbers
 import os
 import platform
 
@@ -11,10 +12,18 @@ except Exception:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
 
-def set_num_threads(n):
-    """Threads the CPU kernels use (default: all cores, or FUSEDTRAIN_NUM_THREADS).
+MAX_THREADS = 1024
 
-    Results are bitwise identical for any thread count."""
+
+def set_num_threads(n):
+    """Threads the CPU kernels use (default: all cores, or FUSEDTRAIN_NUM_THREADS), 1 to 1024.
+
+    Results are bitwise identical for any thread count. Safe to call while other threads run
+    kernels: a call already running keeps the count it started with."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be in [1, {MAX_THREADS}], got {n}")
     _C.set_num_threads(int(n))
 
 
@@ -42,11 +51,12 @@ def info():
         "cpu_isa": _C.cpu_isa(),
         "cpu_isa_available": list(_C.available_cpu_isas()),
         "num_threads": _C.get_num_threads(),
+        "threads_backend": _C.threads_backend(),
         "cuda_compiled": bool(_C.cuda_compiled()),
         "cuda_runtime_version": _C.cuda_runtime_version(),
         "cuda_devices": list(_C.cuda_devices()),
         # Why no device is listed: no driver, a driver older than this build's runtime, ...
         "cuda_error": _C.cuda_device_error() or None,
-        "env": {k: os.environ[k] for k in ("FUSEDTRAIN_CPU_ISA", "FUSEDTRAIN_NUM_THREADS")
-                if k in os.environ},
+        "env": {k: os.environ[k] for k in ("FUSEDTRAIN_CPU_ISA", "FUSEDTRAIN_NUM_THREADS",
+                                           "FUSEDTRAIN_SHARE_OPENMP") if k in os.environ},
     }

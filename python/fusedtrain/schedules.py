@@ -8,13 +8,15 @@ saved with ``state_dict()`` and resumed: the step count restores the position in
 import math
 import numbers
 
+from . import _checks as chk
+
 __all__ = ["Schedule", "step_decay", "exponential", "inverse_time", "linear", "cosine", "warmup"]
 
 
 def _real(fn, name, value, low=None, low_open=False, high=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    value = chk.to_float(fn, name, value)
     if not math.isfinite(value):
         raise ValueError(f"{fn}: {name} must be finite, got {value}")
     if low is not None and (value <= low if low_open else value < low):
