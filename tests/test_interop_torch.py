@@ -93,7 +93,7 @@ def test_bad_tensor_raises_naming_it_and_writes_nothing(route, bad):
     v = [torch.zeros(5), torch.zeros(*shape)]
     v[1] = tensor
     before = [t.clone() for t in params + grads + m[:1] + v[:1]]
-    with pytest.raises(error, match=r"adam_: exp_avg_sqs\[1\] .*" + words):
+    with pytest.raises(error, match=r"adamw_: exp_avg_sqs\[1\] .*" + words):
         ft.adamw_(params, grads, m, v, step=1, lr=0.1)
     for t, b in zip(params + grads + m[:1] + v[:1], before):
         assert torch.equal(t, b)

@@ -110,12 +110,16 @@ MultiTensor gather(const SlotNames& names, const SlotArgs& args, int required, E
   }
   // Note [aliasing]: grads are read; params, the states these options use and master weights
   // are written.
+  // Slot by slot, so each list's arrays arrive in their (usually ascending) address order.
   Aliasing alias(fn);
   for (int s = 0; s < kNumSlots; ++s) {
     if (!present[s] || !(s == kMaster || (required & (1 << s)))) continue;
+    const DType d = s == kParam ? mt.param_dtype : s == kGrad ? mt.grad_dtype
+                    : s == kMaster ? DType::f32 : state_dtype;
     for (size_t i = 0; i < n; ++i) {
-      if (s == kGrad) alias.read(views[s][i], names.names[s], int64_t(i));
-      else alias.written(views[s][i], names.names[s], int64_t(i));
+      const TensorSlots& t = mt.tensors[i];
+      if (s == kGrad) alias.read(t.ptr[s], t.numel, d, names.names[s], int64_t(i));
+      else alias.written(t.ptr[s], t.numel, d, names.names[s], int64_t(i));
     }
   }
   alias.check(true);
