@@ -124,3 +124,22 @@ def test_cuda_eval_mode_on_an_empty_batch_writes_the_saved_stats(shape):
     assert y.shape == x.shape
     torch.testing.assert_close(sm, rm)
     torch.testing.assert_close(si, torch.rsqrt(rv + 1e-5), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=str)
+@pytest.mark.parametrize("shape, channels_last", [((0, 3, 4), False), ((64, 8, 0), False),
+                                                  ((0, 1), False), ((0, 5, 3), True),
+                                                  ((4, 0, 1), True), ((4, 8, 0, 3), False)], ids=str)
+def test_cuda_empty_batch_in_eval_and_stats(shape, channels_last, dtype):
+    C = shape[-1] if channels_last else shape[1]
+    x = torch.zeros(shape, device="cuda", dtype=dtype)
+    rm = torch.linspace(-1, 1, C, device="cuda")
+    rv = torch.linspace(0.5, 2, C, device="cuda")
+    y, sm, si = ft.batch_norm_forward(x, None, None, rm, rv, training=False,
+                                      channels_last=channels_last)
+    mean, var, count = ft.batch_norm_stats(x, channels_last=channels_last)
+    torch.cuda.synchronize()
+    assert y.shape == x.shape and count == 0
+    torch.testing.assert_close(sm.double(), rm.double())
+    torch.testing.assert_close(si.double(), torch.rsqrt(rv.double() + 1e-5), rtol=1e-6, atol=0)
+    assert not mean.any() and not var.any()

@@ -785,7 +785,15 @@ void bn_backward(const cpu::BnBackwardArgs& a, Stream st) {
   by_dtype<BackwardFn>(a, static_cast<cudaStream_t>(st));
 }
 void bn_stats(const cpu::BnStatsArgs& a, Stream st) {
-  if (a.shape.per_channel() * a.shape.channels == 0) return;
+  if (a.shape.channels == 0) return;
+  if (a.shape.per_channel() == 0) {
+    // No values: mean 0 and variance 0 per channel (count 0), as on the CPU; all-zero bytes are
+    // 0.0 in every float dtype.
+    for (const ChannelArray* c : {&a.mean, &a.var})
+      FT_CUDA_CHECK(cudaMemsetAsync(c->data, 0, dtype_size(c->dtype) * size_t(a.shape.channels),
+                                    static_cast<cudaStream_t>(st)));
+    return;
+  }
   by_dtype<StatsFn>(a, static_cast<cudaStream_t>(st));
 }
 
