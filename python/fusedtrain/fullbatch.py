@@ -703,7 +703,7 @@ class LBFGS(_FullBatchOptimizer):
                                       tolerance_change=tolerance_change,
                                       history_size=history_size, line_search_fn=line_search_fn))
 
-    def step(self, closure):
+    def step(self, closure=None):
         return self._core.step(closure, self._hyperparameters())
 
     def load_state_dict(self, state_dict):
@@ -745,7 +745,7 @@ class ConjugateGradient(_FullBatchOptimizer):
                                       restart_every=restart_every,
                                       line_search_fn=line_search_fn, c1=c1, c2=c2))
 
-    def step(self, closure):
+    def step(self, closure=None):
         return self._core.step(closure, self._hyperparameters())
 
     def load_state_dict(self, state_dict):
