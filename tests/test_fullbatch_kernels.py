@@ -45,8 +45,20 @@ def test_dots(dtype, n_others, isa):
 
 
 def _history(dtype, shapes, slots, seed):
+    """The history arena (Note [history arena]): rows of all params' values, param after param."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((2 * slots, int(np.prod(s)))).astype(dtype) for s in shapes]
+    total = sum(int(np.prod(s)) for s in shapes)
+    return rng.standard_normal((2 * slots, total)).astype(dtype)
+
+
+def _blocks(row, shapes):
+    """Row of the arena -> per-param arrays."""
+    out, k = [], 0
+    for s in shapes:
+        n = int(np.prod(s))
+        out.append(row[k:k + n].reshape(s))
+        k += n
+    return out
 
 
 @pytest.mark.parametrize("dtype", COMPUTE)
@@ -55,17 +67,17 @@ def test_history_pair(dtype, isa):
     prev = _rand(dtype, seed_for("hist", dtype, "p"))
     d = _rand(dtype, seed_for("hist", dtype, "d"))
     hist = _history(dtype, SHAPES, 3, seed_for("hist", dtype))
-    before = [h.copy() for h in hist]
+    before = hist.copy()
     prev0 = [p.copy() for p in prev]
     ys, yy = _C.fullbatch_history_(g, prev, d, hist, 1, 0.37)
     y = [a.astype(np.float64) - b for a, b in zip(g, prev0)]
     s = [0.37 * a.astype(np.float64) for a in d]
-    for i, shape in enumerate(SHAPES):
-        np.testing.assert_allclose(hist[i][2], s[i].ravel(), rtol=RTOL[dtype] * 4)
-        np.testing.assert_allclose(hist[i][3], y[i].ravel(), rtol=RTOL[dtype] * 4, atol=1e-7)
+    for i, (hs, hy) in enumerate(zip(_blocks(hist[2], SHAPES), _blocks(hist[3], SHAPES))):
+        np.testing.assert_allclose(hs, s[i], rtol=RTOL[dtype] * 4)
+        np.testing.assert_allclose(hy, y[i], rtol=RTOL[dtype] * 4, atol=1e-7)
         np.testing.assert_array_equal(prev[i], g[i])
-        for r in (0, 1, 4, 5):   # other slots untouched
-            np.testing.assert_array_equal(hist[i][r], before[i][r])
+    for r in (0, 1, 4, 5):   # other slots untouched
+        np.testing.assert_array_equal(hist[r], before[r])
     scale = _norm_scale(y, s) ** 2
     assert ys == pytest.approx(_dot(y, s), abs=RTOL[dtype] * scale)
     assert yy == pytest.approx(_dot(y, y), abs=RTOL[dtype] * scale)
@@ -74,8 +86,8 @@ def test_history_pair(dtype, isa):
 def _two_loop(g, hist, slots, ro, h):
     """The textbook two-loop recursion on flat float64 vectors; returns d and the al."""
     gf = np.concatenate([a.astype(np.float64).ravel() for a in g])
-    s = [np.concatenate([hh[2 * j].astype(np.float64) for hh in hist]) for j in slots]
-    y = [np.concatenate([hh[2 * j + 1].astype(np.float64) for hh in hist]) for j in slots]
+    s = [hist[2 * j].astype(np.float64) for j in slots]
+    y = [hist[2 * j + 1].astype(np.float64) for j in slots]
     k = len(slots)
     al = [0.0] * k
     q = -gf
@@ -96,13 +108,11 @@ def test_two_loop_direction(dtype, slots, isa):
     hist = _history(dtype, SHAPES, 7, seed_for("2loop", dtype))
     # Curvature pairs: y = s + small noise so y's > 0, as L-BFGS keeps them.
     rng = np.random.default_rng(seed_for("2loop", dtype, "y"))
-    for h in hist:
-        for j in range(7):
-            h[2 * j + 1] = (h[2 * j] * 1.5 + 0.1 * rng.standard_normal(h.shape[1])).astype(dtype)
-    ro = [1.0 / sum(float(hh[2 * j].astype(np.float64) @ hh[2 * j + 1]) for hh in hist)
-          for j in slots]
+    for j in range(7):
+        hist[2 * j + 1] = (hist[2 * j] * 1.5 + 0.1 * rng.standard_normal(hist.shape[1])).astype(dtype)
+    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
     d = [np.full(s, np.nan, dtype) for s in SHAPES]
-    hist_before = [h.copy() for h in hist]
+    hist_before = hist.copy()
     gtd, dmax, al = _C.fullbatch_direction_(g, d, hist, slots, ro, 0.7)
     want, want_al = _two_loop(g, hist, slots, ro, 0.7)
     got = np.concatenate([a.astype(np.float64).ravel() for a in d])
@@ -112,8 +122,7 @@ def test_two_loop_direction(dtype, slots, isa):
     gf = np.concatenate([a.astype(np.float64).ravel() for a in g])
     assert gtd == pytest.approx(float(gf @ want), rel=tol, abs=tol)
     assert dmax == pytest.approx(float(np.abs(want).max()), rel=tol)
-    for a, b in zip(hist, hist_before):
-        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(hist, hist_before)
 
 
 @pytest.mark.parametrize("dtype", COMPUTE)
@@ -211,15 +220,15 @@ def test_bad_shape_names_argument_and_index(isa):
     d = [np.zeros_like(a) for a in g]
     d[3] = np.zeros((5, 3), np.float32)
     hist = _history(np.float32, SHAPES, 2, 2)
-    before = [h.copy() for h in hist]
-    with pytest.raises(ValueError, match=r"fullbatch_direction_: grads\[3\] has shape \(3,5\) but directions\[3\] has shape \(5,3\)"):
+    before = hist.copy()
+    with pytest.raises(ValueError, match=r"fullbatch_direction_: grads\[3\] has shape \(3,5\) but "
+                                         r"directions\[3\] has shape \(5,3\)"):
         _C.fullbatch_direction_(g, d, hist, [0], [1.0], 1.0)
-    with pytest.raises(ValueError, match=r"history\[2\] has shape"):
-        _C.fullbatch_direction_(g, [np.zeros_like(a) for a in g],
-                                hist[:2] + [np.zeros((4, 99), np.float32)] + hist[3:], [0],
-                                [1.0], 1.0)
-    for a, b in zip(hist, before):
-        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"fullbatch_direction_: history has shape \(4,99\); "
+                                         r"expected \(rows, 4153\)"):
+        _C.fullbatch_direction_(g, [np.zeros_like(a) for a in g], np.zeros((4, 99), np.float32),
+                                [0], [1.0], 1.0)
+    np.testing.assert_array_equal(hist, before)
 
 
 def test_bad_dtype_and_slots(isa):

@@ -16,6 +16,8 @@ struct FbTensors {
   int device_index = 0;
   std::vector<int64_t> numel;                                     // per tensor
   std::vector<std::array<void*, math::fb::kMaxSlots>> ptr;        // per tensor, per slot
+  // Elements from one history row to the next (the two-loop's slot 2); 0: numel of the tensor.
+  int64_t row_stride = 0;
 
   size_t size() const { return numel.size(); }
 };

@@ -39,11 +39,13 @@ FbResult two_loop(const FbTensors& t, const int* slots, int k, const double* ro,
   std::vector<fb::TwoLoopStep> steps(size_t(2 * k + 1));
   const int n = fb::two_loop_schedule(slots, k, steps.data());
   const size_t elem = dtype_size(compute_dtype(t.dtype));
-  // Slots of each pass: 0 d, 1 x, 2 w (Combine); a history row r of tensor i starts r * numel
-  // values into its history array.
+  // Slots of each pass: 0 d, 1 x, 2 w (Combine); history row r of tensor i starts r rows into
+  // its block (Note [history arena]).
   FbTensors pass = t;
+  pass.row_stride = 0;
   auto row = [&](size_t i, int r) -> void* {
-    return r < 0 ? t.ptr[i][1] : static_cast<char*>(t.ptr[i][2]) + size_t(r) * size_t(t.numel[i]) * elem;
+    const int64_t stride = t.row_stride ? t.row_stride : t.numel[i];
+    return r < 0 ? t.ptr[i][1] : static_cast<char*>(t.ptr[i][2]) + size_t(r) * size_t(stride) * elem;
   };
   FbResult res;
   double prev_dot = 0.0;

@@ -25,10 +25,12 @@ constexpr int kRes = fb::kMaxSums + 1;  // per-chunk partials: the sums, then th
 template <class P> using ComputeOf = std::conditional_t<std::is_same_v<P, double>, double, float>;
 
 // Where slot s of a launch points: column col[s] of the table's pointers (-1: absent), advanced
-// by row[s] rows of numel values (a history row).
+// by row[s] rows of row_stride values (numel of the tensor when 0; a history row, Note [history
+// arena]).
 struct SlotMap {
   int8_t col[fb::kMaxSlots];
   int32_t row[fb::kMaxSlots];
+  int64_t row_stride;
 };
 
 __device__ __forceinline__ double max_nan(double a, double b) { return a < b || b != b ? b : a; }
@@ -88,13 +90,14 @@ __device__ void pass_chunks(const DeviceTable& tb, const SlotMap& map,
     int64_t begin, end;
     chunk_range(tb, ch, begin, end);
     const int64_t n = tb.numel[ch.tensor];
+    const int64_t stride = map.row_stride ? map.row_stride : n;
     char* ptr[S];
 #pragma unroll
     for (int s = 0; s < S; ++s) {
       const size_t elem = ((Pass::kParamSlots >> s) & 1) ? sizeof(P) : sizeof(C);
       ptr[s] = map.col[s] < 0 ? nullptr
                               : static_cast<char*>(tb.ptrs[int64_t(ch.tensor) * tb.ncols + map.col[s]]) +
-                                    int64_t(map.row[s]) * n * int64_t(elem);
+                                    int64_t(map.row[s]) * stride * int64_t(elem);
     }
     double sum[R] = {};
     C mx = C(0);
@@ -213,6 +216,7 @@ FbResult run(const FbTensors& t, const typename Pass::template Coeffs<ComputeOf<
   Scratch scratch(sizeof(double) * size_t((tb.nchunks + 1) * kRes), st);
   double* partials = scratch.as<double>();
   SlotMap map;
+  map.row_stride = 0;
   for (int s = 0; s < fb::kMaxSlots; ++s) {
     map.col[s] = tb.col[s];
     map.row[s] = 0;
@@ -320,6 +324,7 @@ FbResult fb_two_loop(const FbTensors& t, const int* slots, int k, const double* 
   for (int j = 0; j < n; ++j) {
     const fb::TwoLoopStep& s = steps[size_t(j)];
     SlotMap map;
+    map.row_stride = t.row_stride;
     const int8_t cols[fb::kMaxSlots] = {cd, int8_t(s.x < 0 ? cg : ch), int8_t(s.w < 0 ? cg : ch), -1, -1};
     const int32_t rows[fb::kMaxSlots] = {0, s.x < 0 ? 0 : s.x, s.w < 0 ? 0 : s.w, 0, 0};
     for (int q = 0; q < fb::kMaxSlots; ++q) {

@@ -8,10 +8,13 @@ flattening them (csrc/math/fullbatch.h); the scalar logic (history ring, line se
 termination tests) runs here.
 
 Note [full-batch state]: the state is per param tensor, in the compute dtype (float32; float64
-for float64 params): the search direction ``d``, the previous gradient, and for L-BFGS one
-history array per param of shape ``(2 * slots, numel)`` holding the pairs (s, y) in rows
-(2j, 2j + 1). The history grows by doubling up to ``history_size + 1`` slots: a new pair is
-written into a free slot and kept only if ``y's > 1e-10``, so a full history keeps one spare.
+for float64 params): the search direction ``d``, the previous gradient, and for L-BFGS the
+pairs (s, y). Every state vector is a view of one flat buffer over all params (each param's part
+is its own contiguous array), and the history is one array of shape ``(2 * slots, total numel)``
+whose rows (2j, 2j + 1) hold pair j, param i in its own block of columns (Note [history
+arena]): the kernels then stream each state vector as one run of memory. The history grows by
+doubling up to ``history_size + 1`` slots: a new pair is written into a free slot and kept only
+if ``y's > 1e-10``, so a full history keeps one spare.
 
 Note [torch scalar precision]: torch.optim.LBFGS keeps its scalars (g'd, y's, 1/y's, H, the
 first step length, the line search's Armijo and curvature tests) as 0-dim tensors of the params'
@@ -130,11 +133,16 @@ class ArrayBackend:
         self.scalar = np.float32 if self.compute == np.float32 else float
         self.stream = launch_stream(self.params)
 
-    def vector(self, i):
-        return self.xp.empty(self.params[i].shape, dtype=self.compute)
+    def flat(self, shape):
+        return self.xp.empty(shape, dtype=self.compute)
 
-    def rows(self, i, n):
-        return self.xp.empty((n, self.params[i].size), dtype=self.compute)
+    def views(self, flat):
+        """Per-param views (shapes of the params) of a flat vector over all params."""
+        out, k = [], 0
+        for p in self.params:
+            out.append(flat[k:k + p.size].reshape(p.shape))
+            k += p.size
+        return out
 
     def copy_into(self, dst, src):
         dst[...] = src
@@ -210,6 +218,7 @@ class _Core:
     def __init__(self, backend):
         self.b = backend
         self.n = len(backend.params)
+        self.total = sum(int(np.prod(p.shape)) for p in backend.params)
         self.func_evals = 0
         self.n_iter = 0
         self.d = None
@@ -222,7 +231,7 @@ class _Core:
 
     # arrays
     def _vectors(self):
-        return [self.b.vector(i) for i in range(self.n)]
+        return self.b.views(self.b.flat((self.total,)))
 
     def _buffer(self, live):
         """Note [line-search buffers]: a gradient buffer none of the handles in ``live`` is."""
@@ -350,7 +359,7 @@ class LbfgsCore(_Core):
 
     def __init__(self, backend):
         super().__init__(backend)
-        self.hist = None       # per param: (2 * cap, numel)
+        self.hist = None       # (2 * cap, total numel): Note [full-batch state]
         self.cap = 0
         self.slots = []        # history slots in use, oldest first
         self.ro = []           # 1 / y's of each
@@ -371,10 +380,9 @@ class LbfgsCore(_Core):
             self.slots.pop(0)
             self.ro.pop(0)
             return self._free_slot(history_size)
-        hist = [self.b.rows(i, 2 * cap) for i in range(self.n)]
+        hist = self.b.flat((2 * cap, self.total))
         if self.hist is not None:
-            for new, old in zip(hist, self.hist):
-                self.b.copy_into(new[:2 * self.cap], old)
+            self.b.copy_into(hist[:2 * self.cap], self.hist)
         self.hist, self.cap = hist, cap
         return self._free_slot(history_size)
 
@@ -460,7 +468,7 @@ class LbfgsCore(_Core):
     def export(self):
         """Copies of the state, per param: d, prev_grad, and the pairs oldest first."""
         def rows(r):
-            return [h[r].reshape(p.shape) for h, p in zip(self.hist, self.b.params)]
+            return self.b.views(self.hist[r])
         return {
             "func_evals": self.func_evals, "n_iter": self.n_iter, "t": _opt_float(self.t),
             "prev_loss": self.prev_loss, "h_diag": float(self.h_diag),
@@ -487,11 +495,11 @@ class LbfgsCore(_Core):
         k = len(pairs)
         if k:
             self.cap = max(k, min(history_size + 1, k + 1))
-            self.hist = [self.b.rows(i, 2 * self.cap) for i in range(self.n)]
+            self.hist = self.b.flat((2 * self.cap, self.total))
             for j, (sv, yv) in enumerate(pairs):
-                for i in range(self.n):
-                    self.b.copy_into(self.hist[i][2 * j], sv[i].reshape(-1))
-                    self.b.copy_into(self.hist[i][2 * j + 1], yv[i].reshape(-1))
+                for r, vectors in ((2 * j, sv), (2 * j + 1, yv)):
+                    for dst, src in zip(self.b.views(self.hist[r]), vectors):
+                        self.b.copy_into(dst, src)
         sc = self.b.scalar
         self.slots, self.ro = list(range(k)), [sc(r) for r in ro]
         self.d, self.prev_grad = d, prev

@@ -43,13 +43,16 @@ class TorchBackend:
         self.stream = launch_stream(self.params)
         self._zeros = {}
 
-    def vector(self, i):
-        p = self.params[i]
-        return torch.empty(p.shape, dtype=self.compute, device=p.device)
+    def flat(self, shape):
+        return torch.empty(shape, dtype=self.compute, device=self.params[0].device)
 
-    def rows(self, i, n):
-        p = self.params[i]
-        return torch.empty((n, p.numel()), dtype=self.compute, device=p.device)
+    def views(self, flat):
+        """Per-param views (shapes of the params) of a flat vector over all params."""
+        out, k = [], 0
+        for p in self.params:
+            out.append(flat[k:k + p.numel()].view(p.shape))
+            k += p.numel()
+        return out
 
     def copy_into(self, dst, src):
         dst.copy_(src)
