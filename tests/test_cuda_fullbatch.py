@@ -40,16 +40,15 @@ def test_dots_and_history(dtype):
     got = _C.fullbatch_dots(_cuda(g), [_cuda(d), _cuda(g)], torch.cuda.current_stream().cuda_stream)
     assert got[0] == pytest.approx(float(_flat64(g) @ _flat64(d)), rel=tol, abs=tol)
     assert got[1] == pytest.approx(float(_flat64(g) @ _flat64(g)), rel=tol)
-    hist = [torch.zeros((4, int(np.prod(s))), dtype=getattr(torch, dtype), device="cuda")
-            for s in SHAPES]
+    total = sum(int(np.prod(s)) for s in SHAPES)
+    hist = torch.zeros((4, total), dtype=getattr(torch, dtype), device="cuda")
     pg = _cuda(prev)
     ys, yy = _C.fullbatch_history_(_cuda(g), pg, _cuda(d), hist, 1, 0.5,
                                    torch.cuda.current_stream().cuda_stream)
     y = _flat64(g) - _flat64(prev)
     s = 0.5 * _flat64(d)
-    np.testing.assert_allclose(np.concatenate([h[2].cpu().numpy() for h in hist]), s, rtol=tol)
-    np.testing.assert_allclose(np.concatenate([h[3].cpu().numpy() for h in hist]), y, rtol=tol,
-                               atol=tol)
+    np.testing.assert_allclose(hist[2].cpu().numpy(), s, rtol=tol)
+    np.testing.assert_allclose(hist[3].cpu().numpy(), y, rtol=tol, atol=tol)
     np.testing.assert_array_equal(_flat64(_host(pg)), _flat64(g))
     assert ys == pytest.approx(float(y @ s), rel=tol * 10)
     assert yy == pytest.approx(float(y @ y), rel=tol * 10)
@@ -61,17 +60,14 @@ def test_two_loop_matches_cpu(dtype, slots):
     """The device-chained recursion (Note [device chain]) against the CPU kernels."""
     g = _rand(dtype, 4)
     rng = np.random.default_rng(5)
-    hist = []
-    for s in SHAPES:
-        h = rng.standard_normal((6, int(np.prod(s)))).astype(dtype)
-        h[1::2] = 1.5 * h[0::2] + 0.1 * rng.standard_normal(h[1::2].shape)
-        hist.append(h)
-    ro = [1.0 / float(_flat64([h[2 * j] for h in hist]) @ _flat64([h[2 * j + 1] for h in hist]))
-          for j in slots]
+    total = sum(int(np.prod(s)) for s in SHAPES)
+    hist = rng.standard_normal((6, total)).astype(dtype)
+    hist[1::2] = 1.5 * hist[0::2] + 0.1 * rng.standard_normal(hist[1::2].shape)
+    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
     d_cpu = [np.zeros(s, dtype) for s in SHAPES]
     want = _C.fullbatch_direction_(g, d_cpu, hist, slots, ro, 0.8)
     d_gpu = [torch.zeros(s, dtype=getattr(torch, dtype), device="cuda") for s in SHAPES]
-    got = _C.fullbatch_direction_(_cuda(g), d_gpu, _cuda(hist), slots, ro, 0.8,
+    got = _C.fullbatch_direction_(_cuda(g), d_gpu, to_cuda(torch, hist), slots, ro, 0.8,
                                   torch.cuda.current_stream().cuda_stream)
     tol = 1e-4 if dtype == "float32" else 1e-11
     np.testing.assert_allclose(_flat64(_host(d_gpu)), _flat64(d_cpu), rtol=tol,
