@@ -131,7 +131,6 @@ class ArrayBackend:
         self.half = np.dtype(p0.dtype).name in _HALF
         self.compute = np.float32 if self.half else np.dtype(p0.dtype)
         self.scalar = np.float32 if self.compute == np.float32 else float
-        self.stream = launch_stream(self.params)
 
     def flat(self, shape):
         return self.xp.empty(shape, dtype=self.compute)
@@ -228,6 +227,7 @@ class _Core:
         self._pool = []         # gradient buffers (Note [line-search buffers])
         self._bases = [None, None]
         self._moved = False
+        self.st = None
 
     # arrays
     def _vectors(self):
@@ -249,17 +249,17 @@ class _Core:
         if not copy and not self.b.half:
             return grads
         buf = self._buffer(live)
-        _C.fullbatch_grad_copy_(grads, buf, None, self.b.stream)
+        _C.fullbatch_grad_copy_(grads, buf, None, self.st)
         return buf
 
     def _max_abs(self, g):
-        return self.b.scalar(global_norm(g, math.inf, stream=self.b.stream))
+        return self.b.scalar(global_norm(g, math.inf, stream=self.st))
 
     def _abs_sum(self, g):
-        return self.b.scalar(global_norm(g, 1.0, stream=self.b.stream))
+        return self.b.scalar(global_norm(g, 1.0, stream=self.st))
 
     def _move(self, mode, t, base=None):
-        _C.fullbatch_param_step_(self.b.params, self.d, base, mode, float(t), self.b.stream)
+        _C.fullbatch_param_step_(self.b.params, self.d, base, mode, float(t), self.st)
 
     def _base(self, which):
         if self._bases[which] is None:
@@ -292,7 +292,7 @@ class _Core:
             state["at"] = t_trial
             _, f_new, grads = self._evaluate(closure)
             buf = self._buffer(live)
-            gtd_new = _C.fullbatch_grad_copy_(grads, buf, self.d, self.b.stream)
+            gtd_new = _C.fullbatch_grad_copy_(grads, buf, self.d, self.st)
             return f_new, buf, self.b.scalar(gtd_new)
 
         loss, g, t, evals = strong_wolfe(phi, t, loss, g, gtd, dmax, c1=c1, c2=c2,
@@ -310,6 +310,7 @@ class _Core:
         return returned, loss, grads
 
     def _restore(self):
+        """Params back to their values before the step (Note [failed step])."""
         self._move(_RESTORE, 0.0, self._bases[0])
         self.forget()
 
@@ -319,6 +320,8 @@ class _Core:
             raise TypeError(f"{self.b.name}.step: a closure is required: a function that "
                             f"re-evaluates the full-batch loss ({self.b.closure_returns})")
         self._moved = False
+        # The launch stream of this step: torch's / CuPy's current stream now (None on the CPU).
+        self.st = launch_stream(self.b.params)
         evals_before = self.func_evals
         try:
             return body(closure)
@@ -390,7 +393,7 @@ class LbfgsCore(_Core):
         return self.run(closure, lambda c: self._step(c, hyper))
 
     def _step(self, closure, h):
-        st = self.b.stream
+        st = self.st
         lr, max_iter, max_eval = h["lr"], h["max_iter"], h["max_eval"]
         tol_grad, tol_change = h["tolerance_grad"], h["tolerance_change"]
         m, wolfe = h["history_size"], h["line_search_fn"] == "strong_wolfe"
@@ -540,7 +543,7 @@ class CgCore(_Core):
         return self.run(closure, lambda c: self._step(c, hyper))
 
     def _step(self, closure, h):
-        st = self.b.stream
+        st = self.st
         lr, max_iter, max_eval = h["lr"], h["max_iter"], h["max_eval"]
         tol_grad, tol_change = h["tolerance_grad"], h["tolerance_change"]
         wolfe = h["line_search_fn"] == "strong_wolfe"

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from ..fullbatch import CgCore, LbfgsCore, cg_hyper, check_uniform, lbfgs_hyper, loss_value
-from .._streams import launch_stream
 
 __all__ = ["LBFGS", "ConjugateGradient"]
 
@@ -40,7 +39,6 @@ class TorchBackend:
         self.half = self.params[0].dtype in _HALF
         self.compute = torch.float32 if self.half else self.params[0].dtype
         self.scalar = np.float32 if self.compute == torch.float32 else float   # Note [torch scalar precision]
-        self.stream = launch_stream(self.params)
         self._zeros = {}
 
     def flat(self, shape):
