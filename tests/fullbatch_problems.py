@@ -70,3 +70,21 @@ def closure_for(fg, params, dtype=None):
         return f, split(g, shapes, dtype or params[0].dtype)
     closure.calls = 0
     return closure
+
+
+def check_resume(make, fg, params, steps):
+    """Runs make(params) `steps` steps, checkpoints, runs `steps` more; a new optimizer on a copy
+    of the checkpointed params, loaded from the checkpoint, must end bit for bit the same."""
+    opt = make(params)
+    for _ in range(steps):
+        opt.step(closure_for(fg, params))
+    saved, copies = opt.state_dict(), [p.copy() for p in params]
+    for _ in range(steps):
+        opt.step(closure_for(fg, params))
+    resumed = make(copies)
+    resumed.load_state_dict(saved)
+    for _ in range(steps):
+        resumed.step(closure_for(fg, copies))
+    for p, q in zip(params, copies):
+        np.testing.assert_array_equal(p, q)
+    assert resumed.state_dict()["state"]["func_evals"] == opt.state_dict()["state"]["func_evals"]

@@ -7,7 +7,7 @@ import pytest
 
 import fusedtrain as ft
 import fusedtrain.reference as ref
-from fullbatch_problems import (closure_for, flat, logistic, quadratic, rosenbrock,
+from fullbatch_problems import (check_resume, closure_for, flat, logistic, quadratic, rosenbrock,
                                 rosenbrock_start, split)
 
 SHAPES = [(1,), (7,), (3, 4)]
@@ -103,21 +103,8 @@ def test_restart_every_resets_beta(isa):
 
 
 def test_state_dict_resumes_bit_for_bit(isa):
-    fg = logistic(n_features=20)
-    a = split(np.zeros(20), SHAPES, np.float32)
-    opt = ft.optim.ConjugateGradient(a, max_iter=3)
-    for _ in range(2):
-        opt.step(closure_for(fg, a))
-    saved, x_saved = opt.state_dict(), [p.copy() for p in a]
-    for _ in range(2):
-        opt.step(closure_for(fg, a))
-    b = [p.copy() for p in x_saved]
-    resumed = ft.optim.ConjugateGradient(b, max_iter=3)
-    resumed.load_state_dict(saved)
-    for _ in range(2):
-        resumed.step(closure_for(fg, b))
-    for p, q in zip(a, b):
-        np.testing.assert_array_equal(p, q)
+    check_resume(lambda ps: ft.optim.ConjugateGradient(ps, max_iter=3), logistic(n_features=20),
+                 split(np.zeros(20), SHAPES, np.float32), 2)
 
 
 def test_torch_matches_numpy(torch):

@@ -6,7 +6,7 @@ import pytest
 
 import fusedtrain as ft
 import fusedtrain.reference as ref
-from fullbatch_problems import (closure_for, flat, logistic, quadratic, rosenbrock,
+from fullbatch_problems import (check_resume, closure_for, flat, logistic, quadratic, rosenbrock,
                                 rosenbrock_start, split)
 from precisions import dtype_named
 
@@ -80,21 +80,9 @@ def test_rosenbrock_converges(n, line_search, isa):
 @pytest.mark.parametrize("line_search", LINE_SEARCHES)
 def test_state_dict_resumes_bit_for_bit(line_search, isa):
     fg, _ = quadratic(20, cond=50.0)
-    a = split(np.ones(20), SHAPES, np.float32)
-    opt = ft.optim.LBFGS(a, history_size=4, max_iter=3, line_search_fn=line_search)
-    for _ in range(3):
-        opt.step(closure_for(fg, a))
-    saved, x_saved = opt.state_dict(), [p.copy() for p in a]
-    for _ in range(3):
-        opt.step(closure_for(fg, a))
-    b = [p.copy() for p in x_saved]
-    resumed = ft.optim.LBFGS(b, history_size=4, max_iter=3, line_search_fn=line_search)
-    resumed.load_state_dict(saved)
-    for _ in range(3):
-        resumed.step(closure_for(fg, b))
-    for p, q in zip(a, b):
-        np.testing.assert_array_equal(p, q)
-    assert resumed.state_dict()["state"]["func_evals"] == opt.state_dict()["state"]["func_evals"]
+    check_resume(lambda ps: ft.optim.LBFGS(ps, history_size=4, max_iter=3,
+                                           line_search_fn=line_search),
+                 fg, split(np.ones(20), SHAPES, np.float32), 3)
 
 
 def test_history_ring_keeps_the_newest_pairs(isa):

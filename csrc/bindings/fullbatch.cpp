@@ -12,9 +12,7 @@
 #include "bindings/interop.h"
 #include "core/fullbatch_args.h"
 #include "cpu/fullbatch_kernels.h"
-#if defined(FT_WITH_CUDA)
-#include "cuda/fullbatch_kernels.h"
-#endif
+#include "cuda/fullbatch_kernels.h"  // declarations only; called only in CUDA builds
 
 namespace ft::bind {
 namespace {
@@ -139,7 +137,8 @@ py::tuple result_tuple(const FbResult& r, int nsums, bool with_max) {
   return t;
 }
 
-// Runs cpu_fn() or cuda_fn(stream) for the call's device, without the GIL.
+// Runs cpu_fn() or cuda_fn(stream) for the call's device, without the GIL.  cuda_fn is a generic
+// lambda: a CPU-only build never instantiates it, so it may name the CUDA entry points.
 template <class CpuFn, class CudaFn>
 auto dispatch(const FbTensors& t, py::handle stream, CpuFn&& cpu_fn, CudaFn&& cuda_fn) {
   if (t.device == DeviceKind::cpu) {
@@ -192,12 +191,7 @@ void init_fullbatch(py::module_& m) {
         const FbResult r = dispatch(
             ts, stream, [&] { return cpu::active_fullbatch().history(ts, t); },
             [&](auto st) {
-#if defined(FT_WITH_CUDA)
               return cuda::fb_history(ts, t, st);
-#else
-              (void)st;
-              return FbResult{};
-#endif
             });
         return result_tuple(r, 2, false);
       },
@@ -234,12 +228,7 @@ void init_fullbatch(py::module_& m) {
             ts, stream,
             [&] { return cpu::two_loop(ts, slots.data(), k, ro.data(), h_diag, al.data()); },
             [&](auto st) {
-#if defined(FT_WITH_CUDA)
               return cuda::fb_two_loop(ts, slots.data(), k, ro.data(), h_diag, al.data(), st);
-#else
-              (void)st;
-              return FbResult{};
-#endif
             });
         return py::make_tuple(r.sum[0], r.max, al);
       },
@@ -264,12 +253,7 @@ void init_fullbatch(py::module_& m) {
         const FbResult r = dispatch(
             ts, stream, [&] { return cpu::active_fullbatch().combine(ts, k, copy); },
             [&](auto st) {
-#if defined(FT_WITH_CUDA)
               return cuda::fb_combine(ts, k, copy, st);
-#else
-              (void)st;
-              return FbResult{};
-#endif
             });
         return result_tuple(r, 1, true);
       },
@@ -298,12 +282,7 @@ void init_fullbatch(py::module_& m) {
         const FbResult r = dispatch(
             ts, stream, [&] { return cpu::active_fullbatch().dots(ts, nd); },
             [&](auto st) {
-#if defined(FT_WITH_CUDA)
               return cuda::fb_dots(ts, nd, st);
-#else
-              (void)st;
-              return FbResult{};
-#endif
             });
         return result_tuple(r, nd, false);
       },
@@ -324,12 +303,7 @@ void init_fullbatch(py::module_& m) {
         const FbResult r = dispatch(
             ts, stream, [&] { return cpu::active_fullbatch().grad_copy(ts); },
             [&](auto st) {
-#if defined(FT_WITH_CUDA)
               return cuda::fb_grad_copy(ts, st);
-#else
-              (void)st;
-              return FbResult{};
-#endif
             });
         return r.sum[0];
       },
@@ -364,11 +338,7 @@ void init_fullbatch(py::module_& m) {
               return 0;
             },
             [&](auto st) {
-#if defined(FT_WITH_CUDA)
               cuda::fb_param_step(ts, m, t, st);
-#else
-              (void)st;
-#endif
               return 0;
             });
       },

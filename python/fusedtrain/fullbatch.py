@@ -34,6 +34,7 @@ import numbers
 import numpy as np
 
 from . import _C
+from ._optim_base import _is_array, _xp
 from ._line_search import strong_wolfe
 from ._streams import launch_stream
 from .utils import global_norm
@@ -43,17 +44,6 @@ __all__ = ["LBFGS", "ConjugateGradient"]
 _HALF = ("float16", "bfloat16")
 # csrc/math/fullbatch.h StepMode
 _ADD, _SAVE_BASE, _FROM_BASE, _RESTORE = 0, 1, 2, 3
-
-
-def _is_array(x):
-    return hasattr(x, "__array_interface__") or hasattr(x, "__cuda_array_interface__")
-
-
-def _xp(a):
-    if (type(a).__module__ or "").startswith("cupy"):
-        import cupy
-        return cupy
-    return np
 
 
 # -- hyperparameters --------------------------------------------------------------------------
@@ -314,8 +304,9 @@ class _Core:
         self._move(_RESTORE, 0.0, self._bases[0])
         self.forget()
 
-    def run(self, closure, body):
-        """One step() call: body(closure) with Note [failed step] around it."""
+    def run(self, closure, h, direction, c1, c2):
+        """One step() call: the iteration of torch.optim.LBFGS.step around ``direction(g, h)``
+        (which returns g'd, max |d| and the first trial step), with Note [failed step]."""
         if closure is None or not callable(closure):
             raise TypeError(f"{self.b.name}.step: a closure is required: a function that "
                             f"re-evaluates the full-batch loss ({self.b.closure_returns})")
@@ -324,12 +315,59 @@ class _Core:
         self.st = launch_stream(self.b.params)
         evals_before = self.func_evals
         try:
-            return body(closure)
+            return self._iterate(closure, h, direction, c1, c2)
         except BaseException:
             if self._moved:
                 self._restore()
                 self.func_evals = evals_before
             raise
+
+    def _iterate(self, closure, h, direction, c1, c2):
+        max_iter, max_eval = h["max_iter"], h["max_eval"]
+        tol_grad, tol_change = h["tolerance_grad"], h["tolerance_change"]
+        wolfe = h["line_search_fn"] == "strong_wolfe"
+        orig_loss, loss, grads = self._evaluate(closure)
+        current_evals = 1
+        self.func_evals += 1
+        g = self._grads_in(grads, copy=wolfe)
+        if self._max_abs(g) <= tol_grad:
+            return orig_loss
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            self.n_iter += 1
+            gtd, dmax, self.t = direction(g, h)
+            self.prev_loss = loss
+            if gtd > -tol_change:
+                break
+            ls_evals = 0
+            if wolfe:
+                loss, g, self.t, ls_evals = self._line_search(
+                    closure, self.t, loss, g, gtd, dmax, max_eval - current_evals, c1, c2,
+                    tol_change)
+                opt_cond = self._max_abs(g) <= tol_grad
+            else:
+                self._step_params(self.t)
+                opt_cond = False
+                if n_iter != max_iter:    # torch skips the evaluation after the last move
+                    _, loss, grads = self._evaluate(closure)
+                    g = self._grads_in(grads, copy=False)
+                    opt_cond = self._max_abs(g) <= tol_grad
+                    ls_evals = 1
+            current_evals += ls_evals
+            self.func_evals += ls_evals
+            if n_iter == max_iter or current_evals >= max_eval or opt_cond:
+                break
+            if dmax * abs(self.t) <= tol_change:     # torch's d.mul(t).abs().max()
+                break
+            if abs(loss - self.prev_loss) < tol_change:
+                break
+        return orig_loss
+
+    def _first_step(self, g, lr):
+        """The first iteration's trial step, min(1, 1/|g|_1) lr (torch.optim.LBFGS's)."""
+        total = self._abs_sum(g)
+        return min(1.0, 1.0 / total if total > 0 else math.inf) * lr
 
     def forget(self):
         self.n_iter = 0
@@ -390,82 +428,34 @@ class LbfgsCore(_Core):
         return self._free_slot(history_size)
 
     def step(self, closure, hyper):
-        return self.run(closure, lambda c: self._step(c, hyper))
+        return self.run(closure, hyper, self._direction, 1e-4, 0.9)
 
-    def _step(self, closure, h):
-        st = self.st
-        lr, max_iter, max_eval = h["lr"], h["max_iter"], h["max_eval"]
-        tol_grad, tol_change = h["tolerance_grad"], h["tolerance_change"]
-        m, wolfe = h["history_size"], h["line_search_fn"] == "strong_wolfe"
-
-        orig_loss, loss, grads = self._evaluate(closure)
-        current_evals = 1
-        self.func_evals += 1
-        g = self._grads_in(grads, copy=wolfe)
-        if self._max_abs(g) <= tol_grad:
-            return orig_loss
-
-        n_iter = 0
-        while n_iter < max_iter:
-            n_iter += 1
-            self.n_iter += 1
-            # ---- direction
-            if self.n_iter == 1:
-                self.d, self.prev_grad = self._vectors(), self._vectors()
-                gtd, dmax = _C.fullbatch_combine_(self.d, g, g, self.prev_grad, False, 0.0,
-                                                  -1.0, 1.0, st)
-                self.slots, self.ro, self.h_diag = [], [], 1.0
-            else:
-                while len(self.slots) > m:   # history_size lowered between steps
-                    self.slots.pop(0)
-                    self.ro.pop(0)
-                slot = self._free_slot(m)
-                ys, yy = map(self.b.scalar, _C.fullbatch_history_(
-                    g, self.prev_grad, self.d, self.hist, slot, float(self.t), st))
-                if ys > 1e-10:
-                    if len(self.slots) == m:
-                        self.slots.pop(0)
-                        self.ro.pop(0)
-                    self.slots.append(slot)
-                    self.ro.append(1.0 / ys)
-                    self.h_diag = ys / yy
-                gtd, dmax, self.al = _C.fullbatch_direction_(
-                    g, self.d, self.hist, self.slots, [float(r) for r in self.ro],
-                    float(self.h_diag), st)
-            gtd, dmax = self.b.scalar(gtd), self.b.scalar(dmax)
-            self.prev_loss = loss
-            # ---- step length
-            if self.n_iter == 1:
-                total = self._abs_sum(g)
-                self.t = min(1.0, 1.0 / total if total > 0 else math.inf) * lr
-            else:
-                self.t = lr
-            if gtd > -tol_change:
-                break
-            ls_evals = 0
-            if wolfe:
-                loss, g, self.t, ls_evals = self._line_search(
-                    closure, self.t, loss, g, gtd, dmax, max_eval - current_evals, 1e-4, 0.9,
-                    tol_change)
-                opt_cond = self._max_abs(g) <= tol_grad
-            else:
-                self._step_params(self.t)
-                opt_cond = False
-                if n_iter != max_iter:
-                    _, loss, grads = self._evaluate(closure)
-                    g = self._grads_in(grads, copy=False)
-                    opt_cond = self._max_abs(g) <= tol_grad
-                    ls_evals = 1
-            current_evals += ls_evals
-            self.func_evals += ls_evals
-            # ---- termination
-            if n_iter == max_iter or current_evals >= max_eval or opt_cond:
-                break
-            if dmax * abs(self.t) <= tol_change:
-                break
-            if abs(loss - self.prev_loss) < tol_change:
-                break
-        return orig_loss
+    def _direction(self, g, h):
+        """d = -H g by the two-loop recursion after storing the last pair; returns g'd, max |d|
+        and the first trial step."""
+        st, m = self.st, h["history_size"]
+        if self.n_iter == 1:
+            self.d, self.prev_grad = self._vectors(), self._vectors()
+            gtd, dmax = _C.fullbatch_combine_(self.d, g, g, self.prev_grad, False, 0.0, -1.0,
+                                              1.0, st)
+            self.slots, self.ro, self.h_diag = [], [], 1.0
+            return self.b.scalar(gtd), self.b.scalar(dmax), self._first_step(g, h["lr"])
+        while len(self.slots) > m:   # history_size lowered between steps
+            self.slots.pop(0)
+            self.ro.pop(0)
+        slot = self._free_slot(m)
+        ys, yy = map(self.b.scalar, _C.fullbatch_history_(
+            g, self.prev_grad, self.d, self.hist, slot, float(self.t), st))
+        if ys > 1e-10:
+            if len(self.slots) == m:
+                self.slots.pop(0)
+                self.ro.pop(0)
+            self.slots.append(slot)
+            self.ro.append(1.0 / ys)
+            self.h_diag = ys / yy
+        gtd, dmax, self.al = _C.fullbatch_direction_(
+            g, self.d, self.hist, self.slots, [float(r) for r in self.ro], float(self.h_diag), st)
+        return self.b.scalar(gtd), self.b.scalar(dmax), h["lr"]
 
     # checkpoints
     def export(self):
@@ -540,81 +530,36 @@ class CgCore(_Core):
         self.since_restart = 0
 
     def step(self, closure, hyper):
-        return self.run(closure, lambda c: self._step(c, hyper))
+        return self.run(closure, hyper, self._direction, hyper["c1"], hyper["c2"])
 
-    def _step(self, closure, h):
+    def _direction(self, g, h):
+        """d = beta d - g (Note [conjugate-gradient restarts]); returns g'd, max |d| and the
+        first trial step (Note [conjugate-gradient step length])."""
         st = self.st
-        lr, max_iter, max_eval = h["lr"], h["max_iter"], h["max_eval"]
-        tol_grad, tol_change = h["tolerance_grad"], h["tolerance_change"]
-        wolfe = h["line_search_fn"] == "strong_wolfe"
-        restart_every = h["restart_every"]
-        if restart_every is None:
-            restart_every = sum(int(np.prod(p.shape)) for p in self.b.params)
-
-        orig_loss, loss, grads = self._evaluate(closure)
-        current_evals = 1
-        self.func_evals += 1
-        g = self._grads_in(grads, copy=wolfe)
-        if self._max_abs(g) <= tol_grad:
-            return orig_loss
-
-        n_iter = 0
-        while n_iter < max_iter:
-            n_iter += 1
-            self.n_iter += 1
-            # ---- beta (Note [conjugate-gradient restarts])
-            restart = self.d is None or self.since_restart >= restart_every
-            if restart:
-                (gg,) = _C.fullbatch_dots(g, [g], st)
-                beta, gd = 0.0, 0.0
+        restart_every = h["restart_every"] or self.total
+        if self.d is None or self.since_restart >= restart_every:
+            (gg,) = _C.fullbatch_dots(g, [g], st)
+            beta = 0.0
+        else:
+            gg, g_gprev, gd = _C.fullbatch_dots(g, [g, self.prev_grad, self.d], st)
+            if h["beta"] == "fletcher_reeves":
+                beta = gg / self.gg_prev
             else:
-                gg, g_gprev, gd = _C.fullbatch_dots(g, [g, self.prev_grad, self.d], st)
-                if h["beta"] == "fletcher_reeves":
-                    beta = gg / self.gg_prev
-                else:
-                    beta = max(0.0, (gg - g_gprev) / self.gg_prev)
-                if not -gg + beta * gd < 0:    # not a descent direction
-                    beta = 0.0
-            if self.d is None:
-                self.d, self.prev_grad = self._vectors(), self._vectors()
-            gtd, dmax = map(self.b.scalar, _C.fullbatch_combine_(
-                self.d, g, g, self.prev_grad, beta != 0.0, beta, -1.0, 1.0, st))
-            self.since_restart = 1 if beta == 0.0 else self.since_restart + 1
-            self.gg_prev = gg
-            self.prev_loss = loss
-            # ---- step length: Note [conjugate-gradient step length]
-            if beta == 0.0 or self.gtd_prev is None or self.t is None:
-                total = self._abs_sum(g)
-                t = min(1.0, 1.0 / total if total > 0 else math.inf) * lr
-            else:
-                t = self.t * self.gtd_prev / gtd
-            self.gtd_prev = gtd
-            self.t = t
-            if gtd > -tol_change:
-                break
-            ls_evals = 0
-            if wolfe:
-                loss, g, self.t, ls_evals = self._line_search(
-                    closure, t, loss, g, gtd, dmax, max_eval - current_evals, h["c1"], h["c2"],
-                    tol_change)
-                opt_cond = self._max_abs(g) <= tol_grad
-            else:
-                self._step_params(t)
-                opt_cond = False
-                if n_iter != max_iter:
-                    _, loss, grads = self._evaluate(closure)
-                    g = self._grads_in(grads, copy=False)
-                    opt_cond = self._max_abs(g) <= tol_grad
-                    ls_evals = 1
-            current_evals += ls_evals
-            self.func_evals += ls_evals
-            if n_iter == max_iter or current_evals >= max_eval or opt_cond:
-                break
-            if dmax * abs(self.t) <= tol_change:
-                break
-            if abs(loss - self.prev_loss) < tol_change:
-                break
-        return orig_loss
+                beta = max(0.0, (gg - g_gprev) / self.gg_prev)
+            if not -gg + beta * gd < 0:    # not a descent direction
+                beta = 0.0
+        if self.d is None:
+            self.d, self.prev_grad = self._vectors(), self._vectors()
+        gtd, dmax = map(self.b.scalar, _C.fullbatch_combine_(
+            self.d, g, g, self.prev_grad, beta != 0.0, beta, -1.0, 1.0, st))
+        self.since_restart = 1 if beta == 0.0 else self.since_restart + 1
+        self.gg_prev = gg
+        if beta == 0.0 or self.gtd_prev is None or self.t is None:
+            t = self._first_step(g, h["lr"])
+        else:
+            t = self.t * self.gtd_prev / gtd
+        self.gtd_prev = gtd
+        return gtd, dmax, t
 
     def export(self):
         return {"func_evals": self.func_evals, "n_iter": self.n_iter, "t": _opt_float(self.t),

@@ -37,6 +37,28 @@ class _Flat:
         g = np.concatenate([np.asarray(a, np.float64).ravel() for a in grads])
         return loss, float(loss), g
 
+    def step(self, closure):
+        """torch.optim.LBFGS.step's iteration around the method's _direction(g) -> (d, t)."""
+        h, s = self.hyper, self.state
+        orig, loss, g = self._eval(closure)
+        self._evals = 1
+        s["func_evals"] += 1
+        if np.abs(g).max() <= h["tolerance_grad"]:
+            return orig
+        for n_iter in range(1, h["max_iter"] + 1):
+            s["n_iter"] += 1
+            d, t = self._direction(g)
+            s.update(d=d, prev_g=g.copy(), t=t, prev_loss=loss)
+            gtd = float(g @ d)
+            if gtd > -h["tolerance_change"]:
+                break
+            loss, g, t, opt_cond = self._move(closure, t, d, n_iter, self.c1, self.c2, loss, g,
+                                              gtd)
+            s["t"] = t
+            if self._finish(n_iter, opt_cond, loss, t, d):
+                break
+        return orig
+
     def _search(self, closure, t, f, g, gtd, d, c1, c2):
         x0 = self.x.copy()
 
@@ -87,51 +109,34 @@ class LBFGS(_Flat):
                                                 tolerance_change, line_search_fn),
                                       history_size=history_size))
 
-    def step(self, closure):
+    c1, c2 = 1e-4, 0.9
+
+    def _direction(self, g):
         h, s = self.hyper, self.state
-        orig, loss, g = self._eval(closure)
-        self._evals = 1
-        s["func_evals"] += 1
-        if np.abs(g).max() <= h["tolerance_grad"]:
-            return orig
-        for n_iter in range(1, h["max_iter"] + 1):
-            s["n_iter"] += 1
-            if s["n_iter"] == 1:
-                d = -g
-                s.update(old_s=[], old_y=[], ro=[], H=1.0)
-            else:
-                y, sv = g - s["prev_g"], s["d"] * s["t"]
-                ys = float(y @ sv)
-                if ys > 1e-10:
-                    if len(s["old_s"]) == h["history_size"]:
-                        for key in ("old_s", "old_y", "ro"):
-                            s[key].pop(0)
-                    s["old_s"].append(sv)
-                    s["old_y"].append(y)
-                    s["ro"].append(1.0 / ys)
-                    s["H"] = ys / float(y @ y)
-                k = len(s["old_s"])
-                al = [0.0] * k
-                q = -g
-                for i in range(k - 1, -1, -1):
-                    al[i] = float(s["old_s"][i] @ q) * s["ro"][i]
-                    q = q - al[i] * s["old_y"][i]
-                r = q * s["H"]
-                for i in range(k):
-                    be = float(s["old_y"][i] @ r) * s["ro"][i]
-                    r = r + (al[i] - be) * s["old_s"][i]
-                d = r
-            s["d"], s["prev_g"], s["prev_loss"] = d, g.copy(), loss
-            s["t"] = t = (min(1.0, 1.0 / np.abs(g).sum()) * h["lr"] if s["n_iter"] == 1
-                          else h["lr"])
-            gtd = float(g @ d)
-            if gtd > -h["tolerance_change"]:
-                break
-            loss, g, t, opt_cond = self._move(closure, t, d, n_iter, 1e-4, 0.9, loss, g, gtd)
-            s["t"] = t
-            if self._finish(n_iter, opt_cond, loss, t, d):
-                break
-        return orig
+        if s["n_iter"] == 1:
+            s.update(old_s=[], old_y=[], ro=[], H=1.0)
+            return -g, min(1.0, 1.0 / np.abs(g).sum()) * h["lr"]
+        y, sv = g - s["prev_g"], s["d"] * s["t"]
+        ys = float(y @ sv)
+        if ys > 1e-10:
+            if len(s["old_s"]) == h["history_size"]:
+                for key in ("old_s", "old_y", "ro"):
+                    s[key].pop(0)
+            s["old_s"].append(sv)
+            s["old_y"].append(y)
+            s["ro"].append(1.0 / ys)
+            s["H"] = ys / float(y @ y)
+        k = len(s["old_s"])
+        al = [0.0] * k
+        q = -g
+        for i in range(k - 1, -1, -1):
+            al[i] = float(s["old_s"][i] @ q) * s["ro"][i]
+            q = q - al[i] * s["old_y"][i]
+        r = q * s["H"]
+        for i in range(k):
+            be = float(s["old_y"][i] @ r) * s["ro"][i]
+            r = r + (al[i] - be) * s["old_s"][i]
+        return r, h["lr"]
 
 
 class ConjugateGradient(_Flat):
@@ -145,41 +150,34 @@ class ConjugateGradient(_Flat):
                                                 tolerance_change, line_search_fn),
                                       beta=beta, restart_every=restart_every, c1=c1, c2=c2))
 
-    def step(self, closure):
+    @property
+    def c1(self):
+        return self.hyper["c1"]
+
+    @property
+    def c2(self):
+        return self.hyper["c2"]
+
+    def _direction(self, g):
         h, s = self.hyper, self.state
-        every = h["restart_every"] or self.x.size
-        orig, loss, g = self._eval(closure)
-        self._evals = 1
-        s["func_evals"] += 1
-        if np.abs(g).max() <= h["tolerance_grad"]:
-            return orig
-        for n_iter in range(1, h["max_iter"] + 1):
-            s["n_iter"] += 1
-            gg = float(g @ g)
-            beta = 0.0
-            if "d" in s and s["since"] < every:
-                if h["beta"] == "fletcher_reeves":
-                    beta = gg / s["gg"]
-                else:
-                    beta = max(0.0, float((g - s["g"]) @ g) / s["gg"])
-                if not float(g @ (beta * s["d"] - g)) < 0:
-                    beta = 0.0
-            d = -g if beta == 0.0 else beta * s["d"] - g
-            s["since"] = 1 if beta == 0.0 else s["since"] + 1
-            gtd = float(g @ d)
-            if beta == 0.0 or "t" not in s:
-                t = min(1.0, 1.0 / np.abs(g).sum()) * h["lr"]
+        gg = float(g @ g)
+        beta = 0.0
+        if "gg" in s and s["since"] < (h["restart_every"] or self.x.size):
+            if h["beta"] == "fletcher_reeves":
+                beta = gg / s["gg"]
             else:
-                t = s["t"] * s["gtd"] / gtd
-            s.update(d=d, g=g.copy(), gg=gg, gtd=gtd, t=t, prev_loss=loss)
-            if gtd > -h["tolerance_change"]:
-                break
-            loss, g, t, opt_cond = self._move(closure, t, d, n_iter, h["c1"], h["c2"], loss, g,
-                                              gtd)
-            s["t"] = t
-            if self._finish(n_iter, opt_cond, loss, t, d):
-                break
-        return orig
+                beta = max(0.0, float((g - s["prev_g"]) @ g) / s["gg"])
+            if not float(g @ (beta * s["d"] - g)) < 0:
+                beta = 0.0
+        d = -g if beta == 0.0 else beta * s["d"] - g
+        s["since"] = 1 if beta == 0.0 else s["since"] + 1
+        gtd = float(g @ d)
+        if beta == 0.0 or "gtd" not in s:
+            t = min(1.0, 1.0 / np.abs(g).sum()) * h["lr"]
+        else:
+            t = s["t"] * s["gtd"] / gtd
+        s.update(gg=gg, gtd=gtd)
+        return d, t
 
 
 __all__ = ["LBFGS", "ConjugateGradient"]
