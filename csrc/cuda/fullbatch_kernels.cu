@@ -19,7 +19,8 @@ namespace {
 
 namespace fb = math::fb;
 
-constexpr int kFbThreads = 256;
+constexpr int kFbThreads = 512;
+constexpr int kUnroll = 4;  // Note [loads in flight]
 constexpr int kRes = fb::kMaxSums + 1;  // per-chunk partials: the sums, then the max
 
 template <class P> using ComputeOf = std::conditional_t<std::is_same_v<P, double>, double, float>;
@@ -101,23 +102,38 @@ __device__ void pass_chunks(const DeviceTable& tb, const SlotMap& map,
     }
     double sum[R] = {};
     C mx = C(0);
-    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-      C v[S] = {};
+    // Note [loads in flight]: kUnroll elements per thread are loaded before any is computed or
+    // stored (a store may alias a later load, so the compiler would not reorder them), giving
+    // every thread kUnroll independent loads of each slot in flight.  Element i of the chunk
+    // is always handled by the same thread in the same order: the sums stay deterministic.
+    const int64_t step = int64_t(blockDim.x);
+    for (int64_t i0 = begin + threadIdx.x; i0 < end; i0 += kUnroll * step) {
+      C v[kUnroll][S] = {};
 #pragma unroll
-      for (int s = 0; s < S; ++s) {
-        if (!((Pass::kRead >> s) & 1)) continue;
-        if ((Pass::kParamSlots >> s) & 1) v[s] = C(to_float(reinterpret_cast<const P*>(ptr[s])[i]));
-        else v[s] = reinterpret_cast<const C*>(ptr[s])[i];
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t i = i0 + u * step;
+        if (i >= end) break;
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          if (!((Pass::kRead >> s) & 1)) continue;
+          if ((Pass::kParamSlots >> s) & 1) v[u][s] = C(to_float(reinterpret_cast<const P*>(ptr[s])[i]));
+          else v[u][s] = reinterpret_cast<const C*>(ptr[s])[i];
+        }
       }
-      C terms[R] = {};
-      Pass::element(c, v, terms, mx);
 #pragma unroll
-      for (int r = 0; r < R; ++r) sum[r] += double(terms[r]);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t i = i0 + u * step;
+        if (i >= end) break;
+        C terms[R] = {};
+        Pass::element(c, v[u], terms, mx);
 #pragma unroll
-      for (int s = 0; s < S; ++s) {
-        if (!((Pass::kWrite >> s) & 1)) continue;
-        if ((Pass::kParamSlots >> s) & 1) reinterpret_cast<P*>(ptr[s])[i] = Narrow<P>::from(v[s]);
-        else reinterpret_cast<C*>(ptr[s])[i] = v[s];
+        for (int r = 0; r < R; ++r) sum[r] += double(terms[r]);
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          if (!((Pass::kWrite >> s) & 1)) continue;
+          if ((Pass::kParamSlots >> s) & 1) reinterpret_cast<P*>(ptr[s])[i] = Narrow<P>::from(v[u][s]);
+          else reinterpret_cast<C*>(ptr[s])[i] = v[u][s];
+        }
       }
     }
     double m = double(mx);
