@@ -21,6 +21,8 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 import common
 
 
@@ -31,7 +33,9 @@ def parse_args(argv=None):
     ap.add_argument("--histories", default="10,100")
     ap.add_argument("--iters", type=int, default=5, help="iterations per timed step")
     ap.add_argument("--rounds", type=int, default=7, help="timed steps per optimizer")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", default=None,
+                    help="comma-separated thread counts for both libraries, one table each "
+                         "(default: their defaults)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="output path (default: bench/results/...)")
     return ap.parse_args(argv)
@@ -59,6 +63,23 @@ class Problem:
 
     def closure(self, params):
         torch = self.torch
+        if self.device == "cpu":
+            # NumPy on the tensors' own memory: single-threaded, so torch's OpenMP workers are
+            # not left spinning after the closure (they would take a core from whichever
+            # optimizer runs next on a 2-core machine); neither optimizer gets a warm pool.
+            views = [(p.detach().numpy(), p.grad.numpy(), c.numpy(), xs.numpy())
+                     for p, c, xs in zip(params, self.c, self.target)]
+
+            def f():
+                t0 = time.perf_counter()
+                total = 0.0
+                for p, g, c, xs in views:
+                    np.subtract(p, xs, out=g)
+                    total += float(np.dot(g, g * c))
+                    np.multiply(g, c, out=g)
+                self.seconds += time.perf_counter() - t0
+                return torch.tensor(0.5 * total)
+            return f
 
         def f():
             self._sync()
@@ -128,39 +149,44 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
     import fusedtrain as ft
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        ft.set_num_threads(args.threads)
     problem = Problem(torch, args.tensors, args.numel, args.device)
     rows = []
-    for history in [int(h) for h in args.histories.split(",")]:
-        for line_search in (None, "strong_wolfe"):
-            row = run_case(torch, ft, problem, history, line_search, args)
-            rows.append(row)
-            print(f"history {history:4d} {row['line_search']:>12}: torch {row['torch_ms']:8.2f} ms"
-                  f"  fusedtrain {row['fusedtrain_ms']:8.2f} ms  {row['speedup']:5.2f}x"
-                  f"  (params differ by {row['max_param_difference']:.1e})", flush=True)
+    for threads in ([int(t) for t in args.threads.split(",")] if args.threads else [None]):
+        if threads:
+            torch.set_num_threads(threads)
+            ft.set_num_threads(threads)
+        for history in [int(h) for h in args.histories.split(",")]:
+            for line_search in (None, "strong_wolfe"):
+                row = run_case(torch, ft, problem, history, line_search, args)
+                row["threads"] = {"fusedtrain": ft.get_num_threads(),
+                                  "torch": torch.get_num_threads()}
+                rows.append(row)
+                print(f"threads {ft.get_num_threads()} history {history:4d} "
+                      f"{row['line_search']:>12}: torch {row['torch_ms']:8.2f} ms  fusedtrain "
+                      f"{row['fusedtrain_ms']:8.2f} ms  {row['speedup']:5.2f}x  (params differ "
+                      f"by {row['max_param_difference']:.1e})", flush=True)
     target = 2.0 if args.device == "cpu" else 3.0
     doc = {
         "benchmark": "fullbatch_lbfgs", "date": common.utc_now_iso(), "git_sha": common.git_sha(),
         "versions": common.versions(ft.info(), torch),
         "device": common.cpu_device() if args.device == "cpu" else
         {"name": torch.cuda.get_device_name(), "kind": "cuda"},
-        "threads": {"fusedtrain": ft.get_num_threads(), "torch": torch.get_num_threads()},
         "workload": {"tensors": args.tensors, "numel": args.numel, "dtype": "float32",
                      "iters_per_step": args.iters, "rounds": args.rounds},
         "target_speedup": target,
         "rows": rows,
         "meets_target": all(r["speedup"] >= target for r in rows),
+        "cpu_pressure": common.cpu_pressure() if args.device == "cpu" else None,
     }
     if args.device == "cpu":
         default = common.RESULTS_DIR / f"cpu_fullbatch_{common.slug(common.cpu_model())}.json"
     else:
         default = common.RESULTS_DIR / f"cuda_fullbatch_{common.slug(doc['device']['name'])}.json"
     path = common.write_json(args.json or default, doc)
-    print(common.format_table(["history", "line search", "torch ms/iter", "ours ms/iter", "speedup"],
-                              [[r["history"], r["line_search"], f"{r['torch_ms']:.2f}",
-                                f"{r['fusedtrain_ms']:.2f}", f"{r['speedup']:.2f}x"] for r in rows]))
+    print(common.format_table(
+        ["threads", "history", "line search", "torch ms/iter", "ours ms/iter", "speedup"],
+        [[r["threads"]["fusedtrain"], r["history"], r["line_search"], f"{r['torch_ms']:.2f}",
+          f"{r['fusedtrain_ms']:.2f}", f"{r['speedup']:.2f}x"] for r in rows]))
     print(f"wrote {path}")
     return 0
 

@@ -48,6 +48,8 @@ _ADD, _SAVE_BASE, _FROM_BASE, _RESTORE = 0, 1, 2, 3
 
 # -- hyperparameters --------------------------------------------------------------------------
 def _count(name, key, value, low):
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)             # torch.optim.LBFGS takes max_eval=25.0 as well
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name}: {key} must be an int >= {low}, got {value!r}")
     return int(value)
