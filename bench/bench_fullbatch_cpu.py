@@ -64,9 +64,10 @@ class Problem:
     def closure(self, params):
         torch = self.torch
         if self.device == "cpu":
-            # NumPy on the tensors' own memory: single-threaded, so torch's OpenMP workers are
-            # not left spinning after the closure (they would take a core from whichever
-            # optimizer runs next on a 2-core machine); neither optimizer gets a warm pool.
+            # NumPy on the tensors' own memory, elementwise and reductions only (no BLAS call):
+            # single-threaded, so no thread pool (torch's OpenMP, OpenBLAS) is left spinning
+            # after the closure to take a core from whichever optimizer runs next on a 2-core
+            # machine, and neither optimizer finds a warm pool.
             views = [(p.detach().numpy(), p.grad.numpy(), c.numpy(), xs.numpy())
                      for p, c, xs in zip(params, self.c, self.target)]
 
@@ -75,7 +76,7 @@ class Problem:
                 total = 0.0
                 for p, g, c, xs in views:
                     np.subtract(p, xs, out=g)
-                    total += float(np.dot(g, g * c))
+                    total += float(np.sum(g * g * c))
                     np.multiply(g, c, out=g)
                 self.seconds += time.perf_counter() - t0
                 return torch.tensor(0.5 * total)

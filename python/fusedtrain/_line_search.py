@@ -6,7 +6,7 @@ closure and returns ``(f, g, g'd)``, where ``g`` is an opaque handle of that poi
 holds, so the caller may reuse any other buffer for the new gradient.
 
 Note [torch line search]: the algorithm is the one torch.optim.LBFGS runs for
-``line_search_fn="strong_wolfe"`` (minFunc's): bracketing by cubic extrapolation from the
+``line_search_fn="strong_wolfe"``: bracketing by cubic extrapolation from the
 initial step, then zoom by cubic interpolation with a safeguard that moves a trial 10% of the
 bracket away from its ends after two insufficient-progress steps. Every branch and counter
 follows it, so the same closure gives the same trial points and the same number of
