@@ -128,6 +128,7 @@ if [ "$GPU_SKIP" = 0 ]; then
   run_step "bench: batch norm" 120 "$bench_log" "$py" bench/bench_bn_cuda.py
   # shellcheck disable=SC2086 # GPU_CHECK_OPTIM_ARGS: extra arguments, e.g. --rules adamw,momentum
   run_step "bench: optimizers" 120 "$bench_log" "$py" bench/bench_optim_cuda.py ${GPU_CHECK_OPTIM_ARGS:-}
+  run_step "bench: full-batch L-BFGS" 120 "$bench_log" "$py" bench/bench_fullbatch_cuda.py --rounds 5
   run_step "profile: kernels per step (10,000 tensors)" 60 "$bench_log" "$py" bench/gpu_profile_step.py
   # Hardware counters of the timed kernels: time, DRAM and SM throughput (% of peak), bytes.
   if command -v ncu >/dev/null; then

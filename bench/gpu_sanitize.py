@@ -98,6 +98,23 @@ def main():
             mean, var, count = ft.batch_norm_stats(x, channels_last=cl)
             ft.update_running_stats_(rm, rv, mean, var, count, momentum=0.1)
             outputs += [y, sm, si, dx, dw, db, ye, mean, var, rm, rv]
+    # Full-batch passes (L-BFGS, CG): every pass, float32 / float64 state, half params.
+    for pd in (np.float32, np.float64, bf16):
+        sdt = np.float64 if pd is np.float64 else np.float32
+        st = torch.cuda.current_stream().cuda_stream
+        p, g = [rand(n, pd) for n in sizes], [rand(n, pd) for n in sizes]
+        gc, d, prev, x0 = state(sizes, sdt), state(sizes, sdt), state(sizes, sdt), state(sizes, sdt)
+        hist = dev(host_rand((6, sum(sizes)), sdt))
+        ft._C.fullbatch_grad_copy_(g, gc, None, st)
+        ft._C.fullbatch_combine_(d, gc, gc, prev, False, 0.0, -1.0, 1.0, st)
+        ft._C.fullbatch_history_(gc, prev, d, hist, 2, 0.5, st)
+        ft._C.fullbatch_direction_(gc, d, hist, [0, 2, 1], [0.5, 0.25, 0.125], 0.9, st)
+        ft._C.fullbatch_dots(gc, [d, prev, gc], st)
+        ft._C.fullbatch_combine_(d, gc, gc, prev, True, 0.3, -1.0, 1.0, st)
+        ft._C.fullbatch_grad_copy_(g, gc, d, st)
+        for mode in (1, 0, 2, 3):
+            ft._C.fullbatch_param_step_(p, d, x0, mode, 0.01, st)
+        outputs += p + d + [hist]
     torch.cuda.synchronize()
 
     bad = [i for i, t in enumerate(outputs)

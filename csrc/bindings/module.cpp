@@ -8,6 +8,7 @@ void init_runtime(py::module_& m);
 void init_optim(py::module_& m);
 void init_norm(py::module_& m);
 void init_interop(py::module_& m);
+void init_fullbatch(py::module_& m);
 }  // namespace ft::bind
 
 PYBIND11_MODULE(_C, m) {
@@ -16,4 +17,5 @@ PYBIND11_MODULE(_C, m) {
   ft::bind::init_optim(m);
   ft::bind::init_norm(m);
   ft::bind::init_interop(m);
+  ft::bind::init_fullbatch(m);
 }

@@ -15,8 +15,10 @@ torch.optim). See Note [optim classes] in _optim_base.py.
 """
 from ._optim_base import Optimizer
 from ._optim_rules import RULES
+from .fullbatch import LBFGS, ConjugateGradient
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "LBFGS",
+           "ConjugateGradient"]
 
 
 class SGD(Optimizer):

@@ -6,8 +6,10 @@ Imported only on first access to ``fusedtrain.torch``: ``import fusedtrain`` nev
 import importlib.util
 
 from .optimizers import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
+from .fullbatch import LBFGS, ConjugateGradient
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "LBFGS",
+           "ConjugateGradient"]
 
 # BatchNorm modules: batch_norm.py (the BatchNorm part of issue 5). Imported when the file
 # exists, so a real error inside it is not hidden.

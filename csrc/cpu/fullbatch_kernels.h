@@ -1,0 +1,36 @@
+// The table of full-batch CPU kernels (L-BFGS, conjugate gradient) one ISA build provides, the
+// choice among ISA builds, and the two-loop recursion built from them.
+#pragma once
+#include "core/fullbatch_args.h"
+#include "math/fullbatch.h"
+
+namespace ft::cpu {
+
+struct FbKernels {
+  const char* isa;
+  FbResult (*history)(const FbTensors&, double t);
+  FbResult (*combine)(const FbTensors&, const math::fb::TwoLoopCoef&, bool copy);
+  FbResult (*dots)(const FbTensors&, int n);
+  FbResult (*grad_copy)(const FbTensors&);
+  void (*param_step)(const FbTensors&, math::fb::StepMode mode, double t);
+};
+
+#define FT_DECLARE_FB_ISA(isa) namespace isa { const FbKernels& fullbatch_kernels(); }
+FT_DECLARE_FB_ISA(baseline)
+FT_DECLARE_FB_ISA(avx2)
+FT_DECLARE_FB_ISA(avx512)
+FT_DECLARE_FB_ISA(neon)
+#undef FT_DECLARE_FB_ISA
+
+// The full-batch table of the ISA build in use (the one cpu::active() names).
+const FbKernels& active_fullbatch();
+
+// The L-BFGS direction d = -H g by the fused two-loop recursion (Note [fused two-loop]).
+// t holds, per tensor, slot 0 d (written), slot 1 g, slot 2 its history block (rows t.row_stride
+// apart, Note [history arena]);
+// `slots` the k history slots in use, oldest first, ro their 1/(y's).  Fills al[0..k) and
+// returns g'd in sum[0] and max |d|.
+FbResult two_loop(const FbTensors& t, const int* slots, int k, const double* ro, double h_diag,
+                  double* al);
+
+}  // namespace ft::cpu
