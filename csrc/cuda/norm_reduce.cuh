@@ -402,8 +402,9 @@ struct Reduction {
   A* partials;
   int64_t C;
   int splits;
-  Reduction(const Geometry& g, int64_t channels, cudaStream_t st)
-      : mem(sizeof(A) * size_t(channels) * size_t(g.splits), st), C(channels), splits(g.splits) {
+  Reduction(const Geometry& g, int64_t channels, cudaStream_t st) : Reduction(g.splits, channels, st) {}
+  Reduction(int splits_, int64_t channels, cudaStream_t st)
+      : mem(sizeof(A) * size_t(channels) * size_t(splits_), st), C(channels), splits(splits_) {
     partials = mem.as<A>();
   }
   template <class Epilogue>
