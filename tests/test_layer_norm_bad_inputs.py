@@ -1,14 +1,11 @@
 """Invalid layer / RMS / group / instance norm calls raise TypeError/ValueError naming the function
 and the argument, and write nothing."""
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import pytest
 
 import fusedtrain as ft
-from bits import same_bits
+from bad_calls import Bad, check_bad_call, check_template_call, read_only, set_arg
 
 
 def _rng():
@@ -72,103 +69,60 @@ TEMPLATES = {
 }
 
 
-def _set(name, value):
-    def mutate(call):
-        call[name] = value(call) if callable(value) else value
-    return mutate
-
-
-def _read_only(name):
-    def mutate(call):
-        call[name].flags.writeable = False
-    return mutate
-
-
-@dataclass(frozen=True)
-class Bad:
-    target: str
-    label: str
-    mutate: Callable
-    error: type
-    names: tuple
-
-    def __str__(self):
-        return f"{self.target}[{self.label}]"
-
-
 CASES = [
-    Bad(LF, "x-list", _set("x", [[1.0, 2.0]]), TypeError, ("x",)),
-    Bad(LF, "x-int", _set("x", lambda c: c["x"].astype(np.int32)), TypeError, ("x",)),
-    Bad(LF, "x-not-contiguous", _set("x", lambda c: np.ones((6, 4, 10), np.float32)[:, :, ::2]), ValueError, ("x",)),
-    Bad(LF, "shape-mismatch", _set("normalized_shape", (5, 4)), ValueError, ("normalized_shape",)),
-    Bad(LF, "shape-too-long", _set("normalized_shape", (2, 6, 4, 5)), ValueError, ("normalized_shape",)),
-    Bad(LF, "shape-empty", _set("normalized_shape", ()), ValueError, ("normalized_shape",)),
-    Bad(LF, "shape-float", _set("normalized_shape", (4.0, 5)), TypeError, ("normalized_shape",)),
-    Bad(LF, "shape-str", _set("normalized_shape", "45"), TypeError, ("normalized_shape",)),
-    Bad(LF, "weight-shape", _set("weight", np.ones(20, np.float32)), ValueError, ("weight",)),
-    Bad(LF, "bias-dtype", _set("bias", np.zeros((4, 5), np.float16)), TypeError, ("bias",)),
-    Bad(LF, "eps-negative", _set("eps", -1.0), ValueError, ("eps",)),
-    Bad(LF, "eps-nan", _set("eps", float("nan")), ValueError, ("eps",)),
+    Bad(LF, "x-list", set_arg("x", [[1.0, 2.0]]), TypeError, ("x",)),
+    Bad(LF, "x-int", set_arg("x", lambda c: c["x"].astype(np.int32)), TypeError, ("x",)),
+    Bad(LF, "x-not-contiguous", set_arg("x", lambda c: np.ones((6, 4, 10), np.float32)[:, :, ::2]), ValueError, ("x",)),
+    Bad(LF, "shape-mismatch", set_arg("normalized_shape", (5, 4)), ValueError, ("normalized_shape",)),
+    Bad(LF, "shape-too-long", set_arg("normalized_shape", (2, 6, 4, 5)), ValueError, ("normalized_shape",)),
+    Bad(LF, "shape-empty", set_arg("normalized_shape", ()), ValueError, ("normalized_shape",)),
+    Bad(LF, "shape-float", set_arg("normalized_shape", (4.0, 5)), TypeError, ("normalized_shape",)),
+    Bad(LF, "shape-str", set_arg("normalized_shape", "45"), TypeError, ("normalized_shape",)),
+    Bad(LF, "weight-shape", set_arg("weight", np.ones(20, np.float32)), ValueError, ("weight",)),
+    Bad(LF, "bias-dtype", set_arg("bias", np.zeros((4, 5), np.float16)), TypeError, ("bias",)),
+    Bad(LF, "eps-negative", set_arg("eps", -1.0), ValueError, ("eps",)),
+    Bad(LF, "eps-nan", set_arg("eps", float("nan")), ValueError, ("eps",)),
     Bad(LF, "no-columns", lambda c: c.update(x=np.ones((3, 0), np.float32), normalized_shape=0, weight=None, bias=None),
         ValueError, ("normalized_shape",)),
-    Bad(LB, "dy-shape", _set("dy", np.ones((6, 4, 4), np.float32)), ValueError, ("dy",)),
-    Bad(LB, "dy-dtype", _set("dy", lambda c: c["dy"].astype(np.float64)), TypeError, ("dy",)),
-    Bad(LB, "mean-shape", _set("mean", np.zeros(6, np.float32)), ValueError, ("mean",)),
-    Bad(LB, "rstd-none", _set("rstd", None), TypeError, ("rstd",)),
-    Bad(LB, "weight-shape", _set("weight", np.ones((5, 4), np.float32)), ValueError, ("weight",)),
-    Bad(RF, "shape-mismatch", _set("normalized_shape", 4), ValueError, ("normalized_shape",)),
-    Bad(RF, "eps-inf", _set("eps", float("inf")), ValueError, ("eps",)),
-    Bad(RF, "weight-2d", _set("weight", np.ones((1, 5), np.float32)), ValueError, ("weight",)),
-    Bad(RB, "rstd-shape", _set("rstd", np.ones((6, 4), np.float32)), ValueError, ("rstd",)),
-    Bad(RB, "x-different-device-kind", _set("x", lambda c: c["x"].tolist()), TypeError, ("x",)),
-    Bad(GF, "groups-not-dividing", _set("num_groups", 4), ValueError, ("num_groups",)),
-    Bad(GF, "groups-zero", _set("num_groups", 0), ValueError, ("num_groups",)),
-    Bad(GF, "groups-float", _set("num_groups", 3.0), TypeError, ("num_groups",)),
-    Bad(GF, "x-1d", _set("x", np.ones(6, np.float32)), ValueError, ("x",)),
-    Bad(GF, "weight-shape", _set("weight", np.ones(5, np.float32)), ValueError, ("weight",)),
-    Bad(GF, "channels-last-mismatch", _set("channels_last", True), ValueError, ("num_groups",)),
-    Bad(GF, "channels-last-not-bool", _set("channels_last", "yes"), TypeError, ("channels_last",)),
-    Bad(GF, "no-values-per-group", _set("x", np.ones((2, 6, 0), np.float32)), ValueError, ("x",)),
-    Bad(GB, "mean-shape", _set("mean", np.zeros((3, 2), np.float32)), ValueError, ("mean",)),
-    Bad(GB, "dy-shape", _set("dy", np.ones((3, 6, 4, 4), np.float32)), ValueError, ("dy",)),
-    Bad(GB, "groups-changed", _set("num_groups", 2), ValueError, ("mean",)),
-    Bad(IN, "running-var-missing", _set("running_var", None), ValueError, ("running_var",)),
-    Bad(IN, "running-mean-read-only", _read_only("running_mean"), ValueError, ("running_mean",)),
-    Bad(IN, "running-var-shape", _set("running_var", np.ones(5, np.float32)), ValueError, ("running_var",)),
+    Bad(LB, "dy-shape", set_arg("dy", np.ones((6, 4, 4), np.float32)), ValueError, ("dy",)),
+    Bad(LB, "dy-dtype", set_arg("dy", lambda c: c["dy"].astype(np.float64)), TypeError, ("dy",)),
+    Bad(LB, "mean-shape", set_arg("mean", np.zeros(6, np.float32)), ValueError, ("mean",)),
+    Bad(LB, "rstd-none", set_arg("rstd", None), TypeError, ("rstd",)),
+    Bad(LB, "weight-shape", set_arg("weight", np.ones((5, 4), np.float32)), ValueError, ("weight",)),
+    Bad(RF, "shape-mismatch", set_arg("normalized_shape", 4), ValueError, ("normalized_shape",)),
+    Bad(RF, "eps-inf", set_arg("eps", float("inf")), ValueError, ("eps",)),
+    Bad(RF, "weight-2d", set_arg("weight", np.ones((1, 5), np.float32)), ValueError, ("weight",)),
+    Bad(RB, "rstd-shape", set_arg("rstd", np.ones((6, 4), np.float32)), ValueError, ("rstd",)),
+    Bad(RB, "x-different-device-kind", set_arg("x", lambda c: c["x"].tolist()), TypeError, ("x",)),
+    Bad(GF, "groups-not-dividing", set_arg("num_groups", 4), ValueError, ("num_groups",)),
+    Bad(GF, "groups-zero", set_arg("num_groups", 0), ValueError, ("num_groups",)),
+    Bad(GF, "groups-float", set_arg("num_groups", 3.0), TypeError, ("num_groups",)),
+    Bad(GF, "x-1d", set_arg("x", np.ones(6, np.float32)), ValueError, ("x",)),
+    Bad(GF, "weight-shape", set_arg("weight", np.ones(5, np.float32)), ValueError, ("weight",)),
+    Bad(GF, "channels-last-mismatch", set_arg("channels_last", True), ValueError, ("num_groups",)),
+    Bad(GF, "channels-last-not-bool", set_arg("channels_last", "yes"), TypeError, ("channels_last",)),
+    Bad(GF, "no-values-per-group", set_arg("x", np.ones((2, 6, 0), np.float32)), ValueError, ("x",)),
+    Bad(GB, "mean-shape", set_arg("mean", np.zeros((3, 2), np.float32)), ValueError, ("mean",)),
+    Bad(GB, "dy-shape", set_arg("dy", np.ones((3, 6, 4, 4), np.float32)), ValueError, ("dy",)),
+    Bad(GB, "groups-changed", set_arg("num_groups", 2), ValueError, ("mean",)),
+    Bad(IN, "running-var-missing", set_arg("running_var", None), ValueError, ("running_var",)),
+    Bad(IN, "running-mean-read-only", read_only("running_mean"), ValueError, ("running_mean",)),
+    Bad(IN, "running-var-shape", set_arg("running_var", np.ones(5, np.float32)), ValueError, ("running_var",)),
     Bad(IN, "no-running-stats-without-input-stats",
         lambda c: c.update(use_input_stats=False, running_mean=None, running_var=None), ValueError, ("running_mean",)),
-    Bad(IN, "one-value-per-instance", _set("x", np.ones((3, 6, 1), np.float32)), ValueError, ("x",)),
-    Bad(IN, "momentum-above-1", _set("momentum", 1.5), ValueError, ("momentum",)),
-    Bad(IN, "use-input-stats-not-bool", _set("use_input_stats", None), TypeError, ("use_input_stats",)),
+    Bad(IN, "one-value-per-instance", set_arg("x", np.ones((3, 6, 1), np.float32)), ValueError, ("x",)),
+    Bad(IN, "momentum-above-1", set_arg("momentum", 1.5), ValueError, ("momentum",)),
+    Bad(IN, "use-input-stats-not-bool", set_arg("use_input_stats", None), TypeError, ("use_input_stats",)),
     Bad(IN, "weight-aliases-running-mean", lambda c: c.update(weight=c["running_mean"]), ValueError,
         ("running_mean", "weight")),
 ]
 
 
-def _arrays(call):
-    return [v for v in call.values() if isinstance(v, np.ndarray)]
-
-
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_bad_input_raises_naming_argument_and_writes_nothing(case, isa):
-    template, positional = TEMPLATES[case.target]
-    call = template()
-    case.mutate(call)
-    arrays = _arrays(call)
-    before = [a.copy() for a in arrays]
-    args = [call.pop(n) for n in positional if n in call]
-    with pytest.raises(case.error) as raised:
-        getattr(ft, case.target)(*args, **call)
-    message = str(raised.value)
-    assert any(n in message for n in case.names), f"{message!r} names none of {case.names}"
-    assert message.startswith(case.target), f"{message!r} does not name {case.target}"
-    for i, (a, b) in enumerate(zip(arrays, before)):
-        assert same_bits(a, b), f"array #{i} of the call was modified"
+    check_bad_call(case, TEMPLATES)
 
 
 @pytest.mark.parametrize("target", list(TEMPLATES))
 def test_valid_template_call_succeeds(target, isa):
-    template, positional = TEMPLATES[target]
-    call = template()
-    args = [call.pop(n) for n in positional]
-    getattr(ft, target)(*args, **call)
+    check_template_call(target, TEMPLATES)

@@ -17,13 +17,6 @@ GROUPS = [(GroupCase("hot-8x32x20x20-g8", (8, 32, 20, 20), 8), "float32"),
 THREADS = (1, 2, 3)
 
 
-@pytest.fixture
-def restore_threads():
-    before = ft.get_num_threads()
-    yield
-    ft.set_num_threads(before)
-
-
 def _bits(arrays):
     return [np.ascontiguousarray(a).view(np.uint8).copy() for a in arrays if a is not None]
 

@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fusedtrain.torch as ftt  # noqa: E402
+from module_support import compare_modules  # noqa: E402
 
 ROW_MODULES = [
     ("LayerNorm", (8, 5, 12), dict(normalized_shape=12)),
@@ -40,40 +41,13 @@ def _pair(name, kw):
     return ref, ours
 
 
-def _step(module, x, dy):
-    x = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
-    y = module(x)
-    y.backward(dy)
-    return y, [x.grad] + [p.grad for p in module.parameters()]
-
-
-def _compare(ref, ours, shape, seeds, memory_format=None):
-    for seed in seeds:
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 0.5
-        if memory_format is not None:
-            x = x.contiguous(memory_format=memory_format)
-        dy = torch.randn(shape, generator=g, dtype=torch.float64)
-        y_ref, g_ref = _step(ref, x, dy)
-        y_ours, g_ours = _step(ours, x, dy)
-        torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
-        for a, b in zip(g_ours, g_ref):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-        for p in list(ref.parameters()) + list(ours.parameters()):
-            p.grad = None
-    sd_ref, sd_ours = ref.state_dict(), ours.state_dict()
-    assert list(sd_ours) == list(sd_ref)
-    for k in sd_ref:
-        torch.testing.assert_close(sd_ours[k], sd_ref[k], rtol=1e-12, atol=1e-12)
-
-
 @pytest.mark.parametrize("name,shape,kw", ROW_MODULES, ids=lambda v: str(v))
 def test_train_then_eval_match_torch(name, shape, kw):
     ref, ours = _pair(name, kw)
     assert isinstance(ours, getattr(torch.nn, name)) and repr(ours) == repr(ref)
-    _compare(ref, ours, shape, seeds=range(3))
+    compare_modules(ref, ours, shape, seeds=range(3))
     ref.eval(), ours.eval()
-    _compare(ref, ours, shape, seeds=range(3, 5))
+    compare_modules(ref, ours, shape, seeds=range(3, 5))
 
 
 @pytest.mark.parametrize("name,kw", [("GroupNorm", dict(num_groups=2, num_channels=8)),
@@ -82,7 +56,7 @@ def test_train_then_eval_match_torch(name, shape, kw):
 def test_channels_last_input_matches_keeps_format_and_is_not_copied(name, kw, monkeypatch):
     shape = (3, 8, 5, 6)
     ref, ours = _pair(name, kw)
-    _compare(ref, ours, shape, seeds=range(2), memory_format=torch.channels_last)
+    compare_modules(ref, ours, shape, seeds=range(2), memory_format=torch.channels_last)
     import fusedtrain as ft
     seen = []
     fn = "group_norm_forward" if name == "GroupNorm" else "instance_norm"

@@ -146,13 +146,10 @@ void for_group_channels(int64_t hw, int64_t j0, int64_t j1, F&& f) {
 // instance norm's running statistics), saved; instance statistics kept for the running update.
 struct GroupForward {
   const GnForwardArgs& a;
-  std::vector<double> inst_mean, inst_var;  // use_input_stats with running stats: per group
+  std::vector<double> inst;  // use_input_stats with running stats: Note [group sums]
 
   explicit GroupForward(const GnForwardArgs& args) : a(args) {
-    if (a.use_input_stats && a.running_mean.present()) {
-      inst_mean.resize(a.shape.n * a.shape.groups);
-      inst_var.resize(a.shape.n * a.shape.groups);
-    }
+    if (a.use_input_stats && a.running_mean.present()) inst.resize(2 * a.shape.n * a.shape.groups);
   }
   // Calls set(c, coefficients) for each channel c of the group.
   template <class T, class Set>
@@ -162,9 +159,9 @@ struct GroupForward {
     if (a.use_input_stats) {
       mean = st.mean;
       var = math::biased_var(st);
-      if (!inst_mean.empty()) {
-        inst_mean[k] = mean;
-        inst_var[k] = var;
+      if (!inst.empty()) {
+        inst[2 * k] = mean;
+        inst[2 * k + 1] = var;
       }
     } else {  // instance norm (G == C) normalizing with its running statistics
       mean = a.running_mean.get(k % g.c);
@@ -177,21 +174,9 @@ struct GroupForward {
     for (int64_t c = c0; c < c0 + cg; ++c)
       set(c, math::bn_forward_coeffs<T>(mean, rstd, a.weight.get(c, 1.0), a.bias.get(c, 0.0)));
   }
-  // Instance norm's running statistics, from the instances' in sample order (Note [bn partition]).
+  // Instance norm's running statistics (Note [group sums]).
   void update_running() const {
-    if (inst_mean.empty()) return;
-    const GnShape& g = a.shape;
-    for (int64_t c = 0; c < g.c; ++c) {
-      double sm = 0, sv = 0;
-      for (int64_t n = 0; n < g.n; ++n) {
-        sm += inst_mean[n * g.c + c];
-        sv += inst_var[n * g.c + c];
-      }
-      double rm = a.running_mean.get(c), rv = a.running_var.get(c);
-      math::update_running_instance<double>(rm, rv, sm, sv, double(g.n), double(g.per_group()), a.momentum);
-      a.running_mean.set(c, rm);
-      a.running_var.set(c, rv);
-    }
+    for (int64_t c = 0; !inst.empty() && c < a.shape.c; ++c) math::instance_running_update(a, inst.data(), c);
   }
 };
 
@@ -246,24 +231,17 @@ void gn_forward_typed(const GnForwardArgs& a) {
 }
 
 // Backward of group k from its channels' sums of dy and dy * (x - mean) (sums[0..cg)): keeps
-// them for dweight / dbias and calls set(c, coefficients) per channel (Note [norm grad]).
+// them for dweight / dbias (Note [group sums]) and calls set(c, coefficients) per channel.
 template <class T, class Set>
-void group_grad(const GnBackwardArgs& a, int64_t k, const GradSums* sums,
-                    std::vector<GradSums>& kept, Set&& set) {
+void group_grad(const GnBackwardArgs& a, int64_t k, const GradSums* sums, std::vector<double>& kept,
+                Set&& set) {
   const GnShape& g = a.shape;
-  const int64_t cg = g.per_group_channels(), c0 = (k % g.groups) * cg, n = k / g.groups;
-  double sum_g = 0, sum_gxc = 0;
+  const int64_t cg = g.per_group_channels(), first = k / g.groups * g.c + k % g.groups * cg;
   for (int64_t i = 0; i < cg; ++i) {
-    const double w = a.weight.get(c0 + i, 1.0);
-    sum_g += w * sums[i].dy;
-    sum_gxc += w * sums[i].dy_xc;
+    kept[2 * (first + i)] = sums[i].dy;
+    kept[2 * (first + i) + 1] = sums[i].dy_xc;
   }
-  const double mean = a.mean.get(k), rstd = a.rstd.get(k);
-  for (int64_t i = 0; i < cg; ++i) {
-    kept[n * g.c + c0 + i] = sums[i];
-    set(c0 + i, math::norm_grad_coeffs<T>(double(g.per_group()), sum_g, sum_gxc, mean, rstd,
-                                          a.weight.get(c0 + i, 1.0)));
-  }
+  math::group_grad_coeffs<T>(a, kept.data(), k, [&](int64_t i, const auto& co) { set(i % g.c, co); });
 }
 
 using ChannelSums = std::vector<GradSums>;  // a group's, one per channel
@@ -276,7 +254,7 @@ void gn_backward_typed(const GnBackwardArgs& a) {
   const S* x = static_cast<const S*>(a.x);
   S* dx = static_cast<S*>(a.dx);
   const int64_t N = g.n, C = g.c, G = g.groups, cg = g.per_group_channels(), HW = g.hw;
-  std::vector<GradSums> kept(N * C);
+  std::vector<double> kept(2 * N * C);
   if (!g.channels_last || HW == 1) {
     const BnShape stat{1, N * G, g.per_group()}, norm{1, N * C, HW};
     std::vector<math::NormGradCoeffs<T>> co(N * C);
@@ -321,16 +299,7 @@ void gn_backward_typed(const GnBackwardArgs& a) {
           rows_grad_input<math::NormGradCoeffs>(dy + off, x + off, dx + off, C, r0, r1, co[n]);
         });
   }
-  // dweight = sum dy * xhat = sum over samples of rstd * sum dy * (x - mean); dbias = sum dy.
-  for (int64_t c = 0; a.dweight.present() && c < C; ++c) {
-    double dw = 0, db = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      dw += a.rstd.get(n * G + c / cg) * kept[n * C + c].dy_xc;
-      db += kept[n * C + c].dy;
-    }
-    a.dweight.set(c, dw);
-    a.dbias.set(c, db);
-  }
+  for (int64_t c = 0; a.dweight.present() && c < C; ++c) math::group_param_grads(a, kept.data(), c);
 }
 
 template <class S> struct LnForwardFn { static void run(const LnForwardArgs& a) { ln_forward_typed<S>(a); } };

@@ -331,15 +331,6 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
   count_launch("bn grad input");
 }
 
-template <template <class> class Fn, class Args>
-void by_dtype(const Args& a, cudaStream_t st) {
-  switch (a.dtype) {
-    case DType::f32: return Fn<float>::run(a, st);
-    case DType::f64: return Fn<double>::run(a, st);
-    case DType::f16: return Fn<Half>::run(a, st);
-    case DType::bf16: return Fn<BFloat16>::run(a, st);
-  }
-}
 template <class S> struct ForwardFn { static void run(const BnForwardArgs& a, cudaStream_t st) { forward_typed<S>(a, st); } };
 template <class S> struct BackwardFn { static void run(const BnBackwardArgs& a, cudaStream_t st) { backward_typed<S>(a, st); } };
 template <class S> struct StatsFn {

@@ -303,22 +303,11 @@ struct GroupStatsEpilogue {
   __device__ void operator()(int64_t k) const { (*this)(k, Stats{0, 0, 0}); }  // running stats
 };
 
-// Instance norm's running statistics from the instance statistics, in sample order.
+// Per channel c: instance norm's running statistics (Note [group sums]).
 struct InstanceRunning {
   GnForwardArgs a;
   const double* inst;
-  __device__ void operator()(int64_t c) const {
-    const GnShape& s = a.shape;
-    double sm = 0, sv = 0;
-    for (int64_t n = 0; n < s.n; ++n) {
-      sm += inst[2 * (n * s.c + c)];
-      sv += inst[2 * (n * s.c + c) + 1];
-    }
-    double rm = a.running_mean.get(c, 0.0), rv = a.running_var.get(c, 1.0);
-    math::update_running_instance<double>(rm, rv, sm, sv, double(s.n), double(s.per_group()), a.momentum);
-    a.running_mean.set(c, rm);
-    a.running_var.set(c, rv);
-  }
+  __device__ void operator()(int64_t c) const { math::instance_running_update(a, inst, c); }
 };
 
 // Forward coefficients of (sample, channel) i from its group's mean and rstd.
@@ -345,44 +334,22 @@ struct GroupMeans {
   }
 };
 
-// Per group k: the sums of g = weight * dy (Note [norm grad]) from its channels' sums of dy and
-// dy * (x - mean), then its channels' coefficients.
+// Per group k: its channels' input-gradient coefficients (Note [group sums]).
 template <class T>
 struct GroupGradCoeffs {
   GnBackwardArgs a;
-  const double* sums;  // per (sample, channel): sum dy, sum dy * (x - mean)
+  const double* sums;
   math::NormGradCoeffs<T>* co;
   __device__ void operator()(int64_t k) const {
-    const GnShape& s = a.shape;
-    const int64_t n = k / s.groups, c0 = k % s.groups * s.per_group_channels();
-    const int64_t c1 = c0 + s.per_group_channels();
-    double sum_g = 0, sum_gxc = 0;
-    for (int64_t c = c0; c < c1; ++c) {
-      const double w = a.weight.get(c, 1.0);
-      sum_g += w * sums[2 * (n * s.c + c)];
-      sum_gxc += w * sums[2 * (n * s.c + c) + 1];
-    }
-    const double mean = a.mean.get(k, 0.0), rstd = a.rstd.get(k, 0.0);
-    for (int64_t c = c0; c < c1; ++c)
-      co[n * s.c + c] = math::norm_grad_coeffs<T>(double(s.per_group()), sum_g, sum_gxc, mean,
-                                                  rstd, a.weight.get(c, 1.0));
+    math::group_grad_coeffs<T>(a, sums, k, [this](int64_t i, const math::NormGradCoeffs<T>& c) { co[i] = c; });
   }
 };
 
-// dweight[c] = sum over samples of rstd * sum dy * (x - mean); dbias[c] = sum of sum dy.
+// Per channel c: dweight and dbias (Note [group sums]).
 struct GroupParamGrads {
   GnBackwardArgs a;
   const double* sums;
-  __device__ void operator()(int64_t c) const {
-    const GnShape& s = a.shape;
-    double dw = 0, db = 0;
-    for (int64_t n = 0; n < s.n; ++n) {
-      dw += a.rstd.get(n * s.groups + c / s.per_group_channels(), 0.0) * sums[2 * (n * s.c + c) + 1];
-      db += sums[2 * (n * s.c + c)];
-    }
-    a.dweight.set(c, dw);
-    a.dbias.set(c, db);
-  }
+  __device__ void operator()(int64_t c) const { math::group_param_grads(a, sums, c); }
 };
 
 template <class Co>
@@ -519,15 +486,6 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
                                 st, "gn grad input");
 }
 
-template <class Args, template <class> class Fn>
-void by_dtype(const Args& a, cudaStream_t st) {
-  switch (a.dtype) {
-    case DType::f32: return Fn<float>::run(a, st);
-    case DType::f64: return Fn<double>::run(a, st);
-    case DType::f16: return Fn<Half>::run(a, st);
-    case DType::bf16: return Fn<BFloat16>::run(a, st);
-  }
-}
 template <class S> struct LnForwardFn { static void run(const LnForwardArgs& a, cudaStream_t st) { ln_forward_typed<S>(a, st); } };
 template <class S> struct LnBackwardFn { static void run(const LnBackwardArgs& a, cudaStream_t st) { ln_backward_typed<S>(a, st); } };
 template <class S> struct GnForwardFn { static void run(const GnForwardArgs& a, cudaStream_t st) { gn_forward_typed<S>(a, st); } };
@@ -536,16 +494,16 @@ template <class S> struct GnBackwardFn { static void run(const GnBackwardArgs& a
 }  // namespace
 
 void ln_forward(const LnForwardArgs& a, Stream st) {
-  if (a.rows > 0) by_dtype<LnForwardArgs, LnForwardFn>(a, static_cast<cudaStream_t>(st));
+  if (a.rows > 0) by_dtype<LnForwardFn>(a, static_cast<cudaStream_t>(st));
 }
 void ln_backward(const LnBackwardArgs& a, Stream st) {
-  by_dtype<LnBackwardArgs, LnBackwardFn>(a, static_cast<cudaStream_t>(st));
+  by_dtype<LnBackwardFn>(a, static_cast<cudaStream_t>(st));
 }
 void gn_forward(const GnForwardArgs& a, Stream st) {
-  if (a.shape.n > 0) by_dtype<GnForwardArgs, GnForwardFn>(a, static_cast<cudaStream_t>(st));
+  if (a.shape.n > 0) by_dtype<GnForwardFn>(a, static_cast<cudaStream_t>(st));
 }
 void gn_backward(const GnBackwardArgs& a, Stream st) {
-  by_dtype<GnBackwardArgs, GnBackwardFn>(a, static_cast<cudaStream_t>(st));
+  by_dtype<GnBackwardFn>(a, static_cast<cudaStream_t>(st));
 }
 
 }  // namespace ft::cuda
