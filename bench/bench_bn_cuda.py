@@ -3,12 +3,11 @@ shapes at batch 256, fp32 and bf16, NCHW and NHWC, plus BatchNorm1d with a large
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 
 import common
-from bench_optim_cuda import cuda_timer, gpu_session, write_cuda_results
+from bench_optim_cuda import cuda_timer, geomean_speedup, norm_bench_session, write_cuda_results
 
 RESNET50 = [(64, 112), (64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14),
             (512, 7), (2048, 7)]
@@ -25,12 +24,7 @@ def workloads(quick):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
-    session = gpu_session(args)
+    args, session = norm_bench_session(__doc__, argv)
     if session is None:
         return 0
     torch, ft, steps, flush, copy_bw = session
@@ -102,9 +96,7 @@ def main(argv=None):
               f"{r['fwd+bwd']['speedup']:.2f}", f"{r['fwd+bwd']['pct_roofline']:.0f}",
               f"{r['fwd+bwd']['pct_two_pass_bw']:.0f}"] for r in rows]
     print(common.format_table(headers, table, [False] * 3 + [True] * 7))
-    speedups = [r["fwd+bwd"]["speedup"] for r in rows]
-    geomean = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
-    print(f"geomean fwd+bwd speedup {geomean:.2f}x, slowest {min(speedups):.2f}x")
+    geomean = geomean_speedup(rows)
     write_cuda_results("bn", args, torch, ft, copy_bw, steps, geomean_fwd_bwd_speedup=geomean,
                        rows=rows)
     return 0

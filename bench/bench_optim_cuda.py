@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -88,6 +89,24 @@ def gpu_session(args):
     copy_bw = copy_bandwidth(torch)
     common.log(f"device-to-device copy bandwidth: {copy_bw / 1e9:.0f} GB/s")
     return torch, ft, steps, flush, copy_bw
+
+
+def norm_bench_session(doc, argv):
+    """(args, session) of a normalization bench: --quick, --steps (20), --json; gpu_session."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    return args, gpu_session(args)
+
+
+def geomean_speedup(rows, kind="fwd+bwd"):
+    """Prints and returns the geometric mean of the rows' speedups of `kind`."""
+    speedups = [r[kind]["speedup"] for r in rows]
+    geomean = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
+    print(f"geomean {kind} speedup {geomean:.2f}x, slowest {min(speedups):.2f}x")
+    return geomean
 
 
 def write_cuda_results(bench, args, torch, ft, copy_bw, steps, **fields):

@@ -126,6 +126,7 @@ marker="$out/.start"
 touch "$marker"
 if [ "$GPU_SKIP" = 0 ]; then
   run_step "bench: batch norm" 120 "$bench_log" "$py" bench/bench_bn_cuda.py
+  run_step "bench: layer, RMS and group norm" 120 "$bench_log" "$py" bench/bench_ln_cuda.py
   # shellcheck disable=SC2086 # GPU_CHECK_OPTIM_ARGS: extra arguments, e.g. --rules adamw,momentum
   run_step "bench: optimizers" 120 "$bench_log" "$py" bench/bench_optim_cuda.py ${GPU_CHECK_OPTIM_ARGS:-}
   run_step "bench: full-batch L-BFGS" 120 "$bench_log" "$py" bench/bench_fullbatch_cuda.py --rounds 5

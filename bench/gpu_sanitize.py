@@ -115,6 +115,28 @@ def main():
         for mode in (1, 0, 2, 3):
             ft._C.fullbatch_param_step_(p, d, x0, mode, 0.01, st)
         outputs += p + d + [hist]
+
+    # Layer / RMS norm (vector and odd rows, a row of one) and group / instance norm (both
+    # layouts, instance running statistics both ways), every dtype.
+    for dtype in (np.float32, bf16, np.float16, np.float64):
+        sdt = np.float64 if dtype is np.float64 else np.float32
+        for shape in [(33, 64), (7, 4097), (5, 1)]:
+            x, w, b = rand(shape, dtype, 2.0), rand(shape[-1], sdt), rand(shape[-1], sdt)
+            y, mean, rstd = ft.layer_norm_forward(x, shape[-1], w, b)
+            outputs += [y, mean, rstd, *ft.layer_norm_backward(rand(shape, dtype), x, shape[-1], mean, rstd, w)]
+            y, rstd = ft.rms_norm_forward(x, shape[-1], w)
+            outputs += [y, rstd, *ft.rms_norm_backward(rand(shape, dtype), x, shape[-1], rstd, w)]
+        for shape, groups, cl in [((4, 8, 5, 7), 4, False), ((3, 5, 7, 16), 8, True), ((2, 6, 1), 3, False)]:
+            C = shape[-1] if cl else shape[1]
+            x, w, b = rand(shape, dtype, 2.0), rand(C, sdt), rand(C, sdt)
+            y, mean, rstd = ft.group_norm_forward(x, groups, w, b, channels_last=cl)
+            g = ft.group_norm_backward(rand(shape, dtype), x, groups, mean, rstd, w, channels_last=cl)
+            rm, rv = zeros(C, sdt), dev(np.ones(C, sdt))
+            outputs += [y, mean, rstd, *g, rm, rv]
+            if int(np.prod(shape)) // (shape[0] * C) > 1:
+                for use_input_stats in (True, False):
+                    outputs += list(ft.instance_norm(x, rm, rv, w, b, use_input_stats=use_input_stats,
+                                                     channels_last=cl))
     torch.cuda.synchronize()
 
     bad = [i for i, t in enumerate(outputs)

@@ -31,6 +31,14 @@ def torch():
     return pytest.importorskip("torch")
 
 
+@pytest.fixture
+def restore_threads():
+    """Puts ft.set_num_threads back as it was after a test that changes it."""
+    before = ft.get_num_threads()
+    yield
+    ft.set_num_threads(before)
+
+
 def pytest_configure(config):
     # Registered here too: CI runs the suite from a copy of tests/ without pyproject.toml.
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")

@@ -1,13 +1,10 @@
 """Invalid batch-norm calls raise TypeError/ValueError naming the argument and write nothing."""
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import pytest
 
 import fusedtrain as ft
-from bits import same_bits
+from bad_calls import Bad, check_bad_call, check_template_call, read_only, set_arg
 
 
 def _forward_call():
@@ -47,99 +44,56 @@ TEMPLATES = {
 }
 
 
-def _set(name, value):
-    def mutate(call):
-        call[name] = value(call) if callable(value) else value
-    return mutate
-
-
-def _read_only(name):
-    def mutate(call):
-        call[name].flags.writeable = False
-    return mutate
-
-
-@dataclass(frozen=True)
-class Bad:
-    target: str
-    label: str
-    mutate: Callable
-    error: type
-    names: tuple
-
-    def __str__(self):
-        return f"{self.target}[{self.label}]"
-
-
 F, B, U = "batch_norm_forward", "batch_norm_backward", "update_running_stats_"
 CASES = [
-    Bad(F, "x-list", _set("x", [[1.0, 2.0], [3.0, 4.0]]), TypeError, ("x",)),
-    Bad(F, "x-int", _set("x", lambda c: c["x"].astype(np.int32)), TypeError, ("x",)),
-    Bad(F, "x-1d", _set("x", np.ones(5, np.float32)), ValueError, ("x",)),
-    Bad(F, "x-one-value-per-channel", _set("x", np.ones((1, 4), np.float32)), ValueError, ("x",)),
-    Bad(F, "x-one-value-per-channel-3d", _set("x", np.ones((1, 4, 1), np.float32)), ValueError, ("x",)),
-    Bad(F, "x-not-contiguous", _set("x", lambda c: np.ones((6, 4, 10), np.float32)[:, :, ::2]), ValueError, ("x",)),
-    Bad(F, "weight-shape", _set("weight", np.ones(5, np.float32)), ValueError, ("weight",)),
-    Bad(F, "weight-2d", _set("weight", np.ones((4, 1), np.float32)), ValueError, ("weight",)),
-    Bad(F, "bias-dtype", _set("bias", np.zeros(4, np.float16)), TypeError, ("bias",)),
-    Bad(F, "running-mean-shape", _set("running_mean", np.zeros(3, np.float32)), ValueError, ("running_mean",)),
-    Bad(F, "running-var-read-only", _read_only("running_var"), ValueError, ("running_var",)),
-    Bad(F, "running-var-missing", _set("running_var", None), ValueError, ("running_var",)),
-    Bad(F, "channels-last-mismatch", _set("channels_last", True), ValueError, ("weight",)),
+    Bad(F, "x-list", set_arg("x", [[1.0, 2.0], [3.0, 4.0]]), TypeError, ("x",)),
+    Bad(F, "x-int", set_arg("x", lambda c: c["x"].astype(np.int32)), TypeError, ("x",)),
+    Bad(F, "x-1d", set_arg("x", np.ones(5, np.float32)), ValueError, ("x",)),
+    Bad(F, "x-one-value-per-channel", set_arg("x", np.ones((1, 4), np.float32)), ValueError, ("x",)),
+    Bad(F, "x-one-value-per-channel-3d", set_arg("x", np.ones((1, 4, 1), np.float32)), ValueError, ("x",)),
+    Bad(F, "x-not-contiguous", set_arg("x", lambda c: np.ones((6, 4, 10), np.float32)[:, :, ::2]), ValueError, ("x",)),
+    Bad(F, "weight-shape", set_arg("weight", np.ones(5, np.float32)), ValueError, ("weight",)),
+    Bad(F, "weight-2d", set_arg("weight", np.ones((4, 1), np.float32)), ValueError, ("weight",)),
+    Bad(F, "bias-dtype", set_arg("bias", np.zeros(4, np.float16)), TypeError, ("bias",)),
+    Bad(F, "running-mean-shape", set_arg("running_mean", np.zeros(3, np.float32)), ValueError, ("running_mean",)),
+    Bad(F, "running-var-read-only", read_only("running_var"), ValueError, ("running_var",)),
+    Bad(F, "running-var-missing", set_arg("running_var", None), ValueError, ("running_var",)),
+    Bad(F, "channels-last-mismatch", set_arg("channels_last", True), ValueError, ("weight",)),
     Bad(F, "eval-without-running", lambda c: c.update(training=False, running_mean=None, running_var=None),
         ValueError, ("running_mean",)),
-    Bad(F, "momentum-above-1", _set("momentum", 1.5), ValueError, ("momentum",)),
-    Bad(F, "momentum-nan", _set("momentum", float("nan")), ValueError, ("momentum",)),
-    Bad(F, "eps-negative", _set("eps", -1e-5), ValueError, ("eps",)),
-    Bad(F, "training-not-bool", _set("training", "yes"), TypeError, ("training",)),
-    Bad(F, "momentum-beyond-float64", _set("momentum", 10 ** 400), ValueError, ("momentum",)),
-    Bad(F, "eps-beyond-float64", _set("eps", 10 ** 400), ValueError, ("eps",)),
-    Bad(B, "dy-shape", _set("dy", np.ones((6, 4, 4), np.float32)), ValueError, ("dy",)),
-    Bad(B, "dy-dtype", _set("dy", lambda c: c["dy"].astype(np.float64)), TypeError, ("dy",)),
-    Bad(B, "save-mean-shape", _set("save_mean", np.zeros(3, np.float32)), ValueError, ("save_mean",)),
-    Bad(B, "save-invstd-none", _set("save_invstd", None), TypeError, ("save_invstd",)),
-    Bad(B, "weight-shape", _set("weight", np.ones(2, np.float32)), ValueError, ("weight",)),
-    Bad("batch_norm_stats", "x-0d", _set("x", np.float32(3.0)), ValueError, ("x",)),
-    Bad(U, "count-1", _set("count", 1), ValueError, ("count",)),
-    Bad(U, "count-str", _set("count", "10"), TypeError, ("count",)),
-    Bad(U, "mean-shape", _set("mean", np.zeros(5, np.float32)), ValueError, ("mean",)),
-    Bad(U, "var-dtype", _set("var", np.ones(4, np.int64)), TypeError, ("var",)),
-    Bad(U, "running-var-read-only", _read_only("running_var"), ValueError, ("running_var",)),
-    Bad(U, "momentum-negative", _set("momentum", -0.1), ValueError, ("momentum",)),
-    Bad(U, "count-beyond-float64", _set("count", 10 ** 400), ValueError, ("count",)),
-    Bad("merge_stats", "counts-beyond-float64", _set("counts", [1, 10 ** 400, 3]), ValueError,
+    Bad(F, "momentum-above-1", set_arg("momentum", 1.5), ValueError, ("momentum",)),
+    Bad(F, "momentum-nan", set_arg("momentum", float("nan")), ValueError, ("momentum",)),
+    Bad(F, "eps-negative", set_arg("eps", -1e-5), ValueError, ("eps",)),
+    Bad(F, "training-not-bool", set_arg("training", "yes"), TypeError, ("training",)),
+    Bad(F, "momentum-beyond-float64", set_arg("momentum", 10 ** 400), ValueError, ("momentum",)),
+    Bad(F, "eps-beyond-float64", set_arg("eps", 10 ** 400), ValueError, ("eps",)),
+    Bad(B, "dy-shape", set_arg("dy", np.ones((6, 4, 4), np.float32)), ValueError, ("dy",)),
+    Bad(B, "dy-dtype", set_arg("dy", lambda c: c["dy"].astype(np.float64)), TypeError, ("dy",)),
+    Bad(B, "save-mean-shape", set_arg("save_mean", np.zeros(3, np.float32)), ValueError, ("save_mean",)),
+    Bad(B, "save-invstd-none", set_arg("save_invstd", None), TypeError, ("save_invstd",)),
+    Bad(B, "weight-shape", set_arg("weight", np.ones(2, np.float32)), ValueError, ("weight",)),
+    Bad("batch_norm_stats", "x-0d", set_arg("x", np.float32(3.0)), ValueError, ("x",)),
+    Bad(U, "count-1", set_arg("count", 1), ValueError, ("count",)),
+    Bad(U, "count-str", set_arg("count", "10"), TypeError, ("count",)),
+    Bad(U, "mean-shape", set_arg("mean", np.zeros(5, np.float32)), ValueError, ("mean",)),
+    Bad(U, "var-dtype", set_arg("var", np.ones(4, np.int64)), TypeError, ("var",)),
+    Bad(U, "running-var-read-only", read_only("running_var"), ValueError, ("running_var",)),
+    Bad(U, "momentum-negative", set_arg("momentum", -0.1), ValueError, ("momentum",)),
+    Bad(U, "count-beyond-float64", set_arg("count", 10 ** 400), ValueError, ("count",)),
+    Bad("merge_stats", "counts-beyond-float64", set_arg("counts", [1, 10 ** 400, 3]), ValueError,
         ("counts",)),
-    Bad("merge_stats", "counts-length", _set("counts", [1, 2]), ValueError, ("counts",)),
-    Bad("merge_stats", "counts-negative", _set("counts", [1, -2, 3]), ValueError, ("counts",)),
-    Bad("merge_stats", "vars-shape", _set("vars", np.ones((3, 5), np.float32)), ValueError, ("vars",)),
-    Bad("merge_stats", "means-1d", _set("means", np.zeros(4, np.float32)), ValueError, ("means",)),
+    Bad("merge_stats", "counts-length", set_arg("counts", [1, 2]), ValueError, ("counts",)),
+    Bad("merge_stats", "counts-negative", set_arg("counts", [1, -2, 3]), ValueError, ("counts",)),
+    Bad("merge_stats", "vars-shape", set_arg("vars", np.ones((3, 5), np.float32)), ValueError, ("vars",)),
+    Bad("merge_stats", "means-1d", set_arg("means", np.zeros(4, np.float32)), ValueError, ("means",)),
 ]
-
-
-def _arrays(call):
-    return [v for v in call.values() if isinstance(v, np.ndarray)]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_bad_input_raises_naming_argument_and_writes_nothing(case, isa):
-    template, positional = TEMPLATES[case.target]
-    call = template()
-    case.mutate(call)
-    arrays = _arrays(call)
-    before = [a.copy() for a in arrays]
-    args = [call.pop(n) for n in positional if n in call]
-    with pytest.raises(case.error) as raised:
-        getattr(ft, case.target)(*args, **call)
-    message = str(raised.value)
-    assert any(n in message for n in case.names), f"{message!r} names none of {case.names}"
-    assert message.startswith(case.target), f"{message!r} does not name {case.target}"
-    for i, (a, b) in enumerate(zip(arrays, before)):
-        assert same_bits(a, b), f"array #{i} of the call was modified"
+    check_bad_call(case, TEMPLATES)
 
 
 @pytest.mark.parametrize("target", list(TEMPLATES))
 def test_valid_template_call_succeeds(target, isa):
-    template, positional = TEMPLATES[target]
-    call = template()
-    args = [call.pop(n) for n in positional]
-    getattr(ft, target)(*args, **call)
+    check_template_call(target, TEMPLATES)

@@ -19,13 +19,6 @@ CASES = [
 THREADS = (1, 2, 3)
 
 
-@pytest.fixture
-def restore_threads():
-    before = ft.get_num_threads()
-    yield
-    ft.set_num_threads(before)
-
-
 def _run(case, dtype, threads):
     ft.set_num_threads(threads)
     x, w, b, rm, rv, dy = make_inputs(case, dtype, "threads")

@@ -189,13 +189,6 @@ def test_param_step(dtype, mode, isa):
                                    atol=1e-6)
 
 
-@pytest.fixture
-def restore_threads():
-    before = ft.get_num_threads()
-    yield
-    ft.set_num_threads(before)
-
-
 def test_bitwise_identical_across_thread_counts(isa, restore_threads):
     shapes = [(2 ** 19 + 17,), (300001,), (7,), (4097,)]
     g = _rand("float32", seed_for("thr", "g"), shapes)

@@ -465,6 +465,97 @@ def test_fuzz_batch_norm(target):
     run()
 
 
+# ---------------------------------------------------------------- layer, RMS, group, instance norm
+
+LN_TARGETS = ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
+              "group_norm_forward", "group_norm_backward", "instance_norm"]
+
+
+@st.composite
+def ln_calls(draw, target):
+    dt = np.dtype(draw(st.sampled_from(DTYPES)))
+    pdt = dt if draw(st.booleans()) else np.dtype(np.float32)
+    call = Call(target, [], {})
+    call.compare = dt == np.float64 and pdt == np.float64
+    sdt = np.float64 if dt == np.float64 else np.float32
+    if target.startswith(("layer", "rms")):
+        shape = tuple(draw(st.lists(st.integers(0, 7), min_size=1, max_size=4)))
+        k = draw(st.integers(1, len(shape)))
+        normalized = shape[len(shape) - k:]
+        call.compare = call.compare and int(np.prod(shape)) > 0
+        if draw(st.integers(0, 9)) == 0:
+            normalized = draw(st.sampled_from([(), normalized + (1,), (3.0,), "ab", -1, (0,)]))
+            call.ordinary = call.compare = False
+        x = _array(draw, shape, dt)
+        w = _array(draw, shape[len(shape) - k:], pdt, 0.5, 2.0) if draw(st.booleans()) else None
+        b = _array(draw, shape[len(shape) - k:], pdt) if draw(st.booleans()) else None
+        rms = target.startswith("rms")
+        eps = _hyper(draw, call, "eps", st.floats(1e-5, 1.0))
+        if target.endswith("forward"):
+            call.args = [_maybe(draw, call, x, "x"), normalized, _maybe(draw, call, w, "weight")]
+            if not rms:
+                call.args.append(_maybe(draw, call, b, "bias"))
+            call.kwargs = {"eps": eps}
+        else:
+            try:
+                out = (ft.rms_norm_forward if rms else ft.layer_norm_forward)(x, shape[len(shape) - k:])
+            except ValueError:  # no values to normalize
+                return call
+            stats = [_maybe(draw, call, out[1], "rstd")] if rms else \
+                [_maybe(draw, call, out[1], "mean"), _maybe(draw, call, out[2], "rstd")]
+            call.args = [_maybe(draw, call, _array(draw, shape, dt), "dy"), _maybe(draw, call, x, "x"),
+                         normalized, *stats, _maybe(draw, call, w, "weight")]
+        return call
+    shape, C, cl = _bn_shape(draw)
+    call.compare = call.compare and int(np.prod(shape)) > 0
+    divisors = [g for g in range(1, C + 1) if C % g == 0]
+    groups = C if target == "instance_norm" else draw(st.sampled_from(divisors))
+    if target != "instance_norm" and draw(st.integers(0, 9)) == 0:
+        groups = draw(st.sampled_from([0, -1, C + 1, 2.0, None]))
+        call.ordinary = call.compare = False
+    x = _array(draw, shape, dt)
+    w = _array(draw, (C,), pdt, 0.5, 2.0) if draw(st.booleans()) else None
+    b = _array(draw, (C,), pdt) if draw(st.booleans()) else None
+    flag = lambda name, v: _hyper(draw, call, name, st.just(v))
+    if target == "group_norm_forward":
+        call.args = [_maybe(draw, call, x, "x"), groups, _maybe(draw, call, w, "weight"),
+                     _maybe(draw, call, b, "bias")]
+        call.kwargs = {"eps": _hyper(draw, call, "eps", st.floats(1e-5, 1.0)),
+                       "channels_last": flag("channels_last", cl)}
+    elif target == "group_norm_backward":
+        try:
+            _, mean, rstd = ft.group_norm_forward(x, groups, channels_last=cl)
+        except (TypeError, ValueError):
+            mean, rstd = np.zeros((shape[0], 1), sdt), np.ones((shape[0], 1), sdt)
+        call.args = [_maybe(draw, call, _array(draw, shape, dt), "dy"), _maybe(draw, call, x, "x"),
+                     groups, _maybe(draw, call, mean, "mean"), _maybe(draw, call, rstd, "rstd"),
+                     _maybe(draw, call, w, "weight")]
+        call.kwargs = {"channels_last": flag("channels_last", cl)}
+    else:
+        use_input_stats = draw(st.booleans())
+        running = draw(st.booleans()) or not use_input_stats
+        rm = _array(draw, (C,), pdt) if running else None
+        rv = _array(draw, (C,), pdt, 0.1, 4.0) if running else None
+        call.args = [_maybe(draw, call, x, "x"), _maybe(draw, call, rm, "running_mean", True),
+                     _maybe(draw, call, rv, "running_var", True), _maybe(draw, call, w, "weight"),
+                     _maybe(draw, call, b, "bias")]
+        call.kwargs = {"use_input_stats": flag("use_input_stats", use_input_stats),
+                       "momentum": _hyper(draw, call, "momentum", st.floats(0.0, 1.0)),
+                       "eps": _hyper(draw, call, "eps", st.floats(1e-5, 1.0)),
+                       "channels_last": flag("channels_last", cl)}
+    return call
+
+
+@pytest.mark.parametrize("target", LN_TARGETS)
+def test_fuzz_layer_and_group_norm(target):
+    @FUZZ
+    @given(ln_calls(target))
+    def run(call):
+        if call.args:
+            check_contract(call)
+    run()
+
+
 # ---------------------------------------------------------------- RunningStats
 
 @FUZZ

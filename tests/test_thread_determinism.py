@@ -14,13 +14,6 @@ THREADS = (1, 2, 3)
 EXTRA = [c for c in CASES if c.id in ("adam_[amsgrad]", "rmsprop_[centered-momentum]")]
 
 
-@pytest.fixture
-def restore_threads():
-    before = ft.get_num_threads()
-    yield
-    ft.set_num_threads(before)
-
-
 def _bits(arrays):
     return [a.copy().view(np.uint8) for a in arrays]
 

@@ -3,6 +3,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fusedtrain.torch as ftt  # noqa: E402
+from module_support import compare_modules, module_input  # noqa: E402
 
 SHAPES = {1: [(16, 5), (8, 5, 7)], 2: [(4, 6, 5, 3)], 3: [(3, 4, 3, 5, 2)]}
 CASES = [(d, s) for d, shapes in SHAPES.items() for s in shapes]
@@ -22,59 +23,25 @@ def _pair(dim, num_features, **kw):
     return ref, ours
 
 
-def _input(shape, seed, memory_format=None):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 0.5
-    if memory_format is not None:
-        x = x.contiguous(memory_format=memory_format)
-    return x.requires_grad_(True)
-
-
-def _step(module, x, dy):
-    x = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
-    y = module(x)
-    y.backward(dy)
-    grads = [x.grad] + [p.grad for p in module.parameters()]
-    return y, grads
-
-
-def _compare(ref, ours, shape, seeds, memory_format=None):
-    for seed in seeds:
-        x = _input(shape, seed, memory_format)
-        dy = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 100),
-                         dtype=torch.float64)
-        y_ref, g_ref = _step(ref, x, dy)
-        y_ours, g_ours = _step(ours, x, dy)
-        torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
-        for a, b in zip(g_ours, g_ref):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-        for p in list(ref.parameters()) + list(ours.parameters()):
-            p.grad = None
-    sd_ref, sd_ours = ref.state_dict(), ours.state_dict()
-    assert list(sd_ours) == list(sd_ref)
-    for k in sd_ref:
-        torch.testing.assert_close(sd_ours[k], sd_ref[k], rtol=1e-12, atol=1e-12)
-
-
 @pytest.mark.parametrize("dim,shape", CASES)
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 def test_train_then_eval_match_torch(dim, shape, options):
     ref, ours = _pair(dim, shape[1], **options)
-    _compare(ref, ours, shape, seeds=range(3))            # training: batch stats, running updates
+    compare_modules(ref, ours, shape, seeds=range(3))            # training: batch stats, running updates
     ref.eval(), ours.eval()
-    _compare(ref, ours, shape, seeds=range(3, 5))         # eval: running stats, constant
+    compare_modules(ref, ours, shape, seeds=range(3, 5))         # eval: running stats, constant
 
 
 @pytest.mark.parametrize("dim,memory_format", [(2, torch.channels_last), (3, torch.channels_last_3d)])
 def test_channels_last_input_matches_and_keeps_format(dim, memory_format):
     shape = SHAPES[dim][0]
     ref, ours = _pair(dim, shape[1])
-    _compare(ref, ours, shape, seeds=range(2), memory_format=memory_format)
-    x = _input(shape, 7, memory_format)
+    compare_modules(ref, ours, shape, seeds=range(2), memory_format=memory_format)
+    x = module_input(shape, 7, memory_format)
     assert ours(x).is_contiguous(memory_format=memory_format)
     ref(x)                                                # keeps the running stats in step
     ours.eval(), ref.eval()
-    _compare(ref, ours, shape, seeds=range(2), memory_format=memory_format)
+    compare_modules(ref, ours, shape, seeds=range(2), memory_format=memory_format)
 
 
 def test_channels_last_input_is_not_copied(monkeypatch):
@@ -95,7 +62,7 @@ def test_channels_last_input_is_not_copied(monkeypatch):
 def test_state_dict_loads_both_ways_and_counts_batches():
     ref, ours = _pair(2, 6, momentum=None)
     for seed in range(4):
-        ours(_input((4, 6, 3, 3), seed))
+        ours(module_input((4, 6, 3, 3), seed))
     assert int(ours.num_batches_tracked) == 4
     fresh_ref = torch.nn.BatchNorm2d(6, momentum=None).double()
     fresh_ref.load_state_dict(ours.state_dict())                 # ours -> torch

@@ -8,28 +8,12 @@
 #include <string>
 
 #include "bindings/aliasing.h"
-#include "bindings/device_guard.h"
-#include "bindings/gil.h"
-#include "bindings/interop.h"
+#include "bindings/norm_args.h"
 #include "cpu/bn_kernels.h"
 #include "cuda/bn_kernels.h"
 
 namespace ft::bind {
 namespace {
-
-using cpu::BnShape;
-using cpu::ChannelArray;
-
-
-// Every array of a call lives where x does (keep.device, set by input_of).
-void same_device(const TensorView& v, const ArgRef& at, const ExportHolder& keep) {
-  if (v.device != keep.device || v.device_index != keep.device_index)
-    value_error(at, "is on a different device than x");
-#if !defined(FT_WITH_CUDA)
-  if (v.device != DeviceKind::cpu)
-    value_error(at, "is on a CUDA device, but this build of fusedtrain has no CUDA kernels");
-#endif
-}
 
 // x as (outer, C, inner); `x` names the argument in errors.
 BnShape layout_of(const TensorView& x, bool channels_last, const ArgRef& at) {
@@ -57,36 +41,13 @@ BnShape layout_of(const TensorView& x, bool channels_last, const ArgRef& at) {
   return s;
 }
 
-const char* channel_word(bool channels_last) {
-  return channels_last ? " channels (last dimension)" : " channels (dimension 1)";
-}
-
-// A per-channel vector: None (when allowed), or a 1-d array of C values whose dtype is one of
-// `ok` (the input's dtype or float32 for parameters; exact dtypes for outputs).
+// A per-channel vector of x's C channels (bindings/norm_args.h).
 ChannelArray channel_array(py::handle obj, const ArgRef& at, Access access, int64_t C,
                            bool channels_last, std::initializer_list<DType> ok, bool optional,
                            ExportHolder& keep) {
-  ChannelArray out;
-  if (obj.is_none()) {
-    if (optional) return out;
-    type_error(at, "is None; expected an array");
-  }
-  TensorView v = view_of(obj, at, access, keep);
-  same_device(v, at, keep);
-  bool dtype_ok = false;
-  std::string names;
-  for (DType d : ok) {
-    dtype_ok |= v.dtype == d;
-    if (names.find(dtype_name(d)) == std::string::npos)
-      names += (names.empty() ? "" : " or ") + std::string(dtype_name(d));
-  }
-  if (!dtype_ok) type_error(at, std::string("has dtype ") + dtype_name(v.dtype) + "; expected " + names);
-  if (v.ndim != 1 || v.shape[0] != C)
-    value_error(at, "has shape " + shape_str(v) + " but x has " + std::to_string(C) +
-                        channel_word(channels_last) + "; expected (" + std::to_string(C) + ",)");
-  out.data = v.data;
-  out.dtype = v.dtype;
-  return out;
+  const char* word = channels_last ? " channels (last dimension)" : " channels (dimension 1)";
+  return bind::channel_array(obj, at, access, {{C}, "x has " + std::to_string(C) + word}, ok,
+                             optional, keep);
 }
 
 struct Input {
@@ -97,23 +58,9 @@ struct Input {
 Input input_of(py::handle x, const char* fn, const char* name, bool channels_last, Access access,
                ExportHolder& keep) {
   ArgRef at{fn, name, -1};
-  Input in{view_of(x, at, access, keep), {}};
-  keep.device = in.view.device;
-  keep.device_index = in.view.device_index;
-  same_device(in.view, at, keep);
+  Input in{input_view(x, at, access, keep), {}};
   in.shape = layout_of(in.view, channels_last, at);
   return in;
-}
-
-// An output the Python layer allocated: same shape and dtype as `like`.
-void* same_as(py::handle obj, const char* fn, const char* name, const Input& like,
-              ExportHolder& keep) {
-  ArgRef at{fn, name, -1};
-  TensorView v = view_of(obj, at, Access::write, keep);
-  same_device(v, at, keep);
-  if (!v.same_shape(like.view) || v.dtype != like.view.dtype)
-    value_error(at, "must have the input's shape " + shape_str(like.view) + " and dtype");
-  return v.data;
 }
 
 DType stats_dtype(DType d) { return compute_dtype(d); }
@@ -127,7 +74,7 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
   Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
   const DType d = in.view.dtype;
   const int64_t C = in.shape.channels;
-  cpu::BnForwardArgs a;
+  BnForwardArgs a;
   a.x = in.view.data;
   a.dtype = d;
   a.shape = in.shape;
@@ -151,7 +98,7 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
   if (training && M <= 1)
     value_error({fn, "x", -1}, "has " + std::to_string(M) + " value(s) per channel (shape " +
                                    shape_str(in.view) + "); training needs more than 1");
-  a.y = same_as(y, fn, "y", in, keep);
+  a.y = same_as(y, {fn, "y", -1}, in.view, keep);
   a.save_mean = channel_array(save_mean, {fn, "save_mean", -1}, Access::write, C, channels_last,
                               {stats_dtype(d)}, false, keep);
   a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::write, C,
@@ -168,13 +115,7 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
   alias.written(a.save_mean.data, C, a.save_mean.dtype, "save_mean");
   alias.written(a.save_invstd.data, C, a.save_invstd.dtype, "save_invstd");
   alias.check(false);
-  const cuda::Stream st = stream_of(stream);  // read before the GIL goes
-  ReleaseGil nogil;
-  if (in.view.device == DeviceKind::cpu) return cpu::active_bn().forward(a);
-#if defined(FT_WITH_CUDA)
-  DeviceGuard guard(in.view.device_index);
-  cuda::bn_forward(a, st);
-#endif
+  run_kernel(a, in.view, stream, cpu::active_bn().forward, FT_CUDA_ENTRY(cuda::bn_forward));
 }
 
 void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_mean,
@@ -186,14 +127,8 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
   Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
   const DType d = in.view.dtype;
   const int64_t C = in.shape.channels;
-  ArgRef dy_at{fn, "dy", -1};
-  TensorView g = view_of(dy, dy_at, Access::read, keep);
-  same_device(g, dy_at, keep);
-  if (g.dtype != d)
-    type_error(dy_at, std::string("has dtype ") + dtype_name(g.dtype) + " but x has " + dtype_name(d));
-  if (!g.same_shape(in.view))
-    value_error(dy_at, "has shape " + shape_str(g) + " but x has shape " + shape_str(in.view));
-  cpu::BnBackwardArgs a;
+  TensorView g = grad_like(dy, {fn, "dy", -1}, in.view, keep);
+  BnBackwardArgs a;
   a.dy = g.data;
   a.x = in.view.data;
   a.dtype = d;
@@ -204,7 +139,7 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
   a.save_mean = channel_array(save_mean, {fn, "save_mean", -1}, Access::read, C, channels_last, any, false, keep);
   a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::read, C, channels_last, any, false, keep);
   if (in.shape.per_channel() == 0) value_error({fn, "x", -1}, "has no values per channel");
-  a.dx = same_as(dx, fn, "dx", in, keep);
+  a.dx = same_as(dx, {fn, "dx", -1}, in.view, keep);
   if (a.weight.present()) {
     a.dweight = channel_array(dweight, {fn, "dweight", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
     a.dbias = channel_array(dbias, {fn, "dbias", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
@@ -219,13 +154,7 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
   alias.written(a.dweight.data, C, a.dweight.dtype, "dweight");
   alias.written(a.dbias.data, C, a.dbias.dtype, "dbias");
   alias.check(false);
-  const cuda::Stream st = stream_of(stream);  // read before the GIL goes
-  ReleaseGil nogil;
-  if (in.view.device == DeviceKind::cpu) return cpu::active_bn().backward(a);
-#if defined(FT_WITH_CUDA)
-  DeviceGuard guard(in.view.device_index);
-  cuda::bn_backward(a, st);
-#endif
+  run_kernel(a, in.view, stream, cpu::active_bn().backward, FT_CUDA_ENTRY(cuda::bn_backward));
 }
 
 int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
@@ -235,7 +164,7 @@ int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
   Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
   const int64_t C = in.shape.channels;
   const auto out = {DType::f32, DType::f64};
-  cpu::BnStatsArgs a;
+  BnStatsArgs a;
   a.x = in.view.data;
   a.dtype = in.view.dtype;
   a.shape = in.shape;
@@ -246,18 +175,7 @@ int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
   alias.written(a.mean.data, C, a.mean.dtype, "mean");
   alias.written(a.var.data, C, a.var.dtype, "var");
   alias.check(false);
-  {
-    const cuda::Stream st = stream_of(stream);  // read before the GIL goes
-    ReleaseGil nogil;
-    if (in.view.device == DeviceKind::cpu) {
-      cpu::active_bn().stats(a);
-    } else {
-#if defined(FT_WITH_CUDA)
-      DeviceGuard guard(in.view.device_index);
-      cuda::bn_stats(a, st);
-#endif
-    }
-  }
+  run_kernel(a, in.view, stream, cpu::active_bn().stats, FT_CUDA_ENTRY(cuda::bn_stats));
   return in.shape.per_channel();
 }
 
@@ -281,11 +199,9 @@ void merge_stats(py::handle means, py::handle vars, const std::vector<double>& c
   const char* fn = "merge_stats";
   ExportHolder keep;
   int64_t K = -1, C = -1;
-  cpu::BnMergeArgs a;
+  BnMergeArgs a;
   ArgRef first{fn, "means", -1};
-  TensorView mv = view_of(means, first, Access::read, keep);
-  keep.device = mv.device;
-  keep.device_index = mv.device_index;
+  input_view(means, first, Access::read, keep);
   a.means = rows_of(means, fn, "means", &K, &C, keep);
   a.vars = rows_of(vars, fn, "vars", &K, &C, keep);
   if (int64_t(counts.size()) != K)
@@ -315,13 +231,10 @@ void update_running_stats(py::handle running_mean, py::handle running_var, py::h
   ExportHolder keep;
   keep.cuda_call = !stream.is_none();
   ArgRef at{fn, "running_mean", -1};
-  TensorView rm = view_of(running_mean, at, Access::write, keep);
-  keep.device = rm.device;
-  keep.device_index = rm.device_index;
-  same_device(rm, at, keep);
+  TensorView rm = input_view(running_mean, at, Access::write, keep);
   if (rm.ndim != 1) value_error(at, "must be 1-d (C,), got shape " + shape_str(rm));
   const int64_t C = rm.shape[0];
-  cpu::BnRunningArgs a;
+  BnRunningArgs a;
   a.channels = C;
   a.count = count;
   a.momentum = momentum;
@@ -343,13 +256,7 @@ void update_running_stats(py::handle running_mean, py::handle running_var, py::h
   alias.read(a.mean.data, C, a.mean.dtype, "mean");
   alias.read(a.var.data, C, a.var.dtype, "var");
   alias.check(false);
-  const cuda::Stream st = stream_of(stream);  // read before the GIL goes
-  ReleaseGil nogil;
-  if (rm.device == DeviceKind::cpu) return cpu::active_bn().update_running(a);
-#if defined(FT_WITH_CUDA)
-  DeviceGuard guard(rm.device_index);
-  cuda::bn_update_running(a, st);
-#endif
+  run_kernel(a, rm, stream, cpu::active_bn().update_running, FT_CUDA_ENTRY(cuda::bn_update_running));
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "cpu/bn_kernels.h"
 #include "cpu/kernels.h"
 
 namespace ft::cpu {
@@ -14,7 +13,6 @@ namespace {
 struct IsaEntry {
   const char* name;
   const Kernels& (*get)();
-  const BnKernels& (*bn)();
   bool (*supported)();
 };
 
@@ -22,17 +20,17 @@ struct IsaEntry {
 const std::vector<IsaEntry>& entries() {
   static const std::vector<IsaEntry> all = {
 #if defined(FT_HAVE_ISA_baseline)
-      {"baseline", &baseline::kernels, &baseline::bn_kernels, [] { return true; }},
+      {"baseline", &baseline::kernels, [] { return true; }},
 #endif
 #if defined(FT_HAVE_ISA_avx2)
-      {"avx2", &avx2::kernels, &avx2::bn_kernels,
+      {"avx2", &avx2::kernels,
        [] {
          return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                 __builtin_cpu_supports("f16c");
        }},
 #endif
 #if defined(FT_HAVE_ISA_avx512)
-      {"avx512", &avx512::kernels, &avx512::bn_kernels,
+      {"avx512", &avx512::kernels,
        [] {
          return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
@@ -40,7 +38,7 @@ const std::vector<IsaEntry>& entries() {
        }},
 #endif
 #if defined(FT_HAVE_ISA_neon)
-      {"neon", &neon::kernels, &neon::bn_kernels, [] { return true; }},
+      {"neon", &neon::kernels, [] { return true; }},
 #endif
   };
   return all;
@@ -100,12 +98,5 @@ void set_isa(const std::string& name) {
 }
 
 std::string current_isa() { return active().isa; }
-
-const BnKernels& active_bn() {
-  const char* isa = active().isa;
-  for (const auto& e : entries())
-    if (std::strcmp(e.name, isa) == 0) return e.bn();
-  throw std::invalid_argument(std::string("no batch-norm kernels for cpu isa ") + isa);
-}
 
 }  // namespace ft::cpu

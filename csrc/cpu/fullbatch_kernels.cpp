@@ -196,11 +196,12 @@ void param_step(const FbTensors& ts, fb::StepMode mode, double t) {
   });
 }
 
-}  // namespace
-
 const FbKernels& fullbatch_kernels() {
   static const FbKernels k = {FT_STR(FT_ISA), &history, &combine, &dots, &grad_copy, &param_step};
   return k;
 }
+const bool registered = IsaTables<FbKernels>::add(&fullbatch_kernels);  // Note [isa tables]
+
+}  // namespace
 
 }  // namespace ft::cpu::FT_ISA

@@ -2,6 +2,7 @@
 // choice among ISA builds, and the two-loop recursion built from them.
 #pragma once
 #include "core/fullbatch_args.h"
+#include "cpu/isa_table.h"
 #include "math/fullbatch.h"
 
 namespace ft::cpu {
@@ -15,15 +16,8 @@ struct FbKernels {
   void (*param_step)(const FbTensors&, math::fb::StepMode mode, double t);
 };
 
-#define FT_DECLARE_FB_ISA(isa) namespace isa { const FbKernels& fullbatch_kernels(); }
-FT_DECLARE_FB_ISA(baseline)
-FT_DECLARE_FB_ISA(avx2)
-FT_DECLARE_FB_ISA(avx512)
-FT_DECLARE_FB_ISA(neon)
-#undef FT_DECLARE_FB_ISA
-
-// The full-batch table of the ISA build in use (the one cpu::active() names).
-const FbKernels& active_fullbatch();
+// The full-batch table of the ISA build in use (Note [isa tables]).
+inline const FbKernels& active_fullbatch() { return IsaTables<FbKernels>::active(); }
 
 // The L-BFGS direction d = -H g by the fused two-loop recursion (Note [fused two-loop]).
 // t holds, per tensor, slot 0 d (written), slot 1 g, slot 2 its history block (rows t.row_stride

@@ -4,6 +4,8 @@ Functional API (in place, multi-tensor, torch.optim semantics): sgd_, momentum_,
 rmsprop_, adadelta_, adam_, adamw_; utilities global_norm, clip_grad_norm_, ema_.
 Batch norm (torch.nn.functional.batch_norm semantics): batch_norm_forward, batch_norm_backward,
 batch_norm_stats, merge_stats, update_running_stats_, RunningStats.
+Layer, RMS, group and instance norm (torch.nn.functional semantics): layer_norm_forward/backward,
+rms_norm_forward/backward, group_norm_forward/backward, instance_norm.
 Classes: ft.optim (optimizers owning their state, NumPy/CuPy), ft.schedules (learning rates),
 ft.torch (torch.optim drop-ins; imported on first access, so torch stays optional).
 """
@@ -11,6 +13,9 @@ from .functional import (adadelta_, adagrad_, adam_, adamw_, momentum_, rmsprop_
 from .utils import clip_grad_norm_, ema_, global_norm
 from .batch_norm import (RunningStats, batch_norm_backward, batch_norm_forward, batch_norm_stats,
                          merge_stats, update_running_stats_)
+from .layer_norm import (group_norm_backward, group_norm_forward, instance_norm,
+                         layer_norm_backward, layer_norm_forward, rms_norm_backward,
+                         rms_norm_forward)
 from .runtime import (__version__, get_cpu_isa, get_num_threads, info, set_cpu_isa,
                       set_num_threads)
 from . import optim, schedules
@@ -28,6 +33,8 @@ __all__ = [
     "global_norm", "clip_grad_norm_", "ema_",
     "batch_norm_forward", "batch_norm_backward", "batch_norm_stats", "merge_stats",
     "update_running_stats_", "RunningStats",
+    "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
+    "group_norm_forward", "group_norm_backward", "instance_norm",
     "info", "set_num_threads", "get_num_threads", "set_cpu_isa", "get_cpu_isa", "__version__",
     "optim", "schedules",
 ]

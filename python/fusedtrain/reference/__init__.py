@@ -13,6 +13,9 @@ from .batch_norm import (batch_norm_backward, batch_norm_forward, batch_norm_sta
                          merge_stats, update_running_stats_)
 from .ema import ema_
 from .fullbatch import LBFGS, ConjugateGradient
+from .layer_norm import (group_norm_backward, group_norm_forward, instance_norm,
+                         layer_norm_backward, layer_norm_forward, rms_norm_backward,
+                         rms_norm_forward)
 from .norms import clip_grad_norm_, global_norm
 from .rmsprop import rmsprop_
 from .sgd import momentum_, sgd_
@@ -20,4 +23,6 @@ from .sgd import momentum_, sgd_
 __all__ = ["sgd_", "momentum_", "adagrad_", "rmsprop_", "adadelta_", "adam_", "adamw_",
            "global_norm", "clip_grad_norm_", "ema_",
            "batch_norm_forward", "batch_norm_backward", "batch_norm_stats", "merge_stats",
-           "update_running_stats_", "LBFGS", "ConjugateGradient"]
+           "update_running_stats_", "LBFGS", "ConjugateGradient",
+           "layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward",
+           "group_norm_forward", "group_norm_backward", "instance_norm"]

@@ -1,5 +1,5 @@
-"""PyTorch integration: torch.optim drop-ins, BatchNorm and SyncBatchNorm modules over fusedtrain's
-kernels.
+"""PyTorch integration: torch.optim drop-ins, BatchNorm, SyncBatchNorm, LayerNorm, RMSNorm,
+GroupNorm and InstanceNorm modules over fusedtrain's kernels.
 
 Imported only on first access to ``fusedtrain.torch``: ``import fusedtrain`` never imports torch.
 """
@@ -16,6 +16,11 @@ __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "LBFGS",
 if importlib.util.find_spec(".batch_norm", __name__) is not None:
     from .batch_norm import BatchNorm1d, BatchNorm2d, BatchNorm3d  # noqa: F401
     __all__ += ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+
+from .layer_norm import (GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d,  # noqa: E402
+                         LayerNorm, RMSNorm)
+__all__ += ["LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+            "InstanceNorm3d"]
 
 # SyncBatchNorm needs torch.distributed, which some torch builds leave out.
 import torch.distributed as _dist  # noqa: E402

@@ -1,5 +1,5 @@
-// The full-batch table of the CPU ISA in use, and the two-loop recursion as a sequence of its
-// Combine passes (Note [fused two-loop]).
+// The two-loop recursion as a sequence of the full-batch table's Combine passes
+// (Note [fused two-loop]).
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -9,28 +9,6 @@
 #include "cpu/kernels.h"
 
 namespace ft::cpu {
-
-const FbKernels& active_fullbatch() {
-  // The ISA builds this binary holds (CMakeLists.txt), matched by name to cpu::active().
-  static const FbKernels* const builds[] = {
-#if defined(FT_HAVE_ISA_baseline)
-      &baseline::fullbatch_kernels(),
-#endif
-#if defined(FT_HAVE_ISA_avx2)
-      &avx2::fullbatch_kernels(),
-#endif
-#if defined(FT_HAVE_ISA_avx512)
-      &avx512::fullbatch_kernels(),
-#endif
-#if defined(FT_HAVE_ISA_neon)
-      &neon::fullbatch_kernels(),
-#endif
-  };
-  const char* isa = active().isa;
-  for (const FbKernels* k : builds)
-    if (std::strcmp(k->isa, isa) == 0) return *k;
-  throw std::invalid_argument(std::string("no full-batch kernels for cpu isa ") + isa);
-}
 
 FbResult two_loop(const FbTensors& t, const int* slots, int k, const double* ro, double h_diag,
                   double* al) {

@@ -1,0 +1,328 @@
+// Layer, RMS, group and instance norm CPU drivers, compiled once per ISA. Their statistics are
+// batch norm's (csrc/cpu/norm_stats.h) on the planar view of Note [planar view]: a layer-norm row
+// is channel r of (1, rows, cols); a group of NCHW input is channel n * G + g of
+// (1, N * G, C / G * HW), normalized as the channels n * C + c of (1, N * C, HW); channels-last
+// input is N stacked (HW, C) blocks of the rows layout whose channels merge into groups.
+// The math is csrc/math/batch_norm.h and csrc/math/layer_norm.h.
+#include "cpu/vec.h"
+
+#include "cpu/ln_kernels.h"
+#include "cpu/norm_stats.h"
+
+#define FT_STR_(x) #x
+#define FT_STR(x) FT_STR_(x)
+
+namespace ft::cpu::FT_ISA {
+namespace {
+
+// Layer norm's weight and bias as compute-type rows, 1 and 0 where absent: read by SIMD vectors.
+template <class T>
+std::vector<T> row_of(const ChannelArray& a, int64_t n, double absent) {
+  std::vector<T> out(n);
+  for (int64_t i = 0; i < n; ++i) out[i] = T(a.get(i, absent));
+  return out;
+}
+
+// ---------------------------------------------------------------- layer and RMS norm
+
+template <class T>
+struct RowCoeffs {
+  math::SplitMean<T> mean;
+  T rstd;
+};
+
+template <class S, class T>
+void ln_normalize(const S* x, S* y, int64_t j0, int64_t j1, const RowCoeffs<T>& co, const T* w,
+                  const T* b) {
+  constexpr int64_t W = lanes<S>();
+  int64_t i = j0;
+  for (; i + W <= j1; i += W)
+    vstore(y + i, math::ln_forward(vload(x + i), co.mean, co.rstd, vload(w + i), vload(b + i)));
+  for (; i < j1; ++i) sstore(y + i, math::ln_forward(sload(x + i), co.mean, co.rstd, w[i], b[i]));
+}
+
+template <class S>
+void ln_forward_typed(const LnForwardArgs& a) {
+  using T = Cmp<S>;
+  const S* x = static_cast<const S*>(a.x);
+  S* y = static_cast<S*>(a.y);
+  const int64_t R = a.rows, H = a.cols;
+  const BnShape s{1, R, H};  // Note [planar view]
+  const std::vector<T> w = row_of<T>(a.weight, H, 1.0), b = row_of<T>(a.bias, H, 0.0);
+  std::vector<RowCoeffs<T>> co(R);
+  planar_driver<Stats>(
+      R, H, sizeof(S), [&](int64_t r, int64_t j0, int64_t j1) { return planar_stats(x, s, r, j0, j1); },
+      [&](int64_t r, const Stats& st) {
+        const double mean = a.rms ? 0.0 : st.mean;
+        const double rstd = math::inv_std(a.rms ? math::mean_square(st) : math::biased_var(st), a.eps);
+        a.mean.set(r, mean);
+        a.rstd.set(r, rstd);
+        co[r] = {math::split_mean<T>(mean), T(rstd)};
+      },
+      [&](int64_t r, int64_t j0, int64_t j1) {
+        ln_normalize(x + r * H, y + r * H, j0, j1, co[r], w.data(), b.data());
+      });
+}
+
+// dweight += dy * xhat and dbias += dy over one row, in float lanes the caller flushes.
+template <class S, class T>
+void ln_param_grads(const S* dy, const S* x, int64_t H, const RowCoeffs<T>& co, T* dw, T* db) {
+  using V = VecOf<S>;
+  constexpr int64_t W = lanes<S>();
+  int64_t i = 0;
+  for (; i + W <= H; i += W) {
+    const V d = vload(dy + i);
+    vstore(dw + i, vload(dw + i) + d * (math::centered(vload(x + i), co.mean) * co.rstd));
+    if (db) vstore(db + i, vload(db + i) + d);
+  }
+  for (; i < H; ++i) {
+    const T d = sload(dy + i);
+    dw[i] += d * (math::centered(sload(x + i), co.mean) * co.rstd);
+    if (db) db[i] += d;
+  }
+}
+
+// Note [layer norm backward]: tasks are row pieces fixed by the shape. A row's sums (of
+// g = w * dy and g * (x - mean): Note [norm grad]), its dx and its share of dweight / dbias are
+// computed while the row is in cache; a piece sums dweight / dbias in float lanes flushed into
+// doubles every kRowBlock rows, and pieces merge in order. The pieces' column sums are capped at
+// kColumnValues doubles, so a wide row gets fewer, longer pieces.
+constexpr int64_t kColumnValues = 1 << 20;
+
+template <class S>
+void ln_backward_typed(const LnBackwardArgs& a) {
+  using T = Cmp<S>;
+  const S* dy = static_cast<const S*>(a.dy);
+  const S* x = static_cast<const S*>(a.x);
+  S* dx = static_cast<S*>(a.dx);
+  const int64_t R = a.rows, H = a.cols;
+  const BnShape s{1, R, H};
+  const std::vector<T> w = row_of<T>(a.weight, H, 1.0);
+  const bool params = a.dweight.present(), bias = a.dbias.present();
+  const int64_t P = std::min(row_pieces(R, H), std::max<int64_t>(1, kColumnValues / H));
+  std::vector<double> col_w(params ? P * H : 0), col_b(bias ? P * H : 0);
+  parallel_for(P, R * H, [&](int64_t pb, int64_t pe) {
+    std::vector<T> fw(params ? H : 0), fb(bias ? H : 0);
+    for (int64_t p = pb; p < pe; ++p) {
+      const int64_t r0 = piece_begin(R, p, P), r1 = piece_begin(R, p + 1, P);
+      for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+        std::fill(fw.begin(), fw.end(), T(0));
+        std::fill(fb.begin(), fb.end(), T(0));
+        for (int64_t r = rb; r < std::min(rb + kRowBlock, r1); ++r) {
+          const double mean = a.rms ? 0.0 : a.mean.get(r), rstd = a.rstd.get(r);
+          const RowCoeffs<T> rc{math::split_mean<T>(mean), T(rstd)};
+          const GradSums g = planar_grad_sums<true>(dy, x, s, r, 0, H, rc.mean, w.data());
+          const auto co = math::norm_grad_coeffs<T>(double(H), a.rms ? 0.0 : g.dy, g.dy_xc, mean, rstd, 1.0);
+          planar_grad_input<true>(dy, x, dx, s, r, 0, H, co, w.data());
+          if (params) ln_param_grads(dy + r * H, x + r * H, H, rc, fw.data(), bias ? fb.data() : nullptr);
+        }
+        for (int64_t i = 0; params && i < H; ++i) col_w[p * H + i] += double(fw[i]);
+        for (int64_t i = 0; bias && i < H; ++i) col_b[p * H + i] += double(fb[i]);
+      }
+    }
+  });
+  for (int64_t i = 0; params && i < H; ++i) {
+    double tw = 0, tb = 0;
+    for (int64_t p = 0; p < P; ++p) {
+      tw += col_w[p * H + i];
+      if (bias) tb += col_b[p * H + i];
+    }
+    a.dweight.set(i, tw);
+    a.dbias.set(i, tb);
+  }
+}
+
+// ---------------------------------------------------------------- group and instance norm
+
+// Calls f(ci, lo, hi) for each channel ci of a group (channels of hw values, one after the
+// other) that values [j0, j1) of the group touch, with the channel's own value range [lo, hi).
+template <class F>
+void for_group_channels(int64_t hw, int64_t j0, int64_t j1, F&& f) {
+  for (int64_t ci = j0 / hw; ci * hw < j1; ++ci)
+    f(ci, std::max(j0, ci * hw) - ci * hw, std::min(j1, (ci + 1) * hw) - ci * hw);
+}
+
+// Forward bookkeeping of one group k = n * G + g: its mean and rstd (from its statistics, or
+// instance norm's running statistics), saved; instance statistics kept for the running update.
+struct GroupForward {
+  const GnForwardArgs& a;
+  std::vector<double> inst;  // use_input_stats with running stats: Note [group sums]
+
+  explicit GroupForward(const GnForwardArgs& args) : a(args) {
+    if (a.use_input_stats && a.running_mean.present()) inst.resize(2 * a.shape.n * a.shape.groups);
+  }
+  // Calls set(c, coefficients) for each channel c of the group.
+  template <class T, class Set>
+  void finish(int64_t k, const Stats& st, Set&& set) {
+    const GnShape& g = a.shape;
+    double mean, var;
+    if (a.use_input_stats) {
+      mean = st.mean;
+      var = math::biased_var(st);
+      if (!inst.empty()) {
+        inst[2 * k] = mean;
+        inst[2 * k + 1] = var;
+      }
+    } else {  // instance norm (G == C) normalizing with its running statistics
+      mean = a.running_mean.get(k % g.c);
+      var = a.running_var.get(k % g.c);
+    }
+    const double rstd = math::inv_std(var, a.eps);
+    a.mean.set(k, mean);
+    a.rstd.set(k, rstd);
+    const int64_t cg = g.per_group_channels(), c0 = (k % g.groups) * cg;
+    for (int64_t c = c0; c < c0 + cg; ++c)
+      set(c, math::bn_forward_coeffs<T>(mean, rstd, a.weight.get(c, 1.0), a.bias.get(c, 0.0)));
+  }
+  // Instance norm's running statistics (Note [group sums]).
+  void update_running() const {
+    for (int64_t c = 0; !inst.empty() && c < a.shape.c; ++c) math::instance_running_update(a, inst.data(), c);
+  }
+};
+
+template <class S>
+void gn_forward_typed(const GnForwardArgs& a) {
+  using T = Cmp<S>;
+  const GnShape& g = a.shape;
+  const S* x = static_cast<const S*>(a.x);
+  S* y = static_cast<S*>(a.y);
+  const int64_t N = g.n, C = g.c, G = g.groups, cg = g.per_group_channels(), HW = g.hw;
+  GroupForward gf(a);
+  if (!g.channels_last || HW == 1) {
+    const BnShape stat{1, N * G, g.per_group()}, norm{1, N * C, HW};
+    std::vector<math::BnForwardCoeffs<T>> co(N * C);
+    planar_driver<Stats>(
+        N * G, g.per_group(), sizeof(S),
+        [&](int64_t k, int64_t j0, int64_t j1) {
+          return a.use_input_stats ? planar_stats(x, stat, k, j0, j1) : Stats{0, 0, 0};
+        },
+        [&](int64_t k, const Stats& st) {
+          gf.finish<T>(k, st, [&](int64_t c, const auto& k_co) { co[k / G * C + c] = k_co; });
+        },
+        [&](int64_t k, int64_t j0, int64_t j1) {
+          for_group_channels(HW, j0, j1, [&](int64_t ci, int64_t lo, int64_t hi) {
+            planar_normalize(x, y, norm, k * cg + ci, lo, hi, co[k * cg + ci]);
+          });
+        });
+  } else {  // channels last: per sample, the rows layout (HW, C)
+    std::vector<ChannelCoeffs<T>> co(N, ChannelCoeffs<T>(C));  // a: scale, b: bias
+    rows_driver<Stats>(
+        N, HW, C,
+        [&](int64_t n, int64_t r0, int64_t r1, Stats* out) {
+          if (a.use_input_stats) rows_stats(x + n * HW * C, C, r0, r1, out);
+        },
+        [&](int64_t n, const Stats* st) {
+          for (int64_t gi = 0; gi < G; ++gi) {
+            Stats group{0, 0, 0};
+            for (int64_t c = gi * cg; c < (gi + 1) * cg; ++c) group = merge(group, st[c]);
+            gf.finish<T>(n * G + gi, group, [&](int64_t c, const auto& k_co) {
+              co[n].hi[c] = k_co.mean.hi;
+              co[n].lo[c] = k_co.mean.lo;
+              co[n].a[c] = k_co.scale;
+              co[n].b[c] = k_co.bias;
+            });
+          }
+        },
+        [&](int64_t n, int64_t r0, int64_t r1) {
+          rows_normalize(x + n * HW * C, y + n * HW * C, C, r0, r1, co[n]);
+        });
+  }
+  gf.update_running();
+}
+
+// Backward of group k from its channels' sums of dy and dy * (x - mean) (sums[0..cg)): keeps
+// them for dweight / dbias (Note [group sums]) and calls set(c, coefficients) per channel.
+template <class T, class Set>
+void group_grad(const GnBackwardArgs& a, int64_t k, const GradSums* sums, std::vector<double>& kept,
+                Set&& set) {
+  const GnShape& g = a.shape;
+  const int64_t cg = g.per_group_channels(), first = k / g.groups * g.c + k % g.groups * cg;
+  for (int64_t i = 0; i < cg; ++i) {
+    kept[2 * (first + i)] = sums[i].dy;
+    kept[2 * (first + i) + 1] = sums[i].dy_xc;
+  }
+  math::group_grad_coeffs<T>(a, kept.data(), k, [&](int64_t i, const auto& co) { set(i % g.c, co); });
+}
+
+using ChannelSums = std::vector<GradSums>;  // a group's, one per channel
+
+template <class S>
+void gn_backward_typed(const GnBackwardArgs& a) {
+  using T = Cmp<S>;
+  const GnShape& g = a.shape;
+  const S* dy = static_cast<const S*>(a.dy);
+  const S* x = static_cast<const S*>(a.x);
+  S* dx = static_cast<S*>(a.dx);
+  const int64_t N = g.n, C = g.c, G = g.groups, cg = g.per_group_channels(), HW = g.hw;
+  std::vector<double> kept(2 * N * C);
+  if (!g.channels_last || HW == 1) {
+    const BnShape stat{1, N * G, g.per_group()}, norm{1, N * C, HW};
+    std::vector<math::NormGradCoeffs<T>> co(N * C);
+    planar_driver<ChannelSums>(
+        N * G, g.per_group(), 2 * sizeof(S),
+        [&](int64_t k, int64_t j0, int64_t j1) {
+          ChannelSums out(cg);
+          const auto mean = math::split_mean<T>(a.mean.get(k));
+          for_group_channels(HW, j0, j1, [&](int64_t ci, int64_t lo, int64_t hi) {
+            out[ci] = planar_grad_sums(dy, x, norm, k * cg + ci, lo, hi, mean);
+          });
+          return out;
+        },
+        [&](int64_t k, const ChannelSums& sums) {
+          group_grad<T>(a, k, sums.data(), kept, [&](int64_t c, const auto& k_co) { co[k / G * C + c] = k_co; });
+        },
+        [&](int64_t k, int64_t j0, int64_t j1) {
+          for_group_channels(HW, j0, j1, [&](int64_t ci, int64_t lo, int64_t hi) {
+            planar_grad_input(dy, x, dx, norm, k * cg + ci, lo, hi, co[k * cg + ci]);
+          });
+        });
+  } else {
+    std::vector<ChannelCoeffs<T>> co(N, ChannelCoeffs<T>(C));  // hi, lo: the group's mean
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        const auto m = math::split_mean<T>(a.mean.get(n * G + c / cg));
+        co[n].hi[c] = m.hi;
+        co[n].lo[c] = m.lo;
+      }
+    rows_driver<GradSums>(
+        N, HW, C,
+        [&](int64_t n, int64_t r0, int64_t r1, GradSums* out) {
+          rows_grad_sums(dy + n * HW * C, x + n * HW * C, C, r0, r1, co[n].hi.data(), co[n].lo.data(), out);
+        },
+        [&](int64_t n, const GradSums* sums) {
+          for (int64_t gi = 0; gi < G; ++gi)
+            group_grad<T>(a, n * G + gi, sums + gi * cg, kept,
+                              [&](int64_t c, const auto& k_co) { co[n].set_grad(c, k_co); });
+        },
+        [&](int64_t n, int64_t r0, int64_t r1) {
+          const int64_t off = n * HW * C;
+          rows_grad_input<math::NormGradCoeffs>(dy + off, x + off, dx + off, C, r0, r1, co[n]);
+        });
+  }
+  for (int64_t c = 0; a.dweight.present() && c < C; ++c) math::group_param_grads(a, kept.data(), c);
+}
+
+template <class S> struct LnForwardFn { static void run(const LnForwardArgs& a) { ln_forward_typed<S>(a); } };
+template <class S> struct LnBackwardFn { static void run(const LnBackwardArgs& a) { ln_backward_typed<S>(a); } };
+template <class S> struct GnForwardFn { static void run(const GnForwardArgs& a) { gn_forward_typed<S>(a); } };
+template <class S> struct GnBackwardFn { static void run(const GnBackwardArgs& a) { gn_backward_typed<S>(a); } };
+
+// Empty inputs: no rows (samples) means nothing to normalize; parameter grads are sums of nothing.
+void layer_forward(const LnForwardArgs& a) {
+  if (a.rows > 0) by_dtype<LnForwardFn>(a.dtype, a);
+}
+void layer_backward(const LnBackwardArgs& a) { by_dtype<LnBackwardFn>(a.dtype, a); }
+void group_forward(const GnForwardArgs& a) {
+  if (a.shape.n > 0) by_dtype<GnForwardFn>(a.dtype, a);
+}
+void group_backward(const GnBackwardArgs& a) { by_dtype<GnBackwardFn>(a.dtype, a); }
+
+const LnKernels& ln_kernels() {
+  static const LnKernels k = {FT_STR(FT_ISA), &layer_forward, &layer_backward, &group_forward,
+                              &group_backward};
+  return k;
+}
+const bool registered = IsaTables<LnKernels>::add(&ln_kernels);  // Note [isa tables]
+
+}  // namespace
+}  // namespace ft::cpu::FT_ISA

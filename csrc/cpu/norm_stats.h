@@ -1,0 +1,440 @@
+// The statistics and elementwise loops every normalization's CPU drivers share (batch, layer,
+// RMS, group, instance norm), and the two drivers that partition their work; compiled into each
+// ISA build (include after cpu/vec.h: Note [vector overloads]).
+//
+// Two layouts cover every input (BnShape, Note [planar view]):
+//   planar  (N, C, S) with S > 1: a channel is N runs of S contiguous values;
+//   rows    (R, C): channel varies fastest (channels-last, 2-d input); vectors span channels.
+// Note [bn partition]: work is cut into pieces chosen from the shape alone (never the thread
+// count), statistics are summed in blocks whose bounds depend only on the piece, and partials
+// are merged in piece order, so every result is bitwise identical for any thread count.
+// Note [bn hot channel]: in the planar layout a channel whose data fits kHotBytes is one task:
+// its values are read from DRAM once for the statistics and normalized while still in L2/L3.
+#pragma once
+#if !defined(FT_ISA)
+#error "cpu/norm_stats.h is compiled once per ISA (FT_ISA)"
+#endif
+#include <algorithm>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "core/norm_args.h"
+#include "core/parallel.h"
+#include "cpu/vec.h"
+#include "math/batch_norm.h"
+#include "math/layer_norm.h"
+
+namespace ft::cpu::FT_ISA {
+
+using Stats = math::BnStats<double>;
+
+constexpr int64_t kHotBytes = 1 << 20;         // per-core L2 plus a share of L3 on current CPUs
+constexpr int64_t kBlock = 2048;               // planar block: its second pass reads L1
+constexpr int64_t kRowBlock = 128;             // rows block: float32 sums of at most this many
+constexpr int64_t kRowPieceElems = 1 << 18;    // rows piece: one task
+
+// Note [compute type]
+template <class S> struct ComputeOf { using type = float; };
+template <> struct ComputeOf<double> { using type = double; };
+template <class S> using Cmp = typename ComputeOf<S>::type;
+template <class S> using VecOf = std::conditional_t<std::is_same_v<S, double>, VecD, VecF>;
+template <class S> constexpr int64_t lanes() { return std::is_same_v<S, double> ? kLanesD : kLanesF; }
+
+// Lanes summed into a double in lane order.
+template <class V> FT_INLINE double hsum(const V& v) {
+  constexpr int n = int(sizeof(V) / sizeof(v[0]));
+  double t = 0;
+  for (int i = 0; i < n; ++i) t += double(v[i]);
+  return t;
+}
+
+// sum dy and sum dy * (x - mean) of a channel's values.
+struct GradSums {
+  double dy = 0, dy_xc = 0;
+};
+
+// The fixed-order merges of partial results (Note [bn partition]).
+inline Stats merge(const Stats& a, const Stats& b) { return math::chan_merge(a, b); }
+inline GradSums merge(const GradSums& a, const GradSums& b) { return {a.dy + b.dy, a.dy_xc + b.dy_xc}; }
+// Partials of several channels at once (a group's), channel by channel; empty is the identity.
+template <class A>
+std::vector<A> merge(const std::vector<A>& a, const std::vector<A>& b) {
+  if (a.empty()) return b;
+  std::vector<A> out(a.size());
+  for (size_t i = 0; i < a.size(); ++i) out[i] = merge(a[i], b[i]);
+  return out;
+}
+
+template <template <class> class Fn, class Args>
+void by_dtype(DType d, const Args& a) {
+  switch (d) {
+    case DType::f32: return Fn<float>::run(a);
+    case DType::f64: return Fn<double>::run(a);
+    case DType::f16: return Fn<Half>::run(a);
+    case DType::bf16: return Fn<BFloat16>::run(a);
+  }
+}
+
+// ---------------------------------------------------------------- planar layout (N, C, S)
+
+// Calls f(offset, length) for the contiguous runs holding values [j0, j1) of channel c, where
+// value j of a channel is x[j / S, c, j % S].
+template <class F>
+FT_INLINE void for_runs(const BnShape& s, int64_t c, int64_t j0, int64_t j1, F&& f) {
+  const int64_t S = s.inner;
+  for (int64_t j = j0; j < j1;) {
+    const int64_t n = j / S, i = j - n * S;
+    const int64_t len = std::min(S - i, j1 - j);
+    f((n * s.channels + c) * S + i, len);
+    j += len;
+  }
+}
+
+// Pieces of one channel: one when it fits kHotBytes (Note [bn hot channel]).
+inline int64_t planar_pieces(int64_t per_channel, int64_t bytes_per_value) {
+  return std::max<int64_t>(1, (per_channel * bytes_per_value + kHotBytes - 1) / kHotBytes);
+}
+FT_INLINE int64_t piece_begin(int64_t m, int64_t p, int64_t pieces) { return m * p / pieces; }
+
+// Statistics of values [j0, j1) of channel c: blocks of kBlock values, each summed twice (a
+// pass for its approximate mean, a pass around it) and merged in order (Note [bn statistics]).
+template <class S>
+Stats planar_stats(const S* x, const BnShape& s, int64_t c, int64_t j0, int64_t j1) {
+  using C = Cmp<S>;
+  using V = VecOf<S>;
+  constexpr int64_t W = lanes<S>();
+  Stats st{0, 0, 0};
+  for (int64_t jb = j0; jb < j1; jb += kBlock) {
+    const int64_t je = std::min(jb + kBlock, j1);
+    V acc{};
+    C tail = 0;
+    for_runs(s, c, jb, je, [&](int64_t off, int64_t len) {
+      const S* p = x + off;
+      int64_t i = 0;
+      for (; i + W <= len; i += W) acc = acc + vload(p + i);
+      for (; i < len; ++i) tail += sload(p + i);
+    });
+    const C shift = C((hsum(acc) + double(tail)) / double(je - jb));
+    V s1{}, s2{};
+    double t1 = 0, t2 = 0;
+    for_runs(s, c, jb, je, [&](int64_t off, int64_t len) {
+      const S* p = x + off;
+      int64_t i = 0;
+      for (; i + W <= len; i += W) {
+        V d = vload(p + i) - shift;
+        s1 = s1 + d;
+        s2 = s2 + d * d;
+      }
+      for (; i < len; ++i) {
+        double d = double(sload(p + i) - shift);
+        t1 += d;
+        t2 += d * d;
+      }
+    });
+    st = math::chan_merge(st, math::from_shifted_sums<double>(double(je - jb), double(shift),
+                                                             hsum(s1) + t1, hsum(s2) + t2));
+  }
+  return st;
+}
+
+template <class S, class T>
+void planar_normalize(const S* x, S* y, const BnShape& s, int64_t c, int64_t j0, int64_t j1,
+                      const math::BnForwardCoeffs<T>& co) {
+  constexpr int64_t W = lanes<S>();
+  for_runs(s, c, j0, j1, [&](int64_t off, int64_t len) {
+    const S* p = x + off;
+    S* q = y + off;
+    int64_t i = 0;
+    for (; i + W <= len; i += W) vstore(q + i, math::bn_forward(vload(p + i), co));
+    for (; i < len; ++i) sstore(q + i, math::bn_forward(sload(p + i), co));
+  });
+}
+
+// sum dy and sum dy * (x - mean) over values [j0, j1) of channel c; float lanes flushed into
+// doubles every kBlock values. Weighted: dy times w[i], i the value's inner index (layer norm's
+// weight along the row: Note [norm grad]).
+template <bool Weighted = false, class S, class T>
+GradSums planar_grad_sums(const S* dy, const S* x, const BnShape& s, int64_t c, int64_t j0,
+                          int64_t j1, const math::SplitMean<T>& mean, const T* w = nullptr) {
+  using V = VecOf<S>;
+  constexpr int64_t W = lanes<S>();
+  GradSums g;
+  for (int64_t jb = j0; jb < j1; jb += kBlock) {
+    const int64_t je = std::min(jb + kBlock, j1);
+    V a{}, b{};
+    for_runs(s, c, jb, je, [&](int64_t off, int64_t len) {
+      const T* wr = Weighted ? w + off % s.inner : nullptr;
+      int64_t i = 0;
+      for (; i + W <= len; i += W) {
+        V d = vload(dy + off + i);
+        if constexpr (Weighted) d = d * vload(wr + i);
+        a = a + d;
+        b = b + d * math::centered(vload(x + off + i), mean);
+      }
+      for (; i < len; ++i) {
+        T d = sload(dy + off + i);
+        if constexpr (Weighted) d = d * wr[i];
+        g.dy += double(d);
+        g.dy_xc += double(d * math::centered(sload(x + off + i), mean));
+      }
+    });
+    g.dy += hsum(a);
+    g.dy_xc += hsum(b);
+  }
+  return g;
+}
+
+// The input gradient of each coefficient kind: batch norm's, and layer/group norm's (Note
+// [norm grad]).
+template <class V, class T>
+FT_INLINE V grad_input(V dy, V x, const math::BnBackwardCoeffs<T>& c) { return math::bn_backward(dy, x, c); }
+template <class V, class T>
+FT_INLINE V grad_input(V dy, V x, const math::NormGradCoeffs<T>& c) { return math::norm_grad_input(dy, x, c); }
+
+// Weighted as planar_grad_sums: dy times w[i] before the map.
+template <bool Weighted = false, class S, class Co, class T = Cmp<S>>
+void planar_grad_input(const S* dy, const S* x, S* dx, const BnShape& s, int64_t c, int64_t j0,
+                       int64_t j1, const Co& co, const T* w = nullptr) {
+  constexpr int64_t W = lanes<S>();
+  for_runs(s, c, j0, j1, [&](int64_t off, int64_t len) {
+    const T* wr = Weighted ? w + off % s.inner : nullptr;  // wr[i - off]: value i's weight
+    int64_t i = off, end = off + len;
+    for (; i + W <= end; i += W) {
+      auto d = vload(dy + i);
+      if constexpr (Weighted) d = d * vload(wr + (i - off));
+      vstore(dx + i, grad_input(d, vload(x + i), co));
+    }
+    for (; i < end; ++i) {
+      auto d = sload(dy + i);
+      if constexpr (Weighted) d = d * wr[i - off];
+      sstore(dx + i, grad_input(d, sload(x + i), co));
+    }
+  });
+}
+
+// Note [planar driver]: one reduction over each of C channels of M values, then one elementwise
+// pass. reduce(c, j0, j1) returns the partial (Stats, GradSums, ...) of values [j0, j1) of
+// channel c; finish(c, total) runs once per channel on the merged total (saved statistics,
+// running stats, coefficients); apply(c, j0, j1) is the elementwise pass. A channel of at most
+// kHotBytes (bytes_per_value covering every array the pass reads) is one task, reduced and
+// applied while in cache (Note [bn hot channel]); larger ones are cut into pieces whose partials
+// merge in piece order.
+template <class A, class Reduce, class Finish, class Apply>
+void planar_driver(int64_t C, int64_t M, int64_t bytes_per_value, Reduce&& reduce,
+                   Finish&& finish, Apply&& apply) {
+  const int64_t P = planar_pieces(M, bytes_per_value);
+  if (P == 1) {
+    parallel_for(C, C * M, [&](int64_t b, int64_t e) {
+      for (int64_t c = b; c < e; ++c) {
+        finish(c, reduce(c, int64_t(0), M));
+        apply(c, int64_t(0), M);
+      }
+    });
+    return;
+  }
+  std::vector<A> part(C * P);
+  parallel_for(C * P, C * M, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k)
+      part[k] = reduce(k / P, piece_begin(M, k % P, P), piece_begin(M, k % P + 1, P));
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    A total{};
+    for (int64_t p = 0; p < P; ++p) total = merge(total, part[c * P + p]);
+    finish(c, total);
+  }
+  parallel_for(C * P, C * M, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k)
+      apply(k / P, piece_begin(M, k % P, P), piece_begin(M, k % P + 1, P));
+  });
+}
+
+// ---------------------------------------------------------------- rows layout (R, C)
+
+inline int64_t row_pieces(int64_t rows, int64_t channels) {
+  const int64_t p = (rows * channels + kRowPieceElems - 1) / kRowPieceElems;
+  return std::clamp<int64_t>(p, 1, std::max<int64_t>(rows, 1));
+}
+
+// Calls vb(row, r, c) on vectors of channels and sb(row, r, c) on the channel tail, row by row.
+template <class S, class VecBody, class ScalarBody>
+FT_INLINE void over_rows(const S* x, int64_t C, int64_t r0, int64_t r1, VecBody&& vb,
+                         ScalarBody&& sb) {
+  constexpr int64_t W = lanes<S>();
+  for (int64_t r = r0; r < r1; ++r) {
+    const S* row = x + r * C;
+    int64_t c = 0;
+    for (; c + W <= C; c += W) vb(row, r, c);
+    for (; c < C; ++c) sb(row, r, c);
+  }
+}
+
+// Statistics of rows [r0, r1) per channel into out[0..C). The piece's first block is summed
+// twice to find each channel's approximate mean; every block is then summed once around that
+// shift, in float32 lanes flushed into doubles per block (Note [bn statistics]: stable while the
+// shift stays within a few std of the mean). A Chan merge per block would cost two divisions per
+// channel per block, more than the sums themselves when C is wide.
+template <class S>
+void rows_stats(const S* x, int64_t C, int64_t r0, int64_t r1, Stats* out) {
+  using T = Cmp<S>;
+  using V = VecOf<S>;
+  std::vector<T> shift(C, T(0)), s1(C), s2(C);
+  std::vector<double> t1(C, 0.0), t2(C, 0.0);
+  const int64_t first = std::min(r0 + kRowBlock, r1);
+  over_rows<S>(
+      x, C, r0, first,
+      [&](const S* row, int64_t, int64_t c) { vstore(&shift[c], vload(&shift[c]) + vload(row + c)); },
+      [&](const S* row, int64_t, int64_t c) { shift[c] += sload(row + c); });
+  for (int64_t c = 0; c < C; ++c) shift[c] = shift[c] / T(first - r0);
+  for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
+    const int64_t b1 = std::min(b0 + kRowBlock, r1);
+    std::fill(s1.begin(), s1.end(), T(0));
+    std::fill(s2.begin(), s2.end(), T(0));
+    over_rows<S>(
+        x, C, b0, b1,
+        [&](const S* row, int64_t, int64_t c) {
+          V d = vload(row + c) - vload(&shift[c]);
+          vstore(&s1[c], vload(&s1[c]) + d);
+          vstore(&s2[c], vload(&s2[c]) + d * d);
+        },
+        [&](const S* row, int64_t, int64_t c) {
+          T d = sload(row + c) - shift[c];
+          s1[c] += d;
+          s2[c] += d * d;
+        });
+    for (int64_t c = 0; c < C; ++c) {
+      t1[c] += double(s1[c]);
+      t2[c] += double(s2[c]);
+    }
+  }
+  for (int64_t c = 0; c < C; ++c)
+    out[c] = math::from_shifted_sums<double>(double(r1 - r0), double(shift[c]), t1[c], t2[c]);
+}
+
+template <class S>
+void rows_grad_sums(const S* dy, const S* x, int64_t C, int64_t r0, int64_t r1,
+                    const Cmp<S>* hi, const Cmp<S>* lo, GradSums* out) {
+  using T = Cmp<S>;
+  using V = VecOf<S>;
+  const int64_t rb = kRowBlock;
+  std::vector<T> a(C), b(C);
+  for (int64_t c = 0; c < C; ++c) out[c] = GradSums{};
+  for (int64_t b0 = r0; b0 < r1; b0 += rb) {
+    const int64_t b1 = std::min(b0 + rb, r1);
+    std::fill(a.begin(), a.end(), T(0));
+    std::fill(b.begin(), b.end(), T(0));
+    over_rows<S>(
+        x, C, b0, b1,
+        [&](const S* row, int64_t r, int64_t c) {
+          V d = vload(dy + r * C + c);
+          V xc = (vload(row + c) - vload(hi + c)) - vload(lo + c);
+          vstore(&a[c], vload(&a[c]) + d);
+          vstore(&b[c], vload(&b[c]) + d * xc);
+        },
+        [&](const S* row, int64_t r, int64_t c) {
+          T d = sload(dy + r * C + c);
+          a[c] += d;
+          b[c] += d * ((sload(row + c) - hi[c]) - lo[c]);
+        });
+    for (int64_t c = 0; c < C; ++c) {
+      out[c].dy += double(a[c]);
+      out[c].dy_xc += double(b[c]);
+    }
+  }
+}
+
+// Per-channel coefficient vectors for the rows layout, so a SIMD vector of channels loads them:
+// the split mean (hi, lo) and the three values of a coefficient struct (a, b, d).
+template <class T>
+struct ChannelCoeffs {
+  std::vector<T> hi, lo, a, b, d;
+  explicit ChannelCoeffs(int64_t C) : hi(C), lo(C), a(C), b(C), d(C) {}
+  template <class Co>
+  void set_grad(int64_t c, const Co& co) {  // Bn/NormGradCoeffs: mean and three values
+    hi[c] = co.mean.hi;
+    lo[c] = co.mean.lo;
+    std::tie(a[c], b[c], d[c]) = values(co);
+  }
+  static auto values(const math::BnBackwardCoeffs<T>& co) { return std::tuple{co.mean_dy, co.proj, co.scale}; }
+  static auto values(const math::NormGradCoeffs<T>& co) { return std::tuple{co.dy_scale, co.proj, co.shift}; }
+};
+
+template <class S, class T>
+void rows_normalize(const S* x, S* y, int64_t C, int64_t r0, int64_t r1, const ChannelCoeffs<T>& k) {
+  using V = VecOf<S>;
+  over_rows<S>(
+      x, C, r0, r1,
+      [&](const S* row, int64_t r, int64_t c) {
+        math::BnForwardCoeffs<V> co{{vload(&k.hi[c]), vload(&k.lo[c])}, vload(&k.a[c]), vload(&k.b[c])};
+        vstore(y + r * C + c, math::bn_forward(vload(row + c), co));
+      },
+      [&](const S* row, int64_t r, int64_t c) {
+        math::BnForwardCoeffs<T> co{{k.hi[c], k.lo[c]}, k.a[c], k.b[c]};
+        sstore(y + r * C + c, math::bn_forward(sload(row + c), co));
+      });
+}
+
+// Co: the coefficient template (math::BnBackwardCoeffs or math::NormGradCoeffs) set_grad filled.
+template <template <class> class Co, class S, class T>
+void rows_grad_input(const S* dy, const S* x, S* dx, int64_t C, int64_t r0, int64_t r1,
+                     const ChannelCoeffs<T>& k) {
+  using V = VecOf<S>;
+  over_rows<S>(
+      x, C, r0, r1,
+      [&](const S* row, int64_t r, int64_t c) {
+        Co<V> co{{vload(&k.hi[c]), vload(&k.lo[c])}, vload(&k.a[c]), vload(&k.b[c]), vload(&k.d[c])};
+        vstore(dx + r * C + c, grad_input(vload(dy + r * C + c), vload(row + c), co));
+      },
+      [&](const S* row, int64_t r, int64_t c) {
+        Co<T> co{{k.hi[c], k.lo[c]}, k.a[c], k.b[c], k.d[c]};
+        sstore(dx + r * C + c, grad_input(sload(dy + r * C + c), sload(row + c), co));
+      });
+}
+
+// Note [rows driver]: `samples` stacked (R, C) blocks (one for batch norm, N for channels-last
+// group norm), each cut into row pieces. reduce(n, r0, r1, out) writes the C partials of rows
+// [r0, r1) of block n; finish(n, total) gets the C totals of block n, merged in piece order;
+// apply(n, r0, r1) is the elementwise pass.
+template <class A, class Reduce, class Finish, class Apply>
+void rows_driver(int64_t samples, int64_t R, int64_t C, Reduce&& reduce, Finish&& finish,
+                 Apply&& apply) {
+  const int64_t P = row_pieces(R, C);
+  std::vector<A> part(samples * P * C);
+  parallel_for(samples * P, samples * R * C, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t)
+      reduce(t / P, piece_begin(R, t % P, P), piece_begin(R, t % P + 1, P), &part[t * C]);
+  });
+  std::vector<A> total(C);
+  for (int64_t n = 0; n < samples; ++n) {
+    std::fill(total.begin(), total.end(), A{});
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t c = 0; c < C; ++c) total[c] = merge(total[c], part[(n * P + p) * C + c]);
+    finish(n, total.data());
+  }
+  parallel_for(samples * P, samples * R * C, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t)
+      apply(t / P, piece_begin(R, t % P, P), piece_begin(R, t % P + 1, P));
+  });
+}
+
+// Statistics of every channel of a planar or rows view, merged in piece order.
+template <class S>
+std::vector<Stats> channel_stats(const S* x, const BnShape& s) {
+  const int64_t C = s.channels, M = s.per_channel();
+  std::vector<Stats> out(C, Stats{0, 0, 0});
+  if (M == 0) return out;
+  auto keep = [&](int64_t c, const Stats& st) { out[c] = st; };
+  if (s.inner > 1) {
+    planar_driver<Stats>(
+        C, M, sizeof(S), [&](int64_t c, int64_t j0, int64_t j1) { return planar_stats(x, s, c, j0, j1); },
+        keep, [](int64_t, int64_t, int64_t) {});
+  } else {
+    rows_driver<Stats>(
+        1, s.outer, C, [&](int64_t, int64_t r0, int64_t r1, Stats* o) { rows_stats(x, C, r0, r1, o); },
+        [&](int64_t, const Stats* t) { std::copy(t, t + C, out.begin()); },
+        [](int64_t, int64_t, int64_t) {});
+  }
+  return out;
+}
+
+}  // namespace ft::cpu::FT_ISA

@@ -1,0 +1,14 @@
+// Host entry points of the CUDA layer, RMS, group and instance norm kernels (argument structs:
+// core/norm_args.h, the same as the CPU kernels').
+#pragma once
+#include "core/norm_args.h"
+#include "cuda/kernels.h"
+
+namespace ft::cuda {
+
+void ln_forward(const LnForwardArgs& a, Stream st);
+void ln_backward(const LnBackwardArgs& a, Stream st);
+void gn_forward(const GnForwardArgs& a, Stream st);
+void gn_backward(const GnBackwardArgs& a, Stream st);
+
+}  // namespace ft::cuda

@@ -1,0 +1,430 @@
+// The pieces of a CUDA channel reduction every normalization shares (batch, layer, RMS, group,
+// instance norm): vector loads (Pack), per-thread shifted sums (StatSums, GradAccum), warp, block
+// and row-lane merges, the planar statistics and gradient-sum kernels (Note [planar view]), the
+// rows gradient-sum kernel, launch geometry, and the split reduction with its finalize launch
+// (Reduction, Note [split merges]).  Written for batch norm (csrc/cuda/bn_kernels.cu) and
+// measured there; the math is csrc/math/batch_norm.h.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <initializer_list>
+#include <type_traits>
+
+#include "core/half.h"
+#include "core/norm_args.h"
+#include "cuda/check.h"
+#include "cuda/device_state.h"
+#include "math/batch_norm.h"
+
+namespace ft::cuda {
+
+extern std::atomic<uint64_t> g_launches;
+
+namespace {
+
+using Stats = math::BnStats<double>;
+
+constexpr int kBlock = 256;  // threads per block, every kernel
+constexpr int kUnroll = 4;   // independent vector loads in flight per thread
+
+// Compute type of storage S (Note [compute type]).
+template <class S> using ComputeT = std::conditional_t<std::is_same_v<S, double>, double, float>;
+// ---- V consecutive elements as one access of V * sizeof(S) bytes
+
+template <int Bytes> struct RawVec;
+template <> struct RawVec<2> { using type = unsigned short; };
+template <> struct RawVec<4> { using type = unsigned; };
+template <> struct RawVec<8> { using type = uint2; };
+template <> struct RawVec<16> { using type = uint4; };
+
+template <class S, int V>
+struct Pack {
+  S v[V];
+  __device__ __forceinline__ void load(const S* p) {
+    using R = typename RawVec<sizeof(S) * V>::type;
+    *reinterpret_cast<R*>(v) = *reinterpret_cast<const R*>(p);
+  }
+  __device__ __forceinline__ void store(S* p) const {
+    using R = typename RawVec<sizeof(S) * V>::type;
+    *reinterpret_cast<R*>(p) = *reinterpret_cast<const R*>(v);
+  }
+};
+
+// The vector width for an extent (inner, or C for rows) and the arrays read or written with it:
+// the widest of 16 bytes, 8 bytes or one element that divides the extent and fits the alignment.
+template <class S>
+int vec_width(int64_t extent, std::initializer_list<const void*> ptrs) {
+  constexpr int vmax = int(16 / sizeof(S));
+  for (int v : {vmax, vmax / 2}) {
+    if (v <= 1 || extent % v != 0) continue;
+    bool aligned = true;
+    for (const void* p : ptrs) aligned = aligned && reinterpret_cast<uintptr_t>(p) % (v * sizeof(S)) == 0;
+    if (aligned) return v;
+  }
+  return 1;
+}
+
+// Calls f.template operator()<V>() with V the compile-time twin of the run-time width.
+template <class S, class F>
+void with_width(int v, F&& f) {
+  constexpr int vmax = int(16 / sizeof(S));
+  if (v == vmax) return f(std::integral_constant<int, vmax>{});
+  if constexpr (vmax / 2 > 1) {
+    if (v == vmax / 2) return f(std::integral_constant<int, vmax / 2>{});
+  }
+  f(std::integral_constant<int, 1>{});
+}
+
+// ---- what a channel reduction accumulates, and its fixed-order merges
+
+struct GradSums {
+  double dy, dy_xc;
+};
+
+__device__ Stats merge(const Stats& a, const Stats& b) { return math::chan_merge(a, b); }
+__device__ GradSums merge(const GradSums& a, const GradSums& b) { return {a.dy + b.dy, a.dy_xc + b.dy_xc}; }
+
+__device__ Stats shfl_down(const Stats& s, int off) {
+  return {__shfl_down_sync(0xffffffffu, s.count, off), __shfl_down_sync(0xffffffffu, s.mean, off),
+          __shfl_down_sync(0xffffffffu, s.m2, off)};
+}
+__device__ GradSums shfl_down(const GradSums& s, int off) {
+  return {__shfl_down_sync(0xffffffffu, s.dy, off), __shfl_down_sync(0xffffffffu, s.dy_xc, off)};
+}
+
+// Per-thread sums of one channel's values: shifted sums for statistics (Note [bn statistics]),
+// dy and dy * (x - mean) for the backward.  Each vector's V values are summed in the compute type
+// first (a handful of centered values: no digits lost), then into doubles.
+template <class T>
+struct StatSums {
+  T shift = 0;
+  double n = 0, s1 = 0, s2 = 0;
+  T f1 = 0, f2 = 0;  // the open run, in the compute type
+  template <class S>
+  __device__ __forceinline__ void add(S x) {
+    const T d = T(to_float(x)) - shift;
+    f1 += d;
+    f2 += d * d;
+  }
+  // Closes a run of `count` values into the double sums.
+  __device__ __forceinline__ void fold(int count) {
+    n += count;
+    s1 += double(f1);
+    s2 += double(f2);
+    f1 = f2 = 0;
+  }
+  __device__ Stats result() const { return math::from_shifted_sums(n, double(shift), s1, s2); }
+};
+
+template <class T>
+struct GradAccum {
+  math::SplitMean<T> mean{0, 0};
+  double dy = 0, dy_xc = 0;
+  T f1 = 0, f2 = 0;
+  template <class S>
+  __device__ __forceinline__ void add(S g, S x) {
+    const T d = T(to_float(g));
+    f1 += d;
+    f2 += d * math::centered(T(to_float(x)), mean);
+  }
+  __device__ __forceinline__ void fold(int) {
+    dy += double(f1);
+    dy_xc += double(f2);
+    f1 = f2 = 0;
+  }
+  __device__ GradSums result() const { return {dy, dy_xc}; }
+};
+
+// Note [split merges]: a channel reduction is two launches.  Every (group, split) block writes
+// its partial of each of its channels; then one warp per channel merges that channel's partials
+// in a fixed order (lane l takes splits l, l + 32, ... in turn, then a fixed shuffle tree) and
+// runs the epilogue.  The result does not depend on which block ran when, and every channel's
+// merge runs in parallel with the others'.
+template <class A, class Epilogue>
+__global__ void __launch_bounds__(kBlock)
+    finalize_kernel(const A* partials, int64_t C, int splits, Epilogue epi) {
+  const int lane = threadIdx.x % 32;
+  const int64_t c = (int64_t(blockIdx.x) * kBlock + threadIdx.x) / 32;
+  if (c >= C) return;
+  const A* p = partials + c * splits;
+  A acc = lane < splits ? p[lane] : A{};
+  for (int j = lane + 32; j < splits; j += 32) acc = merge(acc, p[j]);
+  for (int off = 16; off > 0; off >>= 1) acc = merge(acc, shfl_down(acc, off));
+  if (lane == 0) epi(c, acc);
+}
+
+// ---- planar layout (outer, C, inner): grid (C, splits), one channel per block row
+
+// Walks vector indices jv, jv + step, ... of one channel of the planar view, (outer, inner / V),
+// by stepping (o, i) instead of dividing per vector: 64-bit division costs more than the load.
+struct PlanarWalk {
+  int64_t o, i, iv, step_o, step_i;
+  __device__ PlanarWalk(int64_t jv, int64_t iv_, int64_t step)
+      : o(jv / iv_), i(jv % iv_), iv(iv_), step_o(step / iv_), step_i(step % iv_) {}
+  __device__ __forceinline__ void next() {
+    o += step_o;
+    i += step_i;
+    if (i >= iv) {
+      i -= iv;
+      ++o;
+    }
+  }
+};
+
+// Element offsets of this thread's next kUnroll vectors of channel c in [jv, j1), -1 past the end.
+template <int V>
+__device__ __forceinline__ void planar_offsets(PlanarWalk& w, int64_t jv, int64_t j1,
+                                               const BnShape& s, int64_t c, int64_t (&off)[kUnroll]) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    off[u] = jv + int64_t(u) * blockDim.x < j1 ? (w.o * s.channels + c) * s.inner + w.i * V : -1;
+    w.next();
+  }
+}
+
+// The vector range [j0, j1) of channel `c` that block split `split` of `splits` covers.
+__device__ __forceinline__ void split_range(int64_t total, int splits, int split, int64_t& j0, int64_t& j1) {
+  j0 = total * split / splits;
+  j1 = total * (split + 1) / splits;
+}
+
+template <class A>
+__device__ A block_merge(A v) {
+  __shared__ A warp_vals[kBlock / 32];
+  for (int off = 16; off > 0; off >>= 1) v = merge(v, shfl_down(v, off));
+  if (threadIdx.x % 32 == 0) warp_vals[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    v = threadIdx.x < kBlock / 32 ? warp_vals[threadIdx.x] : A{};
+    for (int off = 16; off > 0; off >>= 1) v = merge(v, shfl_down(v, off));
+  }
+  return v;
+}
+
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    planar_stats_kernel(const S* x, BnShape s, Stats* partials) {
+  using T = ComputeT<S>;
+  const int64_t c = blockIdx.x, iv = s.inner / V;
+  int64_t j0, j1;
+  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
+  StatSums<T> acc;
+  acc.shift = T(to_float(x[c * s.inner]));
+  const int64_t step = int64_t(blockDim.x);
+  PlanarWalk w(j0 + threadIdx.x, iv, step);
+  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
+    int64_t off[kUnroll];
+    planar_offsets<V>(w, jv, j1, s, c, off);
+    Pack<S, V> p[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (off[u] >= 0) p[u].load(x + off[u]);
+    int count = 0;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+      count += V;
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc.add(p[u].v[e]);
+    }
+    acc.fold(count);
+  }
+  const Stats st = block_merge(acc.result());
+  if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = st;
+}
+
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    planar_grad_kernel(const S* dy, const S* x, BnShape s, ChannelArray save_mean,
+                       GradSums* partials) {
+  using T = ComputeT<S>;
+  const int64_t c = blockIdx.x, iv = s.inner / V;
+  int64_t j0, j1;
+  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
+  GradAccum<T> acc;
+  acc.mean = math::split_mean<T>(save_mean.get(c, 0));
+  const int64_t step = int64_t(blockDim.x);
+  PlanarWalk w(j0 + threadIdx.x, iv, step);
+  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
+    int64_t off[kUnroll];
+    planar_offsets<V>(w, jv, j1, s, c, off);
+    Pack<S, V> g[kUnroll], p[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] >= 0) {
+        g[u].load(dy + off[u]);
+        p[u].load(x + off[u]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc.add(g[u].v[e], p[u].v[e]);
+    }
+    acc.fold(0);
+  }
+  const GradSums sums = block_merge(acc.result());
+  if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = sums;
+}
+
+// ---- rows layout (R, C): grid (column tiles, splits), block (tile_c, kBlock / tile_c); each
+// thread owns V consecutive channels (one vector) and walks rows
+
+// Merges the row lanes of each column in a fixed tree, one channel of the vector at a time;
+// result in row lane 0.
+template <class A>
+__device__ A rows_merge_lane(A v) {
+  __shared__ A vals[kBlock];
+  const int x = threadIdx.x, tc = blockDim.x;
+  vals[threadIdx.y * tc + x] = v;
+  __syncthreads();
+  for (int stride = blockDim.y / 2; stride > 0; stride /= 2) {
+    if (int(threadIdx.y) < stride) {
+      v = merge(v, vals[(threadIdx.y + stride) * tc + x]);
+      vals[threadIdx.y * tc + x] = v;
+    }
+    __syncthreads();
+  }
+  return v;
+}
+
+// Rows [r0, r1) of this block split; this thread's rows start at r0 + threadIdx.y.
+__device__ __forceinline__ void rows_range(int64_t R, int64_t& r0, int64_t& r1) {
+  split_range(R, gridDim.y, blockIdx.y, r0, r1);
+}
+
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C, ChannelArray save_mean,
+                     GradSums* partials) {
+  using T = ComputeT<S>;
+  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool ok = col * V < C;
+  int64_t r0, r1;
+  rows_range(R, r0, r1);
+  GradAccum<T> acc[V];
+  if (ok) {
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e].mean = math::split_mean<T>(save_mean.get(col * V + e, 0));
+    const int64_t step = blockDim.y;
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kUnroll * step) {
+      Pack<S, V> g[kUnroll], p[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (r + u * step < r1) {
+          g[u].load(dy + (r + u * step) * C + col * V);
+          p[u].load(x + (r + u * step) * C + col * V);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (r + u * step >= r1) continue;
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e].add(g[u].v[e], p[u].v[e]);
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[e].fold(0);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    const GradSums sums = rows_merge_lane(ok ? acc[e].result() : GradSums{0, 0});
+    if (ok && threadIdx.y == 0) partials[(col * V + e) * gridDim.y + blockIdx.y] = sums;
+  }
+}
+
+// ---- launch geometry
+
+void count_launch(const char* name) {
+  FT_CUDA_CHECK_LAUNCH(name);
+  g_launches.fetch_add(1);
+}
+
+// One pass over x (or dy and x) in one layout: the grid, block and vector width every kernel of
+// the pass uses.  Planar: grid (C, splits), one channel per block row.  Rows: column tiles of
+// tile_c threads, each thread V channels; tile_c is the smallest power of two covering C / V, at
+// most one 128-byte line of a row, so a warp reads whole lines of consecutive rows (a narrow C
+// still fills the warp) and a wide C is cut into many tiles.
+struct Geometry {
+  bool planar;
+  int vec;         // elements per access
+  int tile_c = 1;  // rows: vector columns per block
+  int64_t groups;  // planar: channels; rows: column tiles (one reduction counter each)
+  int splits;
+
+  // values_per_block: the work one block should at least get before the grid grows.
+  Geometry(const BnShape& s, int v, size_t esize, int64_t want_blocks, int64_t values_per_block) {
+    planar = s.inner > 1;
+    vec = v;
+    const int64_t C = s.channels;
+    int64_t per_group;
+    if (planar) {
+      groups = C;
+      per_group = s.per_channel();
+    } else {
+      const int64_t cols = C / v;
+      const int64_t line = std::max<int64_t>(1, 128 / (int64_t(v) * int64_t(esize)));
+      while (tile_c < line && tile_c < cols) tile_c *= 2;
+      groups = (cols + tile_c - 1) / tile_c;
+      per_group = s.outer * std::min<int64_t>(C, int64_t(tile_c) * v);
+    }
+    int64_t sp = (want_blocks + groups - 1) / groups;
+    sp = std::min<int64_t>(sp, std::max<int64_t>(1, per_group / values_per_block));
+    splits = int(std::max<int64_t>(1, std::min<int64_t>(sp, 65535)));
+  }
+  dim3 grid() const { return dim3(unsigned(groups), unsigned(splits)); }
+  dim3 block() const { return planar ? dim3(kBlock) : dim3(unsigned(tile_c), unsigned(kBlock / tile_c)); }
+};
+
+int sm_count() { return device_state().sm_count; }
+
+// Reductions: 4 blocks per SM where the data allows, each at least 16K values, so the partials
+// a channel's finalize merges stay few.
+template <class S>
+Geometry reduction_geometry(const BnShape& s, int v) {
+  return Geometry(s, v, sizeof(S), 4LL * sm_count(), 16384);
+}
+// Elementwise passes: blocks of about 8K values (32 per thread), as many as that makes, so even
+// a 6M-value tensor spreads over several blocks per SM.
+template <class S>
+Geometry elementwise_geometry(const BnShape& s, int v) {
+  return Geometry(s, v, sizeof(S), int64_t(1) << 30, 8192);
+}
+
+// Scratch of one channel reduction: partials per (channel, split), freed in stream order; and
+// its second launch (Note [split merges]).
+template <class A>
+struct Reduction {
+  Scratch mem;
+  A* partials;
+  int64_t C;
+  int splits;
+  Reduction(const Geometry& g, int64_t channels, cudaStream_t st) : Reduction(g.splits, channels, st) {}
+  Reduction(int splits_, int64_t channels, cudaStream_t st)
+      : mem(sizeof(A) * size_t(channels) * size_t(splits_), st), C(channels), splits(splits_) {
+    partials = mem.as<A>();
+  }
+  template <class Epilogue>
+  void finalize(const Epilogue& epi, cudaStream_t st) const {
+    const unsigned blocks = unsigned((C * 32 + kBlock - 1) / kBlock);
+    finalize_kernel<A, Epilogue><<<blocks, kBlock, 0, st>>>(partials, C, splits, epi);
+    count_launch("bn finalize");
+  }
+};
+
+// Fn<S>::run(a, st) with S the storage type of a.dtype.
+template <template <class> class Fn, class Args>
+void by_dtype(const Args& a, cudaStream_t st) {
+  switch (a.dtype) {
+    case DType::f32: return Fn<float>::run(a, st);
+    case DType::f64: return Fn<double>::run(a, st);
+    case DType::f16: return Fn<Half>::run(a, st);
+    case DType::bf16: return Fn<BFloat16>::run(a, st);
+  }
+}
+
+}  // namespace
+}  // namespace ft::cuda

@@ -1,0 +1,134 @@
+"""torch.nn.LayerNorm, RMSNorm, GroupNorm and InstanceNorm1d/2d/3d drop-ins whose forward and
+backward are fusedtrain's kernels.
+
+The modules subclass their torch namesakes, so arguments, parameters, buffers, ``state_dict``
+keys, ``repr`` and ``isinstance`` checks are torch's own; only the computation changes, through
+an ``autograd.Function``. GroupNorm and InstanceNorm inputs in the ``torch.channels_last``
+(``channels_last_3d``) memory format go to the kernels as the permuted view ``(N, *spatial, C)``
+with ``channels_last=True``: no copy, and the output keeps the format.
+"""
+import torch
+
+import fusedtrain as ft
+from .batch_norm import _channels_last_view, _detached, _eval_backward, _grad_layout, _to_channels_first
+
+
+def _needed(ctx, *grads):
+    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    """y = LayerNorm(x) or RMSNorm(x) (rms=True, bias None) on our kernels."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, normalized_shape, eps, rms):
+        x_in = x.contiguous().detach()
+        if rms:
+            y, rstd = ft.rms_norm_forward(x_in, normalized_shape, _detached(weight), eps=eps)
+            mean = None
+        else:
+            y, mean, rstd = ft.layer_norm_forward(x_in, normalized_shape, _detached(weight),
+                                                  _detached(bias), eps=eps)
+        ctx.save_for_backward(x_in, weight, mean, rstd)
+        ctx.normalized_shape, ctx.rms = normalized_shape, rms
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x_in, weight, mean, rstd = ctx.saved_tensors
+        dy = _grad_layout(dy, x_in, False)
+        w = _detached(weight)
+        if ctx.rms:
+            dx, dweight = ft.rms_norm_backward(dy, x_in, ctx.normalized_shape, rstd, w)
+            dbias = None
+        else:
+            dx, dweight, dbias = ft.layer_norm_backward(dy, x_in, ctx.normalized_shape, mean, rstd, w)
+        return _needed(ctx, dx, dweight, dbias) + (None, None, None)
+
+
+class _GroupNormFunction(torch.autograd.Function):
+    """y = GroupNorm(x), or InstanceNorm(x) (instance=True: num_groups = C, torch's running
+    statistics options), on our kernels."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_groups, eps, instance, running_mean, running_var,
+                use_input_stats, momentum):
+        view = _channels_last_view(x)
+        cl = view is not None
+        x_in = (view if cl else x.contiguous()).detach()
+        if instance:
+            y, mean, rstd = ft.instance_norm(x_in, running_mean, running_var, _detached(weight),
+                                             _detached(bias), use_input_stats=use_input_stats,
+                                             momentum=momentum, eps=eps, channels_last=cl)
+        else:
+            y, mean, rstd = ft.group_norm_forward(x_in, num_groups, _detached(weight),
+                                                  _detached(bias), eps=eps, channels_last=cl)
+        ctx.save_for_backward(x_in, weight, mean, rstd)
+        ctx.num_groups, ctx.channels_last, ctx.input_stats = mean.shape[1], cl, use_input_stats
+        return _to_channels_first(y) if cl else y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x_in, weight, mean, rstd = ctx.saved_tensors
+        cl = ctx.channels_last
+        dy = _grad_layout(dy, x_in, cl)
+        if ctx.input_stats:
+            dx, dweight, dbias = ft.group_norm_backward(dy, x_in, ctx.num_groups, mean, rstd,
+                                                        _detached(weight), channels_last=cl)
+        else:  # the running statistics are constants: a per-channel scale
+            dx, dweight, dbias = _eval_backward(dy, x_in, weight, mean[0], rstd[0], cl)
+        if cl:
+            dx = _to_channels_first(dx)
+        return _needed(ctx, dx, dweight, dbias) + (None,) * 7
+
+
+class LayerNorm(torch.nn.LayerNorm):
+    """torch.nn.LayerNorm on fusedtrain kernels."""
+
+    def forward(self, input):
+        return _LayerNormFunction.apply(input, self.weight, self.bias, self.normalized_shape,
+                                        self.eps, False)
+
+
+class RMSNorm(torch.nn.RMSNorm):
+    """torch.nn.RMSNorm on fusedtrain kernels (eps=None: the machine epsilon of the input's
+    dtype, as torch)."""
+
+    def forward(self, x):
+        return _LayerNormFunction.apply(x, self.weight, None, self.normalized_shape, self.eps, True)
+
+
+class GroupNorm(torch.nn.GroupNorm):
+    """torch.nn.GroupNorm on fusedtrain kernels: input (N, C, *), either memory format."""
+
+    def forward(self, input):
+        return _GroupNormFunction.apply(input, self.weight, self.bias, self.num_groups, self.eps,
+                                        False, None, None, True, 0.0)
+
+
+class _FusedInstanceNorm:
+    """torch's _InstanceNorm.forward (input checks, unbatched input) with our kernels under
+    F.instance_norm's options: input statistics in training or without tracked statistics,
+    momentum None as 0."""
+
+    def _apply_instance_norm(self, input):
+        use_input_stats = self.training or not self.track_running_stats
+        momentum = self.momentum if self.momentum is not None else 0.0
+        return _GroupNormFunction.apply(input, self.weight, self.bias, input.shape[1], self.eps,
+                                        True, self.running_mean, self.running_var,
+                                        use_input_stats, momentum)
+
+
+class InstanceNorm1d(_FusedInstanceNorm, torch.nn.InstanceNorm1d):
+    """torch.nn.InstanceNorm1d on fusedtrain kernels: input (N, C, L) or (C, L)."""
+
+
+class InstanceNorm2d(_FusedInstanceNorm, torch.nn.InstanceNorm2d):
+    """torch.nn.InstanceNorm2d on fusedtrain kernels: input (N, C, H, W) in either memory
+    format, or (C, H, W)."""
+
+
+class InstanceNorm3d(_FusedInstanceNorm, torch.nn.InstanceNorm3d):
+    """torch.nn.InstanceNorm3d on fusedtrain kernels: input (N, C, D, H, W) or (C, D, H, W)."""

@@ -1,0 +1,204 @@
+"""CUDA layer, RMS, group and instance norm against the float64 reference and torch on the GPU:
+every kernel (statistics, row sums, column sums, group coefficients, elementwise passes, the
+instance running update), every dtype, both layouts, empty inputs, determinism.  Skipped without
+a GPU."""
+
+import numpy as np
+import pytest
+
+import fusedtrain as ft
+import fusedtrain.reference as ref
+from bn_cases import output_tol, stats_tol
+from gpu_support import require_torch_cuda, to_cuda, to_host
+from ln_cases import (DTYPES, GROUP_CASES, GROUP_SMALL, ROW_CASES, ROW_SMALL, group_inputs,
+                      row_inputs)
+from precisions import Tolerance, assert_close
+
+pytestmark = pytest.mark.gpu
+torch = require_torch_cuda()
+
+ROW_GRID = [(c, d) for c in ROW_SMALL for d in DTYPES] + [(c, "float32") for c in ROW_CASES if c not in ROW_SMALL]
+GROUP_GRID = [(c, d) for c in GROUP_SMALL for d in DTYPES] + \
+    [(c, "float32") for c in GROUP_CASES if c not in GROUP_SMALL]
+
+
+def _dev(a):
+    return None if a is None else to_cuda(torch, a)
+
+
+def _h(t):
+    return None if t is None else to_host(torch, t)
+
+
+def _grad_tol(dtype):
+    tol = output_tol(dtype)
+    return Tolerance(tol.rtol * 4, tol.atol * 4)
+
+
+def _sum_tol(dtype):
+    return Tolerance(1e-10, 1e-11) if dtype == "float64" else Tolerance(1e-4, 1e-5)
+
+
+def _dx_scale(dy, rstd, w):
+    wmax = 1.0 if w is None else float(np.max(np.abs(w)))
+    return float(np.max(np.abs(np.asarray(dy, np.float64)), initial=0)) * float(np.max(rstd)) * wmax
+
+
+def _ids(p):
+    return f"{p[0]}-{p[1]}"
+
+
+@pytest.mark.parametrize("case_dtype", ROW_GRID, ids=_ids)
+def test_cuda_layer_and_rms_norm_match_reference(case_dtype):
+    case, dtype = case_dtype
+    x, w, b, dy = row_inputs(case, dtype, "cuda")
+    y, mean, rstd = ft.layer_norm_forward(_dev(x), case.normalized, _dev(w), _dev(b), eps=case.eps)
+    want = ref.layer_norm_forward(x, case.normalized, w, b, eps=case.eps)
+    assert y.is_cuda and mean.is_cuda
+    assert_close(_h(y), want[0], output_tol(dtype), "y")
+    assert_close(_h(mean), want[1], stats_tol(dtype), "mean")
+    assert_close(_h(rstd), want[2], stats_tol(dtype), "rstd")
+    dx, dw, db = ft.layer_norm_backward(_dev(dy), _dev(x), case.normalized, mean, rstd, _dev(w))
+    want = ref.layer_norm_backward(dy, x, case.normalized, _h(mean), _h(rstd), w)
+    assert_close(_h(dx), want[0], _grad_tol(dtype), "dx", _dx_scale(dy, _h(rstd), w))
+    if w is not None:
+        assert_close(_h(dw), want[1], _sum_tol(dtype), "dweight")
+        assert_close(_h(db), want[2], _sum_tol(dtype), "dbias")
+
+    y, rstd = ft.rms_norm_forward(_dev(x), case.normalized, _dev(w))
+    want = ref.rms_norm_forward(x, case.normalized, w)
+    assert_close(_h(y), want[0], output_tol(dtype), "rms y")
+    assert_close(_h(rstd), want[1], stats_tol(dtype), "rms rstd")
+    dx, dw = ft.rms_norm_backward(_dev(dy), _dev(x), case.normalized, rstd, _dev(w))
+    want = ref.rms_norm_backward(dy, x, case.normalized, _h(rstd), w)
+    assert_close(_h(dx), want[0], _grad_tol(dtype), "rms dx", _dx_scale(dy, _h(rstd), w))
+    if w is not None:
+        assert_close(_h(dw), want[1], _sum_tol(dtype), "rms dweight")
+
+
+@pytest.mark.parametrize("case_dtype", GROUP_GRID, ids=_ids)
+def test_cuda_group_norm_matches_reference(case_dtype):
+    case, dtype = case_dtype
+    x, w, b, _, _, dy = group_inputs(case, dtype, "cuda")
+    cl = case.channels_last
+    y, mean, rstd = ft.group_norm_forward(_dev(x), case.groups, _dev(w), _dev(b), eps=case.eps,
+                                          channels_last=cl)
+    want = ref.group_norm_forward(x, case.groups, w, b, eps=case.eps, channels_last=cl)
+    assert_close(_h(y), want[0], output_tol(dtype), "y")
+    assert_close(_h(mean), want[1], stats_tol(dtype), "mean")
+    assert_close(_h(rstd), want[2], stats_tol(dtype), "rstd")
+    dx, dw, db = ft.group_norm_backward(_dev(dy), _dev(x), case.groups, mean, rstd, _dev(w),
+                                        channels_last=cl)
+    want = ref.group_norm_backward(dy, x, case.groups, _h(mean), _h(rstd), w, channels_last=cl)
+    assert_close(_h(dx), want[0], _grad_tol(dtype), "dx", _dx_scale(dy, _h(rstd), w))
+    if w is not None:
+        assert_close(_h(dw), want[1], _sum_tol(dtype), "dweight")
+        assert_close(_h(db), want[2], _sum_tol(dtype), "dbias")
+
+
+INSTANCE = [c for c in GROUP_SMALL if int(np.prod(c.shape)) // (c.shape[0] * c.channels) > 1]
+
+
+@pytest.mark.parametrize("case_dtype", [(c, d) for c in INSTANCE for d in DTYPES], ids=_ids)
+def test_cuda_instance_norm_matches_reference(case_dtype):
+    case, dtype = case_dtype
+    x, w, b, rm, rv, _ = group_inputs(case, dtype, "cuda-instance")
+    cl = case.channels_last
+    ref_rm, ref_rv = rm.astype(np.float64), rv.astype(np.float64)
+    drm, drv = _dev(rm), _dev(rv)
+    y, mean, rstd = ft.instance_norm(_dev(x), drm, drv, _dev(w), _dev(b), momentum=0.3, channels_last=cl)
+    want = ref.instance_norm(x, ref_rm, ref_rv, w, b, momentum=0.3, channels_last=cl)
+    assert_close(_h(y), want[0], output_tol(dtype), "y")
+    assert_close(_h(drm), ref_rm, stats_tol(dtype), "running_mean")
+    assert_close(_h(drv), ref_rv, stats_tol(dtype), "running_var")
+    before = (drm.clone(), drv.clone())
+    y, mean, rstd = ft.instance_norm(_dev(x), drm, drv, _dev(w), _dev(b), use_input_stats=False,
+                                     channels_last=cl)
+    want = ref.instance_norm(x, _h(drm).astype(np.float64), _h(drv).astype(np.float64), w, b,
+                             use_input_stats=False, channels_last=cl)
+    assert torch.equal(drm, before[0]) and torch.equal(drv, before[1])
+    assert_close(_h(y), want[0], output_tol(dtype), "y (running stats)")
+    assert_close(_h(rstd), want[2], stats_tol(dtype), "rstd (running stats)")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("hidden", [1024, 4096, 8192])
+def test_cuda_layer_and_rms_norm_match_torch_at_transformer_sizes(hidden, dtype):
+    torch.manual_seed(0)
+    x = (torch.randn(512, hidden, device="cuda") * 2 + 0.5).to(dtype)
+    w = torch.rand(hidden, device="cuda") + 0.5
+    b = torch.randn(hidden, device="cuda")
+    dy = torch.randn_like(x)
+    x64 = x.double().requires_grad_(True)
+    w64, b64 = w.double().requires_grad_(True), b.double().requires_grad_(True)
+    torch.nn.functional.layer_norm(x64, (hidden,), w64, b64).backward(dy.double())
+    y, mean, rstd = ft.layer_norm_forward(x, hidden, w.to(dtype) if dtype != torch.float32 else w, b)
+    dx, dw, db = ft.layer_norm_backward(dy, x, hidden, mean, rstd, w)
+    tol = 2e-2 if dtype == torch.bfloat16 else 2e-5
+    torch.testing.assert_close(dx.double(), x64.grad, rtol=tol, atol=tol * float(x64.grad.abs().max()))
+    torch.testing.assert_close(dw.double(), w64.grad, rtol=1e-4, atol=1e-4 * float(w64.grad.abs().max()))
+    torch.testing.assert_close(db.double(), b64.grad, rtol=1e-4, atol=1e-4 * float(b64.grad.abs().max()))
+    want_y = torch.nn.functional.rms_norm(x.double(), (hidden,), w.double(), torch.finfo(dtype).eps)
+    torch.testing.assert_close(ft.rms_norm_forward(x, hidden, w)[0].double(), want_y, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_cuda_group_norm_matches_torch_and_is_deterministic(channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(8, 64, 28, 28, device="cuda") * 3 + 1
+    w, b = torch.rand(64, device="cuda") + 0.5, torch.randn(64, device="cuda")
+    xt = x.clone().requires_grad_(True)
+    wt, bt = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    yt = torch.nn.functional.group_norm(xt, 16, wt, bt)
+    dy = torch.randn_like(yt)
+    yt.backward(dy)
+    xl = x.permute(0, 2, 3, 1).contiguous() if channels_last else x
+    dyl = dy.permute(0, 2, 3, 1).contiguous() if channels_last else dy
+    runs = []
+    for _ in range(2):
+        y, mean, rstd = ft.group_norm_forward(xl, 16, w, b, channels_last=channels_last)
+        runs.append((y, mean, rstd) + ft.group_norm_backward(dyl, xl, 16, mean, rstd, w,
+                                                             channels_last=channels_last))
+    assert all(torch.equal(a, c) for a, c in zip(*runs))
+    y, _, _, dx, dw, db = runs[0]
+    back = (lambda t: t.permute(0, 3, 1, 2)) if channels_last else (lambda t: t)
+    torch.testing.assert_close(back(y), yt.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(back(dx), xt.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dw, wt.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(db, bt.grad, rtol=1e-4, atol=1e-3)
+
+
+def test_cuda_empty_inputs_and_zero_param_grads():
+    x = torch.empty(0, 16, device="cuda")
+    w = torch.ones(16, device="cuda")
+    y, mean, rstd = ft.layer_norm_forward(x, 16, w, torch.zeros(16, device="cuda"))
+    dx, dw, db = ft.layer_norm_backward(x, x, 16, mean, rstd, w)
+    torch.cuda.synchronize()
+    assert y.shape == (0, 16) and torch.all(dw == 0) and torch.all(db == 0)
+    g = torch.empty(0, 4, 3, device="cuda")
+    y, mean, rstd = ft.group_norm_forward(g, 2, torch.ones(4, device="cuda"))
+    dx, dw, db = ft.group_norm_backward(g, g, 2, mean, rstd, torch.ones(4, device="cuda"))
+    torch.cuda.synchronize()
+    assert torch.all(dw == 0) and torch.all(db == 0)
+
+
+def test_cuda_modules_match_torch():
+    import fusedtrain.torch as ftt
+    torch.manual_seed(0)
+    for name, kw, shape in (("LayerNorm", dict(normalized_shape=256), (64, 256)),
+                            ("RMSNorm", dict(normalized_shape=256), (64, 256)),
+                            ("GroupNorm", dict(num_groups=4, num_channels=32), (4, 32, 9, 9)),
+                            ("InstanceNorm2d", dict(num_features=32, affine=True, track_running_stats=True),
+                             (4, 32, 9, 9))):
+        theirs = getattr(torch.nn, name)(**kw).cuda()
+        ours = getattr(ftt, name)(**kw).cuda()
+        ours.load_state_dict(theirs.state_dict())
+        x = torch.randn(shape, device="cuda")
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y1, y2 = theirs(x1), ours(x2)
+        torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
+        y1.square().sum().backward()
+        y2.square().sum().backward()
+        torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-4, atol=1e-4)
+        for k, v in theirs.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,128 @@
+"""ft.torch.LayerNorm / RMSNorm / GroupNorm / InstanceNorm1d/2d/3d against their torch.nn
+namesakes: outputs, grads, buffers, state_dict, channels-last inputs, and a model that trains to
+the same losses with ours swapped in."""
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import fusedtrain.torch as ftt  # noqa: E402
+from module_support import compare_modules  # noqa: E402
+
+ROW_MODULES = [
+    ("LayerNorm", (8, 5, 12), dict(normalized_shape=12)),
+    ("LayerNorm", (4, 3, 6, 7), dict(normalized_shape=(6, 7), eps=1e-3)),
+    ("LayerNorm", (6, 9), dict(normalized_shape=9, elementwise_affine=False)),
+    ("LayerNorm", (6, 9), dict(normalized_shape=9, bias=False)),
+    ("LayerNorm", (3, 1), dict(normalized_shape=1)),
+    ("RMSNorm", (8, 5, 12), dict(normalized_shape=12)),
+    ("RMSNorm", (4, 6, 7), dict(normalized_shape=[6, 7], eps=1e-4)),
+    ("RMSNorm", (6, 9), dict(normalized_shape=9, elementwise_affine=False)),
+    ("GroupNorm", (4, 6, 5, 3), dict(num_groups=3, num_channels=6)),
+    ("GroupNorm", (1, 8, 7), dict(num_groups=8, num_channels=8, eps=1e-3)),
+    ("GroupNorm", (5, 4), dict(num_groups=2, num_channels=4, affine=False)),
+    ("InstanceNorm1d", (4, 3, 9), dict(num_features=3)),
+    ("InstanceNorm1d", (3, 9), dict(num_features=3, affine=True)),  # unbatched
+    ("InstanceNorm2d", (2, 4, 5, 6), dict(num_features=4, affine=True, track_running_stats=True)),
+    ("InstanceNorm2d", (2, 4, 5, 6), dict(num_features=4, track_running_stats=True, momentum=None)),
+    ("InstanceNorm3d", (2, 3, 3, 4, 5), dict(num_features=3, affine=True, track_running_stats=True,
+                                             momentum=0.3)),
+]
+
+
+def _pair(name, kw):
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, name)(**kw).double()
+    ours = getattr(ftt, name)(**kw).double()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.uniform_(0.5, 1.5)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+@pytest.mark.parametrize("name,shape,kw", ROW_MODULES, ids=lambda v: str(v))
+def test_train_then_eval_match_torch(name, shape, kw):
+    ref, ours = _pair(name, kw)
+    assert isinstance(ours, getattr(torch.nn, name)) and repr(ours) == repr(ref)
+    compare_modules(ref, ours, shape, seeds=range(3))
+    ref.eval(), ours.eval()
+    compare_modules(ref, ours, shape, seeds=range(3, 5))
+
+
+@pytest.mark.parametrize("name,kw", [("GroupNorm", dict(num_groups=2, num_channels=8)),
+                                     ("InstanceNorm2d", dict(num_features=8, affine=True,
+                                                             track_running_stats=True))])
+def test_channels_last_input_matches_keeps_format_and_is_not_copied(name, kw, monkeypatch):
+    shape = (3, 8, 5, 6)
+    ref, ours = _pair(name, kw)
+    compare_modules(ref, ours, shape, seeds=range(2), memory_format=torch.channels_last)
+    import fusedtrain as ft
+    seen = []
+    fn = "group_norm_forward" if name == "GroupNorm" else "instance_norm"
+    real = getattr(ft, fn)
+
+    def spy(x, *args, **kw):
+        seen.append((x.data_ptr(), kw["channels_last"]))
+        return real(x, *args, **kw)
+    monkeypatch.setattr(ft, fn, spy)
+    x = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    assert ours(x).is_contiguous(memory_format=torch.channels_last)
+    assert seen == [(x.data_ptr(), True)]
+
+
+def test_float32_and_bfloat16_layer_norm_match_torch():
+    torch.manual_seed(0)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        ref = torch.nn.LayerNorm(64).to(dtype)
+        ours = ftt.LayerNorm(64).to(dtype)
+        ours.load_state_dict(ref.state_dict())
+        x = (torch.randn(32, 64) * 3 + 1).to(dtype)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y1, y2 = ref(x1), ours(x2)
+        torch.testing.assert_close(y2.float(), y1.float(), rtol=tol, atol=tol * 4)
+        y1.float().square().sum().backward()
+        y2.float().square().sum().backward()
+        torch.testing.assert_close(x2.grad.float(), x1.grad.float(), rtol=tol * 4, atol=tol * 4)
+        torch.testing.assert_close(ours.weight.grad.float(), ref.weight.grad.float(), rtol=tol * 4, atol=tol * 40)
+
+
+def _swap_layer_norms(model):
+    for name, child in model.named_children():
+        if type(child) is torch.nn.LayerNorm:
+            ours = ftt.LayerNorm(child.normalized_shape, eps=child.eps,
+                                 elementwise_affine=child.elementwise_affine,
+                                 bias=child.bias is not None).to(child.weight.dtype)
+            ours.load_state_dict(child.state_dict())
+            setattr(model, name, ours)
+        else:
+            _swap_layer_norms(child)
+    return model
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_model_with_layer_norm_swapped_trains_to_the_same_losses(dtype, tol):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 64), torch.nn.LayerNorm(64), torch.nn.GELU(),
+        torch.nn.Linear(64, 64), torch.nn.LayerNorm(64), torch.nn.GELU(),
+        torch.nn.Linear(64, 4)).to(dtype)
+    ours = _swap_layer_norms(copy.deepcopy(model))
+    assert sum(type(m) is ftt.LayerNorm for m in ours.modules()) == 2
+    g = torch.Generator().manual_seed(1)
+    teacher = torch.randn(16, 4, generator=g, dtype=dtype)  # a learnable labelling
+    xs = [torch.randn(32, 16, generator=g, dtype=dtype) for _ in range(15)]
+    data = [(x, (x @ teacher).argmax(dim=1)) for x in xs] * 2
+    losses = []
+    for m in (model, ours):
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        run = []
+        for x, t in data:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(m(x), t)
+            loss.backward()
+            opt.step()
+            run.append(loss.item())
+        losses.append(run)
+    assert losses[0][-1] < losses[0][0] * 0.7  # it trains
+    torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=tol, atol=tol)
