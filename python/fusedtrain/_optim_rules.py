@@ -1,10 +1,11 @@
-"""The six optimizer classes as one table: hyperparameters, state each needs, and the fused call.
+"""The optimizer classes as one table: hyperparameters, state each needs, and the fused call.
 
 Shared by ``ft.optim`` (NumPy/CuPy) and ``ft.torch`` (torch.optim subclasses). Group dicts use
 torch.optim's keys (``betas``, ``initial_accumulator_value``, ...) and state uses torch's names
 (``exp_avg``, ``sum``, ...), so both layers speak torch.optim's state layout.
 """
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 from typing import Callable
 
 from . import _checks as chk
@@ -142,3 +143,202 @@ RULES = {r.name: r for r in [
                    "amsgrad": False, "decoupled_weight_decay": True, **_COMMON}, True,
          _adam_state, _adam_call, lambda g: _adam_validate(g, "AdamW")),
 ]}
+
+
+# ---- Note [rule table]: a rule described once -------------------------------------------------
+# A Spec holds every fact about a rule that the layers above the kernel need: its functional
+# signature (state lists, hyperparameters with defaults and range checks, the Options field each
+# fills), its docstrings, and its torch.optim twin.  From it are generated the functional wrapper
+# (functional.py), its validation (one copy, shared with the classes' param-group checks), the
+# ft.optim class (optim.py), the ft.torch drop-in (torch/optimizers.py) and the exports; the
+# kernel side is the struct in csrc/math/optim_rules.h, bound by a loop over the rule list.
+# A new rule is a struct there, a Spec here and a reference in reference/.
+
+REQUIRED = inspect.Parameter.empty
+
+# One copy of the range checks: (fn, name, value) -> value, TypeError/ValueError naming it.
+RANGES = {
+    "nonnegative": lambda fn, k, v: chk.at_least(fn, k, v),
+    "unit": lambda fn, k, v: chk.in_range(fn, k, v, 0.0, 1.0, True),
+    "unit_open": lambda fn, k, v: chk.in_range(fn, k, v, 0.0, 1.0, False),
+    "flag": lambda fn, k, v: chk.flag(fn, k, v),
+    None: lambda fn, k, v: v,
+}
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One keyword of a functional rule."""
+    name: str
+    default: object = REQUIRED
+    check: object = "nonnegative"   # a key of RANGES
+    field: object = ""              # its Options field ("": the same name; None: host-only)
+    group: bool = True              # a param-group key of the classes (betas pair beta1/beta2)
+    keyword_only: bool = False      # after the * in the classes' constructors
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str                 # class name in ft.optim and ft.torch
+    fn: str                   # functional name (and the _C function)
+    options: str              # the _C Options class
+    states: tuple             # (functional list name, torch state key) in kernel slot order
+    hypers: tuple             # keyword hyperparameters after step, in signature order
+    takes_step: bool
+    doc: str                  # functional docstring: formula and textbook form
+    class_doc: str
+    torch_base: object = None            # torch.optim class name it extends, or None
+    prepare: object = None               # (fn, values) -> more Options fields, on the host
+    scalar_state: dict = field(default_factory=dict)  # ft.torch 0-dim state (torch's layout)
+    advance: object = None               # (group, st, step, found_inf) -> [(indices, kwargs)]
+
+    def group_defaults(self):
+        """(positional, keyword-only) param-group keys with defaults, torch.optim's names."""
+        pos, kw = {}, {}
+        names = [h.name for h in self.hypers]
+        for h in self.hypers:
+            if not h.group:
+                continue
+            into = kw if h.keyword_only else pos
+            if h.name == "beta1":
+                into["betas"] = (h.default, self.hypers[names.index("beta2")].default)
+            elif h.name != "beta2":
+                into[h.name] = h.default
+        return pos, kw
+
+    def functional_kwargs(self, group):
+        """A param group's hyperparameters as the functional's keywords (betas -> beta1, beta2)."""
+        out = {}
+        for h in self.hypers:
+            if not h.group:
+                continue
+            if h.name in ("beta1", "beta2"):
+                betas = group["betas"]
+                if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+                    raise ValueError(f"{self.name}: betas must be a pair (beta1, beta2), "
+                                     f"got {betas!r}")
+                out[h.name] = float(betas[h.name == "beta2"])
+            elif h.name in group:
+                out[h.name] = group[h.name]
+        return out
+
+    def check(self, fn, values):
+        """Range-checks the hyperparameters in values (in place); the one copy of the checks."""
+        for h in self.hypers:
+            if h.name in values and h.name != "lr":
+                values[h.name] = RANGES[h.check](fn, h.name, values[h.name])
+
+    def validate(self, group):
+        values = self.functional_kwargs(group)
+        values.pop("lr", None)      # checked by the classes (a number or a schedule)
+        try:
+            self.check(self.name, values)
+        except TypeError as e:
+            raise ValueError(str(e)) from None
+
+    def state(self, group):
+        return {key: 0.0 for _, key in self.states}
+
+    def call(self, group, params, grads, st, step, lr, **common):
+        kw = self.functional_kwargs(group)
+        kw["lr"] = lr
+        lists = [st[key] for _, key in self.states]
+        fn = getattr(F, self.fn)
+        runs = [(None, {})]
+        if self.advance is not None and all(k in st for k in self.scalar_state):
+            runs = self.advance(group, st, step, common.get("found_inf"))
+        for idx, extra in runs:
+            pick = (lambda xs: xs) if idx is None else (lambda xs: [xs[i] for i in idx])
+            step_kw = {"step": extra.pop("step", step)} if self.takes_step else {}
+            sub = {k: (pick(v) if k == "master_params" and v is not None else v)
+                   for k, v in common.items()}
+            fn(pick(params), pick(grads), *[pick(s) for s in lists], **step_kw, **kw, **extra,
+               **sub)
+
+    def rule(self):
+        """The class-level Rule of this spec (ft.optim and ft.torch)."""
+        pos, kw = self.group_defaults()
+        return Rule(self.name, {**pos, **kw}, self.takes_step, self.state, self.call,
+                    self.validate)
+
+
+# Lion: Chen et al. 2023.
+def _lion():
+    return Spec(
+        "Lion", "lion_", "LionOptions", (("exp_avgs", "exp_avg"),),
+        (Hyper("lr", 1e-4), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.99, "unit"),
+         Hyper("weight_decay", 0.0), Hyper("maximize", False, "flag", keyword_only=True)),
+        False,
+        """Lion, Chen et al. 2023 ("Symbolic Discovery of Optimization Algorithms").
+
+    ``p *= 1 - lr * weight_decay`` (decoupled); ``c = beta1 * m + (1 - beta1) * g;
+    p -= lr * sign(c); m = beta2 * m + (1 - beta2) * g`` (``g = -grad`` when maximizing).
+
+    Textbook form: the paper's Algorithm 2, ``update = sign(beta1 m + (1 - beta1) g);
+    theta <- theta - lr (update + lambda theta); m <- beta2 m + (1 - beta2) g``.  Every
+    coordinate moves by exactly ``lr`` (plus decay): use a learning rate 3-10x smaller than
+    AdamW's and a weight decay as many times larger.  torch.optim has no Lion.
+    """,
+        "Lion, Chen et al. 2023 (:func:`fusedtrain.lion_`); state ``exp_avg`` per param.")
+
+
+def _nadam_prepare(fn, values):
+    from .reference.nadam import nadam_mu, nadam_mu_product
+    step, beta1, md = values["step"], values["beta1"], values["momentum_decay"]
+    mu_product = values["mu_product"]
+    if mu_product is None:
+        mu_product = nadam_mu_product(step, beta1, md)
+    else:
+        mu_product = chk.in_range(fn, "mu_product", mu_product, 0.0, 1.0, False)
+    return {"mu": nadam_mu(step, beta1, md), "mu_next": nadam_mu(step + 1, beta1, md),
+            "mu_product": mu_product}
+
+
+def _nadam_advance(group, st, step, found_inf):
+    """ft.torch: torch's float32 mu_product *= mu_t per param (skipped with found_inf), then one
+    kernel call per distinct product (Note [NAdam mu product] in reference/nadam.py)."""
+    from .reference.nadam import nadam_mu
+    step = int(step.item()) if hasattr(step, "item") else int(step)
+    if found_inf is not None and float(found_inf.item() if hasattr(found_inf, "item")
+                                       else found_inf) != 0:
+        return [(None, {"step": step})]
+    mu = nadam_mu(step, float(group["betas"][0]), group["momentum_decay"])
+    by_value = {}
+    for i, t in enumerate(st["mu_product"]):
+        t.mul_(mu)
+        by_value.setdefault(float(t.item()), []).append(i)
+    return [(idx, {"step": step, "mu_product": v}) for v, idx in by_value.items()]
+
+
+# NAdam: Dozat 2016, as torch.optim.NAdam.
+def _nadam():
+    return Spec(
+        "NAdam", "nadam_", "NadamOptions", (("exp_avgs", "exp_avg"), ("exp_avg_sqs", "exp_avg_sq")),
+        (Hyper("lr", 2e-3), Hyper("beta1", 0.9, "unit_open"), Hyper("beta2", 0.999, "unit_open"),
+         Hyper("eps", 1e-8), Hyper("weight_decay", 0.0), Hyper("momentum_decay", 4e-3, field=None),
+         Hyper("decoupled_weight_decay", False, "flag", "decoupled"),
+         Hyper("mu_product", None, None, None, group=False),
+         Hyper("maximize", False, "flag", keyword_only=True)),
+        True,
+        """NAdam, ``torch.optim.NAdam``: Adam with Nesterov momentum (Dozat 2016).
+
+    L2 decay ``g = grad + weight_decay * p``, or decoupled ``p *= 1 - lr * weight_decay``;
+    ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))``, ``P_t = mu_1 * ... * mu_t``;
+    ``m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g * g;
+    denom = sqrt(v / (1 - beta2**t)) + eps``;
+    ``p -= lr * (1 - mu_t) / (1 - P_t) * g / denom + lr * mu_{t+1} / (1 - P_t * mu_{t+1}) * m / denom``.
+    ``mu_product`` is ``P_t`` as torch's state keeps it after this step (float32); None computes
+    it from ``step`` (constant beta1 and momentum_decay).  ``step`` is read on the host.
+
+    Textbook form: Dozat 2016, "Incorporating Nesterov Momentum into Adam", Algorithm 2
+    (``m^ = mu_{t+1} m / (1 - prod_{i<=t+1} mu_i) + (1 - mu_t) g / (1 - prod_{i<=t} mu_i);
+    theta <- theta - lr m^ / (sqrt(n^) + eps)``), Adam's (Goodfellow et al. Algorithm 8.7)
+    first moment replaced by its Nesterov look-ahead.
+    """,
+        "NAdam (``torch.optim.NAdam``; :func:`fusedtrain.nadam_`).",
+        torch_base="NAdam", prepare=_nadam_prepare, scalar_state={"mu_product": 1.0},
+        advance=_nadam_advance)
+
+
+SPECS = {s.name: s for s in (_lion(), _nadam())}
+RULES.update({name: s.rule() for name, s in SPECS.items()})

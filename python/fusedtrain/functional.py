@@ -43,6 +43,8 @@ A missing or mistyped array (None, not an array, wrong dtype) raises TypeError; 
 shape, layout, read-only array or hyperparameter, or a state list these options need but that is
 None (amsgrad without max_exp_avg_sqs, ...) raises ValueError.
 """
+import inspect
+
 from . import _C
 from . import _checks as chk
 from . import _dtensor
@@ -276,3 +278,64 @@ def _adam(fn, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
     _run(_C.adam_, fn, params, grads,
          [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None], o, lr_array,
          step_array, common)
+
+
+# ---- Rules generated from the rule table (Note [rule table] in _optim_rules.py) ---------------
+
+def _host_step(fn, step):
+    """A step read on the host: a number, or a 1-element array copied back (NAdam's mu scalars
+    need it there)."""
+    if is_array(step):
+        step = step.item() if hasattr(step, "item") else step
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)
+    return chk.step_count(fn, step)
+
+
+def _make_rule_function(spec):
+    """The functional wrapper of a Spec: its signature, docstring, checks and kernel call."""
+    P = inspect.Parameter
+    params = [P("params", P.POSITIONAL_OR_KEYWORD), P("grads", P.POSITIONAL_OR_KEYWORD)]
+    params += [P(name, P.POSITIONAL_OR_KEYWORD) for name, _ in spec.states]
+    if spec.takes_step:
+        params.append(P("step", P.KEYWORD_ONLY))
+    params += [P(h.name, P.KEYWORD_ONLY, default=h.default) for h in spec.hypers]
+    params.append(P("common", P.VAR_KEYWORD))
+    sig = inspect.Signature(params)
+    fn = spec.fn
+
+    def rule_function(*args, **kwargs):
+        values = sig.bind(*args, **kwargs)
+        values.apply_defaults()
+        values = dict(values.arguments)
+        common = _common(fn, values.pop("common"))
+        values["lr"], lr_array = _lr(fn, values["lr"])
+        step_array = None
+        if spec.takes_step:
+            if spec.prepare is not None:
+                values["step"] = _host_step(fn, values["step"])
+            else:
+                values["step"], step_array = _step(fn, values["step"])
+        spec.check(fn, values)
+        fields = {(h.field or h.name): values[h.name] for h in spec.hypers if h.field is not None}
+        if spec.takes_step:
+            fields["step"] = values["step"]
+        if spec.prepare is not None:
+            fields.update(spec.prepare(fn, values))
+        o = chk.options(getattr(_C, spec.options), **fields)
+        _run(getattr(_C, fn), fn, values["params"], values["grads"],
+             [values[name] for name, _ in spec.states], o, lr_array, step_array, common)
+
+    rule_function.__name__ = rule_function.__qualname__ = fn
+    rule_function.__doc__ = spec.doc
+    rule_function.__signature__ = sig
+    rule_function.__module__ = __name__
+    return rule_function
+
+
+from ._optim_rules import SPECS as _SPECS  # noqa: E402  (the table reads this module's helpers)
+
+GENERATED = [s.fn for s in _SPECS.values()]
+for _spec in _SPECS.values():
+    globals()[_spec.fn] = _make_rule_function(_spec)
+del _spec

@@ -14,7 +14,9 @@ step). ``lr`` may be a number or a schedule (a callable of the steps already tak
 torch.optim). See Note [optim classes] in _optim_base.py.
 """
 from ._optim_base import Optimizer
-from ._optim_rules import RULES
+import inspect
+
+from ._optim_rules import RULES, SPECS
 from .fullbatch import LBFGS, ConjugateGradient
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "LBFGS",
@@ -99,3 +101,32 @@ class AdamW(Optimizer):
     def _validate(self, group):
         group["decoupled_weight_decay"] = True     # as torch.optim.AdamW does on load
         super()._validate(group)
+
+
+def _make_class(spec):
+    """The ft.optim class of a Spec (Note [rule table]): torch.optim's constructor signature,
+    plus the keyword-only max_grad_norm and ema_decay every class takes."""
+    P = inspect.Parameter
+    pos, kw = spec.group_defaults()
+    sig = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+        + [P(k, P.POSITIONAL_OR_KEYWORD, default=v) for k, v in pos.items()]
+        + [P(k, P.KEYWORD_ONLY, default=v) for k, v in {**kw, "max_grad_norm": None,
+                                                         "ema_decay": None}.items()])
+
+    def __init__(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        del values["self"]
+        Optimizer.__init__(self, values.pop("params"), values)
+
+    __init__.__signature__ = sig
+    return type(spec.name, (Optimizer,), {"__doc__": spec.class_doc, "_rule": RULES[spec.name],
+                                          "__init__": __init__, "__module__": __name__})
+
+
+for _spec in SPECS.values():
+    globals()[_spec.name] = _make_class(_spec)
+    __all__.insert(__all__.index("AdamW") + 1 + list(SPECS).index(_spec.name), _spec.name)
+del _spec

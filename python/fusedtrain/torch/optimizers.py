@@ -24,7 +24,9 @@ from operator import is_
 import torch
 
 from .._dtensor import is_dtensor
-from .._optim_rules import RULES
+import inspect
+
+from .._optim_rules import RULES, SPECS
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
 
@@ -132,6 +134,11 @@ class _FusedStep:
                 state["step"] = torch.tensor(float(s), dtype=torch.float32, device=p.device)
             elif s.device != p.device:
                 state["step"] = s.to(p.device)
+        for key, init in rule_spec_scalars(rule).items():
+            # 0-dim float32 on the CPU, where torch.optim (not capturable) keeps them.
+            s = state.get(key)
+            if not torch.is_tensor(s):
+                state[key] = torch.tensor(init if s is None else float(s), dtype=torch.float32)
         sdtype = torch.float32 if p.dtype in _HALF else p.dtype
         for key, init in spec.items():
             t = state.get(key)
@@ -196,7 +203,8 @@ class _FusedStep:
         if torch.is_tensor(lr) and lr.device.type != "cpu":
             lr = _on(lr, device)
         dicts = b.dicts
-        lists = {k: [d[k] for d in dicts] for k in self._ft_rule.state(group)}
+        lists = {k: [d[k] for d in dicts]
+                 for k in [*self._ft_rule.state(group), *rule_spec_scalars(rule)]}
         if b.steps is not None:
             b.buffer.add_(1.0)
             try:
@@ -316,3 +324,45 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("nesterov", False)
+
+
+def rule_spec_scalars(rule):
+    """A rule's 0-dim per-param state (NAdam's mu_product), from its Spec when it has one."""
+    spec = SPECS.get(rule.name)
+    return spec.scalar_state if spec is not None else {}
+
+
+def _make_class(spec):
+    """The ft.torch drop-in of a Spec (Note [rule table]): a subclass of the torch.optim class
+    it names, or a torch.optim.Optimizer with torch's conventions (0-dim float32 ``step``,
+    state keys from the Spec) when torch has none."""
+    attrs = {"__doc__": spec.class_doc, "_ft_rule": RULES[spec.name], "__module__": __name__}
+    if spec.torch_base is not None:
+        return type(spec.name, (_FusedStep, getattr(torch.optim, spec.torch_base)), attrs)
+    P = inspect.Parameter
+    pos, kw = spec.group_defaults()
+    sig = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+        + [P(k, P.POSITIONAL_OR_KEYWORD, default=v) for k, v in pos.items()]
+        + [P(k, P.KEYWORD_ONLY, default=v) for k, v in kw.items()])
+
+    def __init__(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        del values["self"]
+        RULES[spec.name].validate({**values, "lr": 0.0})
+        lr = values["lr"]
+        if not isinstance(lr, torch.Tensor) and not lr >= 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        torch.optim.Optimizer.__init__(self, values.pop("params"), values)
+
+    __init__.__signature__ = sig
+    attrs["__init__"] = __init__
+    return type(spec.name, (_FusedStep, torch.optim.Optimizer), attrs)
+
+
+for _spec in SPECS.values():
+    globals()[_spec.name] = _make_class(_spec)
+    __all__.append(_spec.name)
+del _spec
