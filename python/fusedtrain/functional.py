@@ -284,11 +284,16 @@ def _adam(fn, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
 
 def _host_step(fn, step):
     """A step read on the host: a number, or a 1-element array copied back (NAdam's mu scalars
-    need it there)."""
+    are computed there).  Array values are checked as the kernels' host path checks them."""
     if is_array(step):
-        step = step.item() if hasattr(step, "item") else step
-        if isinstance(step, float) and step.is_integer():
-            step = int(step)
+        try:
+            value = float(step.item())
+        except (ValueError, RuntimeError):
+            raise ValueError(f"{fn}: step must be a number or a 1-element array") from None
+        if not (value == value and value.is_integer() and 1 <= value <= chk.MAX_STEP):
+            raise ValueError(f"{fn}: step must be a whole number in [1, 2**53] (the 1-based "
+                             f"count of this step), got {value}")
+        return int(value)
     return chk.step_count(fn, step)
 
 
