@@ -81,6 +81,10 @@ def _adam_twin(o, case):
     return ("AdamW" if o.get("decoupled_weight_decay") else "Adam"), kw
 
 
+def _adamw_twin(o, case):
+    return "AdamW", _adam_twin(o, case)[1]
+
+
 def _nadam_twin(o, case):
     return "NAdam", dict(lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"],
                          weight_decay=o["weight_decay"], momentum_decay=o["momentum_decay"],
@@ -112,7 +116,7 @@ RULES = {r.name: r for r in [
          widest={"amsgrad": True, "step": 2},
          bad_hypers=_EPS + _STEP + _OPEN_BETAS + (
              _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),)),
-    Rule("adamw_", ("exp_avgs", "exp_avg_sqs"), True, _adam_twin, _ADAM_STATE, switches=_AMSGRAD,
+    Rule("adamw_", ("exp_avgs", "exp_avg_sqs"), True, _adamw_twin, _ADAM_STATE, switches=_AMSGRAD,
          widest={"amsgrad": True, "step": 2},
          bad_hypers=_EPS + _STEP + _OPEN_BETAS + (
              _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),)),
