@@ -160,3 +160,9 @@ def test_lion_moves_every_coordinate_by_lr():
     g[4] = 0.0
     ft.lion_([p], [g], [np.zeros(9, np.float32)], lr=0.5)
     np.testing.assert_array_equal(p, -0.5 * np.sign(g))
+
+
+def test_stub_of_the_rules_is_what_the_module_registers():
+    from fusedtrain import _stubgen
+    assert _stubgen.rule_stubs() in _stubgen.STUB.read_text(), \
+        "python/fusedtrain/_C.pyi is stale: run python -m fusedtrain._stubgen"

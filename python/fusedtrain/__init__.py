@@ -42,5 +42,6 @@ __all__ = [
 # The rules generated from the rule table (Note [rule table] in _optim_rules.py).
 for _fn in _functional.GENERATED:
     globals()[_fn] = getattr(_functional, _fn)
-    __all__.insert(__all__.index("adamw_") + 1 + _functional.GENERATED.index(_fn), _fn)
+    if _fn not in __all__:
+        __all__.insert(__all__.index("global_norm"), _fn)
 del _fn

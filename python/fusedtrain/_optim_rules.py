@@ -162,6 +162,7 @@ RANGES = {
     "unit": lambda fn, k, v: chk.in_range(fn, k, v, 0.0, 1.0, True),
     "unit_open": lambda fn, k, v: chk.in_range(fn, k, v, 0.0, 1.0, False),
     "flag": lambda fn, k, v: chk.flag(fn, k, v),
+    "number": lambda fn, k, v: chk._number(fn, k, v),
     None: lambda fn, k, v: v,
 }
 
@@ -175,6 +176,9 @@ class Hyper:
     field: object = ""              # its Options field ("": the same name; None: host-only)
     group: bool = True              # a param-group key of the classes (betas pair beta1/beta2)
     keyword_only: bool = False      # after the * in the classes' constructors
+    slot: int = -1                  # >= 0: an optional state list passed by keyword, its slot
+    used: object = None             # (values) -> whether that state list takes part
+    visible: bool = True            # False: a fixed value, not in the signature (adamw_)
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,11 @@ class Spec:
     prepare: object = None               # (fn, values) -> more Options fields, on the host
     scalar_state: dict = field(default_factory=dict)  # ft.torch 0-dim state (torch's layout)
     advance: object = None               # (group, st, step, found_inf) -> [(indices, kwargs)]
+    kernel: str = ""                     # the _C function, when not fn (adamw_ runs adam_)
+    host_step: bool = False              # step is read on the host (prepare needs its value)
+    requires: tuple = ()                 # (predicate on values, state list, reason) pairs
+    constraints: object = None           # (fn, values) -> None, ValueError across arguments
+    classes: bool = True                 # ft.optim / ft.torch classes generated from this spec
 
     def group_defaults(self):
         """(positional, keyword-only) param-group keys with defaults, torch.optim's names."""
@@ -225,8 +234,10 @@ class Spec:
     def check(self, fn, values):
         """Range-checks the hyperparameters in values (in place); the one copy of the checks."""
         for h in self.hypers:
-            if h.name in values and h.name != "lr":
+            if h.name in values and h.name != "lr" and h.slot < 0:
                 values[h.name] = RANGES[h.check](fn, h.name, values[h.name])
+        if self.constraints is not None:
+            self.constraints(fn, values)
 
     def validate(self, group):
         values = self.functional_kwargs(group)
@@ -261,6 +272,81 @@ class Spec:
         return Rule(self.name, {**pos, **kw}, self.takes_step, self.state, self.call,
                     self.validate)
 
+# The docstrings of the older rules (each gives its formula and the textbook form it equals).
+DOCS_SGD = """Plain stochastic gradient descent, ``torch.optim.SGD`` without momentum.
+
+    ``g = grad (+ weight_decay * p); p -= lr * g`` (``g = -grad`` when maximizing).
+
+    Textbook form: Goodfellow et al. Algorithm 8.1, ``theta <- theta - eps * g``; the lecture's
+    ``x += -learning_rate * dx``.
+    """
+
+DOCS_MOMENTUM = """SGD with momentum or Nesterov momentum, ``torch.optim.SGD(momentum=...)``.
+
+    ``g = grad (+ weight_decay * p)``; ``b = g`` at ``step == 1``, else
+    ``b = momentum * b + (1 - dampening) * g``; ``p -= lr * (g + momentum * b)`` with nesterov,
+    else ``p -= lr * b``.
+
+    Textbook form: with dampening 0, the lecture's ``v = rho * v + dx; x -= learning_rate * v``,
+    which is Goodfellow et al. Algorithm 8.2 (``v <- alpha v - eps g; theta <- theta + v``) with
+    ``v = -lr * b``.  Nesterov is Algorithm 8.3 written at the look-ahead point (the lecture's
+    ``v = rho*v + dx(x + rho*v)`` after the change of variables ``x~ = x + rho * v``).
+    """
+
+DOCS_ADAGRAD = """AdaGrad, ``torch.optim.Adagrad``.
+
+    ``g = grad (+ weight_decay * p); s += g * g;
+    p -= lr / (1 + (step - 1) * lr_decay) * g / (sqrt(s) + eps)``.
+    ``state_sums`` start at torch's ``initial_accumulator_value`` (0 by default).
+
+    Textbook form: Goodfellow et al. Algorithm 8.4 (``r <- r + g*g;
+    theta <- theta - eps / (delta + sqrt(r)) * g``); the lecture's
+    ``cache += dx**2; x -= learning_rate * dx / (np.sqrt(cache) + 1e-7)``.
+    """
+
+DOCS_RMSPROP = """RMSProp, ``torch.optim.RMSprop``, plus the Nesterov variant of Goodfellow et al.
+
+    ``g = grad (+ weight_decay * p); r = alpha * r + (1 - alpha) * g * g``;
+    centered: ``gbar = alpha * gbar + (1 - alpha) * g; avg = sqrt(r - gbar**2) + eps``, else
+    ``avg = sqrt(r) + eps``.  Without momentum ``p -= lr * g / avg``; with momentum
+    ``b = momentum * b + g / avg`` and ``p -= lr * b``, or with nesterov
+    ``p -= lr * (g / avg + momentum * b)``.
+
+    Textbook form: Goodfellow et al. Algorithm 8.5 (``r <- rho r + (1 - rho) g*g;
+    theta <- theta - eps / sqrt(delta + r) * g``); the lecture's
+    ``cache = decay_rate * cache + (1 - decay_rate) * dx**2``.  ``nesterov=True`` is
+    Algorithm 8.6 (RMSProp with Nesterov momentum) in its look-ahead form.
+    ``momentum > 0`` needs ``momentum_buffers``; ``centered`` needs ``grad_avgs``.
+    """
+
+DOCS_ADADELTA = """AdaDelta, ``torch.optim.Adadelta``.
+
+    ``g = grad (+ weight_decay * p); r = rho * r + (1 - rho) * g * g;
+    d = sqrt(u + eps) / sqrt(r + eps) * g; u = rho * u + (1 - rho) * d * d; p -= lr * d``.
+
+    Textbook form: Zeiler's AdaDelta (cited in Goodfellow et al. section 8.5): RMSProp whose
+    learning rate is the running RMS of past updates, so units match (``lr = 1``).
+    """
+
+DOCS_ADAM = """Adam, ``torch.optim.Adam`` (and ``torch.optim.AdamW`` with decoupled_weight_decay).
+
+    L2 decay ``g = grad + weight_decay * p``, or decoupled ``p *= 1 - lr * weight_decay``;
+    ``m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g * g``;
+    amsgrad: ``vmax = max(vmax, v)`` replaces v below;
+    ``p -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)``.
+
+    Textbook form: Goodfellow et al. Algorithm 8.7 (``s <- rho1 s + (1 - rho1) g;
+    r <- rho2 r + (1 - rho2) g*g; s^ = s / (1 - rho1^t); r^ = r / (1 - rho2^t);
+    theta <- theta - eps s^ / (sqrt(r^) + delta)``); the lecture's Adam with bias correction
+    (``mt = m / (1 - beta1**t); vt = v / (1 - beta2**t); x -= lr * mt / (sqrt(vt) + 1e-7)``),
+    with eps placed as torch places it.
+    """
+
+DOCS_ADAMW = """AdamW, ``torch.optim.AdamW``: :func:`adam_` with decoupled weight decay.
+
+    ``p *= 1 - lr * weight_decay``, then the Adam step on the raw gradient (Loshchilov & Hutter).
+    """
+
 
 # Lion: Chen et al. 2023.
 def _lion():
@@ -280,6 +366,82 @@ def _lion():
     AdamW's and a weight decay as many times larger.  torch.optim has no Lion.
     """,
         "Lion, Chen et al. 2023 (:func:`fusedtrain.lion_`); state ``exp_avg`` per param.")
+
+
+def _sgd_fn():
+    return Spec(
+        "", "sgd_", "SgdOptions", (),
+        (Hyper("lr"), Hyper("weight_decay", 0.0), Hyper("maximize", False, "flag")), False,
+        DOCS_SGD, "", classes=False)
+
+
+def _momentum_constraints(fn, v):
+    if v["nesterov"] and (v["momentum"] <= 0 or v["dampening"] != 0):
+        raise ValueError(f"{fn}: nesterov requires momentum > 0 and dampening == 0")
+
+
+def _momentum_fn():
+    return Spec(
+        "", "momentum_", "MomentumOptions", (("momentum_buffers", "momentum_buffer"),),
+        (Hyper("lr"), Hyper("momentum", 0.9), Hyper("dampening", 0.0, "number"),
+         Hyper("nesterov", False, "flag"), Hyper("weight_decay", 0.0),
+         Hyper("maximize", False, "flag")), True,
+        DOCS_MOMENTUM, "", classes=False, constraints=_momentum_constraints,
+        # Step 1 starts the buffer at the grad (a device step sets it in the kernel).
+        prepare=lambda fn, v: {"first_step": v["step"] == 1})
+
+
+def _adagrad_fn():
+    return Spec(
+        "", "adagrad_", "AdagradOptions", (("state_sums", "sum"),),
+        (Hyper("lr", 0.01), Hyper("lr_decay", 0.0), Hyper("weight_decay", 0.0),
+         Hyper("eps", 1e-10), Hyper("maximize", False, "flag")), True,
+        DOCS_ADAGRAD, "", classes=False)
+
+
+def _rmsprop_constraints(fn, v):
+    if v["nesterov"] and v["momentum"] <= 0:
+        raise ValueError(f"{fn}: nesterov requires momentum > 0")
+
+
+def _rmsprop_fn():
+    return Spec(
+        "", "rmsprop_", "RmspropOptions", (("square_avgs", "square_avg"),),
+        (Hyper("lr", 0.01), Hyper("alpha", 0.99, "unit"), Hyper("eps", 1e-8),
+         Hyper("weight_decay", 0.0), Hyper("momentum", 0.0),
+         Hyper("momentum_buffers", None, None, None, slot=1),
+         Hyper("centered", False, "flag"), Hyper("grad_avgs", None, None, None, slot=2),
+         Hyper("nesterov", False, "flag"), Hyper("maximize", False, "flag")), False,
+        DOCS_RMSPROP, "", classes=False, constraints=_rmsprop_constraints,
+        requires=((lambda v: v["momentum"] > 0, "momentum_buffers", "momentum > 0"),
+                  (lambda v: v["centered"], "grad_avgs", "centered=True")))
+
+
+def _adadelta_fn():
+    return Spec(
+        "", "adadelta_", "AdadeltaOptions", (("square_avgs", "square_avg"),
+                                             ("acc_deltas", "acc_delta")),
+        (Hyper("lr", 1.0), Hyper("rho", 0.9, "unit"), Hyper("eps", 1e-6),
+         Hyper("weight_decay", 0.0), Hyper("maximize", False, "flag")), False,
+        DOCS_ADADELTA, "", classes=False)
+
+
+def _amsgrad(values):
+    return values["amsgrad"]
+
+
+def _adam_fn(fn, weight_decay, decoupled, doc):
+    return Spec(
+        "", fn, "AdamOptions", (("exp_avgs", "exp_avg"), ("exp_avg_sqs", "exp_avg_sq")),
+        (Hyper("lr", 1e-3), Hyper("beta1", 0.9, "unit_open"), Hyper("beta2", 0.999, "unit_open"),
+         Hyper("eps", 1e-8), Hyper("weight_decay", weight_decay),
+         Hyper("decoupled_weight_decay", decoupled, "flag", "decoupled",
+               visible=fn == "adam_"),
+         Hyper("amsgrad", False, "flag"),
+         Hyper("max_exp_avg_sqs", None, None, None, slot=2, used=_amsgrad),
+         Hyper("maximize", False, "flag")), True,
+        doc, "", classes=False, kernel="adam_",
+        requires=((_amsgrad, "max_exp_avg_sqs", "amsgrad=True"),))
 
 
 def _nadam_prepare(fn, values):
@@ -337,8 +499,14 @@ def _nadam():
     """,
         "NAdam (``torch.optim.NAdam``; :func:`fusedtrain.nadam_`).",
         torch_base="NAdam", prepare=_nadam_prepare, scalar_state={"mu_product": 1.0},
-        advance=_nadam_advance)
+        advance=_nadam_advance, host_step=True)
 
 
-SPECS = {s.name: s for s in (_lion(), _nadam())}
+# Every functional rule, in the order of the public API; SPECS: those whose classes are
+# generated too (the older rules' classes are written out above, with torch's own quirks).
+FUNCTIONS = {s.fn: s for s in (
+    _sgd_fn(), _momentum_fn(), _adagrad_fn(), _rmsprop_fn(), _adadelta_fn(),
+    _adam_fn("adam_", 0.0, False, DOCS_ADAM), _adam_fn("adamw_", 0.01, True, DOCS_ADAMW),
+    _lion(), _nadam())}
+SPECS = {s.name: s for s in FUNCTIONS.values() if s.classes}
 RULES.update({name: s.rule() for name, s in SPECS.items()})
