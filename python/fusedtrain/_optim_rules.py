@@ -22,19 +22,6 @@ class Rule:
     validate: Callable      # (group) -> None, raising ValueError naming the argument
 
 
-def _check(name, group, **ranges):
-    """ValueError naming the hyperparameter; ranges: key -> (low, high, high_inclusive)."""
-    for key, (low, high, incl) in ranges.items():
-        value = group[key]
-        try:
-            if high is None:
-                chk.at_least(name, key, value, low)
-            else:
-                chk.in_range(name, key, value, low, high, incl)
-        except TypeError as e:
-            raise ValueError(str(e)) from None
-
-
 def _sgd_state(g):
     return {"momentum_buffer": 0.0} if g["momentum"] != 0 else {}
 
@@ -50,9 +37,7 @@ def _sgd_call(g, params, grads, st, step, lr, **common):
 
 
 def _sgd_validate(g):
-    _check("SGD", g, momentum=(0.0, None, None), weight_decay=(0.0, None, None))
-    if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
-        raise ValueError("SGD: nesterov requires momentum > 0 and dampening == 0")
+    FUNCTIONS["momentum_"].validate(g, "SGD")
 
 
 def _adagrad_call(g, params, grads, st, step, lr, **common):
@@ -61,8 +46,7 @@ def _adagrad_call(g, params, grads, st, step, lr, **common):
 
 
 def _adagrad_validate(g):
-    _check("Adagrad", g, lr_decay=(0.0, None, None), weight_decay=(0.0, None, None),
-           initial_accumulator_value=(0.0, None, None), eps=(0.0, None, None))
+    FUNCTIONS["adagrad_"].validate(g, "Adagrad", {"initial_accumulator_value": "nonnegative"})
 
 
 def _rmsprop_state(g):
@@ -83,10 +67,7 @@ def _rmsprop_call(g, params, grads, st, step, lr, **common):
 
 
 def _rmsprop_validate(g):
-    _check("RMSprop", g, alpha=(0.0, 1.0, True), eps=(0.0, None, None),
-           weight_decay=(0.0, None, None), momentum=(0.0, None, None))
-    if g.get("nesterov", False) and g["momentum"] <= 0:
-        raise ValueError("RMSprop: nesterov requires momentum > 0")
+    FUNCTIONS["rmsprop_"].validate(g, "RMSprop")
 
 
 def _adadelta_call(g, params, grads, st, step, lr, **common):
@@ -95,8 +76,7 @@ def _adadelta_call(g, params, grads, st, step, lr, **common):
 
 
 def _adadelta_validate(g):
-    _check("Adadelta", g, rho=(0.0, 1.0, True), eps=(0.0, None, None),
-           weight_decay=(0.0, None, None))
+    FUNCTIONS["adadelta_"].validate(g, "Adadelta")
 
 
 def _adam_state(g):
@@ -116,11 +96,7 @@ def _adam_call(g, params, grads, st, step, lr, **common):
 
 
 def _adam_validate(g, name="Adam"):
-    betas = g["betas"]
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
-    _check(name, {"beta1": betas[0], "beta2": betas[1], **g}, beta1=(0.0, 1.0, False),
-           beta2=(0.0, 1.0, False), eps=(0.0, None, None), weight_decay=(0.0, None, None))
+    FUNCTIONS["adam_"].validate(g, name)
 
 
 _COMMON = {"maximize": False}
@@ -215,20 +191,21 @@ class Spec:
                 into[h.name] = h.default
         return pos, kw
 
-    def functional_kwargs(self, group):
-        """A param group's hyperparameters as the functional's keywords (betas -> beta1, beta2)."""
+    def functional_kwargs(self, group, name=None):
+        """A param group's hyperparameters as the functional's keywords (betas -> beta1, beta2);
+        keys the group lacks take the functional's defaults."""
         out = {}
         for h in self.hypers:
-            if not h.group:
+            if not h.group or h.slot >= 0 or not h.visible:
                 continue
             if h.name in ("beta1", "beta2"):
                 betas = group["betas"]
                 if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-                    raise ValueError(f"{self.name}: betas must be a pair (beta1, beta2), "
+                    raise ValueError(f"{name or self.name}: betas must be a pair (beta1, beta2), "
                                      f"got {betas!r}")
-                out[h.name] = float(betas[h.name == "beta2"])
-            elif h.name in group:
-                out[h.name] = group[h.name]
+                out[h.name] = betas[h.name == "beta2"]
+            elif h.name in group or h.default is not REQUIRED:
+                out[h.name] = group.get(h.name, h.default)
         return out
 
     def check(self, fn, values):
@@ -239,11 +216,17 @@ class Spec:
         if self.constraints is not None:
             self.constraints(fn, values)
 
-    def validate(self, group):
-        values = self.functional_kwargs(group)
+    def validate(self, group, name=None, extra=None):
+        """ValueError naming the hyperparameter: the functional's checks on a param group.
+        ``extra``: more group keys -> a RANGES key (class-only keys such as Adagrad's
+        initial_accumulator_value)."""
+        name = name or self.name
+        values = self.functional_kwargs(group, name)
         values.pop("lr", None)      # checked by the classes (a number or a schedule)
         try:
-            self.check(self.name, values)
+            self.check(name, values)
+            for key, kind in (extra or {}).items():
+                RANGES[kind](name, key, group[key])
         except TypeError as e:
             raise ValueError(str(e)) from None
 
@@ -260,6 +243,7 @@ class Spec:
             runs = self.advance(group, st, step, common.get("found_inf"))
         for idx, extra in runs:
             pick = (lambda xs: xs) if idx is None else (lambda xs: [xs[i] for i in idx])
+            kw = {k: (float(v) if k in ("beta1", "beta2") else v) for k, v in kw.items()}
             step_kw = {"step": extra.pop("step", step)} if self.takes_step else {}
             sub = {k: (pick(v) if k == "master_params" and v is not None else v)
                    for k, v in common.items()}
