@@ -20,6 +20,9 @@ class Rule:
     state: Callable         # group -> {state key: initial value}
     call: Callable          # (group, params, grads, states, step, lr, **common) -> None
     validate: Callable      # (group) -> None, raising ValueError naming the argument
+    doc: str = ""           # the ft.optim class's docstring
+    keyword_only: tuple = ("maximize",)   # constructor keywords after the *
+    fixed: dict = field(default_factory=dict)   # group keys the class sets (AdamW's decoupling)
 
 
 def _sgd_state(g):
@@ -103,21 +106,30 @@ _COMMON = {"maximize": False}
 
 RULES = {r.name: r for r in [
     Rule("SGD", {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0,
-                 "nesterov": False, **_COMMON}, False, _sgd_state, _sgd_call, _sgd_validate),
+                 "nesterov": False, **_COMMON}, False, _sgd_state, _sgd_call, _sgd_validate,
+         "SGD, momentum and Nesterov momentum (``torch.optim.SGD``; :func:`fusedtrain.momentum_`)."),
     Rule("Adagrad", {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0,
                      "initial_accumulator_value": 0.0, "eps": 1e-10, **_COMMON}, True,
-         lambda g: {"sum": g["initial_accumulator_value"]}, _adagrad_call, _adagrad_validate),
+         lambda g: {"sum": g["initial_accumulator_value"]}, _adagrad_call, _adagrad_validate,
+         "AdaGrad (``torch.optim.Adagrad``; :func:`fusedtrain.adagrad_`)."),
     Rule("RMSprop", {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
                      "centered": False, "nesterov": False, **_COMMON}, True, _rmsprop_state,
-         _rmsprop_call, _rmsprop_validate),
+         _rmsprop_call, _rmsprop_validate,
+         "RMSProp (``torch.optim.RMSprop``), plus ``nesterov`` (Goodfellow et al. Algorithm 8.6;\n"
+         "    :func:`fusedtrain.rmsprop_`).", ("nesterov", "maximize")),
     Rule("Adadelta", {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, **_COMMON}, True,
-         lambda g: {"square_avg": 0.0, "acc_delta": 0.0}, _adadelta_call, _adadelta_validate),
+         lambda g: {"square_avg": 0.0, "acc_delta": 0.0}, _adadelta_call, _adadelta_validate,
+         "AdaDelta (``torch.optim.Adadelta``; :func:`fusedtrain.adadelta_`)."),
     Rule("Adam", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
                   "amsgrad": False, "decoupled_weight_decay": False, **_COMMON}, True,
-         _adam_state, _adam_call, _adam_validate),
+         _adam_state, _adam_call, _adam_validate,
+         "Adam / AMSGrad (``torch.optim.Adam``; :func:`fusedtrain.adam_`).",
+         ("maximize", "decoupled_weight_decay")),
     Rule("AdamW", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2,
                    "amsgrad": False, "decoupled_weight_decay": True, **_COMMON}, True,
-         _adam_state, _adam_call, lambda g: _adam_validate(g, "AdamW")),
+         _adam_state, _adam_call, lambda g: _adam_validate(g, "AdamW"),
+         "AdamW, decoupled weight decay (``torch.optim.AdamW``; :func:`fusedtrain.adamw_`).",
+         fixed={"decoupled_weight_decay": True}),     # as torch.optim.AdamW does on load
 ]}
 
 
@@ -254,7 +266,8 @@ class Spec:
         """The class-level Rule of this spec (ft.optim and ft.torch)."""
         pos, kw = self.group_defaults()
         return Rule(self.name, {**pos, **kw}, self.takes_step, self.state, self.call,
-                    self.validate)
+                    self.validate, self.class_doc, tuple(kw))
+
 
 # The docstrings of the older rules (each gives its formula and the textbook form it equals).
 DOCS_SGD = """Plain stochastic gradient descent, ``torch.optim.SGD`` without momentum.
