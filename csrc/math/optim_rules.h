@@ -207,12 +207,7 @@ struct Adam {
   static int needs(const Options& o) { return kS0 | kS1 | (o.amsgrad ? kS2 : 0); }
   template <class V, class T>
   FT_HD FT_INLINE static void update(const Coeffs<T>& c, V& p, V g, V& m, V& v, V& vmax) {
-    if (c.decoupled) {
-      if (c.maximize) g = -g;
-      if (c.weight_decay != T(0)) p = p * c.decay_factor;
-    } else {
-      g = directional_grad(g, p, c.maximize, c.weight_decay);
-    }
+    g = adam_decay(g, p, c.decoupled, c.maximize, c.weight_decay, c.decay_factor);
     m = lerp(m, g, c.one_minus_beta1);
     v = v * c.beta2 + c.one_minus_beta2 * (g * g);
     V denom;
@@ -287,12 +282,7 @@ struct Nadam {
   static int needs(const Options&) { return kS0 | kS1; }
   template <class V, class T>
   FT_HD FT_INLINE static void update(const Coeffs<T>& c, V& p, V g, V& m, V& v, V&) {
-    if (c.decoupled) {
-      if (c.maximize) g = -g;
-      if (c.weight_decay != T(0)) p = p * c.decay_factor;
-    } else {
-      g = directional_grad(g, p, c.maximize, c.weight_decay);
-    }
+    g = adam_decay(g, p, c.decoupled, c.maximize, c.weight_decay, c.decay_factor);
     m = lerp(m, g, c.one_minus_beta1);
     v = v * c.beta2 + c.one_minus_beta2 * (g * g);
     V denom = ft_sqrt(v / c.bias_correction2) + c.eps;

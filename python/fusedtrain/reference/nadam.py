@@ -3,7 +3,8 @@
 import numpy as np
 
 from . import _checks
-from ._precision import lerp, load_grad, load_weight, skipped, store_weight
+from ._precision import load_grad, load_weight, skipped, store_weight
+from .adam import decay_and_moments
 
 # Note [NAdam mu product]: torch keeps prod_{i<=t} mu_i as a float32 0-dim tensor, multiplied by
 # each step's mu in float32.  It depends only on the step (for fixed beta1 and momentum_decay),
@@ -67,13 +68,8 @@ def nadam_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=2e-3, beta1=0.9, be
     for i, (exp_avg, exp_avg_sq) in enumerate(zip(exp_avgs, exp_avg_sqs)):
         p = load_weight(params, master_params, i)
         g = load_grad(grads[i], grad_scale, maximize)
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            else:
-                g = g + weight_decay * p
-        exp_avg[...] = lerp(exp_avg, g, 1 - beta1)
-        exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+        g = decay_and_moments(p, g, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay,
+                              decoupled_weight_decay)
         denom = np.sqrt(exp_avg_sq / bias_correction2) + eps
         p -= grad_coef * g / denom
         p -= avg_coef * exp_avg / denom
