@@ -285,9 +285,11 @@ struct Nadam {
     g = adam_decay(g, p, c.decoupled, c.maximize, c.weight_decay, c.decay_factor);
     m = lerp(m, g, c.one_minus_beta1);
     v = v * c.beta2 + c.one_minus_beta2 * (g * g);
-    V denom = ft_sqrt(v / c.bias_correction2) + c.eps;
-    p = p - c.grad_coef * g / denom;  // torch's addcdiv order: (value * t1) / t2
-    p = p - c.avg_coef * m / denom;
+    // One divide for both terms (torch's two addcdivs divide twice; the results agree to
+    // rounding): divides, not memory, bound this rule's SIMD loop otherwise.
+    const V inv_denom = T(1) / (ft_sqrt(v / c.bias_correction2) + c.eps);
+    p = p - c.grad_coef * g * inv_denom;
+    p = p - c.avg_coef * m * inv_denom;
   }
 };
 

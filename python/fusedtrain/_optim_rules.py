@@ -23,6 +23,7 @@ class Rule:
     doc: str = ""           # the ft.optim class's docstring
     keyword_only: tuple = ("maximize",)   # constructor keywords after the *
     fixed: dict = field(default_factory=dict)   # group keys the class sets (AdamW's decoupling)
+    torch_doc: str = ""     # the ft.torch drop-in's docstring ("": the ft.optim one)
 
 
 def _sgd_state(g):
@@ -107,11 +108,14 @@ _COMMON = {"maximize": False}
 RULES = {r.name: r for r in [
     Rule("SGD", {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0,
                  "nesterov": False, **_COMMON}, False, _sgd_state, _sgd_call, _sgd_validate,
-         "SGD, momentum and Nesterov momentum (``torch.optim.SGD``; :func:`fusedtrain.momentum_`)."),
+         "SGD, momentum and Nesterov momentum (``torch.optim.SGD``; :func:`fusedtrain.momentum_`).",
+         torch_doc="``torch.optim.SGD`` (momentum, dampening, Nesterov) on fusedtrain's sgd_ / "
+                   "momentum_."),
     Rule("Adagrad", {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0,
                      "initial_accumulator_value": 0.0, "eps": 1e-10, **_COMMON}, True,
          lambda g: {"sum": g["initial_accumulator_value"]}, _adagrad_call, _adagrad_validate,
-         "AdaGrad (``torch.optim.Adagrad``; :func:`fusedtrain.adagrad_`)."),
+         "AdaGrad (``torch.optim.Adagrad``; :func:`fusedtrain.adagrad_`).",
+         torch_doc="``torch.optim.Adagrad`` on fusedtrain's adagrad_."),
     Rule("RMSprop", {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
                      "centered": False, "nesterov": False, **_COMMON}, True, _rmsprop_state,
          _rmsprop_call, _rmsprop_validate,
@@ -119,17 +123,20 @@ RULES = {r.name: r for r in [
          "    :func:`fusedtrain.rmsprop_`).", ("nesterov", "maximize")),
     Rule("Adadelta", {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, **_COMMON}, True,
          lambda g: {"square_avg": 0.0, "acc_delta": 0.0}, _adadelta_call, _adadelta_validate,
-         "AdaDelta (``torch.optim.Adadelta``; :func:`fusedtrain.adadelta_`)."),
+         "AdaDelta (``torch.optim.Adadelta``; :func:`fusedtrain.adadelta_`).",
+         torch_doc="``torch.optim.Adadelta`` on fusedtrain's adadelta_."),
     Rule("Adam", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
                   "amsgrad": False, "decoupled_weight_decay": False, **_COMMON}, True,
          _adam_state, _adam_call, _adam_validate,
          "Adam / AMSGrad (``torch.optim.Adam``; :func:`fusedtrain.adam_`).",
-         ("maximize", "decoupled_weight_decay")),
+         ("maximize", "decoupled_weight_decay"),
+         torch_doc="``torch.optim.Adam`` (AMSGrad, decoupled_weight_decay) on fusedtrain's adam_."),
     Rule("AdamW", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2,
                    "amsgrad": False, "decoupled_weight_decay": True, **_COMMON}, True,
          _adam_state, _adam_call, lambda g: _adam_validate(g, "AdamW"),
          "AdamW, decoupled weight decay (``torch.optim.AdamW``; :func:`fusedtrain.adamw_`).",
-         fixed={"decoupled_weight_decay": True}),     # as torch.optim.AdamW does on load
+         fixed={"decoupled_weight_decay": True},      # as torch.optim.AdamW does on load
+         torch_doc="``torch.optim.AdamW`` on fusedtrain's adamw_."),
 ]}
 
 

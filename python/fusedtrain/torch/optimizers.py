@@ -28,7 +28,7 @@ import inspect
 
 from .._optim_rules import RULES, SPECS
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
+__all__ = list(RULES)
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -277,31 +277,6 @@ def _on(t, device):
     return t
 
 
-class SGD(_FusedStep, torch.optim.SGD):
-    """``torch.optim.SGD`` (momentum, dampening, Nesterov) on fusedtrain's sgd_ / momentum_."""
-    _ft_rule = RULES["SGD"]
-
-
-class Adagrad(_FusedStep, torch.optim.Adagrad):
-    """``torch.optim.Adagrad`` on fusedtrain's adagrad_."""
-    _ft_rule = RULES["Adagrad"]
-
-
-class Adadelta(_FusedStep, torch.optim.Adadelta):
-    """``torch.optim.Adadelta`` on fusedtrain's adadelta_."""
-    _ft_rule = RULES["Adadelta"]
-
-
-class Adam(_FusedStep, torch.optim.Adam):
-    """``torch.optim.Adam`` (AMSGrad, decoupled_weight_decay) on fusedtrain's adam_."""
-    _ft_rule = RULES["Adam"]
-
-
-class AdamW(_FusedStep, torch.optim.AdamW):
-    """``torch.optim.AdamW`` on fusedtrain's adamw_."""
-    _ft_rule = RULES["AdamW"]
-
-
 class RMSprop(_FusedStep, torch.optim.RMSprop):
     """``torch.optim.RMSprop`` on fusedtrain's rmsprop_, plus keyword ``nesterov`` (Goodfellow
     et al. Algorithm 8.6; a group key torch.optim.RMSprop carries along and ignores)."""
@@ -332,37 +307,41 @@ def rule_spec_scalars(rule):
     return spec.scalar_state if spec is not None else {}
 
 
-def _make_class(spec):
-    """The ft.torch drop-in of a Spec (Note [rule table]): a subclass of the torch.optim class
-    it names, or a torch.optim.Optimizer with torch's conventions (0-dim float32 ``step``,
-    state keys from the Spec) when torch has none."""
-    attrs = {"__doc__": spec.class_doc, "_ft_rule": RULES[spec.name], "__module__": __name__}
-    if spec.torch_base is not None:
-        return type(spec.name, (_FusedStep, getattr(torch.optim, spec.torch_base)), attrs)
+def _make_class(rule):
+    """The ft.torch drop-in of a rule-table entry (Note [rule table]): a subclass of its
+    torch.optim namesake, or, when torch has none (Lion), a torch.optim.Optimizer with torch's
+    conventions (0-dim float32 ``step``, state keys from the entry) and the ft.optim class's
+    constructor without max_grad_norm / ema_decay."""
+    attrs = {"__doc__": rule.torch_doc or rule.doc, "_ft_rule": rule, "__module__": __name__,
+             "__qualname__": rule.name}
+    base = getattr(torch.optim, rule.name, None)
+    if base is not None:
+        return type(rule.name, (_FusedStep, base), attrs)
     P = inspect.Parameter
-    pos, kw = spec.group_defaults()
     sig = inspect.Signature(
         [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
-        + [P(k, P.POSITIONAL_OR_KEYWORD, default=v) for k, v in pos.items()]
-        + [P(k, P.KEYWORD_ONLY, default=v) for k, v in kw.items()])
+        + [P(k, P.POSITIONAL_OR_KEYWORD, default=v) for k, v in rule.defaults.items()
+           if k not in rule.keyword_only]
+        + [P(k, P.KEYWORD_ONLY, default=rule.defaults[k]) for k in rule.keyword_only])
 
     def __init__(self, *args, **kwargs):
         bound = sig.bind(self, *args, **kwargs)
         bound.apply_defaults()
         values = dict(bound.arguments)
         del values["self"]
-        RULES[spec.name].validate({**values, "lr": 0.0})
         lr = values["lr"]
         if not isinstance(lr, torch.Tensor) and not lr >= 0:
             raise ValueError(f"Invalid learning rate: {lr}")
+        rule.validate(values)
         torch.optim.Optimizer.__init__(self, values.pop("params"), values)
 
     __init__.__signature__ = sig
     attrs["__init__"] = __init__
-    return type(spec.name, (_FusedStep, torch.optim.Optimizer), attrs)
+    return type(rule.name, (_FusedStep, torch.optim.Optimizer), attrs)
 
 
-for _spec in SPECS.values():
-    globals()[_spec.name] = _make_class(_spec)
-    __all__.append(_spec.name)
-del _spec
+# Every rule but RMSprop (above: its nesterov keyword is ours, not torch's).
+for _rule in RULES.values():
+    if _rule.name not in globals():
+        globals()[_rule.name] = _make_class(_rule)
+del _rule
