@@ -1,8 +1,14 @@
-"""The optimizer classes as one table: hyperparameters, state each needs, and the fused call.
+"""The rule table: every optimizer rule described once (Note [rule table] below).
 
-Shared by ``ft.optim`` (NumPy/CuPy) and ``ft.torch`` (torch.optim subclasses). Group dicts use
-torch.optim's keys (``betas``, ``initial_accumulator_value``, ...) and state uses torch's names
-(``exp_avg``, ``sum``, ...), so both layers speak torch.optim's state layout.
+FUNCTIONS holds one Spec per functional rule (sgd_ ... nadam_): its signature, defaults, range
+checks, docstring and Options fields; functional.py generates the public functions from it.
+RULES holds one Rule per class (SGD ... NAdam): hyperparameters, the state each needs and the
+fused call; ``ft.optim`` (NumPy/CuPy) and ``ft.torch`` (torch.optim subclasses) generate their
+classes from it, and validate param groups with the Spec's checks. Group dicts use torch.optim's
+keys (``betas``, ``initial_accumulator_value``, ...) and state uses torch's names (``exp_avg``,
+``sum``, ...), so both layers speak torch.optim's state layout. The older rules' classes map
+their groups onto the functions by hand (SGD picks sgd_ or momentum_); a Spec with
+``classes=True`` (Lion, NAdam) makes its class's Rule itself.
 """
 import inspect
 from dataclasses import dataclass, field
@@ -151,6 +157,11 @@ RULES = {r.name: r for r in [
 
 REQUIRED = inspect.Parameter.empty
 
+
+def _pick(items, idx):
+    return items if idx is None else [items[i] for i in idx]
+
+
 # One copy of the range checks: (fn, name, value) -> value, TypeError/ValueError naming it.
 RANGES = {
     "nonnegative": lambda fn, k, v: chk.at_least(fn, k, v),
@@ -186,7 +197,6 @@ class Spec:
     takes_step: bool
     doc: str                  # functional docstring: formula and textbook form
     class_doc: str
-    torch_base: object = None            # torch.optim class name it extends, or None
     prepare: object = None               # (fn, values) -> more Options fields, on the host
     scalar_state: dict = field(default_factory=dict)  # ft.torch 0-dim state (torch's layout)
     advance: object = None               # (group, st, step, found_inf) -> [(indices, kwargs)]
@@ -253,21 +263,24 @@ class Spec:
         return {key: 0.0 for _, key in self.states}
 
     def call(self, group, params, grads, st, step, lr, **common):
-        kw = self.functional_kwargs(group)
+        """The class step: one functional call on the group's hyperparameters (several when
+        ``advance`` splits the params by a per-param scalar state, NAdam's mu_product)."""
+        kw = {k: (float(v) if k in ("beta1", "beta2") else v)
+              for k, v in self.functional_kwargs(group).items()}
         kw["lr"] = lr
         lists = [st[key] for _, key in self.states]
         fn = getattr(F, self.fn)
-        runs = [(None, {})]
-        if self.advance is not None and all(k in st for k in self.scalar_state):
+        if self.advance is None or not all(k in st for k in self.scalar_state):
+            runs = [(None, {})]
+        else:
             runs = self.advance(group, st, step, common.get("found_inf"))
         for idx, extra in runs:
-            pick = (lambda xs: xs) if idx is None else (lambda xs: [xs[i] for i in idx])
-            kw = {k: (float(v) if k in ("beta1", "beta2") else v) for k, v in kw.items()}
             step_kw = {"step": extra.pop("step", step)} if self.takes_step else {}
-            sub = {k: (pick(v) if k == "master_params" and v is not None else v)
-                   for k, v in common.items()}
-            fn(pick(params), pick(grads), *[pick(s) for s in lists], **step_kw, **kw, **extra,
-               **sub)
+            master = common.get("master_params")
+            sub = {**common, "master_params": _pick(master, idx)} if master is not None \
+                else common
+            fn(_pick(params, idx), _pick(grads, idx), *[_pick(s, idx) for s in lists],
+               **step_kw, **kw, **extra, **sub)
 
     def rule(self):
         """The class-level Rule of this spec (ft.optim and ft.torch)."""
@@ -502,7 +515,7 @@ def _nadam():
     first moment replaced by its Nesterov look-ahead.
     """,
         "NAdam (``torch.optim.NAdam``; :func:`fusedtrain.nadam_`).",
-        torch_base="NAdam", prepare=_nadam_prepare, scalar_state={"mu_product": 1.0},
+        prepare=_nadam_prepare, scalar_state={"mu_product": 1.0},
         advance=_nadam_advance, host_step=True)
 
 
