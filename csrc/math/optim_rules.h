@@ -28,7 +28,10 @@ constexpr int kS0 = 1, kS1 = 2, kS2 = 4;
 struct Sgd {
   static constexpr const char* kFunction = "sgd_";
   static constexpr const char* kStateNames[3] = {nullptr, nullptr, nullptr};
-  template <class F> static void fields(F&& f) { f("lr", &Options::lr); f("weight_decay", &Options::weight_decay); f("maximize", &Options::maximize); }
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("weight_decay", &Options::weight_decay);
+    f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = 0;  // every slot needs() may return
   struct Options { double lr = 0, weight_decay = 0; bool maximize = false; };
@@ -50,7 +53,11 @@ struct Sgd {
 struct Momentum {
   static constexpr const char* kFunction = "momentum_";
   static constexpr const char* kStateNames[3] = {"momentum_buffers", nullptr, nullptr};
-  template <class F> static void fields(F&& f) { f("lr", &Options::lr); f("momentum", &Options::momentum); f("dampening", &Options::dampening); f("weight_decay", &Options::weight_decay); f("nesterov", &Options::nesterov); f("maximize", &Options::maximize); f("first_step", &Options::first_step); }
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("momentum", &Options::momentum); f("dampening", &Options::dampening);
+    f("weight_decay", &Options::weight_decay); f("nesterov", &Options::nesterov);
+    f("maximize", &Options::maximize); f("first_step", &Options::first_step);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
   struct Options {
@@ -80,7 +87,11 @@ struct Momentum {
 struct Adagrad {
   static constexpr const char* kFunction = "adagrad_";
   static constexpr const char* kStateNames[3] = {"state_sums", nullptr, nullptr};
-  template <class F> static void fields(F&& f) { f("lr", &Options::lr); f("lr_decay", &Options::lr_decay); f("weight_decay", &Options::weight_decay); f("eps", &Options::eps); f("step", &Options::step); f("maximize", &Options::maximize); }
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("lr_decay", &Options::lr_decay);
+    f("weight_decay", &Options::weight_decay); f("eps", &Options::eps); f("step", &Options::step);
+    f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
   struct Options {
@@ -110,7 +121,12 @@ struct Adagrad {
 struct Rmsprop {
   static constexpr const char* kFunction = "rmsprop_";
   static constexpr const char* kStateNames[3] = {"square_avgs", "momentum_buffers", "grad_avgs"};
-  template <class F> static void fields(F&& f) { f("lr", &Options::lr); f("alpha", &Options::alpha); f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("momentum", &Options::momentum); f("centered", &Options::centered); f("nesterov", &Options::nesterov); f("maximize", &Options::maximize); }
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("alpha", &Options::alpha); f("eps", &Options::eps);
+    f("weight_decay", &Options::weight_decay); f("momentum", &Options::momentum);
+    f("centered", &Options::centered); f("nesterov", &Options::nesterov);
+    f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
   struct Options {
@@ -155,7 +171,10 @@ struct Rmsprop {
 struct Adadelta {
   static constexpr const char* kFunction = "adadelta_";
   static constexpr const char* kStateNames[3] = {"square_avgs", "acc_deltas", nullptr};
-  template <class F> static void fields(F&& f) { f("lr", &Options::lr); f("rho", &Options::rho); f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("maximize", &Options::maximize); }
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("rho", &Options::rho); f("eps", &Options::eps);
+    f("weight_decay", &Options::weight_decay); f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1;  // every slot needs() may return
   struct Options {
@@ -185,7 +204,12 @@ struct Adadelta {
 struct Adam {
   static constexpr const char* kFunction = "adam_";
   static constexpr const char* kStateNames[3] = {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"};
-  template <class F> static void fields(F&& f) { f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2); f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("step", &Options::step); f("decoupled", &Options::decoupled); f("amsgrad", &Options::amsgrad); f("maximize", &Options::maximize); }
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2);
+    f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("step", &Options::step);
+    f("decoupled", &Options::decoupled); f("amsgrad", &Options::amsgrad);
+    f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
   struct Options {
@@ -228,13 +252,18 @@ struct Adam {
 struct Lion {
   static constexpr const char* kFunction = "lion_";
   static constexpr const char* kStateNames[3] = {"exp_avgs", nullptr, nullptr};
-  template <class F> static void fields(F&& f) { f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2); f("weight_decay", &Options::weight_decay); f("maximize", &Options::maximize); }
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2);
+    f("weight_decay", &Options::weight_decay); f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
   struct Options {
     double lr = 1e-4, beta1 = 0.9, beta2 = 0.99, weight_decay = 0; bool maximize = false;
   };
-  template <class T> struct Coeffs { T lr, one_minus_beta1, one_minus_beta2, decay_factor; bool maximize, decay; };
+  template <class T> struct Coeffs {
+    T lr, one_minus_beta1, one_minus_beta2, decay_factor; bool maximize, decay;
+  };
   template <class T> FT_HD static Coeffs<T> coeffs(const Options& o) {
     return {T(o.lr), T(1.0 - o.beta1), T(1.0 - o.beta2), T(1.0 - o.lr * o.weight_decay),
             o.maximize, o.weight_decay != 0};
@@ -259,7 +288,13 @@ struct Lion {
 struct Nadam {
   static constexpr const char* kFunction = "nadam_";
   static constexpr const char* kStateNames[3] = {"exp_avgs", "exp_avg_sqs", nullptr};
-  template <class F> static void fields(F&& f) { f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2); f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("mu", &Options::mu); f("mu_next", &Options::mu_next); f("mu_product", &Options::mu_product); f("step", &Options::step); f("decoupled", &Options::decoupled); f("maximize", &Options::maximize); }
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2);
+    f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("mu", &Options::mu);
+    f("mu_next", &Options::mu_next); f("mu_product", &Options::mu_product);
+    f("step", &Options::step); f("decoupled", &Options::decoupled);
+    f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1;  // every slot needs() may return
   struct Options {
@@ -299,7 +334,9 @@ struct Nadam {
 struct Ema {
   static constexpr const char* kFunction = nullptr;
   static constexpr const char* kStateNames[3] = {nullptr, nullptr, nullptr};
-  template <class F> static void fields(F&& f) { f("decay", &Options::decay); }
+  template <class F> static void fields(F&& f) {
+    f("decay", &Options::decay);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = 0;  // every slot needs() may return
   struct Options { double decay = 0.999; };
