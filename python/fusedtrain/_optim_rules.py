@@ -505,7 +505,8 @@ def _nadam():
     ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))``, ``P_t = mu_1 * ... * mu_t``;
     ``m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g * g;
     denom = sqrt(v / (1 - beta2**t)) + eps``;
-    ``p -= lr * (1 - mu_t) / (1 - P_t) * g / denom + lr * mu_{t+1} / (1 - P_t * mu_{t+1}) * m / denom``.
+    ``p -= lr * (1 - mu_t) / (1 - P_t) * g / denom
+    + lr * mu_{t+1} / (1 - P_t * mu_{t+1}) * m / denom``.
     ``mu_product`` is ``P_t`` as torch's state keeps it after this step (float32); None computes
     it from ``step`` (constant beta1 and momentum_decay).  ``step`` is read on the host.
 

@@ -1,4 +1,5 @@
-"""Writes the optimizer-rule part of _C.pyi from the built module: ``python -m fusedtrain._stubgen``.
+"""Writes the optimizer rules' part of _C.pyi from the built module (``python -m
+fusedtrain._stubgen``).
 
 The binding registers every rule of the rule table by a loop (Note [rule table]), so the stubs of
 its Options classes and functions are read back from the module instead of written by hand;

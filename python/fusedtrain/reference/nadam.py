@@ -1,4 +1,4 @@
-"""Reference NAdam (Dozat 2016), torch.optim.NAdam's single-tensor path, and its momentum schedule."""
+"""Reference NAdam (Dozat 2016): torch.optim.NAdam's single-tensor path and its mu schedule."""
 
 import numpy as np
 
