@@ -110,7 +110,8 @@ def build_ft(ft, rule, params0, grads):
 TORCH_STATE_KEYS = {"momentum": ["momentum_buffer"], "adagrad": ["sum"], "rmsprop": ["square_avg"],
                     "adadelta": ["square_avg", "acc_delta"], "adam": ["exp_avg", "exp_avg_sq"],
                     "adamw": ["exp_avg", "exp_avg_sq"],
-                    "amsgrad": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]}
+                    "amsgrad": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+                    "nadam": ["exp_avg", "exp_avg_sq"]}
 
 
 def build_torch(rule, impl, ft_params, grads, ft_state):

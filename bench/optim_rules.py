@@ -41,6 +41,9 @@ RULES: tuple[Rule, ...] = (
     Rule("amsgrad", 36, "adam_", ("exp_avgs", "exp_avg_sqs"), ("max_exp_avg_sqs",), takes_step=True,
          hyper={"lr": 1e-3, "amsgrad": True},
          torch_cls="Adam", torch_hyper={"lr": 1e-3, "amsgrad": True}),
+    Rule("lion", 20, "lion_", ("exp_avgs",), hyper={"lr": 1e-4, "weight_decay": 0.1}),  # no torch Lion
+    Rule("nadam", 28, "nadam_", ("exp_avgs", "exp_avg_sqs"), takes_step=True, hyper={"lr": 2e-3},
+         torch_cls="NAdam", torch_hyper={"lr": 2e-3}),
 )
 
 RULES_BY_NAME = {r.name: r for r in RULES}

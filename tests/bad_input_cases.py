@@ -13,17 +13,6 @@ BAD = 3   # late, so a naive implementation would already have written params[0.
 # A state list the options need but the call left out: the contract allows either error type.
 MISSING = (TypeError, ValueError)
 
-# Every rule in its widest form, so each optional state list takes part.
-RULE_OPTIONS = {
-    "sgd_": {"lr": 0.1},
-    "momentum_": {"lr": 0.1, "step": 2},
-    "adagrad_": {"step": 2},
-    "rmsprop_": {"centered": True, "momentum": 0.9},
-    "adadelta_": {},
-    "adam_": {"amsgrad": True, "step": 2},
-    "adamw_": {"amsgrad": True, "step": 2},
-}
-
 
 def valid_call(target, param_dtype="float32"):
     """(positional argument names, {name: value}) of a call that succeeds."""
@@ -43,7 +32,7 @@ def valid_call(target, param_dtype="float32"):
     if target == "ema_":
         return ["averages", "params"], {"averages": arrays(sdt), "params": arrays(pdt), "decay": 0.9}
     rule = RULES[target]
-    options = RULE_OPTIONS[target]
+    options = rule.widest
     call = {"params": arrays(pdt), "grads": arrays(pdt)}
     for name in rule.positional_state + rule.keyword_state(options):
         # Square averages must be >= grad_avg**2 for centered RMSProp to stay real.
@@ -165,9 +154,7 @@ def _host_scalar_cases(target, takes_step):
 
 def _rule_cases(target):
     rule = RULES[target]
-    options = RULE_OPTIONS[target]
-    state = rule.positional_state + rule.keyword_state(options)
-    defaults = rule.defaults()
+    state = rule.positional_state + rule.keyword_state(rule.widest)
     cases = _list_of_arrays_cases(target, "params", True)
     cases += _list_of_arrays_cases(target, "grads", False, same_dtype="float64")
     for name in state:
@@ -198,26 +185,8 @@ def _rule_cases(target):
     cases += [_hyper(target, "lr-negative", lr=-0.1), _hyper(target, "lr-nan", lr=float("nan")),
               _hyper(target, "weight-decay-negative", weight_decay=-0.1)]
     cases += _host_scalar_cases(target, rule.takes_step)
-    if "eps" in defaults:
-        cases.append(_hyper(target, "eps-negative", eps=-1e-8))
-    if "momentum" in defaults:
-        cases.append(_hyper(target, "momentum-negative", momentum=-0.1))
-    if rule.takes_step:
-        cases += [_hyper(target, "step-zero", step=0), _hyper(target, "step-negative", step=-1)]
-    if "beta1" in defaults:
-        cases += [_hyper(target, "beta1-one", beta1=1.0), _hyper(target, "beta1-negative", beta1=-0.1),
-                  _hyper(target, "beta2-one", beta2=1.0), _hyper(target, "beta2-negative", beta2=-0.1),
-                  _hyper(target, "amsgrad-without-buffers", error=MISSING, names=("max_exp_avg_sqs",), max_exp_avg_sqs=None)]
-    if "alpha" in defaults:
-        cases += [_hyper(target, "alpha-above-one", alpha=1.5), _hyper(target, "alpha-negative", alpha=-0.1),
-                  _hyper(target, "momentum-without-buffers", error=MISSING, names=("momentum_buffers",), momentum_buffers=None),
-                  _hyper(target, "centered-without-grad-avgs", error=MISSING, names=("grad_avgs",), grad_avgs=None),
-                  _hyper(target, "nesterov-without-momentum", names=("nesterov",), nesterov=True, momentum=0.0,
-                         momentum_buffers=None)]
-    if "rho" in defaults:
-        cases += [_hyper(target, "rho-above-one", rho=1.1), _hyper(target, "rho-negative", rho=-0.1)]
-    if "lr_decay" in defaults:
-        cases.append(_hyper(target, "lr-decay-negative", lr_decay=-0.1))
+    cases += [_hyper(target, label, error=error, names=names, **values)
+              for label, values, error, names in rule.bad_hypers]
     return cases
 
 

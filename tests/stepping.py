@@ -46,9 +46,29 @@ class SideBySide:
     def new_grads(self):
         """Fresh gradients for one step, scaled up by grad_scale as a loss scaler would."""
         scale = self.case.grad_scale or 1.0
-        grads = [(self.rng.standard_normal(s) * scale).astype(np.float32).astype(self.grad_dtype)
-                 for s in self.shapes]
+        grads = [self.rng.standard_normal(s) * scale for s in self.shapes]
+        if self.case.rule.sign_state:
+            grads = [self.away_from_sign_flip(i, g, scale) for i, g in enumerate(grads)]
+        grads = [g.astype(np.float32).astype(self.grad_dtype) for g in grads]
         return grads, [g.astype(np.float64) for g in grads]
+
+    SIGN_MARGIN = 0.05
+
+    def away_from_sign_flip(self, i, g, scale):
+        """Moves the grads whose interpolation c = beta1*m + (1 - beta1)*g with the rule's sign
+        state (Lion) lies within SIGN_MARGIN of 0 to c = +-SIGN_MARGIN: sign() is discontinuous
+        there, and rounding differences of the storage types would flip it."""
+        o = {**self.case.rule.defaults(), **self.case.hyper}
+        beta1, flip = o["beta1"], -1.0 if o.get("maximize") else 1.0
+        m = self.ref_state[self.case.rule.sign_state][i]
+        g_eff = flip * g / scale
+        c = beta1 * m + (1 - beta1) * g_eff
+        near = np.abs(c) < self.SIGN_MARGIN
+        if beta1 >= 1 or not near.any():
+            return g
+        target = np.where(c < 0, -self.SIGN_MARGIN, self.SIGN_MARGIN)
+        g_eff = np.where(near, (target - beta1 * m) / (1 - beta1), g_eff)
+        return flip * g_eff * scale
 
     def call_rule(self, module, params, grads, state, master, step, **extra):
         rule = self.case.rule

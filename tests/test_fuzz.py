@@ -219,7 +219,7 @@ ORDINARY = {
     "lr": st.floats(0.0, 1.0), "weight_decay": st.floats(0.0, 0.5), "momentum": st.floats(0.0, 0.99),
     "dampening": st.floats(0.0, 1.0), "lr_decay": st.floats(0.0, 1.0), "eps": st.floats(1e-8, 1.0),
     "alpha": st.floats(0.0, 1.0), "rho": st.floats(0.0, 1.0), "beta1": st.floats(0.0, 0.99),
-    "beta2": st.floats(0.0, 0.999),
+    "beta2": st.floats(0.0, 0.999), "momentum_decay": st.floats(0.0, 0.5),
 }
 # State lists that must stay >= 0 (second moments), and so must the square averages of
 # centered RMSProp stay above the squared grad averages.

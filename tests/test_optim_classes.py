@@ -27,6 +27,8 @@ CLASS_CASES = [
     ("Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, decoupled_weight_decay=True,
                   weight_decay=0.02)),
     ("AdamW", dict(lr=0.01, maximize=True)),
+    ("NAdam", dict(lr=0.01, momentum_decay=0.04, weight_decay=0.0731)),
+    ("NAdam", dict(lr=0.01, betas=(0.8, 0.99), decoupled_weight_decay=True, weight_decay=0.02)),
 ]
 
 
@@ -238,6 +240,10 @@ BAD_CONSTRUCTORS = [
     ("Adam", dict(ema_decay=1.5), "ema_decay"),
     ("Adam", dict(lr=10 ** 400), "lr"),
     ("SGD", dict(lr=0.1, max_grad_norm=10 ** 400), "max_grad_norm"),
+    ("Lion", dict(betas=(1.5, 0.99)), "beta1"),
+    ("Lion", dict(weight_decay=-0.1), "weight_decay"),
+    ("NAdam", dict(betas=(0.9, 1.0)), "beta2"),
+    ("NAdam", dict(momentum_decay=-1.0), "momentum_decay"),
 ]
 
 

@@ -15,7 +15,7 @@ TOL = {"float32": Tolerance(2e-5, 2e-6), "float64": Tolerance(1e-10, 1e-12)}
 
 
 def _torch_twin_exists(case):
-    return case.rule.name != "rmsprop_" or not case.options.get("nesterov")
+    return case.torch_twin() is not None
 
 
 @pytest.mark.parametrize("precision", FULL, ids=str)

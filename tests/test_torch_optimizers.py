@@ -25,6 +25,9 @@ CASES = [
     ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.0731)),
     ("Adam", dict(lr=0.01, betas=(0.8, 0.99), decoupled_weight_decay=True, weight_decay=0.02)),
     ("AdamW", dict(lr=0.01)),
+    ("NAdam", dict(lr=0.01, weight_decay=0.0731)),
+    ("NAdam", dict(lr=0.01, betas=(0.8, 0.99), momentum_decay=0.04, decoupled_weight_decay=True,
+                   weight_decay=0.02, maximize=True)),
 ]
 
 
@@ -170,9 +173,9 @@ def _amp_steps(opt, params, grads, scaler, inf_at, unscale_first=False):
 
 
 @pytest.mark.parametrize("unscale_first", [False, True], ids=["fused-unscale", "unscale_"])
-@pytest.mark.parametrize("name", ["Adam", "SGD"])
+@pytest.mark.parametrize("name", ["Adam", "SGD", "NAdam"])
 def test_grad_scaler_matches_torch_and_skips_inf_steps(name, unscale_first):
-    kw = dict(lr=0.01) if name == "Adam" else dict(lr=0.01, momentum=0.9, dampening=0.5)
+    kw = dict(lr=0.01, momentum=0.9, dampening=0.5) if name == "SGD" else dict(lr=0.01)
     a = _params(12)
     b = _clone(a)
     ours = getattr(ft.torch, name)(a, **kw)
@@ -186,7 +189,7 @@ def test_grad_scaler_matches_torch_and_skips_inf_steps(name, unscale_first):
         _amp_steps(ref, b, chunk, sb, inf_at, unscale_first)
     assert sa.get_scale() == sb.get_scale()
     _assert_same(ours, a, ref, b)
-    if name == "Adam":
+    if name != "SGD":
         assert float(ours.state[a[0]]["step"]) == 6.0    # two of eight steps skipped
 
 

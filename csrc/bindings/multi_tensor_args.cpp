@@ -12,13 +12,8 @@
 namespace ft::bind {
 namespace {
 
-// Note [dtype pairs]: the (param, grad) storage pairs csrc/cpu/optim_kernels.cpp instantiates.
-bool grad_dtype_ok(DType param, DType grad) {
-  if (param == grad) return true;
-  if (param == DType::f32) return grad == DType::f16 || grad == DType::bf16;
-  if (is_half(param)) return grad == DType::f32;
-  return false;
-}
+// Note [dtype pairs]: the (param, grad) storage pairs the kernels are instantiated for.
+bool grad_dtype_ok(DType param, DType grad) { return is_dtype_pair(param, grad); }
 
 }  // namespace
 

@@ -185,72 +185,29 @@ double norm_of(const std::vector<TensorView>& views, double norm_type, py::handl
 
 }  // namespace
 
+// Note [rule table]: every rule of the math header's list registers its Options class (one
+// attribute per field, by the struct's own field list) and, when it names one, its function:
+// adding a rule touches no line here.
+template <class Rule>
+void def_options(py::module_& m, const char* cls) {
+  int n = 0;
+  Rule::fields([&](const char*, auto) { ++n; });
+  if (n == 0) return;  // no hyperparameters a caller sets (Scale)
+  py::class_<typename Rule::Options> c(m, cls);
+  c.def(py::init<>());
+  Rule::fields([&](const char* name, auto member) { c.def_readwrite(name, member); });
+}
+
 void init_optim(py::module_& m) {
   using namespace math;
-  py::class_<Sgd::Options>(m, "SgdOptions")
-      .def(py::init<>())
-      .def_readwrite("lr", &Sgd::Options::lr)
-      .def_readwrite("weight_decay", &Sgd::Options::weight_decay)
-      .def_readwrite("maximize", &Sgd::Options::maximize);
-  py::class_<Momentum::Options>(m, "MomentumOptions")
-      .def(py::init<>())
-      .def_readwrite("lr", &Momentum::Options::lr)
-      .def_readwrite("momentum", &Momentum::Options::momentum)
-      .def_readwrite("dampening", &Momentum::Options::dampening)
-      .def_readwrite("weight_decay", &Momentum::Options::weight_decay)
-      .def_readwrite("nesterov", &Momentum::Options::nesterov)
-      .def_readwrite("maximize", &Momentum::Options::maximize)
-      .def_readwrite("first_step", &Momentum::Options::first_step);
-  py::class_<Adagrad::Options>(m, "AdagradOptions")
-      .def(py::init<>())
-      .def_readwrite("lr", &Adagrad::Options::lr)
-      .def_readwrite("lr_decay", &Adagrad::Options::lr_decay)
-      .def_readwrite("weight_decay", &Adagrad::Options::weight_decay)
-      .def_readwrite("eps", &Adagrad::Options::eps)
-      .def_readwrite("step", &Adagrad::Options::step)
-      .def_readwrite("maximize", &Adagrad::Options::maximize);
-  py::class_<Rmsprop::Options>(m, "RmspropOptions")
-      .def(py::init<>())
-      .def_readwrite("lr", &Rmsprop::Options::lr)
-      .def_readwrite("alpha", &Rmsprop::Options::alpha)
-      .def_readwrite("eps", &Rmsprop::Options::eps)
-      .def_readwrite("weight_decay", &Rmsprop::Options::weight_decay)
-      .def_readwrite("momentum", &Rmsprop::Options::momentum)
-      .def_readwrite("centered", &Rmsprop::Options::centered)
-      .def_readwrite("nesterov", &Rmsprop::Options::nesterov)
-      .def_readwrite("maximize", &Rmsprop::Options::maximize);
-  py::class_<Adadelta::Options>(m, "AdadeltaOptions")
-      .def(py::init<>())
-      .def_readwrite("lr", &Adadelta::Options::lr)
-      .def_readwrite("rho", &Adadelta::Options::rho)
-      .def_readwrite("eps", &Adadelta::Options::eps)
-      .def_readwrite("weight_decay", &Adadelta::Options::weight_decay)
-      .def_readwrite("maximize", &Adadelta::Options::maximize);
-  py::class_<Adam::Options>(m, "AdamOptions")
-      .def(py::init<>())
-      .def_readwrite("lr", &Adam::Options::lr)
-      .def_readwrite("beta1", &Adam::Options::beta1)
-      .def_readwrite("beta2", &Adam::Options::beta2)
-      .def_readwrite("eps", &Adam::Options::eps)
-      .def_readwrite("weight_decay", &Adam::Options::weight_decay)
-      .def_readwrite("step", &Adam::Options::step)
-      .def_readwrite("decoupled", &Adam::Options::decoupled)
-      .def_readwrite("amsgrad", &Adam::Options::amsgrad)
-      .def_readwrite("maximize", &Adam::Options::maximize);
-
-  def_rule<Sgd>(m, "sgd_", {nullptr, nullptr, nullptr}, &cpu::Kernels::sgd,
-                    FT_CUDA_KERNEL(sgd));
-  def_rule<Momentum>(m, "momentum_", {"momentum_buffers", nullptr, nullptr}, &cpu::Kernels::momentum,
-                    FT_CUDA_KERNEL(momentum));
-  def_rule<Adagrad>(m, "adagrad_", {"state_sums", nullptr, nullptr}, &cpu::Kernels::adagrad,
-                    FT_CUDA_KERNEL(adagrad));
-  def_rule<Rmsprop>(m, "rmsprop_", {"square_avgs", "momentum_buffers", "grad_avgs"},
-                    &cpu::Kernels::rmsprop,
-                    FT_CUDA_KERNEL(rmsprop));
-  def_rule<Adadelta>(m, "adadelta_", {"square_avgs", "acc_deltas", nullptr}, &cpu::Kernels::adadelta,
-                    FT_CUDA_KERNEL(adadelta));
-  def_rule<Adam>(m, "adam_", {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"}, &cpu::Kernels::adam,
-                    FT_CUDA_KERNEL(adam));
+#define FT_BIND_RULE(Rule, name)                                                              \
+  def_options<Rule>(m, #Rule "Options");                                                    \
+  if constexpr (Rule::kFunction != nullptr)                                                  \
+    def_rule<Rule>(m, Rule::kFunction, {Rule::kStateNames[0], Rule::kStateNames[1],         \
+                                        Rule::kStateNames[2]},                                \
+                   &cpu::Kernels::name, FT_CUDA_KERNEL(name));
+  FT_ELEMENTWISE_RULES(FT_BIND_RULE)
+#undef FT_BIND_RULE
 
   m.def(
       "global_norm",
@@ -306,8 +263,6 @@ void init_optim(py::module_& m) {
       },
       py::arg("grads"), py::arg("max_norm"), py::arg("norm_type"),
       py::arg("stream").none(true) = py::none());
-
-  py::class_<Ema::Options>(m, "EmaOptions").def(py::init<>()).def_readwrite("decay", &Ema::Options::decay);
 
   m.def(
       "ema_",

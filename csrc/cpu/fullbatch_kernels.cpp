@@ -19,8 +19,6 @@ namespace {
 
 namespace fb = math::fb;
 
-// Note [compute type]
-template <class P> using ComputeOf = std::conditional_t<std::is_same_v<P, double>, double, float>;
 template <class C> constexpr int lanes() { return std::is_same_v<C, double> ? kLanesD : kLanesF; }
 
 // Sums of one block are carried in the compute type; a block is short enough that float32
@@ -136,12 +134,7 @@ FbResult run_pass(const FbTensors& ts, const typename Pass::template Coeffs<Comp
 
 // Calls f(type tag) for the storage type of dtype d.
 template <class F> auto with_dtype(DType d, F&& f) {
-  switch (d) {
-    case DType::f64: return f(double{});
-    case DType::f16: return f(Half{});
-    case DType::bf16: return f(BFloat16{});
-    default: return f(float{});
-  }
+  return visit_dtype(d, [&](auto s) { return f(typename decltype(s)::type{}); });
 }
 
 FbResult history(const FbTensors& ts, double t) {

@@ -34,10 +34,7 @@ constexpr int64_t kBlock = 2048;               // planar block: its second pass 
 constexpr int64_t kRowBlock = 128;             // rows block: float32 sums of at most this many
 constexpr int64_t kRowPieceElems = 1 << 18;    // rows piece: one task
 
-// Note [compute type]
-template <class S> struct ComputeOf { using type = float; };
-template <> struct ComputeOf<double> { using type = double; };
-template <class S> using Cmp = typename ComputeOf<S>::type;
+template <class S> using Cmp = ComputeOf<S>;  // Note [compute type]
 template <class S> using VecOf = std::conditional_t<std::is_same_v<S, double>, VecD, VecF>;
 template <class S> constexpr int64_t lanes() { return std::is_same_v<S, double> ? kLanesD : kLanesF; }
 
@@ -68,12 +65,7 @@ std::vector<A> merge(const std::vector<A>& a, const std::vector<A>& b) {
 
 template <template <class> class Fn, class Args>
 void by_dtype(DType d, const Args& a) {
-  switch (d) {
-    case DType::f32: return Fn<float>::run(a);
-    case DType::f64: return Fn<double>::run(a);
-    case DType::f16: return Fn<Half>::run(a);
-    case DType::bf16: return Fn<BFloat16>::run(a);
-  }
+  visit_dtype(d, [&](auto s) { Fn<typename decltype(s)::type>::run(a); });
 }
 
 // ---------------------------------------------------------------- planar layout (N, C, S)

@@ -15,9 +15,6 @@
 namespace ft::cpu::FT_ISA {
 namespace driver {
 
-// Note [compute type]
-template <class S> struct ComputeOf { using type = float; };
-template <> struct ComputeOf<double> { using type = double; };
 template <class C> constexpr int lanes() { return std::is_same_v<C, double> ? kLanesD : kLanesF; }
 
 inline int64_t total_numel(const MultiTensor& mt) {
@@ -99,7 +96,7 @@ void apply_range(const typename Rule::template Coeffs<C>& coeffs, const TensorSl
 
 template <class Rule, class P, class G>
 void run_typed(const MultiTensor& mt, const typename Rule::Options& o) {
-  using C = typename ComputeOf<P>::type;
+  using C = ComputeOf<P>;  // Note [compute type]
   const auto c = Rule::template coeffs<C>(o);
   const C scale = C(mt.grad_scale);
   const std::vector<Chunk> chunks = make_chunks(mt);
@@ -120,18 +117,12 @@ void run_typed(const MultiTensor& mt, const typename Rule::Options& o) {
   }, std::make_integer_sequence<int, 16>{});
 }
 
-// Note [dtype pairs]: (param, grad) storage pairs with a kernel; the binding admits only these.
+// Note [dtype pairs]: the binding admits only the pairs of the list in core/dtype.h.
 template <class Rule>
 void run(const MultiTensor& mt, const typename Rule::Options& o) {
-  const DType pd = mt.param_dtype, gd = mt.grad_dtype;
-  if (pd == DType::f32 && gd == DType::f32) return run_typed<Rule, float, float>(mt, o);
-  if (pd == DType::f64 && gd == DType::f64) return run_typed<Rule, double, double>(mt, o);
-  if (pd == DType::f32 && gd == DType::f16) return run_typed<Rule, float, Half>(mt, o);
-  if (pd == DType::f32 && gd == DType::bf16) return run_typed<Rule, float, BFloat16>(mt, o);
-  if (pd == DType::f16 && gd == DType::f16) return run_typed<Rule, Half, Half>(mt, o);
-  if (pd == DType::f16 && gd == DType::f32) return run_typed<Rule, Half, float>(mt, o);
-  if (pd == DType::bf16 && gd == DType::bf16) return run_typed<Rule, BFloat16, BFloat16>(mt, o);
-  if (pd == DType::bf16 && gd == DType::f32) return run_typed<Rule, BFloat16, float>(mt, o);
+  visit_dtype_pair(mt.param_dtype, mt.grad_dtype, [&](auto p, auto g) {
+    run_typed<Rule, typename decltype(p)::type, typename decltype(g)::type>(mt, o);
+  });
 }
 
 }  // namespace driver

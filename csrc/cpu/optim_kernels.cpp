@@ -14,7 +14,6 @@ FT_ELEMENTWISE_RULES(FT_DECLARE_RULE_KERNEL)
 
 namespace {
 
-using driver::ComputeOf;
 using driver::lanes;
 
 // ---- p-norm partials
@@ -23,7 +22,7 @@ using driver::lanes;
 // elements in the compute type; block results are added in double, in a fixed order.
 template <class S>
 double chunk_norm(const S* x, int64_t begin, int64_t end, math::NormKind kind, double p) {
-  using C = typename ComputeOf<S>::type;
+  using C = ComputeOf<S>;
   using V = decltype(vload(x));
   constexpr int W = lanes<C>();
   constexpr int64_t kInner = 1024;
@@ -73,12 +72,10 @@ double norm(const NormInput& in, double p) {
     for (int64_t k = b; k < e; ++k) {
       const Chunk& ch = chunks[k];
       const void* d = in.data[ch.tensor];
-      switch (in.dtypes[ch.tensor]) {
-        case DType::f32: partial[k] = chunk_norm(static_cast<const float*>(d), ch.begin, ch.end, kind, p); break;
-        case DType::f64: partial[k] = chunk_norm(static_cast<const double*>(d), ch.begin, ch.end, kind, p); break;
-        case DType::f16: partial[k] = chunk_norm(static_cast<const Half*>(d), ch.begin, ch.end, kind, p); break;
-        case DType::bf16: partial[k] = chunk_norm(static_cast<const BFloat16*>(d), ch.begin, ch.end, kind, p); break;
-      }
+      visit_dtype(in.dtypes[ch.tensor], [&](auto s) {
+        using S = typename decltype(s)::type;
+        partial[k] = chunk_norm(static_cast<const S*>(d), ch.begin, ch.end, kind, p);
+      });
     }
   });
   double combined = 0;

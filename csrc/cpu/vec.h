@@ -66,6 +66,17 @@ FT_INLINE VecF ft_abs(VecF x) { FT_LANEWISE(VecF, 4, __builtin_fabsf(x[i])); }
 FT_INLINE VecD ft_abs(VecD x) { FT_LANEWISE(VecD, 2, __builtin_fabs(x[i])); }
 #undef FT_LANEWISE
 #endif
+// torch.sign per lane, as the scalar ft_sign: compare masks select +1, -1 or x itself (+-0, NaN).
+template <class V>
+FT_INLINE V ft_sign_lanes(V x) {
+  using M = decltype(x > x);
+  const V zero{};
+  const V one = zero + 1.0f;  // broadcast: exact in float and double lanes
+  const M pos = x > zero, neg = x < zero;
+  return (V)((pos & (M)one) | (neg & (M)(zero - one)) | (~(pos | neg) & (M)x));
+}
+FT_INLINE VecF ft_sign(VecF x) { return ft_sign_lanes(x); }
+FT_INLINE VecD ft_sign(VecD x) { return ft_sign_lanes(x); }
 // The max overloads put b first: x86 max returns its second operand when either is NaN, so a NaN
 // in v (not in the running max) propagates, as torch.maximum does.
 

@@ -23,8 +23,6 @@ constexpr int kFbThreads = 512;
 constexpr int kUnroll = 4;  // Note [loads in flight]
 constexpr int kRes = fb::kMaxSums + 1;  // per-chunk partials: the sums, then the max
 
-template <class P> using ComputeOf = std::conditional_t<std::is_same_v<P, double>, double, float>;
-
 // Where slot s of a launch points: column col[s] of the table's pointers (-1: absent), advanced
 // by row[s] rows of row_stride values (numel of the tensor when 0; a history row, Note [history
 // arena]).
@@ -282,12 +280,9 @@ namespace {
 template <bool kDot>
 FbResult grad_copy_typed(const FbTensors& t, Stream st) {
   using Pass = fb::GradCopy<kDot>;
-  switch (t.dtype) {
-    case DType::f64: return run<Pass, double>(t, {0}, st, kDot);
-    case DType::f16: return run<Pass, Half>(t, {0}, st, kDot);
-    case DType::bf16: return run<Pass, BFloat16>(t, {0}, st, kDot);
-    default: return run<Pass, float>(t, {0}, st, kDot);
-  }
+  return visit_dtype(t.dtype, [&](auto s) {
+    return run<Pass, typename decltype(s)::type>(t, {0}, st, kDot);
+  });
 }
 }  // namespace
 
@@ -300,12 +295,10 @@ namespace {
 template <fb::StepMode kMode>
 void param_step_typed(const FbTensors& t, double step, Stream st) {
   using Pass = fb::ParamStep<kMode>;
-  switch (t.dtype) {
-    case DType::f64: run<Pass, double>(t, {step}, st, false); break;
-    case DType::f16: run<Pass, Half>(t, {float(step)}, st, false); break;
-    case DType::bf16: run<Pass, BFloat16>(t, {float(step)}, st, false); break;
-    default: run<Pass, float>(t, {float(step)}, st, false); break;
-  }
+  visit_dtype(t.dtype, [&](auto s) {
+    using P = typename decltype(s)::type;
+    run<Pass, P>(t, {ComputeOf<P>(step)}, st, false);
+  });
 }
 }  // namespace
 

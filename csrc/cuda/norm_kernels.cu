@@ -117,12 +117,9 @@ void norm(const NormArrays& in, double p, double* out_norm, const ClipOutputs& c
   double* partials = scratch.as<double>();
   int64_t offset = 0;
   for (const MultiTensor& mt : groups) {
-    switch (mt.param_dtype) {
-      case DType::f32: launch_partials<float>(mt, kind, p, partials + offset, st); break;
-      case DType::f64: launch_partials<double>(mt, kind, p, partials + offset, st); break;
-      case DType::f16: launch_partials<Half>(mt, kind, p, partials + offset, st); break;
-      case DType::bf16: launch_partials<BFloat16>(mt, kind, p, partials + offset, st); break;
-    }
+    visit_dtype(mt.param_dtype, [&](auto s) {
+      launch_partials<typename decltype(s)::type>(mt, kind, p, partials + offset, st);
+    });
     for (const auto& t : mt.tensors) offset += (t.numel + kCudaChunk - 1) / kCudaChunk;
   }
   norm_finish<<<1, kNormThreads, 0, st>>>(partials, total_chunks, kind, p, out_norm, clip);

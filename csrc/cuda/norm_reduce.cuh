@@ -418,12 +418,7 @@ struct Reduction {
 // Fn<S>::run(a, st) with S the storage type of a.dtype.
 template <template <class> class Fn, class Args>
 void by_dtype(const Args& a, cudaStream_t st) {
-  switch (a.dtype) {
-    case DType::f32: return Fn<float>::run(a, st);
-    case DType::f64: return Fn<double>::run(a, st);
-    case DType::f16: return Fn<Half>::run(a, st);
-    case DType::bf16: return Fn<BFloat16>::run(a, st);
-  }
+  visit_dtype(a.dtype, [&](auto s) { Fn<typename decltype(s)::type>::run(a, st); });
 }
 
 }  // namespace

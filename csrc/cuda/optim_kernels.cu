@@ -17,9 +17,6 @@ uint64_t launch_count() { return g_launches.load(); }
 
 namespace {
 
-template <class S> struct ComputeOf { using type = float; };
-template <> struct ComputeOf<double> { using type = double; };
-
 // Elements per thread-iteration: 16 bytes of the narrowest array, so every array's share is a
 // whole number of 16-byte words.
 template <class P, class G, class C>
@@ -122,7 +119,7 @@ template <class Rule, class P, class G>
 __global__ void __launch_bounds__(kThreads)
     rule_kernel(DeviceTable table, typename Rule::Options o, StepScalars sc, double host_scale,
                 bool host_unscale) {
-  using C = typename ComputeOf<P>::type;
+  using C = ComputeOf<P>;  // Note [compute type]
   if (sc.found_inf && load_scalar(sc.found_inf) != 0.0) return;  // AMP: skip, write nothing
   apply_overrides(o, sc);
   const auto c = Rule::template coeffs<C>(o);
@@ -158,19 +155,13 @@ void launch(const MultiTensor& mt, const typename Rule::Options& o, const StepSc
   g_launches.fetch_add(1);
 }
 
-// Note [dtype pairs] (same pairs as the CPU drivers).
+// Note [dtype pairs] (core/dtype.h: the same list as the CPU drivers).
 template <class Rule>
 void dispatch(const MultiTensor& mt, const typename Rule::Options& o, const StepScalars& s,
               Stream st) {
-  const DType pd = mt.param_dtype, gd = mt.grad_dtype;
-  if (pd == DType::f32 && gd == DType::f32) return launch<Rule, float, float>(mt, o, s, st);
-  if (pd == DType::f64 && gd == DType::f64) return launch<Rule, double, double>(mt, o, s, st);
-  if (pd == DType::f32 && gd == DType::f16) return launch<Rule, float, Half>(mt, o, s, st);
-  if (pd == DType::f32 && gd == DType::bf16) return launch<Rule, float, BFloat16>(mt, o, s, st);
-  if (pd == DType::f16 && gd == DType::f16) return launch<Rule, Half, Half>(mt, o, s, st);
-  if (pd == DType::f16 && gd == DType::f32) return launch<Rule, Half, float>(mt, o, s, st);
-  if (pd == DType::bf16 && gd == DType::bf16) return launch<Rule, BFloat16, BFloat16>(mt, o, s, st);
-  if (pd == DType::bf16 && gd == DType::f32) return launch<Rule, BFloat16, float>(mt, o, s, st);
+  visit_dtype_pair(mt.param_dtype, mt.grad_dtype, [&](auto p, auto g) {
+    launch<Rule, typename decltype(p)::type, typename decltype(g)::type>(mt, o, s, st);
+  });
 }
 
 }  // namespace

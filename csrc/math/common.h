@@ -1,4 +1,4 @@
-// Building blocks shared by the update rules: gradient direction, L2 decay, lerp.
+// Building blocks shared by the update rules: gradient direction, L2 and decoupled decay, lerp.
 #pragma once
 #include "core/macros.h"
 #include "math/scalar_ops.h"
@@ -11,6 +11,17 @@ template <class V, class T>
 FT_HD FT_INLINE V directional_grad(V g, const V& p, bool maximize, T weight_decay) {
   if (maximize) g = -g;
   if (weight_decay != T(0)) g = g + weight_decay * p;
+  return g;
+}
+
+// Adam's two weight decays (Adam, NAdam): decoupled (AdamW) scales p by decay_factor = 1 - lr*wd
+// before the step and leaves g alone; otherwise L2 decay adds wd*p to g.
+template <class V, class T>
+FT_HD FT_INLINE V adam_decay(V g, V& p, bool decoupled, bool maximize, T weight_decay,
+                             T decay_factor) {
+  if (!decoupled) return directional_grad(g, p, maximize, weight_decay);
+  if (maximize) g = -g;
+  if (weight_decay != T(0)) p = p * decay_factor;
   return g;
 }
 

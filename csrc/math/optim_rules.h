@@ -6,7 +6,10 @@
 //   needs(options)     bit mask of the state slots (0, 1, 2) this configuration reads and writes,
 //                      always within kStateSlots;
 //   update(c, p, g, s0, s1, s2)  the per-element rule on values V (a scalar T or a SIMD vector
-//                      of T); p and the used states are updated in place.
+//                      of T); p and the used states are updated in place;
+//   kFunction, kStateNames, fields(f)  what the binding loop (bindings/optim.cpp) needs: the
+//                      Python function's name (nullptr: bound by hand), the names of its state
+//                      lists by slot, and each Options field by name (Note [rule table]).
 // Note [torch order]: every rule evaluates its expression in the operation order of the
 // torch.optim single-tensor implementation, so float32 results differ from PyTorch's only where
 // a compiler fuses a multiply-add.
@@ -23,6 +26,12 @@ constexpr int kS0 = 1, kS1 = 2, kS2 = 4;
 
 // p -= lr * g.  Goodfellow et al. Algorithm 8.1 (SGD); the seeds' `x += -learning_rate * dx`.
 struct Sgd {
+  static constexpr const char* kFunction = "sgd_";
+  static constexpr const char* kStateNames[3] = {nullptr, nullptr, nullptr};
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("weight_decay", &Options::weight_decay);
+    f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = 0;  // every slot needs() may return
   struct Options { double lr = 0, weight_decay = 0; bool maximize = false; };
@@ -42,6 +51,13 @@ struct Sgd {
 // With dampening 0 this is the seeds' `v = rho*v + dx; x -= lr*v`, and Goodfellow's Algorithm 8.2
 // `v = a*v - eps*g; theta += v` with v = -lr*b; nesterov is Algorithm 8.3 in look-ahead form.
 struct Momentum {
+  static constexpr const char* kFunction = "momentum_";
+  static constexpr const char* kStateNames[3] = {"momentum_buffers", nullptr, nullptr};
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("momentum", &Options::momentum); f("dampening", &Options::dampening);
+    f("weight_decay", &Options::weight_decay); f("nesterov", &Options::nesterov);
+    f("maximize", &Options::maximize); f("first_step", &Options::first_step);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
   struct Options {
@@ -69,6 +85,13 @@ struct Momentum {
 // s += g*g; p -= lr_t * g / (sqrt(s) + eps), lr_t = lr / (1 + (step-1)*lr_decay).
 // Goodfellow et al. Algorithm 8.4 (AdaGrad); the seeds' `cache += dx**2; x -= lr*dx/(sqrt(cache)+eps)`.
 struct Adagrad {
+  static constexpr const char* kFunction = "adagrad_";
+  static constexpr const char* kStateNames[3] = {"state_sums", nullptr, nullptr};
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("lr_decay", &Options::lr_decay);
+    f("weight_decay", &Options::weight_decay); f("eps", &Options::eps); f("step", &Options::step);
+    f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
   struct Options {
@@ -96,6 +119,14 @@ struct Adagrad {
 // `cache = decay*cache + (1-decay)*dx**2; x -= lr*dx/(sqrt(cache)+eps)`.
 // Slots: s0 square_avg, s1 momentum_buffer, s2 grad_avg.
 struct Rmsprop {
+  static constexpr const char* kFunction = "rmsprop_";
+  static constexpr const char* kStateNames[3] = {"square_avgs", "momentum_buffers", "grad_avgs"};
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("alpha", &Options::alpha); f("eps", &Options::eps);
+    f("weight_decay", &Options::weight_decay); f("momentum", &Options::momentum);
+    f("centered", &Options::centered); f("nesterov", &Options::nesterov);
+    f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
   struct Options {
@@ -138,6 +169,12 @@ struct Rmsprop {
 // p -= lr*d.  Zeiler's AdaDelta (Goodfellow et al. section 8.5 cites it).  Slots: s0 square_avg,
 // s1 acc_delta.
 struct Adadelta {
+  static constexpr const char* kFunction = "adadelta_";
+  static constexpr const char* kStateNames[3] = {"square_avgs", "acc_deltas", nullptr};
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("rho", &Options::rho); f("eps", &Options::eps);
+    f("weight_decay", &Options::weight_decay); f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1;  // every slot needs() may return
   struct Options {
@@ -165,6 +202,14 @@ struct Adadelta {
 // Decoupled weight decay (AdamW) scales p by 1 - lr*wd before the update instead of adding wd*p
 // to g.  Slots: s0 exp_avg, s1 exp_avg_sq, s2 max_exp_avg_sq.
 struct Adam {
+  static constexpr const char* kFunction = "adam_";
+  static constexpr const char* kStateNames[3] = {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"};
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2);
+    f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("step", &Options::step);
+    f("decoupled", &Options::decoupled); f("amsgrad", &Options::amsgrad);
+    f("maximize", &Options::maximize);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
   struct Options {
@@ -186,12 +231,7 @@ struct Adam {
   static int needs(const Options& o) { return kS0 | kS1 | (o.amsgrad ? kS2 : 0); }
   template <class V, class T>
   FT_HD FT_INLINE static void update(const Coeffs<T>& c, V& p, V g, V& m, V& v, V& vmax) {
-    if (c.decoupled) {
-      if (c.maximize) g = -g;
-      if (c.weight_decay != T(0)) p = p * c.decay_factor;
-    } else {
-      g = directional_grad(g, p, c.maximize, c.weight_decay);
-    }
+    g = adam_decay(g, p, c.decoupled, c.maximize, c.weight_decay, c.decay_factor);
     m = lerp(m, g, c.one_minus_beta1);
     v = v * c.beta2 + c.one_minus_beta2 * (g * g);
     V denom;
@@ -205,10 +245,98 @@ struct Adam {
   }
 };
 
+// c = b1*m + (1-b1)*g; p -= lr*(sign(c) + wd*p); m = b2*m + (1-b2)*g.  Lion, Chen et al. 2023
+// ("Symbolic Discovery of Optimization Algorithms", Algorithm 2), with its decoupled weight
+// decay applied first as p *= 1 - lr*wd (as AdamW).  Every coordinate moves by exactly lr: the
+// sign, not the size, of the interpolated momentum sets the step.  Slots: s0 exp_avg.
+struct Lion {
+  static constexpr const char* kFunction = "lion_";
+  static constexpr const char* kStateNames[3] = {"exp_avgs", nullptr, nullptr};
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2);
+    f("weight_decay", &Options::weight_decay); f("maximize", &Options::maximize);
+  }
+  static constexpr bool kReadsGrad = true;
+  static constexpr int kStateSlots = kS0;  // every slot needs() may return
+  struct Options {
+    double lr = 1e-4, beta1 = 0.9, beta2 = 0.99, weight_decay = 0; bool maximize = false;
+  };
+  template <class T> struct Coeffs {
+    T lr, one_minus_beta1, one_minus_beta2, decay_factor; bool maximize, decay;
+  };
+  template <class T> FT_HD static Coeffs<T> coeffs(const Options& o) {
+    return {T(o.lr), T(1.0 - o.beta1), T(1.0 - o.beta2), T(1.0 - o.lr * o.weight_decay),
+            o.maximize, o.weight_decay != 0};
+  }
+  static int needs(const Options&) { return kS0; }
+  template <class V, class T>
+  FT_HD FT_INLINE static void update(const Coeffs<T>& c, V& p, V g, V& m, V&, V&) {
+    if (c.maximize) g = -g;
+    if (c.decay) p = p * c.decay_factor;
+    p = p - c.lr * ft_sign(lerp(m, g, c.one_minus_beta1));
+    m = lerp(m, g, c.one_minus_beta2);
+  }
+};
+
+// NAdam, Dozat 2016 ("Incorporating Nesterov Momentum into Adam"), as torch.optim.NAdam:
+// mu_t = b1*(1 - 0.5*0.96^(t*momentum_decay)); m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+// denom = sqrt(v/(1-b2^t)) + eps;
+// p -= lr*(1-mu_t)/(1-prod_{i<=t} mu_i) * g/denom + lr*mu_{t+1}/(1-prod_{i<=t+1} mu_i) * m/denom.
+// mu_t, mu_{t+1} and prod_{i<=t} mu_i (torch's float32 "mu_product" state) depend only on the
+// step, so the caller computes them on the host and passes them in; weight decay as Adam's.
+// Slots: s0 exp_avg, s1 exp_avg_sq.
+struct Nadam {
+  static constexpr const char* kFunction = "nadam_";
+  static constexpr const char* kStateNames[3] = {"exp_avgs", "exp_avg_sqs", nullptr};
+  template <class F> static void fields(F&& f) {
+    f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2);
+    f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("mu", &Options::mu);
+    f("mu_next", &Options::mu_next); f("mu_product", &Options::mu_product);
+    f("step", &Options::step); f("decoupled", &Options::decoupled);
+    f("maximize", &Options::maximize);
+  }
+  static constexpr bool kReadsGrad = true;
+  static constexpr int kStateSlots = kS0 | kS1;  // every slot needs() may return
+  struct Options {
+    double lr = 2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+    double mu = 0, mu_next = 0, mu_product = 0;  // mu_t, mu_{t+1}, prod_{i<=t} mu_i
+    int64_t step = 1; bool decoupled = false, maximize = false;
+  };
+  template <class T> struct Coeffs {
+    T one_minus_beta1, beta2, one_minus_beta2, bias_correction2, eps, weight_decay, decay_factor,
+        grad_coef, avg_coef;
+    bool decoupled, maximize;
+  };
+  template <class T> FT_HD static Coeffs<T> coeffs(const Options& o) {
+    const double mu_product_next = o.mu_product * o.mu_next;
+    return {T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(1.0 - pow(o.beta2, double(o.step))),
+            T(o.eps), T(o.weight_decay), T(1.0 - o.lr * o.weight_decay),
+            T(o.lr * (1.0 - o.mu) / (1.0 - o.mu_product)),
+            T(o.lr * o.mu_next / (1.0 - mu_product_next)), o.decoupled, o.maximize};
+  }
+  static int needs(const Options&) { return kS0 | kS1; }
+  template <class V, class T>
+  FT_HD FT_INLINE static void update(const Coeffs<T>& c, V& p, V g, V& m, V& v, V&) {
+    g = adam_decay(g, p, c.decoupled, c.maximize, c.weight_decay, c.decay_factor);
+    m = lerp(m, g, c.one_minus_beta1);
+    v = v * c.beta2 + c.one_minus_beta2 * (g * g);
+    // One divide for both terms (torch's two addcdivs divide twice; the results agree to
+    // rounding): divides, not memory, bound this rule's SIMD loop otherwise.
+    const V inv_denom = T(1) / (ft_sqrt(v / c.bias_correction2) + c.eps);
+    p = p - c.grad_coef * g * inv_denom;
+    p = p - c.avg_coef * m * inv_denom;
+  }
+};
+
 // a = decay*a + (1-decay)*x, as a lerp toward x: Polyak averaging in its exponential form
 // (Goodfellow et al. section 8.7.3).  The "param" slot is the average, the "grad" slot the
 // current parameters.
 struct Ema {
+  static constexpr const char* kFunction = nullptr;
+  static constexpr const char* kStateNames[3] = {nullptr, nullptr, nullptr};
+  template <class F> static void fields(F&& f) {
+    f("decay", &Options::decay);
+  }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = 0;  // every slot needs() may return
   struct Options { double decay = 0.999; };
@@ -223,6 +351,9 @@ struct Ema {
 
 // x *= coef: the second half of gradient-norm clipping.  The "param" slot is the gradient.
 struct Scale {
+  static constexpr const char* kFunction = nullptr;
+  static constexpr const char* kStateNames[3] = {nullptr, nullptr, nullptr};
+  template <class F> static void fields(F&&) {}
   static constexpr bool kReadsGrad = false;
   static constexpr int kStateSlots = 0;  // every slot needs() may return
   struct Options { double coef = 1.0; };
@@ -234,7 +365,8 @@ struct Scale {
 };
 
 // Note [rule table]: the one list of elementwise rules; each backend instantiates its kernels from
-// it, so a new rule is a struct above plus one line here (and its binding).
+// it, and the binding registers each rule's Options class and function from the struct's names,
+// so a new rule is a struct above plus one line here.
 #define FT_ELEMENTWISE_RULES(X) \
   X(Sgd, sgd)                   \
   X(Momentum, momentum)         \
@@ -242,6 +374,8 @@ struct Scale {
   X(Rmsprop, rmsprop)           \
   X(Adadelta, adadelta)         \
   X(Adam, adam)                 \
+  X(Lion, lion)                 \
+  X(Nadam, nadam)               \
   X(Ema, ema)                   \
   X(Scale, scale)
 

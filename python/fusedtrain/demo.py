@@ -36,6 +36,8 @@ OPTIMIZERS = (
     Optimizer("AdaGrad", ft.adagrad_, 1, True, {"lr": 0.1}),
     Optimizer("RMSProp", ft.rmsprop_, 1, False, {"lr": 0.005, "alpha": 0.99}),
     Optimizer("Adam", ft.adam_, 2, True, {"lr": 0.01}),
+    Optimizer("NAdam", ft.nadam_, 2, True, {"lr": 0.01}),
+    Optimizer("Lion", ft.lion_, 1, False, {"lr": 0.002}),    # sign steps: a smaller lr than Adam's
 )
 
 

@@ -13,89 +13,46 @@ step). ``lr`` may be a number or a schedule (a callable of the steps already tak
 ``ft.schedules``). Any hyperparameter may be set per param group (a list of dicts, as in
 torch.optim). See Note [optim classes] in _optim_base.py.
 """
+import inspect
+
 from ._optim_base import Optimizer
 from ._optim_rules import RULES
 from .fullbatch import LBFGS, ConjugateGradient
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "LBFGS",
-           "ConjugateGradient"]
+__all__ = ["Optimizer", *RULES, "LBFGS", "ConjugateGradient"]
 
 
-class SGD(Optimizer):
-    """SGD, momentum and Nesterov momentum (``torch.optim.SGD``; :func:`fusedtrain.momentum_`)."""
-    _rule = RULES["SGD"]
+def _make_class(rule):
+    """The ft.optim class of a rule-table entry (Note [rule table]): torch.optim's constructor
+    (the entry's defaults, those in ``keyword_only`` after the *), plus the keyword-only
+    max_grad_norm and ema_decay every class takes."""
+    P = inspect.Parameter
+    extra = {"max_grad_norm": None, "ema_decay": None}
+    keys = [k for k in rule.defaults if k not in rule.fixed]
+    sig = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+        + [P(k, P.POSITIONAL_OR_KEYWORD, default=rule.defaults[k]) for k in keys
+           if k not in rule.keyword_only]
+        + [P(k, P.KEYWORD_ONLY, default=rule.defaults[k]) for k in rule.keyword_only]
+        + [P(k, P.KEYWORD_ONLY, default=v) for k, v in extra.items()])
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False, max_grad_norm=None, ema_decay=None):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize, max_grad_norm=max_grad_norm,
-                                      ema_decay=ema_decay))
-
-
-class Adagrad(Optimizer):
-    """AdaGrad (``torch.optim.Adagrad``; :func:`fusedtrain.adagrad_`)."""
-    _rule = RULES["Adagrad"]
-
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False, max_grad_norm=None,
-                 ema_decay=None):
-        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                      initial_accumulator_value=initial_accumulator_value,
-                                      eps=eps, maximize=maximize, max_grad_norm=max_grad_norm,
-                                      ema_decay=ema_decay))
-
-
-class RMSprop(Optimizer):
-    """RMSProp (``torch.optim.RMSprop``), plus ``nesterov`` (Goodfellow et al. Algorithm 8.6;
-    :func:`fusedtrain.rmsprop_`)."""
-    _rule = RULES["RMSprop"]
-
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, *, nesterov=False, maximize=False, max_grad_norm=None,
-                 ema_decay=None):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered, nesterov=nesterov,
-                                      maximize=maximize, max_grad_norm=max_grad_norm,
-                                      ema_decay=ema_decay))
-
-
-class Adadelta(Optimizer):
-    """AdaDelta (``torch.optim.Adadelta``; :func:`fusedtrain.adadelta_`)."""
-    _rule = RULES["Adadelta"]
-
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False,
-                 max_grad_norm=None, ema_decay=None):
-        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
-                                      maximize=maximize, max_grad_norm=max_grad_norm,
-                                      ema_decay=ema_decay))
-
-
-class Adam(Optimizer):
-    """Adam / AMSGrad (``torch.optim.Adam``; :func:`fusedtrain.adam_`)."""
-    _rule = RULES["Adam"]
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False,
-                 max_grad_norm=None, ema_decay=None):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps,
-                                      weight_decay=weight_decay, amsgrad=amsgrad,
-                                      decoupled_weight_decay=decoupled_weight_decay,
-                                      maximize=maximize, max_grad_norm=max_grad_norm,
-                                      ema_decay=ema_decay))
-
-
-class AdamW(Optimizer):
-    """AdamW, decoupled weight decay (``torch.optim.AdamW``; :func:`fusedtrain.adamw_`)."""
-    _rule = RULES["AdamW"]
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, max_grad_norm=None, ema_decay=None):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps,
-                                      weight_decay=weight_decay, amsgrad=amsgrad,
-                                      decoupled_weight_decay=True, maximize=maximize,
-                                      max_grad_norm=max_grad_norm, ema_decay=ema_decay))
+    def __init__(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = {**bound.arguments, **rule.fixed}
+        Optimizer.__init__(self, values["params"],
+                           {k: values[k] for k in [*rule.defaults, *extra]})
 
     def _validate(self, group):
-        group["decoupled_weight_decay"] = True     # as torch.optim.AdamW does on load
-        super()._validate(group)
+        group.update(rule.fixed)
+        Optimizer._validate(self, group)
+
+    __init__.__signature__ = sig
+    return type(rule.name, (Optimizer,), {"__doc__": rule.doc, "_rule": rule,
+                                          "__init__": __init__, "_validate": _validate,
+                                          "__module__": __name__, "__qualname__": rule.name})
+
+
+for _rule in RULES.values():
+    globals()[_rule.name] = _make_class(_rule)
+del _rule

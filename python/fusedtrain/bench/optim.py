@@ -32,6 +32,8 @@ RULES = (
          torch_cls="AdamW"),
     Rule("amsgrad", 9, "adam_", 2, ("max_exp_avg_sqs",), takes_step=True,
          hyper={"lr": 1e-3, "amsgrad": True}, torch_cls="Adam"),
+    Rule("lion", 5, "lion_", 1, hyper={"lr": 1e-4, "weight_decay": 0.1}),   # torch has no Lion
+    Rule("nadam", 7, "nadam_", 2, takes_step=True, hyper={"lr": 2e-3}, torch_cls="NAdam"),
 )
 QUICK_RULES = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 TORCH_IMPLS = {"torch foreach": {"foreach": True}, "torch fused": {"fused": True}}

@@ -13,6 +13,8 @@ from .batch_norm import (batch_norm_backward, batch_norm_forward, batch_norm_sta
                          merge_stats, update_running_stats_)
 from .ema import ema_
 from .fullbatch import LBFGS, ConjugateGradient
+from .lion import lion_
+from .nadam import nadam_
 from .layer_norm import (group_norm_backward, group_norm_forward, instance_norm,
                          layer_norm_backward, layer_norm_forward, rms_norm_backward,
                          rms_norm_forward)
@@ -20,7 +22,7 @@ from .norms import clip_grad_norm_, global_norm
 from .rmsprop import rmsprop_
 from .sgd import momentum_, sgd_
 
-__all__ = ["sgd_", "momentum_", "adagrad_", "rmsprop_", "adadelta_", "adam_", "adamw_",
+__all__ = ["sgd_", "momentum_", "adagrad_", "rmsprop_", "adadelta_", "adam_", "adamw_", "lion_", "nadam_",
            "global_norm", "clip_grad_norm_", "ema_",
            "batch_norm_forward", "batch_norm_backward", "batch_norm_stats", "merge_stats",
            "update_running_stats_", "LBFGS", "ConjugateGradient",

@@ -43,13 +43,8 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, bet
     for i, (exp_avg, exp_avg_sq) in enumerate(zip(exp_avgs, exp_avg_sqs)):
         p = load_weight(params, master_params, i)
         g = load_grad(grads[i], grad_scale, maximize)
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            else:
-                g = g + weight_decay * p
-        exp_avg[...] = lerp(exp_avg, g, 1 - beta1)
-        exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+        g = decay_and_moments(p, g, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay,
+                              decoupled_weight_decay)
         second_moment = exp_avg_sq
         if amsgrad:
             np.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
@@ -57,6 +52,19 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, bet
         denom = np.sqrt(second_moment) / bias_correction2_sqrt + eps
         p -= step_size * exp_avg / denom
         store_weight(params, master_params, i, p)
+
+
+def decay_and_moments(p, g, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, decoupled):
+    """The first half of Adam and NAdam: weight decay (decoupled: p *= 1 - lr*weight_decay in
+    place; else g + weight_decay*p), then both moments; returns the decayed g."""
+    if weight_decay != 0:
+        if decoupled:
+            p *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * p
+    exp_avg[...] = lerp(exp_avg, g, 1 - beta1)
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    return g
 
 
 def adamw_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999,

@@ -5,11 +5,12 @@ Imported only on first access to ``fusedtrain.torch``: ``import fusedtrain`` nev
 """
 import importlib.util
 
-from .optimizers import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
+from . import optimizers as _optimizers
 from .fullbatch import LBFGS, ConjugateGradient
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "LBFGS",
-           "ConjugateGradient"]
+# The optimizer drop-ins, one per entry of the rule table (Note [rule table] in _optim_rules.py).
+globals().update({name: getattr(_optimizers, name) for name in _optimizers.__all__})
+__all__ = [*_optimizers.__all__, "LBFGS", "ConjugateGradient"]
 
 # BatchNorm modules: batch_norm.py (the BatchNorm part of issue 5). Imported when the file
 # exists, so a real error inside it is not hidden.

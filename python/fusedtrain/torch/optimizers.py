@@ -24,9 +24,11 @@ from operator import is_
 import torch
 
 from .._dtensor import is_dtensor
-from .._optim_rules import RULES
+import inspect
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
+from .._optim_rules import RULES, SPECS
+
+__all__ = list(RULES)
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -132,6 +134,11 @@ class _FusedStep:
                 state["step"] = torch.tensor(float(s), dtype=torch.float32, device=p.device)
             elif s.device != p.device:
                 state["step"] = s.to(p.device)
+        for key, init in rule_spec_scalars(rule).items():
+            # 0-dim float32 on the CPU, where torch.optim (not capturable) keeps them.
+            s = state.get(key)
+            if not torch.is_tensor(s):
+                state[key] = torch.tensor(init if s is None else float(s), dtype=torch.float32)
         sdtype = torch.float32 if p.dtype in _HALF else p.dtype
         for key, init in spec.items():
             t = state.get(key)
@@ -196,7 +203,8 @@ class _FusedStep:
         if torch.is_tensor(lr) and lr.device.type != "cpu":
             lr = _on(lr, device)
         dicts = b.dicts
-        lists = {k: [d[k] for d in dicts] for k in self._ft_rule.state(group)}
+        lists = {k: [d[k] for d in dicts]
+                 for k in [*self._ft_rule.state(group), *rule_spec_scalars(rule)]}
         if b.steps is not None:
             b.buffer.add_(1.0)
             try:
@@ -269,31 +277,6 @@ def _on(t, device):
     return t
 
 
-class SGD(_FusedStep, torch.optim.SGD):
-    """``torch.optim.SGD`` (momentum, dampening, Nesterov) on fusedtrain's sgd_ / momentum_."""
-    _ft_rule = RULES["SGD"]
-
-
-class Adagrad(_FusedStep, torch.optim.Adagrad):
-    """``torch.optim.Adagrad`` on fusedtrain's adagrad_."""
-    _ft_rule = RULES["Adagrad"]
-
-
-class Adadelta(_FusedStep, torch.optim.Adadelta):
-    """``torch.optim.Adadelta`` on fusedtrain's adadelta_."""
-    _ft_rule = RULES["Adadelta"]
-
-
-class Adam(_FusedStep, torch.optim.Adam):
-    """``torch.optim.Adam`` (AMSGrad, decoupled_weight_decay) on fusedtrain's adam_."""
-    _ft_rule = RULES["Adam"]
-
-
-class AdamW(_FusedStep, torch.optim.AdamW):
-    """``torch.optim.AdamW`` on fusedtrain's adamw_."""
-    _ft_rule = RULES["AdamW"]
-
-
 class RMSprop(_FusedStep, torch.optim.RMSprop):
     """``torch.optim.RMSprop`` on fusedtrain's rmsprop_, plus keyword ``nesterov`` (Goodfellow
     et al. Algorithm 8.6; a group key torch.optim.RMSprop carries along and ignores)."""
@@ -316,3 +299,49 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("nesterov", False)
+
+
+def rule_spec_scalars(rule):
+    """A rule's 0-dim per-param state (NAdam's mu_product), from its Spec when it has one."""
+    spec = SPECS.get(rule.name)
+    return spec.scalar_state if spec is not None else {}
+
+
+def _make_class(rule):
+    """The ft.torch drop-in of a rule-table entry (Note [rule table]): a subclass of its
+    torch.optim namesake, or, when torch has none (Lion), a torch.optim.Optimizer with torch's
+    conventions (0-dim float32 ``step``, state keys from the entry) and the ft.optim class's
+    constructor without max_grad_norm / ema_decay."""
+    attrs = {"__doc__": rule.torch_doc or rule.doc, "_ft_rule": rule, "__module__": __name__,
+             "__qualname__": rule.name}
+    base = getattr(torch.optim, rule.name, None)
+    if base is not None:
+        return type(rule.name, (_FusedStep, base), attrs)
+    P = inspect.Parameter
+    sig = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+        + [P(k, P.POSITIONAL_OR_KEYWORD, default=v) for k, v in rule.defaults.items()
+           if k not in rule.keyword_only]
+        + [P(k, P.KEYWORD_ONLY, default=rule.defaults[k]) for k in rule.keyword_only])
+
+    def __init__(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        del values["self"]
+        lr = values["lr"]
+        if not isinstance(lr, torch.Tensor) and not lr >= 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        rule.validate(values)
+        torch.optim.Optimizer.__init__(self, values.pop("params"), values)
+
+    __init__.__signature__ = sig
+    attrs["__init__"] = __init__
+    return type(rule.name, (_FusedStep, torch.optim.Optimizer), attrs)
+
+
+# Every rule but RMSprop (above: its nesterov keyword is ours, not torch's).
+for _rule in RULES.values():
+    if _rule.name not in globals():
+        globals()[_rule.name] = _make_class(_rule)
+del _rule
