@@ -119,55 +119,72 @@ def _host_step(fn, step):
 
 
 def _make_rule_function(spec):
-    """The functional wrapper of a Spec: its signature, docstring, checks and kernel call."""
-    P = inspect.Parameter
-    params = [P("params", P.POSITIONAL_OR_KEYWORD), P("grads", P.POSITIONAL_OR_KEYWORD)]
-    params += [P(name, P.POSITIONAL_OR_KEYWORD) for name, _ in spec.states]
-    if spec.takes_step:
-        params.append(P("step", P.KEYWORD_ONLY))
-    params += [P(h.name, P.KEYWORD_ONLY, default=h.default) for h in spec.hypers if h.visible]
-    params.append(P("common", P.VAR_KEYWORD))
-    sig = inspect.Signature(params)
+    """The functional wrapper of a Spec: its signature, docstring, checks and kernel call.
+
+    Note [generated signature]: the wrapper is compiled from its parameter list (as dataclasses
+    does), so the interpreter binds the arguments; binding through inspect.Signature.bind costs
+    ~10 us a call, more than the kernel on a small model.  What a call needs from the Spec (the
+    checks, the Options fields, the state lists) is computed once, here."""
     fn = spec.fn
-    kernel = spec.kernel or fn
+    kernel_name = spec.kernel or fn
+    state_names = [name for name, _ in spec.states]
+    visible = [h for h in spec.hypers if h.visible]
     fixed = {h.name: h.default for h in spec.hypers if not h.visible}
     keyword_states = sorted((h for h in spec.hypers if h.slot >= 0), key=lambda h: h.slot)
+    fields = [((h.field or h.name), h.name) for h in spec.hypers if h.field is not None]
+    options_class = getattr(_C, spec.options)
+    has_step = hasattr(options_class, "step")    # momentum_ has first_step (from prepare)
+    if spec.host_step:
+        read_step = lambda value: (_host_step(fn, value), None)
+    else:
+        read_step = lambda value: _step(fn, value)
 
-    def rule_function(*args, **kwargs):
-        values = sig.bind(*args, **kwargs)
-        values.apply_defaults()
-        values = {**dict(values.arguments), **fixed}
-        common = _common(fn, values.pop("common"))
+    def body(params, grads, states, values, common):
+        values.update(fixed)
+        common = _common(fn, common)
+        step_array = None
         if spec.takes_step:
-            if spec.host_step:
-                values["step"], step_array = _host_step(fn, values["step"]), None
-            else:
-                values["step"], step_array = _step(fn, values["step"])
-        else:
-            step_array = None
+            values["step"], step_array = read_step(values["step"])
         values["lr"], lr_array = _lr(fn, values["lr"])
         spec.check(fn, values)
         for needed, name, reason in spec.requires:
             if needed(values) and values[name] is None:
                 raise ValueError(f"{fn}: {name} is required when {reason}")
-        fields = {(h.field or h.name): values[h.name] for h in spec.hypers
-                  if h.field is not None}
+        o = options_class()
+        for field_name, name in fields:
+            setattr(o, field_name, values[name])
         if spec.takes_step and has_step:
-            fields["step"] = values["step"]
+            o.step = values["step"]
         if spec.prepare is not None:
-            fields.update(spec.prepare(fn, values))
-        o = chk.options(options_class, **fields)
-        states = [values[name] for name, _ in spec.states]
+            for field_name, value in spec.prepare(fn, values).items():
+                setattr(o, field_name, value)
+        states = list(states)
         states += [values[h.name] if h.used is None or h.used(values) else None
                    for h in keyword_states]
-        _run(getattr(_C, kernel), fn, values["params"], values["grads"], states, o, lr_array,
-             step_array, common)
+        _run(getattr(_C, kernel_name), fn, params, grads, states, o, lr_array, step_array,
+             common)
 
-    options_class = getattr(_C, spec.options)
-    has_step = hasattr(options_class, "step")    # momentum_ has first_step (from prepare)
-    rule_function.__name__ = rule_function.__qualname__ = fn
+    # Note [generated signature]
+    defaults = {}
+    sig = ["params", "grads", *state_names, "*"]
+    if spec.takes_step:
+        sig.append("step")
+    for i, h in enumerate(visible):
+        if h.default is inspect.Parameter.empty:
+            sig.append(h.name)
+        else:
+            defaults[f"_d{i}"] = h.default
+            sig.append(f"{h.name}=_d{i}")
+    sig.append("**common")
+    keys = (["step"] if spec.takes_step else []) + [h.name for h in visible]
+    source = (f"def {fn}({', '.join(sig)}):\n"
+              f"    return _body(params, grads, ({''.join(n + ', ' for n in state_names)}), "
+              f"{{{', '.join(f'{k!r}: {k}' for k in keys)}}}, common)\n")
+    namespace = {"_body": body, **defaults}
+    exec(compile(source, f"<fusedtrain.{fn}>", "exec"), namespace)
+    rule_function = namespace[fn]
+    rule_function.__qualname__ = fn
     rule_function.__doc__ = spec.doc
-    rule_function.__signature__ = sig
     rule_function.__module__ = __name__
     return rule_function
 
