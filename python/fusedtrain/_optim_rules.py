@@ -473,6 +473,18 @@ def _nadam_prepare(fn, values):
             "mu_product": mu_product}
 
 
+def _one_buffer(tensors):
+    """The 1-d tensor whose elements, in order, ``tensors`` are views of; None if they are not."""
+    base = tensors[0]._base
+    if base is None or base.dim() != 1 or base.numel() != len(tensors) or base.stride(0) != 1:
+        return None
+    start = base.storage_offset()
+    for i, t in enumerate(tensors):
+        if t._base is not base or t.storage_offset() != start + i:
+            return None
+    return base
+
+
 def _nadam_advance(group, st, step, found_inf):
     """ft.torch: torch's float32 mu_product *= mu_t per param (skipped with found_inf), then one
     kernel call per distinct product (Note [NAdam mu product] in reference/nadam.py)."""
@@ -482,10 +494,18 @@ def _nadam_advance(group, st, step, found_inf):
                                        else found_inf) != 0:
         return [(None, {"step": step})]
     mu = nadam_mu(step, float(group["betas"][0]), group["momentum_decay"])
+    import torch
+    products = st["mu_product"]
+    base = _one_buffer(products)
+    if base is not None:         # views of one buffer (ft.torch's buckets): one op, one read
+        base.mul_(mu)
+        values = base.tolist()
+    else:
+        torch._foreach_mul_(products, mu)
+        values = torch.stack(products).tolist()
     by_value = {}
-    for i, t in enumerate(st["mu_product"]):
-        t.mul_(mu)
-        by_value.setdefault(float(t.item()), []).append(i)
+    for i, v in enumerate(values):
+        by_value.setdefault(v, []).append(i)
     return [(idx, {"step": step, "mu_product": v}) for v, idx in by_value.items()]
 
 

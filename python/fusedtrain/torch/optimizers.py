@@ -182,7 +182,7 @@ class _FusedStep:
             b = _Bucket(idx, len(idx) == len(params), [self.state[params[i]] for i in idx],
                         device)
             if rule.takes_step:
-                b.share_steps()
+                b.share_steps(rule_spec_scalars(rule))
             else:
                 b.fresh = when
             ps = [params[i] for i in idx]
@@ -237,13 +237,21 @@ class _Bucket:
         self.buffer = self.steps = None
         self.fresh = self.plan_dropped = False
 
-    def share_steps(self):
-        """Makes the bucket's step tensors views of one buffer (same values, torch's layout)."""
-        steps = [d["step"] for d in self.dicts]
-        self.buffer = torch.stack(steps) if len(steps) > 1 else steps[0].reshape(1).clone()
-        self.steps = list(self.buffer.unbind(0))
-        for d, s in zip(self.dicts, self.steps):
-            d["step"] = s
+    def share_steps(self, scalar_keys=()):
+        """Makes the bucket's step tensors, and a rule's other 0-dim per-param state (NAdam's
+        mu_product), views of one buffer per key (same values, torch's layout): one op
+        advances them all."""
+        self.buffer, self.steps = self._share("step")
+        for key in scalar_keys:
+            self._share(key)
+
+    def _share(self, key):
+        values = [d[key] for d in self.dicts]
+        buffer = torch.stack(values) if len(values) > 1 else values[0].reshape(1).clone()
+        views = list(buffer.unbind(0))
+        for d, v in zip(self.dicts, views):
+            d[key] = v
+        return buffer, views
 
 
 class _Plan:
