@@ -12,8 +12,8 @@ synchronized step waits for it). Rows:
 - sync path, 1-rank group: the same computation and collectives on a group of one rank, i.e.
   without waiting for the other rank at the two collectives;
 - the parts of sync, each alone: the statistics kernel, the normalization (evaluation
-  kernel), the backward kernel, the dx correction in place (addcmul_ + add_; the data here is
-  near zero mean, Note [dx correction] in fusedtrain/torch/sync_batch_norm.py).
+  kernel), the backward's two halves: the gradient sums kernel and dx from the group's sums
+  (Note [given sums] in csrc/core/norm_args.h).
 Writes bench/results/cpu_sync_bn_<cpu>.json. torch.nn.SyncBatchNorm has no CPU path, so it has
 no row here.
 """
@@ -49,7 +49,7 @@ def _calls(rank):
     import torch
     import torch.distributed as dist
     import fusedtrain as ft
-    from fusedtrain.batch_norm import _stats_into
+    from fusedtrain.batch_norm import _grad_sums_into, _stats_into
 
     C = SHAPE[1]
     g = torch.Generator().manual_seed(rank)
@@ -76,7 +76,8 @@ def _calls(rank):
     w, b = mods["sync"].weight.detach(), mods["sync"].bias.detach()
     mean, var, _ = ft.batch_norm_stats(xd)
     _, save_mean, save_invstd = ft.batch_norm_forward(xd, w, b, mean, var, training=False)
-    dx = torch.empty_like(xd)
+    _, t, s = ft.batch_norm_backward(dy, xd, w, save_mean, save_invstd)
+    group_sums = (s.double() * WORLD, t.double() * WORLD, WORLD * xd.numel() // C)
 
     def stats():
         _stats_into(xd, row[:C], row[C:2 * C], channels_last=False, fn="bench")
@@ -84,13 +85,11 @@ def _calls(rank):
     def normalize():
         ft.batch_norm_forward(xd, w, b, mean, var, training=False)
 
-    def backward_kernel():
-        ft.batch_norm_backward(dy, xd, w, save_mean, save_invstd)
+    def grad_sums():
+        _grad_sums_into(dy, xd, save_mean, save_invstd, sums[C:], sums[:C], channels_last=False)
 
-    slope, icpt = torch.randn(1, C, 1, 1), torch.randn(1, C, 1, 1)
-
-    def dx_fix():
-        dx.addcmul_(xd, slope).add_(icpt)
+    def dx_from_sums():
+        ft.batch_norm_backward(dy, xd, w, save_mean, save_invstd, sums=group_sums)
 
     calls = {name: fwd_bwd(m) for name, m in mods.items()}
     # The synchronized step's computation without the wait for the other rank: its autograd
@@ -106,8 +105,8 @@ def _calls(rank):
     calls["sync path, 1-rank group"] = sync_alone
     calls.update({"collectives": collectives, "part: statistics kernel": stats,
                   "part: normalize (eval kernel)": normalize,
-                  "part: backward kernel": backward_kernel,
-                  "part: dx correction (addcmul_ + add_)": dx_fix})
+                  "part: gradient sums kernel": grad_sums,
+                  "part: dx from the group's sums": dx_from_sums})
     return calls
 
 

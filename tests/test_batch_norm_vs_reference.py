@@ -55,6 +55,44 @@ def test_training_forward_and_backward(case_dtype, isa):
         assert_close(db, want_db, sum_tol, "dbias")
 
 
+@pytest.mark.parametrize("case_dtype", GRID, ids=_ids)
+def test_backward_halves(case_dtype, isa):
+    """Note [given sums]: the sums alone, then dx from the sums of a larger batch (this x a
+    third of it, as one rank of three would see)."""
+    case, dtype = case_dtype
+    x, w, b, rm, rv, dy = make_inputs(case, dtype)
+    cl = case.channels_last
+    _, save_mean, save_invstd = ft.batch_norm_forward(x, w, b, training=True, channels_last=cl)
+    none, s_xhat, s_dy = ft.batch_norm_backward(dy, x, w, save_mean, save_invstd,
+                                                channels_last=cl, input_grad=False)
+    _, want_xhat, want_dy = ref.batch_norm_backward(dy, x, w, save_mean, save_invstd,
+                                                    channels_last=cl, input_grad=False)
+    assert none is None
+    out_dtype = w.dtype if w is not None else (np.float64 if dtype == "float64" else np.float32)
+    assert s_xhat.dtype == out_dtype and s_dy.dtype == out_dtype
+    sum_tol = Tolerance(1e-10, 1e-11) if dtype == "float64" else Tolerance(1e-5, 2e-5)
+    assert_close(s_xhat, want_xhat, sum_tol, "sum_dy_xhat")
+    assert_close(s_dy, want_dy, sum_tol, "sum_dy")
+
+    rng = np.random.default_rng(seed_for("bn halves", case, dtype))
+    count = 3 * (x.size // s_dy.size)
+    sums = (want_dy * 3 + rng.standard_normal(want_dy.shape),
+            want_xhat * 3 + rng.standard_normal(want_xhat.shape), count)
+    dx, dw, db = ft.batch_norm_backward(dy, x, w, save_mean, save_invstd, channels_last=cl,
+                                        sums=sums)
+    want_dx, _, _ = ref.batch_norm_backward(dy, x, w, save_mean, save_invstd, channels_last=cl,
+                                            sums=sums)
+    assert dw is None and db is None and dx.dtype == x.dtype and dx.shape == x.shape
+    tol = output_tol(dtype)
+    assert_close(dx, want_dx, Tolerance(tol.rtol * 4, tol.atol * 4), "dx")
+    # The whole batch being this x: the halves are the one-call backward.
+    full_dx, _, _ = ft.batch_norm_backward(dy, x, w, save_mean, save_invstd, channels_last=cl)
+    own = (want_dy, want_xhat, count // 3)
+    split_dx, _, _ = ft.batch_norm_backward(dy, x, w, save_mean, save_invstd, channels_last=cl,
+                                            sums=own)
+    assert_close(split_dx, full_dx, Tolerance(tol.rtol * 4, tol.atol * 4), "dx, own sums")
+
+
 @pytest.mark.parametrize("case_dtype", [(c, d) for c in SMALL[:8] for d in DTYPES], ids=_ids)
 def test_eval_forward_uses_running_stats_and_changes_nothing(case_dtype, isa):
     case, dtype = case_dtype

@@ -99,6 +99,22 @@ def test_bad_tensor_raises_naming_it_and_writes_nothing(route, bad):
         assert torch.equal(t, b)
 
 
+class _ClaimsNegated(torch.Tensor):
+    """A subclass whose is_neg is Python code: the neg check must call it, not torch's C
+    function (Note [neg check] in csrc/bindings/interop.cpp)."""
+
+    def is_neg(self):
+        return True
+
+
+def test_neg_check_calls_a_subclass_override(route):
+    p = torch.randn(7).as_subclass(_ClaimsNegated)
+    before = p.clone()
+    with pytest.raises(ValueError, match=r"sgd_: params\[0\] .*neg"):
+        ft.sgd_([p], [torch.randn(7)], lr=0.1)
+    assert torch.equal(p.as_subclass(torch.Tensor), before.as_subclass(torch.Tensor))
+
+
 def test_params_and_state_must_share_a_layout(route):
     p = torch.randn(3, 4, 5, 7).to(memory_format=torch.channels_last)
     g, m, v = torch.randn(3, 4, 5, 7), torch.zeros_like(p), torch.zeros_like(p)

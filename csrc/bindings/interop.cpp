@@ -213,6 +213,7 @@ struct Route {
   bool torch;      // a torch.Tensor (sub)class
   bool check_neg;  // its arrays can carry a lazy negation bit (torch's is_neg()), checked per array
   PyObject* is_neg;  // the type's is_neg (an unbound method, kept alive with the type)
+  PyCFunction is_neg_c;  // its C function when it is a no-argument C method (Note [neg check])
   int8_t versioned = -1;  // __dlpack__ takes max_version: -1 not yet known, 0 no, 1 yes
   const dl::ExchangeApi* api;
 };
@@ -245,6 +246,33 @@ const dl::ExchangeApi* exchange_api_of(PyObject* type) {
   return nullptr;
 }
 
+// Note [neg check]: every torch tensor costs one is_neg() call (Note [negative views]), a third
+// of its import. When the type's is_neg is a C method taking no arguments (torch's own), its C
+// function is called directly, as CPython's method descriptor would after checking that the
+// object is an instance of the descriptor's class and that no arguments came: the route is per
+// type and that type is checked here once, so only the descriptor's per-call checks are saved.
+// A subclass that overrides is_neg in Python keeps the general call.
+PyCFunction no_argument_c_method(PyObject* method, PyTypeObject* type) {
+  if (Py_TYPE(method) != &PyMethodDescr_Type) return nullptr;
+  auto* d = reinterpret_cast<PyMethodDescrObject*>(method);
+  if ((d->d_method->ml_flags & (METH_VARARGS | METH_FASTCALL | METH_NOARGS | METH_O |
+                                METH_KEYWORDS | METH_METHOD)) != METH_NOARGS)
+    return nullptr;
+  if (!PyType_IsSubtype(type, PyDescr_TYPE(d))) return nullptr;
+  return d->d_method->ml_meth;
+}
+
+// Whether a class was defined in package `pkg` or one of its modules.
+bool module_is(PyObject* cls, const char* pkg) {
+  PyObject* mod = PyObject_GetAttrString(cls, "__module__");
+  const char* m = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : nullptr;
+  const size_t n = std::strlen(pkg);
+  const bool in = m && std::strncmp(m, pkg, n) == 0 && (m[n] == '\0' || m[n] == '.');
+  Py_XDECREF(mod);
+  PyErr_Clear();
+  return in;
+}
+
 bool type_has(PyObject* type, const char* name) {
   const int r = PyObject_HasAttrString(type, name);
   return r == 1;
@@ -254,22 +282,19 @@ size_t route_index(PyTypeObject* t) {
   for (size_t i = 0; i < g_routes.size(); ++i)
     if (g_routes[i].type == t) return i;
   PyObject* type = reinterpret_cast<PyObject*>(t);
-  Route r{t, Via::none, false, false, nullptr, -1, nullptr};
+  Route r{t, Via::none, false, false, nullptr, nullptr, -1, nullptr};
   if (PyType_IsSubtype(t, py::detail::npy_api::get().PyArray_Type_)) {
     r.via = Via::numpy;
     Py_INCREF(type);
     g_routes.push_back(r);
     return g_routes.size() - 1;
   }
-  PyObject* mod = PyObject_GetAttrString(type, "__module__");
-  if (mod && PyUnicode_Check(mod)) {
-    const char* m = PyUnicode_AsUTF8(mod);
-    r.torch = m && (std::strcmp(m, "torch") == 0 || std::strncmp(m, "torch.", 6) == 0);
-    const bool cupy = m && std::strncmp(m, "cupy", 4) == 0;
-    if (cupy && type_has(type, "__cuda_array_interface__")) r.via = Via::cupy;
-  }
-  Py_XDECREF(mod);
-  PyErr_Clear();
+  // A torch tensor type is one with a torch class among its bases: a user's subclass of
+  // torch.Tensor carries the neg bit as well (Note [negative views]).
+  PyObject* mro = t->tp_mro;
+  for (Py_ssize_t i = 0; mro && PyTuple_Check(mro) && i < PyTuple_GET_SIZE(mro) && !r.torch; ++i)
+    r.torch = module_is(PyTuple_GET_ITEM(mro, i), "torch");
+  if (module_is(type, "cupy") && type_has(type, "__cuda_array_interface__")) r.via = Via::cupy;
   if (type_has(type, "__torch_dispatch__") && overrides_torch_dispatch(type)) r.via = Via::subclass;
   else if (g_use_exchange && (r.api = exchange_api_of(type))) r.via = Via::exchange;
   // torch's __cuda_array_interface__ refuses bfloat16 and requires_grad tensors: DLPack for torch.
@@ -279,6 +304,7 @@ size_t route_index(PyTypeObject* t) {
   if (r.torch) r.is_neg = PyObject_GetAttrString(type, "is_neg");
   PyErr_Clear();
   r.check_neg = r.is_neg != nullptr;
+  r.is_neg_c = r.check_neg ? no_argument_c_method(r.is_neg, t) : nullptr;
   Py_INCREF(type);
   g_routes.push_back(r);
   return g_routes.size() - 1;
@@ -295,8 +321,13 @@ TensorView from_exchange(PyObject* obj, const Route& r, const ArgRef& at, Layout
     // Note [negative views]: torch can mark a tensor "negated" (a lazy neg view such as `.imag`
     // of a conjugated tensor) and a DLTensor has no field for it: writing through the view would
     // store the negation of what the caller reads.
-    PyObject* args[] = {obj};
-    PyObject* res = PyObject_Vectorcall(r.is_neg, args, 1, nullptr);
+    PyObject* res;
+    if (r.is_neg_c) {
+      res = r.is_neg_c(obj, nullptr);
+    } else {
+      PyObject* args[] = {obj};
+      res = PyObject_Vectorcall(r.is_neg, args, 1, nullptr);
+    }
     if (!res) type_error(at, "could not be checked: " + take_error_message());
     const bool neg = res == Py_True;
     Py_DECREF(res);

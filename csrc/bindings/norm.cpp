@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <string>
 
 #include "bindings/aliasing.h"
@@ -118,9 +119,12 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
   run_kernel(a, in.view, stream, cpu::active_bn().forward, FT_CUDA_ENTRY(cuda::bn_forward));
 }
 
+// Note [given sums]: dx None takes the sums only; sum_dy / sum_dy_xhat / count given compute dx
+// from them alone (dweight and dbias None).
 void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_mean,
               py::handle save_invstd, py::handle dx, py::handle dweight, py::handle dbias,
-              bool channels_last, py::handle stream) {
+              bool channels_last, py::handle stream, py::handle sum_dy, py::handle sum_dy_xhat,
+              double count) {
   const char* fn = "batch_norm_backward";
   ExportHolder keep;
   keep.cuda_call = !stream.is_none();
@@ -139,10 +143,35 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
   a.save_mean = channel_array(save_mean, {fn, "save_mean", -1}, Access::read, C, channels_last, any, false, keep);
   a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::read, C, channels_last, any, false, keep);
   if (in.shape.per_channel() == 0) value_error({fn, "x", -1}, "has no values per channel");
-  a.dx = same_as(dx, {fn, "dx", -1}, in.view, keep);
-  if (a.weight.present()) {
-    a.dweight = channel_array(dweight, {fn, "dweight", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
-    a.dbias = channel_array(dbias, {fn, "dbias", -1}, Access::write, C, channels_last, {a.weight.dtype}, false, keep);
+  const auto sums = {DType::f32, DType::f64};
+  a.given_sum_dy = channel_array(sum_dy, {fn, "sum_dy", -1}, Access::read, C, channels_last, sums, true, keep);
+  a.given_sum_dy_xhat = channel_array(sum_dy_xhat, {fn, "sum_dy_xhat", -1}, Access::read, C, channels_last, sums, true, keep);
+  if (a.given_sum_dy.present() != a.given_sum_dy_xhat.present())
+    value_error({fn, a.given() ? "sum_dy_xhat" : "sum_dy", -1},
+                "is None but the other sum is given; give both or neither");
+  if (a.given()) {
+    if (!std::isfinite(count) || count < double(in.shape.per_channel()))
+      value_error({fn, "count", -1}, "must be a finite number of values, at least x's " +
+                                         std::to_string(in.shape.per_channel()) + " per channel");
+    if (!dweight.is_none() || !dbias.is_none())
+      value_error({fn, dweight.is_none() ? "dbias" : "dweight", -1},
+                  "must be None with given sums (dx is the only output)");
+    a.given_count = count;
+  } else if (dx.is_none() && (dweight.is_none() || dbias.is_none())) {
+    value_error({fn, dweight.is_none() ? "dweight" : "dbias", -1},
+                "is None and so is dx: nothing would be computed");
+  }
+  if (!dx.is_none() || a.given()) a.dx = same_as(dx, {fn, "dx", -1}, in.view, keep);
+  if (!a.given() && (a.weight.present() || !a.dx)) {
+    // Without a weight, the sums alone come back in a statistics dtype.
+    auto output = [&](py::handle obj, const char* name) {
+      const ArgRef at{fn, name, -1};
+      return a.weight.present()
+                 ? channel_array(obj, at, Access::write, C, channels_last, {a.weight.dtype}, false, keep)
+                 : channel_array(obj, at, Access::write, C, channels_last, sums, false, keep);
+    };
+    a.dweight = output(dweight, "dweight");
+    a.dbias = output(dbias, "dbias");
   }
   Aliasing alias(fn);  // Note [aliasing]
   alias.read(g, "dy");
@@ -150,6 +179,8 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
   alias.read(a.weight.data, C, a.weight.dtype, "weight");
   alias.read(a.save_mean.data, C, a.save_mean.dtype, "save_mean");
   alias.read(a.save_invstd.data, C, a.save_invstd.dtype, "save_invstd");
+  alias.read(a.given_sum_dy.data, C, a.given_sum_dy.dtype, "sum_dy");
+  alias.read(a.given_sum_dy_xhat.data, C, a.given_sum_dy_xhat.dtype, "sum_dy_xhat");
   alias.written(a.dx, in.view.numel, d, "dx");
   alias.written(a.dweight.data, C, a.dweight.dtype, "dweight");
   alias.written(a.dbias.data, C, a.dbias.dtype, "dbias");
@@ -270,7 +301,8 @@ void init_norm(py::module_& m) {
   m.def("bn_backward", &backward, py::arg("dy"), py::arg("x"), py::arg("weight").none(true),
         py::arg("save_mean"), py::arg("save_invstd"), py::arg("dx"),
         py::arg("dweight").none(true), py::arg("dbias").none(true), py::arg("channels_last"),
-        py::arg("stream").none(true) = py::none());
+        py::arg("stream").none(true) = py::none(), py::arg("sum_dy").none(true) = py::none(),
+        py::arg("sum_dy_xhat").none(true) = py::none(), py::arg("count") = 0.0);
   m.def(
       "bn_stats",
       [](py::handle x, py::handle mean, py::handle var, bool channels_last, const std::string& fn,

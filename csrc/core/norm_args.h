@@ -60,14 +60,23 @@ struct BnForwardArgs {
   double momentum = 0.1, eps = 1e-5;
 };
 
+// Note [given sums]: the backward is a reduction (the channel sums) followed by an elementwise
+// pass (dx). Synchronized batch norm needs the sums of every rank's slice between the two, so
+// either half runs alone: without dx only the sums are taken (dweight, dbias); with given sums
+// (sum dy and sum dy * xhat over `given_count` values of the whole batch, xhat with this call's
+// save_mean and save_invstd) no reduction runs and dx is the only output.
 struct BnBackwardArgs {
   const void* dy = nullptr;
   const void* x = nullptr;
-  void* dx = nullptr;
+  void* dx = nullptr;  // absent: sums only
   DType dtype = DType::f32;
   BnShape shape;
   ChannelArray weight, save_mean, save_invstd;
-  ChannelArray dweight, dbias;  // outputs, absent when weight is
+  ChannelArray dweight, dbias;  // outputs, absent when weight is (and with given sums)
+  ChannelArray given_sum_dy, given_sum_dy_xhat;  // both or neither
+  double given_count = 0;
+
+  FT_HD bool given() const { return given_sum_dy.present(); }
 };
 
 struct BnStatsArgs {

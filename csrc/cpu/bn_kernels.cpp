@@ -94,6 +94,14 @@ math::BnBackwardCoeffs<T> backward_channel(const BnBackwardArgs& a, int64_t c, d
   return math::bn_backward_coeffs<T>(n, g.dy, g.dy_xc, mean, invstd, a.weight.get(c, 1.0));
 }
 
+// The sums a channel's dx is computed from: its own (the reduction's), or the given ones of a
+// larger batch (Note [given sums]).
+GradSums sums_for_dx(const BnBackwardArgs& a, int64_t c, const GradSums& own) {
+  if (!a.given()) return own;
+  return {a.given_sum_dy.get(c),
+          math::bn_sum_dy_xc(a.given_sum_dy_xhat.get(c), a.save_invstd.get(c))};
+}
+
 template <class S>
 void backward_typed(const BnBackwardArgs& a) {
   using T = Cmp<S>;
@@ -102,15 +110,21 @@ void backward_typed(const BnBackwardArgs& a) {
   const S* x = static_cast<const S*>(a.x);
   S* dx = static_cast<S*>(a.dx);
   const int64_t C = s.channels, M = s.per_channel();
+  // Note [given sums]: either half of the backward may be skipped.
+  const bool reduce = !a.given(), apply = dx != nullptr;
+  const double n = a.given() ? a.given_count : double(M);
   if (s.inner > 1) {  // Note [bn hot channel], with dy and x both hot
     std::vector<math::BnBackwardCoeffs<T>> co(C);
     planar_driver<GradSums>(
         C, M, 2 * sizeof(S),
         [&](int64_t c, int64_t j0, int64_t j1) {
-          return planar_grad_sums(dy, x, s, c, j0, j1, math::split_mean<T>(a.save_mean.get(c)));
+          return reduce ? planar_grad_sums(dy, x, s, c, j0, j1, math::split_mean<T>(a.save_mean.get(c)))
+                        : GradSums{};
         },
-        [&](int64_t c, const GradSums& g) { co[c] = backward_channel<T>(a, c, double(M), g); },
-        [&](int64_t c, int64_t j0, int64_t j1) { planar_grad_input(dy, x, dx, s, c, j0, j1, co[c]); });
+        [&](int64_t c, const GradSums& g) { co[c] = backward_channel<T>(a, c, n, sums_for_dx(a, c, g)); },
+        [&](int64_t c, int64_t j0, int64_t j1) {
+          if (apply) planar_grad_input(dy, x, dx, s, c, j0, j1, co[c]);
+        });
     return;
   }
   ChannelCoeffs<T> k(C);  // a: mean_dy, b: proj, d: scale
@@ -122,13 +136,14 @@ void backward_typed(const BnBackwardArgs& a) {
   rows_driver<GradSums>(
       1, s.outer, C,
       [&](int64_t, int64_t r0, int64_t r1, GradSums* out) {
-        rows_grad_sums(dy, x, C, r0, r1, k.hi.data(), k.lo.data(), out);
+        if (reduce) rows_grad_sums(dy, x, C, r0, r1, k.hi.data(), k.lo.data(), out);
       },
       [&](int64_t, const GradSums* g) {
-        for (int64_t c = 0; c < C; ++c) k.set_grad(c, backward_channel<T>(a, c, double(M), g[c]));
+        for (int64_t c = 0; c < C; ++c)
+          k.set_grad(c, backward_channel<T>(a, c, n, sums_for_dx(a, c, g[c])));
       },
       [&](int64_t, int64_t r0, int64_t r1) {
-        rows_grad_input<math::BnBackwardCoeffs>(dy, x, dx, C, r0, r1, k);
+        if (apply) rows_grad_input<math::BnBackwardCoeffs>(dy, x, dx, C, r0, r1, k);
       });
 }
 

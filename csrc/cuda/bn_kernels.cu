@@ -50,8 +50,10 @@ struct BackwardEpilogue {
   BnBackwardArgs a;
   double n;
   double* coeffs;  // per channel: mean, mean_dy, proj, scale
-  __device__ void operator()(int64_t c, const GradSums& g) const {
+  __device__ void operator()(int64_t c, GradSums g) const {
     const double mean = a.save_mean.get(c, 0), invstd = a.save_invstd.get(c, 1);
+    if (a.given())  // Note [given sums]
+      g = {a.given_sum_dy.get(c, 0), math::bn_sum_dy_xc(a.given_sum_dy_xhat.get(c, 0), invstd)};
     a.dweight.set(c, math::bn_dweight(g.dy_xc, invstd));
     a.dbias.set(c, g.dy);
     const auto k = math::bn_backward_coeffs<double>(n, g.dy, g.dy_xc, mean, invstd,
@@ -241,6 +243,12 @@ __global__ void eval_coeffs_kernel(int64_t C, ForwardEpilogue epi) {
   if (c < C) epi(c, Stats{0, 0, 0});
 }
 
+// Note [given sums]: the coefficients of dx from the given sums, no reduction.
+__global__ void given_coeffs_kernel(int64_t C, BackwardEpilogue epi) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < C) epi(c, GradSums{0, 0});
+}
+
 __global__ void update_running_kernel(BnRunningArgs a) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= a.channels) return;
@@ -302,9 +310,12 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
   const auto* x = static_cast<const S*>(a.x);
   auto* dx = static_cast<S*>(a.dx);
   Scratch coeffs(sizeof(double) * 4 * size_t(C), st);
-  BackwardEpilogue epi{a, double(s.per_channel()), coeffs.as<double>()};
+  BackwardEpilogue epi{a, a.given() ? a.given_count : double(s.per_channel()), coeffs.as<double>()};
   const int64_t extent = s.inner > 1 ? s.inner : C;
-  {
+  if (a.given()) {  // Note [given sums]
+    given_coeffs_kernel<<<unsigned((C + 255) / 256), 256, 0, st>>>(C, epi);
+    count_launch("bn given coeffs");
+  } else {
     const int v = vec_width<S>(extent, {dy, x});
     const Geometry g = reduction_geometry<S>(s, v);
     Reduction<GradSums> r(g, C, st);
@@ -319,6 +330,7 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
     count_launch("bn grad sums");
     r.finalize(epi, st);
   }
+  if (!dx) return;  // sums only
   const int v = vec_width<S>(extent, {dy, x, dx});
   const Geometry g = elementwise_geometry<S>(s, v);
   with_width<S>(v, [&](auto V) {

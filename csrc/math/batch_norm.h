@@ -114,5 +114,7 @@ FT_HD FT_INLINE V bn_backward(V dy, V x, const BnBackwardCoeffs<T>& c) {
   return (dy - c.mean_dy - centered(x, c.mean) * c.proj) * c.scale;
 }
 FT_HD FT_INLINE double bn_dweight(double sum_dy_xc, double invstd) { return sum_dy_xc * invstd; }
+// The channel sum of dy * (x - mean) from that of dy * xhat (Note [given sums]); invstd > 0.
+FT_HD FT_INLINE double bn_sum_dy_xc(double sum_dy_xhat, double invstd) { return sum_dy_xhat / invstd; }
 
 }  // namespace ft::math

@@ -120,7 +120,7 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
 
 
 def batch_norm_backward(dy, x, weight, save_mean, save_invstd, *, channels_last=False,
-                        stream=None):
+                        input_grad=True, sums=None, stream=None):
     """Gradients of the training-mode forward; returns ``(dx, dweight, dbias)``.
 
     With ``xhat = (x - save_mean) * save_invstd`` over each channel's M values:
@@ -132,18 +132,42 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, *, channels_last=
     For a forward in evaluation mode the gradient is simply ``dy * weight * invstd``; this
     function is the training-mode backward, as ``torch.ops.aten.native_batch_norm_backward``
     with ``train=True``.
+
+    Its two halves, the channel sums and the elementwise dx, also run apart, for a batch split
+    over processes (synchronized batch norm adds every process's sums between them):
+
+    - ``input_grad=False``: the sums only (one pass over dy and x); returns
+      ``(None, sum(dy * xhat), sum(dy))``, in ``weight``'s dtype, or as float32 arrays (float64
+      for float64 x) when ``weight`` is None.
+    - ``sums=(sum_dy, sum_dy_xhat, count)``: dx from the sums of the whole batch, ``count``
+      values per channel of which x is a slice (xhat taken with this call's ``save_mean`` and
+      ``save_invstd``), with no reduction; returns ``(dx, None, None)``.
     """
     fn = "batch_norm_backward"
     channels_last = chk.flag(fn, "channels_last", channels_last)
+    input_grad = chk.flag(fn, "input_grad", input_grad)
+    sum_dy = sum_dy_xhat = None
+    count = 0.0
+    if sums is not None:
+        if not isinstance(sums, (tuple, list)) or len(sums) != 3:
+            raise TypeError(f"{fn}: sums must be a tuple (sum_dy, sum_dy_xhat, count), got "
+                            f"{type(sums).__name__}")
+        if not input_grad:
+            raise ValueError(f"{fn}: sums are given to compute dx, but input_grad is False")
+        sum_dy, sum_dy_xhat, count = sums
+        count = chk.at_least(fn, "count", count, 1)
     C = _channels(fn, x, channels_last)
-    dx = _empty(x, _shape_of(fn, "x", x))
-    dweight = dbias = None
+    shape = _shape_of(fn, "x", x)
     if weight is not None:
         _shape_of(fn, "weight", weight)
-        dweight = _empty(weight, (C,))
-        dbias = _empty(weight, (C,))
+    dx = _empty(x, shape) if input_grad else None
+    dweight = dbias = None
+    if sums is None and (weight is not None or not input_grad):
+        like = weight if weight is not None else x
+        dweight = _empty(like, (C,), stats=weight is None)
+        dbias = _empty(like, (C,), stats=weight is None)
     _C.bn_backward(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, channels_last,
-                   launch_stream([x], stream))
+                   launch_stream([x], stream), sum_dy, sum_dy_xhat, count)
     return dx, dweight, dbias
 
 
@@ -170,6 +194,14 @@ def _stats_into(x, mean, var, *, channels_last, fn, stream=None):
     allowed: synchronized batch norm writes float64 statistics straight into its send buffer);
     returns the count."""
     return int(_C.bn_stats(x, mean, var, channels_last, fn, stream=launch_stream([x], stream)))
+
+
+def _grad_sums_into(dy, x, save_mean, save_invstd, sum_dy_xhat, sum_dy, *, channels_last):
+    """The sums half of :func:`batch_norm_backward` (``input_grad=False``, no weight) into the
+    caller's ``(C,)`` float32 or float64 arrays (synchronized batch norm writes float64 sums
+    straight into its all_reduce buffer)."""
+    _C.bn_backward(dy, x, None, save_mean, save_invstd, None, sum_dy_xhat, sum_dy, channels_last,
+                   launch_stream([x]))
 
 
 def _counts(fn, counts, k):

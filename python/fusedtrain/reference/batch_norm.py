@@ -89,9 +89,14 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     return y.astype(x.dtype), mean, invstd
 
 
-def batch_norm_backward(dy, x, weight, save_mean, save_invstd, *, channels_last=False):
+def batch_norm_backward(dy, x, weight, save_mean, save_invstd, *, channels_last=False,
+                        input_grad=True, sums=None):
     """dx = w * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)); dweight = sum(dy * xhat);
-    dbias = sum(dy); xhat = (x - save_mean) * save_invstd."""
+    dbias = sum(dy); xhat = (x - save_mean) * save_invstd.
+
+    input_grad=False: (None, sum(dy * xhat), sum(dy)), with or without a weight.
+    sums=(sum_dy, sum_dy_xhat, count): dx with these sums over count values in place of x's
+    own (the means above are sum / count); returns (dx, None, None)."""
     x = np.asarray(x)
     axes, bshape = _channel_axes(x, channels_last)
     xd, dyd = _f64(x), _f64(dy)
@@ -100,9 +105,13 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, *, channels_last=
     xhat = (xd - _f64(save_mean).reshape(bshape)) * invstd
     sum_dy = dyd.sum(axis=axes)
     sum_dy_xhat = (dyd * xhat).sum(axis=axes)
+    if not input_grad:
+        return None, sum_dy_xhat, sum_dy
+    if sums is not None:
+        sum_dy, sum_dy_xhat, m = _f64(sums[0]), _f64(sums[1]), float(sums[2])
     w = np.ones(x.shape[-1 if channels_last else 1]) if weight is None else _f64(weight)
     dx = w.reshape(bshape) * invstd * (dyd - (sum_dy / m).reshape(bshape)
                                        - xhat * (sum_dy_xhat / m).reshape(bshape))
-    if weight is None:
+    if weight is None or sums is not None:
         return dx.astype(x.dtype), None, None
     return dx.astype(x.dtype), sum_dy_xhat, sum_dy

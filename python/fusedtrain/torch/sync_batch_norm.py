@@ -14,11 +14,10 @@ Note [synchronized batch norm]:
   statistics, which is our evaluation-mode forward kernel.
 - Backward: ONE all_reduce (SUM) of the packed per-channel ``[sum dy, sum dy * xhat]``
   (float64), taken where x needs a gradient (as torch does: all ranks share the model, so all
-  agree). Our backward kernel gives those sums for the local slice together with the local
-  gradient ``dx_l = w * invstd * (dy - s_l / M_l - xhat * t_l / M_l)``; the synchronized
-  gradient differs from it by a per-channel affine function of xhat,
-  ``w * invstd * ((s_l / M_l - s / M) + xhat * (t_l / M_l - t / M))``, added in place (Note
-  [dx correction]). No kernel of ours takes given sums, hence the second elementwise pass.
+  agree). The backward runs in two halves (Note [given sums] in csrc/core/norm_args.h): our
+  kernel takes this rank's sums (one pass over dy and x), and after the all_reduce computes
+  ``dx = w * invstd * (dy - s / M - xhat * t / M)`` from the group's sums ``s, t`` and count
+  ``M`` (one pass more), as one process with the whole batch would.
 - ``weight.grad`` / ``bias.grad`` are this rank's sums, like torch's SyncBatchNorm: data
   parallelism (DDP) adds them across ranks with the other parameters' gradients.
 - A rank with an empty slice takes part in both collectives (count 0: its row is ignored by
@@ -27,37 +26,28 @@ Note [synchronized batch norm]:
 - Evaluation mode, one rank, or no process group: no collective, the local batch norm of
   ``ft.torch.BatchNorm*d``.
 
-Note [dx correction]: that affine function of xhat is ``slope * x + intercept`` per channel,
-added to dx in place by ``addcmul_`` and ``add_`` (no temporary: a quarter of the time of a
-pass of the evaluation kernel plus an add, which allocates and faults in a tensor the size of
-x). In float32, ``slope * x`` and the intercept cancel when |mean| >> std (the intercept holds
-``-slope * mean``), losing ``log2(|mean| / std)`` bits; where some channel has
-``|mean| / std > 16`` (float32 and half input), the correction goes through our
-evaluation-mode forward kernel instead, which subtracts the mean before it scales (weight and
-bias set to the coefficients, the forward's mean and variance as running statistics, so its
-xhat is the very xhat of the forward), and is then added.
-
 Note [float32 mean residual]: for float32 (and half) input the kernels take the mean as
 float32, whose rounding is 0.5 ulp(mean): 5e-4 at mean 1e4, a 5e-4 error on every normalized
 value of unit variance. The merged mean is float64, so its residual ``r = mean64 - mean32`` is
-known and folded back in per channel: the forward adds ``-r * invstd * w`` to the bias, the
-backward subtracts ``delta = r * invstd`` from the kernel's xhat through the sums and the
-affine correction. The results are those of the float64 mean (1e-7 relative at mean 1e4), where
-a float32 batch norm on one process is off by 1e-4 there.
+known and folded back in per channel: the forward adds ``-r * invstd * w`` to the bias; the
+backward's kernel xhat exceeds the float64 one by ``delta = r * invstd``, so this rank's
+``sum dy * xhat`` loses ``delta * sum dy``, and the sum dy given for dx gains
+``-delta * sum dy * xhat`` (``dy - s / M - (xhat + delta) * t / M`` is the kernel's form). The
+results are those of the float64 mean (1e-7 relative at mean 1e4), where a float32 batch norm
+on one process is off by 1e-4 there.
 """
 import torch
 import torch.distributed as dist
 
 import fusedtrain as ft
 from .. import _distributed
-from ..batch_norm import _stats_into
+from ..batch_norm import _grad_sums_into, _stats_into
 from .batch_norm import (_channels_last_view, _detached, _grad_layout, _to_channels_first,
                          batch_norm_step, local_batch_norm)
 
 __all__ = ["SyncBatchNorm"]
 
 _FN = "SyncBatchNorm"
-_FAR = 16.0     # |mean| / std beyond which the dx correction subtracts the mean first
 
 
 def _channels(x, channels_last):
@@ -109,62 +99,41 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         if running_mean is not None:
             ft.update_running_stats_(running_mean, running_var, stats[0], stats[1], total,
                                      momentum=momentum)
-        ctx.save_for_backward(x_in, weight, save_mean, save_invstd, var, residual)
-        ctx.cl, ctx.eps, ctx.group, ctx.local, ctx.total = cl, eps, group, local, total
-        # Note [dx correction]: decided on the host statistics, no device read.
-        ctx.far = sdtype != torch.float64 and \
-            bool((g_mean.abs() * torch.rsqrt(g_var + eps)).max() > _FAR)
+        ctx.save_for_backward(x_in, weight, save_mean, save_invstd, residual)
+        ctx.cl, ctx.group, ctx.local, ctx.total = cl, group, local, total
         return _to_channels_first(y) if cl else y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        x_in, weight, mean, invstd, var, residual = ctx.saved_tensors
+        x_in, weight, mean, invstd, residual = ctx.saved_tensors
         cl, M = ctx.cl, ctx.local
         dy = _grad_layout(dy, x_in, cl)
         C = _channels(x_in, cl)
-        w = _weight64(weight, C, x_in.device)
         # sums = [sum dy, sum dy * xhat] of this rank, float64.
         sums = torch.zeros(2, C, dtype=torch.float64, device=x_in.device)
+        # xhat of the float64 mean = kernel's xhat - delta (Note [float32 mean residual]).
+        delta = residual * invstd.to(torch.float64)
         if M > 0:
-            # The kernel gives the sums only with a weight (ones stand in for an absent one),
-            # in the weight's dtype: float32 at least, so the sums keep their digits.
-            dx, kernel_t, kernel_s = ft.batch_norm_backward(
-                dy, x_in, w.to(mean.dtype), mean, invstd, channels_last=cl)
-            sums[0], sums[1] = kernel_s, kernel_t
-            kernel = sums.clone()
-            # xhat of the float64 mean = kernel's xhat - delta (Note [float32 mean residual]).
-            delta = residual * invstd.to(torch.float64)
+            _grad_sums_into(dy, x_in, mean, invstd, sums[1], sums[0], channels_last=cl)
             sums[1] -= delta * sums[0]
-        else:
-            dx = torch.empty_like(x_in)
         needs = ctx.needs_input_grad
+        dx = None
         if needs[0]:
             total = sums.clone()
             dist.all_reduce(total, group=ctx.group)
             if M > 0:
-                # dx = dx_kernel + a + b * xhat_kernel per channel, a and b below carrying the
-                # factor w * invstd (Note [synchronized batch norm], Note [dx correction]).
-                mean_k, mean_g = kernel / M, total / ctx.total
-                invstd64 = invstd.to(torch.float64)
-                scale = w * invstd64
-                b = scale * (mean_k[1] - mean_g[1])
-                a = scale * (mean_k[0] - mean_g[0] + delta * mean_g[1])
-                if ctx.far:
-                    fix, _, _ = ft.batch_norm_forward(
-                        x_in, b.to(mean.dtype), a.to(mean.dtype), mean, var, training=False,
-                        eps=ctx.eps, channels_last=cl)
-                    dx.add_(fix)
-                else:
-                    slope = b * invstd64       # a + b * (x - mean) * invstd = slope * x + icpt
-                    icpt = a - slope * mean.to(torch.float64)
-                    dx.addcmul_(x_in, _per_channel(slope.to(mean.dtype), cl, x_in.dim()))
-                    dx.add_(_per_channel(icpt.to(mean.dtype), cl, x_in.dim()))
+                given_dy = total[0] - delta * total[1]
+                dx, _, _ = ft.batch_norm_backward(
+                    dy, x_in, _detached(weight), mean, invstd, channels_last=cl,
+                    sums=(given_dy, total[1], ctx.total))
+            else:
+                dx = torch.empty_like(x_in)
             if cl:
                 dx = _to_channels_first(dx)
         grad_w = None if weight is None else sums[1].to(weight.dtype)
         grad_b = None if weight is None else sums[0].to(weight.dtype)
-        return (dx if needs[0] else None, grad_w if needs[1] else None,
+        return (dx, grad_w if needs[1] else None,
                 grad_b if needs[2] else None, None, None, None, None, None)
 
 
