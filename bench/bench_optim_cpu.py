@@ -276,11 +276,8 @@ def main(argv=None) -> int:
     except ImportError as e:
         print(f"cannot import fusedtrain ({e}); build it first: pip install .", file=sys.stderr)
         return 2
-    use_torch = torch is not None and not args.no_torch
-    cores = common.usable_cores()
-    if use_torch:
-        torch.set_num_threads(cores)
-    ft_info = ft.info()
+    tm, cores, ft_info = common.cpu_session(torch, args.no_torch)
+    use_torch = tm is not None
 
     timing_kw = ({"min_repeats": 2, "max_repeats": 20, "warmup": 1} if args.quick
                  else {"min_repeats": 5, "max_repeats": 300, "warmup": 3})
@@ -331,15 +328,7 @@ def main(argv=None) -> int:
               f"start {pressure_start}, end {pressure_end}")
 
     doc = {
-        "benchmark": "cpu_optim",
-        "date": common.utc_now_iso(),
-        "git_sha": common.git_sha(),
-        "git_dirty": common.git_dirty(),
-        "device": common.cpu_device(),
-        "versions": common.versions(ft_info, torch if use_torch else None),
-        "fusedtrain_info": ft_info,
-        "threads": {"fusedtrain": ft_info.get("num_threads"),
-                    "torch": torch.get_num_threads() if use_torch else None},
+        **common.cpu_doc("cpu_optim", ft_info, tm),
         "bandwidth": bw,
         "settings": {"quick": args.quick, "budget_s_per_cell": args.budget, **timing_kw,
                      "timer": "time.perf_counter per call; torch times optimizer.step() with grads preset"},

@@ -52,6 +52,26 @@ def versions(ft_info: dict | None, torch_module=None) -> dict:
     return _versions(ft_info.get("version") if ft_info else None, torch_module)
 
 
+def cpu_session(torch_module, no_torch: bool):
+    """(torch to compare with or None, cores, ft.info()): both libraries on the same cores."""
+    import fusedtrain as ft
+    use = torch_module if torch_module is not None and not no_torch else None
+    cores = usable_cores()
+    if use is not None:
+        use.set_num_threads(cores)
+    return use, cores, ft.info()
+
+
+def cpu_doc(benchmark: str, ft_info: dict, torch_module=None) -> dict:
+    """The leading fields of a CPU script's results file: what ran, when, on what, with which
+    versions and threads."""
+    return {"benchmark": benchmark, "date": utc_now_iso(), "git_sha": git_sha(),
+            "git_dirty": git_dirty(), "device": cpu_device(),
+            "versions": versions(ft_info, torch_module), "fusedtrain_info": ft_info,
+            "threads": {"fusedtrain": ft_info.get("num_threads"),
+                        "torch": torch_module.get_num_threads() if torch_module else None}}
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
