@@ -51,8 +51,9 @@ def _optimizers():
     from ._optim_rules import FUNCTIONS, REQUIRED
     out = []
     for spec in FUNCTIONS.values():
-        lr = next(h.default for h in spec.hypers if h.name == "lr")
+        lr = next((h.default for h in spec.hypers if h.name == "lr"), None)
         name, hyper = TUNED.get(spec.fn, (spec.name or spec.fn.rstrip("_"),
+                                          {} if lr is None else
                                           {"lr": DEFAULT_LR if lr is REQUIRED else lr}))
         out.append(Optimizer(name, getattr(ft, spec.fn), len(spec.states), spec.takes_step, hyper))
         out += [Optimizer(vname, out[-1].fn, out[-1].states, out[-1].takes_step, vhyper)

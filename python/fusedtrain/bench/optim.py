@@ -49,8 +49,8 @@ def _torch_twin(spec):
 def _rule(name, spec, hyper=None):
     from .. import _optim_rules as table
     twin = _torch_twin(spec)
-    lr = next(h.default for h in spec.hypers if h.name == "lr")
-    settings = {"lr": REQUIRED_LR if lr is table.REQUIRED else lr}
+    lr = next((h.default for h in spec.hypers if h.name == "lr"), None)
+    settings = {} if lr is None else {"lr": REQUIRED_LR if lr is table.REQUIRED else lr}
     cls = table.RULES.get(spec.name or twin)
     if cls is not None:
         # Where the functional's default differs from the class's (torch.optim's), both sides
