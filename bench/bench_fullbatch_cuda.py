@@ -15,12 +15,14 @@ import bench_fullbatch_cpu
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:   # answered without a GPU, as the other scripts do
+        bench_fullbatch_cpu.parse_args(argv)
     import torch
     if not torch.cuda.is_available():
         print("bench_fullbatch_cuda: torch sees no CUDA device", file=sys.stderr)
         return 2
-    return bench_fullbatch_cpu.main(["--device", "cuda"] + list(sys.argv[1:] if argv is None
-                                                                   else argv))
+    return bench_fullbatch_cpu.main(["--device", "cuda"] + argv)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import numpy as np
 
 import common
 from membw import measure_bandwidth, measure_torch_triad
+from fusedtrain.bench.optim import cpu_data
 from optim_rules import RULES, RULES_BY_NAME, TORCH_IMPLS, make_ft_step, make_torch_optimizer
 
 try:
@@ -79,19 +80,7 @@ def parse_args(argv=None):
 
 
 def make_data(w: Workload, seed: int = 0):
-    """Params and grads as separate allocations, one per tensor, as a real model has them."""
-    rng = np.random.default_rng(seed)
-    params = [rng.standard_normal(w.size, dtype=np.float32) for _ in range(w.tensors)]
-    # Small grads keep every rule's state finite over thousands of steps.
-    grads = [rng.standard_normal(w.size, dtype=np.float32) * np.float32(1e-2) for _ in range(w.tensors)]
-    return params, grads
-
-
-def timing_dict(t: common.Timing, bytes_moved: int, triad_gbs: float | None) -> dict:
-    gbs = bytes_moved / t.median_s / 1e9
-    return {"median_ms": t.median_s * 1e3, "min_ms": t.min_s * 1e3, "repeats": t.repeats,
-            "gbs": gbs, "gbs_at_min": bytes_moved / t.min_s / 1e9,
-            "pct_triad": 100.0 * gbs / triad_gbs if triad_gbs else None}
+    return cpu_data([w.size] * w.tensors, "float32", seed)
 
 
 def build_ft(ft, rule, params0, grads):
@@ -104,14 +93,6 @@ def build_ft(ft, rule, params0, grads):
         state.append(np.zeros_like(p))
         return state[-1]
     return params, make_ft_step(ft, rule, params, grads, zeros_like), state
-
-
-# torch.optim's state keys, in the order fusedtrain's step allocates the same lists.
-TORCH_STATE_KEYS = {"momentum": ["momentum_buffer"], "adagrad": ["sum"], "rmsprop": ["square_avg"],
-                    "adadelta": ["square_avg", "acc_delta"], "adam": ["exp_avg", "exp_avg_sq"],
-                    "adamw": ["exp_avg", "exp_avg_sq"],
-                    "amsgrad": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
-                    "nadam": ["exp_avg", "exp_avg_sq"]}
 
 
 def build_torch(rule, impl, ft_params, grads, ft_state):
@@ -130,7 +111,7 @@ def build_torch(rule, impl, ft_params, grads, ft_state):
         opt.step()  # torch checks some flags only on the first step, and creates its state
     except Exception as e:  # noqa: BLE001 - e.g. no fused=True for this class: an N/A cell
         return e
-    keys = TORCH_STATE_KEYS.get(rule.name, [])
+    keys = rule.torch_state
     n = len(params)
     for k, key in enumerate(keys):
         for i, p in enumerate(params):
@@ -295,11 +276,8 @@ def main(argv=None) -> int:
     except ImportError as e:
         print(f"cannot import fusedtrain ({e}); build it first: pip install .", file=sys.stderr)
         return 2
-    use_torch = torch is not None and not args.no_torch
-    cores = common.usable_cores()
-    if use_torch:
-        torch.set_num_threads(cores)
-    ft_info = ft.info()
+    tm, cores, ft_info = common.cpu_session(torch, args.no_torch)
+    use_torch = tm is not None
 
     timing_kw = ({"min_repeats": 2, "max_repeats": 20, "warmup": 1} if args.quick
                  else {"min_repeats": 5, "max_repeats": 300, "warmup": 3})
@@ -350,15 +328,7 @@ def main(argv=None) -> int:
               f"start {pressure_start}, end {pressure_end}")
 
     doc = {
-        "benchmark": "cpu_optim",
-        "date": common.utc_now_iso(),
-        "git_sha": common.git_sha(),
-        "git_dirty": common.git_dirty(),
-        "device": common.cpu_device(),
-        "versions": common.versions(ft_info, torch if use_torch else None),
-        "fusedtrain_info": ft_info,
-        "threads": {"fusedtrain": ft_info.get("num_threads"),
-                    "torch": torch.get_num_threads() if use_torch else None},
+        **common.cpu_doc("cpu_optim", ft_info, tm),
         "bandwidth": bw,
         "settings": {"quick": args.quick, "budget_s_per_cell": args.budget, **timing_kw,
                      "timer": "time.perf_counter per call; torch times optimizer.step() with grads preset"},

@@ -51,11 +51,8 @@ def run(args, workloads, build, *, benchmark, json_stem, settings):
     each kind to a no-argument call (theirs empty without torch). A workload has name, shape,
     numel, target_fwd_bwd and a dict of row fields (row)."""
     import fusedtrain as ft
-    use_torch = torch is not None and not args.no_torch
-    cores = common.usable_cores()
-    if use_torch:
-        torch.set_num_threads(cores)
-    ft_info = ft.info()
+    tm, cores, ft_info = common.cpu_session(torch, args.no_torch)
+    use_torch = tm is not None
     timing_kw = ({"min_repeats": 3, "max_repeats": 30, "warmup": 2} if args.quick
                  else {"min_repeats": 5, "max_repeats": 200, "warmup": 3})
     started = time.perf_counter()
@@ -108,15 +105,7 @@ def run(args, workloads, build, *, benchmark, json_stem, settings):
           f"torch {torch.__version__ if use_torch else 'not used'}")
 
     doc = {
-        "benchmark": benchmark,
-        "date": common.utc_now_iso(),
-        "git_sha": common.git_sha(),
-        "git_dirty": common.git_dirty(),
-        "device": common.cpu_device(),
-        "versions": common.versions(ft_info, torch if use_torch else None),
-        "fusedtrain_info": ft_info,
-        "threads": {"fusedtrain": ft_info["num_threads"],
-                    "torch": torch.get_num_threads() if use_torch else None},
+        **common.cpu_doc(benchmark, ft_info, tm),
         "bandwidth": bw,
         "cpu_pressure": {"start": pressure_start, "end": common.cpu_pressure()},
         "settings": {"quick": args.quick, "budget_s": args.budget, **timing_kw,

@@ -60,8 +60,9 @@ def main(argv=None):
 
     p = sub.add_parser("demo", help="train a small batch-norm net with each optimizer, plot losses",
                        description="Trains 2-64-BN-ReLU-64-BN-ReLU-3 on a generated 3-class spiral "
-                       "with SGD, momentum, Nesterov, AdaGrad, RMSProp and Adam (our kernels for "
-                       "the update and batch norm), prints a table and writes a loss-curve PNG.")
+                       "with every optimizer rule (SGD, momentum, Nesterov, AdaGrad, RMSProp, Adam, "
+                       "...; our kernels for the update and batch norm), prints a table and "
+                       "writes a loss-curve PNG.")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda runs the dense layers in CuPy and our CUDA kernels")
     p.add_argument("--steps", type=int, help="training steps per optimizer (default 1000, quick 150)")

@@ -2,8 +2,8 @@
 
 ``python -m fusedtrain demo`` generates a three-arm spiral (no download), trains
 2 -> 64 -> BN -> ReLU -> 64 -> BN -> ReLU -> 3 with softmax cross-entropy from the same
-initialization and the same minibatches under SGD, momentum, Nesterov, AdaGrad, RMSProp and
-Adam, and reports final loss, test accuracy and time per step, plus a PNG of the loss curves.
+initialization and the same minibatches under every rule of the rule table (SGD, momentum,
+Nesterov, AdaGrad, RMSProp, Adam, ...), and reports final loss, test accuracy and time per step, plus a PNG of the loss curves.
 The dense layers run in NumPy (CuPy with ``--device cuda``); batch norm forward/backward and the
 update rule are fusedtrain calls, one per layer and one per step for all eight tensors.
 """
@@ -29,16 +29,39 @@ class Optimizer:
 
 
 # Learning rates picked per rule, as one would in practice: adaptive rules take smaller ones.
-OPTIMIZERS = (
-    Optimizer("SGD", ft.sgd_, 0, False, {"lr": 0.2}),
-    Optimizer("Momentum", ft.momentum_, 1, True, {"lr": 0.05, "momentum": 0.9}),
-    Optimizer("Nesterov", ft.momentum_, 1, True, {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
-    Optimizer("AdaGrad", ft.adagrad_, 1, True, {"lr": 0.1}),
-    Optimizer("RMSProp", ft.rmsprop_, 1, False, {"lr": 0.005, "alpha": 0.99}),
-    Optimizer("Adam", ft.adam_, 2, True, {"lr": 0.01}),
-    Optimizer("NAdam", ft.nadam_, 2, True, {"lr": 0.01}),
-    Optimizer("Lion", ft.lion_, 1, False, {"lr": 0.002}),    # sign steps: a smaller lr than Adam's
-)
+# The optimizers themselves come from the rule table (_optim_rules.FUNCTIONS), so a new rule is
+# trained here without an edit, at its own default lr until it has a line below.
+TUNED = {
+    "sgd_": ("SGD", {"lr": 0.2}),
+    "momentum_": ("Momentum", {"lr": 0.05, "momentum": 0.9}),
+    "adagrad_": ("AdaGrad", {"lr": 0.1}),
+    "rmsprop_": ("RMSProp", {"lr": 0.005, "alpha": 0.99}),
+    "adadelta_": ("AdaDelta", {"lr": 1.0}),
+    "adam_": ("Adam", {"lr": 0.01}),
+    "adamw_": ("AdamW", {"lr": 0.01}),
+    "nadam_": ("NAdam", {"lr": 0.01}),
+    "lion_": ("Lion", {"lr": 0.002}),     # sign steps: a smaller lr than Adam's
+}
+# Variants worth a run of their own: (name, the rule they follow, its hyperparameters).
+VARIANTS = (("Nesterov", "momentum_", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),)
+DEFAULT_LR = 0.01   # a new rule whose lr has no default
+
+
+def _optimizers():
+    from ._optim_rules import FUNCTIONS, REQUIRED
+    out = []
+    for spec in FUNCTIONS.values():
+        lr = next((h.default for h in spec.hypers if h.name == "lr"), None)
+        name, hyper = TUNED.get(spec.fn, (spec.name or spec.fn.rstrip("_"),
+                                          {} if lr is None else
+                                          {"lr": DEFAULT_LR if lr is REQUIRED else lr}))
+        out.append(Optimizer(name, getattr(ft, spec.fn), len(spec.states), spec.takes_step, hyper))
+        out += [Optimizer(vname, out[-1].fn, out[-1].states, out[-1].takes_step, vhyper)
+                for vname, fn, vhyper in VARIANTS if fn == spec.fn]
+    return tuple(out)
+
+
+OPTIMIZERS = _optimizers()
 
 
 def spirals(points_per_class=400, classes=3, noise=0.4, seed=0):

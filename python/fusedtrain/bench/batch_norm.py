@@ -32,7 +32,8 @@ def specs(*, quick, device, torch=None, cupy=None):
     return out
 
 
-def _data(shape, channels_last, device, torch, cupy):
+def data(shape, channels_last, device, torch=None, cupy=None):
+    """(x, dy, weight, bias, running_mean, running_var) on the device, and its sync (or None)."""
     rng = np.random.default_rng(0)
     C = shape[-1] if channels_last else shape[1]
     arrays = [rng.standard_normal(shape, dtype=np.float32) * 2 + 0.5,
@@ -46,7 +47,8 @@ def _data(shape, channels_last, device, torch, cupy):
     return arrays, None
 
 
-def _calls(mod, x, dy, w, b, rm, rv, cl):
+def calls(mod, x, dy, w, b, rm, rv, cl):
+    """forward, backward, fwd+bwd of `mod` (fusedtrain or its NumPy reference) on the arrays."""
     def fwd():
         return mod.batch_norm_forward(x, w, b, rm, rv, momentum=MOMENTUM, eps=EPS, channels_last=cl)
     _, mean, invstd = fwd()
@@ -60,7 +62,7 @@ def _calls(mod, x, dy, w, b, rm, rv, cl):
     return {"forward": fwd, "backward": bwd, "fwd+bwd": both}
 
 
-def _torch_calls(torch, x, dy, w, b, rm, rv, cl):
+def torch_calls(torch, x, dy, w, b, rm, rv, cl):
     """ATen's own kernels on the same memory; a channels-last tensor for the NHWC layout."""
     if not torch.is_tensor(x):
         x, dy, w, b = (torch.from_numpy(a) for a in (x, dy, w, b))
@@ -87,13 +89,13 @@ def _torch_calls(torch, x, dy, w, b, rm, rv, cl):
 
 
 def _build(ft, kind, wname, shape, cl, device, torch, cupy, suite):
-    (x, dy, w, b, rm, rv), sync = _data(shape, cl, device, torch, cupy)
-    fns = {OURS: _calls(ft, x, dy, w, b, rm, rv, cl)[kind]}
+    (x, dy, w, b, rm, rv), sync = data(shape, cl, device, torch, cupy)
+    fns = {OURS: calls(ft, x, dy, w, b, rm, rv, cl)[kind]}
     if torch is not None:
-        fns["torch"] = _torch_calls(torch, x, dy, w, b, rm, rv, cl)[kind]
+        fns["torch"] = torch_calls(torch, x, dy, w, b, rm, rv, cl)[kind]
     elif device == "cpu":
         from .. import reference
-        fns["numpy reference"] = _calls(reference, x, dy, w, b, rm.copy(), rv.copy(), cl)[kind]
+        fns["numpy reference"] = calls(reference, x, dy, w, b, rm.copy(), rv.copy(), cl)[kind]
     numel = int(np.prod(shape))
     return Case(suite, kind, wname, "float32", ARRAYS[kind] * 4 * numel, fns, sync,
                 {"shape": list(shape), "channels_last": cl})

@@ -1,6 +1,7 @@
 """Presenting benchmark results: progress line, text table, JSON file, PNG chart."""
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -38,6 +39,19 @@ def _ms(v):
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
+def format_table(headers, rows, right_align=None) -> str:
+    """Columns padded to their widest cell, a dashed rule under the headers; None cells blank."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    right = list(right_align) if right_align is not None else [False] * len(headers)
+
+    def line(r):
+        return "  ".join(c.rjust(w) if right[i] else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)]
+                     + [line(r) for r in cells[1:]])
+
+
 def table(rows) -> str:
     headers = ["suite", "kernel", "workload", "ms", "GB/s", "% bw", "baseline", "base ms", "ratio"]
     body = []
@@ -50,14 +64,11 @@ def table(rows) -> str:
                      f"{ours['pct_bandwidth']:.0f}%" if ok and ours.get("pct_bandwidth") else "-",
                      r.get("baseline") or "-", _ms(r.get("baseline_ms")),
                      f"{r['ratio']:.2f}x" if r.get("ratio") else "-"])
-    right = [False, False, False, True, True, True, False, True, True]
-    cells = [headers] + body
-    widths = [max(len(str(row[i])) for row in cells) for i in range(len(headers))]
+    return format_table(headers, body, [False, False, False, True, True, True, False, True, True])
 
-    def line(row):
-        return "  ".join(str(c).rjust(w) if right[i] else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths)] + [line(b) for b in body])
+
+def utc_now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def write_json(path, doc):

@@ -1,9 +1,7 @@
 """Runs the benchmark suites that apply to this machine and assembles the report."""
 from __future__ import annotations
 
-import datetime
 import gc
-import platform
 import sys
 import time
 
@@ -143,11 +141,9 @@ def run(*, quick=False, json_path=None, plot_path=None, use_torch=True, cpu_only
     print(f"{len(rows)} cases in {elapsed:.0f} s", file=stream)
 
     doc = {"benchmark": "fusedtrain bench",
-           "date": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+           "date": report.utc_now_iso(),
            "device": {"cpu": machine.cpu_device(), "cuda_devices": info["cuda_devices"] if use_cuda else []},
-           "versions": {"fusedtrain": info["version"], "python": platform.python_version(),
-                        "numpy": __import__("numpy").__version__,
-                        "torch": torch.__version__ if torch is not None else None,
+           "versions": {"fusedtrain": info["version"], **machine.versions(info["version"], torch),
                         "cupy": cupy.__version__ if cupy is not None else None},
            "fusedtrain_info": info, "baseline": baseline, "bandwidth": bandwidth,
            "settings": {"quick": quick, **timing}, "elapsed_s": elapsed, "rows": rows}

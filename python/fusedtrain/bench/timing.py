@@ -22,13 +22,22 @@ def _median(xs):
 
 def time_turns(fns: Dict[str, Callable[[], object]], *, budget_s: float, min_repeats: int = 3,
                max_repeats: int = 200, warmup: int = 2,
-               sync: Optional[Callable[[], object]] = None) -> Dict[str, object]:
+               sync: Optional[Callable[[], object]] = None, lead_in_below_s: float = 0.0,
+               slow_from_warmup: bool = True) -> Dict[str, object]:
     """Median and minimum seconds per call of each fn, or the exception it raised.
 
     The implementations take turns, round after round, because on a shared machine the
     bandwidth drifts within seconds: taking turns exposes each to the same drift, so their ratio
     means something even when absolute times move. Each gets about `budget_s` of timed calls.
     `sync` (CUDA) runs before the clock is read so a sample covers the work, not the launch.
+
+    `lead_in_below_s`: an implementation whose calls take less gets one untimed call at the start
+    of each turn. The other implementation's worker threads may still be spinning (OpenMP waits
+    ~ms before sleeping) and steal a core from the first call of a turn; for short calls that
+    call would be a sample of the neighbour, not of the kernel.
+    `slow_from_warmup`: an implementation whose single call outlasts `budget_s` keeps its warm-up
+    calls as its samples instead of taking `min_repeats` more (a baseline stalled by a busy
+    machine can take seconds a call).
     """
     sync = sync or (lambda: None)
     out: Dict[str, object] = {}
@@ -46,9 +55,7 @@ def time_turns(fns: Dict[str, Callable[[], object]], *, budget_s: float, min_rep
             continue
         # The first call may pay page faults or lazy allocation: not an estimate of the rest.
         settled = warm[1:] or warm
-        if min(settled) > budget_s:
-            # One call outlasts the whole budget (a baseline stalled by a busy machine can take
-            # seconds): its warm-up calls are all the samples it gets.
+        if slow_from_warmup and min(settled) > budget_s:
             slow[name] = settled
         else:
             estimate[name] = min(settled)
@@ -71,6 +78,9 @@ def time_turns(fns: Dict[str, Callable[[], object]], *, budget_s: float, min_rep
                 if name in out:
                     continue
                 try:
+                    if estimate[name] < lead_in_below_s:
+                        fns[name]()
+                        sync()
                     for _ in range(per_round[name]):
                         t0 = time.perf_counter()
                         fns[name]()
