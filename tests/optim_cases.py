@@ -29,6 +29,7 @@ class Rule:
     widest: dict = field(default_factory=dict)   # options that make every state list take part
     bad_hypers: tuple = ()    # _bad(...) cases: hyperparameters the call and reference reject
     sign_state: str = ""      # the state whose interpolation with g a sign() reads (Lion)
+    torch_fused: bool = False  # the torch twin has fused CUDA kernels (fused=True)
     # What generated calls keep to, so that a drawn flag is not rejected for the others' values:
     flag_needs: tuple = ()    # (flag, {option: value, or a (low, high) range to draw from})
     # option -> (low, high): its default leaves a state list out, so calls set it half the time
@@ -96,11 +97,11 @@ def _nadam_twin(o, case):
 
 
 RULES = {r.name: r for r in [
-    Rule("sgd_", (), False, _sgd_twin, {}, widest={"lr": 0.1}),
+    Rule("sgd_", (), False, _sgd_twin, {}, widest={"lr": 0.1}, torch_fused=True),
     Rule("momentum_", ("momentum_buffers",), True, _momentum_twin, {"momentum_buffers": "momentum_buffer"},
          widest={"lr": 0.1, "step": 2},
          bad_hypers=(_bad("momentum-negative", momentum=-0.1),) + _STEP,
-         flag_needs=(("nesterov", {"dampening": 0.0, "momentum": (0.1, 0.99)}),)),
+         flag_needs=(("nesterov", {"dampening": 0.0, "momentum": (0.1, 0.99)}),), torch_fused=True),
     Rule("adagrad_", ("state_sums",), True, _adagrad_twin, {"state_sums": "sum"}, widest={"step": 2},
          bad_hypers=_EPS + _STEP + (_bad("lr-decay-negative", lr_decay=-0.1),)),
     Rule("rmsprop_", ("square_avgs",), False, _rmsprop_twin,
@@ -122,11 +123,13 @@ RULES = {r.name: r for r in [
     Rule("adam_", ("exp_avgs", "exp_avg_sqs"), True, _adam_twin, _ADAM_STATE, switches=_AMSGRAD,
          widest={"amsgrad": True, "step": 2},
          bad_hypers=_EPS + _STEP + _OPEN_BETAS + (
-             _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),)),
+             _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),),
+         torch_fused=True),
     Rule("adamw_", ("exp_avgs", "exp_avg_sqs"), True, _adamw_twin, _ADAM_STATE, switches=_AMSGRAD,
          widest={"amsgrad": True, "step": 2},
          bad_hypers=_EPS + _STEP + _OPEN_BETAS + (
-             _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),)),
+             _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),),
+         torch_fused=True),
     # torch.optim has no Lion; its betas may be 0 or 1 (the paper's range).
     Rule("lion_", ("exp_avgs",), False, lambda o, case: None, {"exp_avgs": "exp_avg"},
          bad_hypers=(_bad("beta1-above-one", beta1=1.5), _bad("beta1-negative", beta1=-0.1),
