@@ -239,6 +239,23 @@ def test_rmsprop_nesterov_keyword():
     assert ours.param_groups[0]["nesterov"] is True
 
 
+def test_rmsprop_nesterov_in_every_group_and_checkpoint():
+    # nesterov is a group key torch.optim.RMSprop lacks: new groups take the constructor's, a
+    # torch checkpoint loads as nesterov=False, and ours loads back into torch.
+    a, b = _params(20), _params(21)
+    ours = ft.torch.RMSprop(a, lr=0.01, momentum=0.5, nesterov=1)
+    ours.add_param_group({"params": b, "lr": 0.1})
+    assert [g["nesterov"] for g in ours.param_groups] == [True, True]
+    assert ours.defaults["nesterov"] is True
+    ref = torch.optim.RMSprop(_clone(a), lr=0.01)
+    ours = ft.torch.RMSprop(a, lr=0.01, momentum=0.5, nesterov=True)
+    ours.load_state_dict(ref.state_dict())
+    assert ours.param_groups[0]["nesterov"] is False
+    ref.load_state_dict(ours.state_dict())
+    with pytest.raises(ValueError, match="nesterov requires momentum > 0"):
+        ft.torch.RMSprop(a, lr=0.01, nesterov=True)
+
+
 def test_closure_is_called():
     a = _params(19)
     ours = ft.torch.SGD(a, lr=0.1)
