@@ -29,6 +29,11 @@ class Rule:
     widest: dict = field(default_factory=dict)   # options that make every state list take part
     bad_hypers: tuple = ()    # _bad(...) cases: hyperparameters the call and reference reject
     sign_state: str = ""      # the state whose interpolation with g a sign() reads (Lion)
+    torch_fused: bool = False  # the torch twin has fused CUDA kernels (fused=True)
+    # What generated calls keep to, so that a drawn flag is not rejected for the others' values:
+    flag_needs: tuple = ()    # (flag, {option: value, or a (low, high) range to draw from})
+    # option -> (low, high): its default leaves a state list out, so calls set it half the time
+    off_by_default: dict = field(default_factory=dict)
 
     def keyword_state(self, options):
         """Optional state lists the given options switch on (passed by keyword)."""
@@ -92,10 +97,11 @@ def _nadam_twin(o, case):
 
 
 RULES = {r.name: r for r in [
-    Rule("sgd_", (), False, _sgd_twin, {}, widest={"lr": 0.1}),
+    Rule("sgd_", (), False, _sgd_twin, {}, widest={"lr": 0.1}, torch_fused=True),
     Rule("momentum_", ("momentum_buffers",), True, _momentum_twin, {"momentum_buffers": "momentum_buffer"},
          widest={"lr": 0.1, "step": 2},
-         bad_hypers=(_bad("momentum-negative", momentum=-0.1),) + _STEP),
+         bad_hypers=(_bad("momentum-negative", momentum=-0.1),) + _STEP,
+         flag_needs=(("nesterov", {"dampening": 0.0, "momentum": (0.1, 0.99)}),), torch_fused=True),
     Rule("adagrad_", ("state_sums",), True, _adagrad_twin, {"state_sums": "sum"}, widest={"step": 2},
          bad_hypers=_EPS + _STEP + (_bad("lr-decay-negative", lr_decay=-0.1),)),
     Rule("rmsprop_", ("square_avgs",), False, _rmsprop_twin,
@@ -108,18 +114,22 @@ RULES = {r.name: r for r in [
                             _bad("momentum-without-buffers", MISSING, ("momentum_buffers",), momentum_buffers=None),
                             _bad("centered-without-grad-avgs", MISSING, ("grad_avgs",), grad_avgs=None),
                             _bad("nesterov-without-momentum", ValueError, ("nesterov",), nesterov=True,
-                                 momentum=0.0, momentum_buffers=None))),
+                                 momentum=0.0, momentum_buffers=None)),
+         flag_needs=(("nesterov", {"momentum": (0.1, 0.99)}),),
+         off_by_default={"momentum": (0.1, 0.99)}),
     Rule("adadelta_", ("square_avgs", "acc_deltas"), False, _adadelta_twin,
          {"square_avgs": "square_avg", "acc_deltas": "acc_delta"},
          bad_hypers=_EPS + (_bad("rho-above-one", rho=1.1), _bad("rho-negative", rho=-0.1))),
     Rule("adam_", ("exp_avgs", "exp_avg_sqs"), True, _adam_twin, _ADAM_STATE, switches=_AMSGRAD,
          widest={"amsgrad": True, "step": 2},
          bad_hypers=_EPS + _STEP + _OPEN_BETAS + (
-             _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),)),
+             _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),),
+         torch_fused=True),
     Rule("adamw_", ("exp_avgs", "exp_avg_sqs"), True, _adamw_twin, _ADAM_STATE, switches=_AMSGRAD,
          widest={"amsgrad": True, "step": 2},
          bad_hypers=_EPS + _STEP + _OPEN_BETAS + (
-             _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),)),
+             _bad("amsgrad-without-buffers", MISSING, ("max_exp_avg_sqs",), max_exp_avg_sqs=None),),
+         torch_fused=True),
     # torch.optim has no Lion; its betas may be 0 or 1 (the paper's range).
     Rule("lion_", ("exp_avgs",), False, lambda o, case: None, {"exp_avgs": "exp_avg"},
          bad_hypers=(_bad("beta1-above-one", beta1=1.5), _bad("beta1-negative", beta1=-0.1),

@@ -197,7 +197,7 @@ def test_cuda_matches_torch_fused(case):
     accepted = inspect.signature(type(opt).__init__).parameters   # AdamW takes no decoupled_weight_decay
     defaults = {k: v for k, v in opt.defaults.items()
                 if k in accepted and k not in ("foreach", "fused", "differentiable", "capturable")}
-    if type(opt).__name__ in ("SGD", "Adam", "AdamW"):      # torch's fused CUDA kernels
+    if case.rule.torch_fused:
         opt = type(opt)(tp, **defaults, fused=True)
     for k in range(1, STEPS + 1):
         grads, _ = run.new_grads()

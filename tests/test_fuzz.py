@@ -254,11 +254,15 @@ def rule_calls(draw, target):
     for flag in ("maximize", "nesterov", "centered", "amsgrad", "decoupled_weight_decay"):
         if flag in rule.defaults() and draw(st.booleans()):
             options[flag] = True
-    if options.get("nesterov") and target == "momentum_":
-        options["dampening"] = 0.0
-        options["momentum"] = draw(st.floats(0.1, 0.99))
-    if target == "rmsprop_" and (options.get("nesterov") or draw(st.booleans())):
-        options["momentum"] = draw(st.floats(0.1, 0.99))
+    needed = set()
+    for flag, needs in rule.flag_needs:
+        if options.get(flag):
+            for k, v in needs.items():
+                options[k] = draw(st.floats(*v)) if isinstance(v, tuple) else v
+                needed.add(k)
+    for k, (low, high) in rule.off_by_default.items():
+        if k not in needed and draw(st.booleans()):
+            options[k] = draw(st.floats(low, high))
     state_names = rule.positional_state + _keyword_state(rule, options)
     states = {}
     for name in state_names:

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import fusedtrain as ft
+from fusedtrain._optim_rules import RULES
 from precisions import Tolerance, assert_close
 
 torch = pytest.importorskip("torch")
@@ -173,9 +174,11 @@ def _amp_steps(opt, params, grads, scaler, inf_at, unscale_first=False):
 
 
 @pytest.mark.parametrize("unscale_first", [False, True], ids=["fused-unscale", "unscale_"])
-@pytest.mark.parametrize("name", ["Adam", "SGD", "NAdam"])
-def test_grad_scaler_matches_torch_and_skips_inf_steps(name, unscale_first):
-    kw = dict(lr=0.01, momentum=0.9, dampening=0.5) if name == "SGD" else dict(lr=0.01)
+@pytest.mark.parametrize("name,kw", [
+    pytest.param(name, kw, id=name) for name, kw in [
+        ("Adam", dict(lr=0.01)), ("SGD", dict(lr=0.01, momentum=0.9, dampening=0.5)),
+        ("NAdam", dict(lr=0.01))]])
+def test_grad_scaler_matches_torch_and_skips_inf_steps(name, kw, unscale_first):
     a = _params(12)
     b = _clone(a)
     ours = getattr(ft.torch, name)(a, **kw)
@@ -189,7 +192,7 @@ def test_grad_scaler_matches_torch_and_skips_inf_steps(name, unscale_first):
         _amp_steps(ref, b, chunk, sb, inf_at, unscale_first)
     assert sa.get_scale() == sb.get_scale()
     _assert_same(ours, a, ref, b)
-    if name != "SGD":
+    if RULES[name].takes_step:
         assert float(ours.state[a[0]]["step"]) == 6.0    # two of eight steps skipped
 
 
@@ -234,6 +237,23 @@ def test_rmsprop_nesterov_keyword():
     for p, q in zip(a, ref):
         assert torch.equal(p.detach(), q)
     assert ours.param_groups[0]["nesterov"] is True
+
+
+def test_rmsprop_nesterov_in_every_group_and_checkpoint():
+    # nesterov is a group key torch.optim.RMSprop lacks: new groups take the constructor's, a
+    # torch checkpoint loads as nesterov=False, and ours loads back into torch.
+    a, b = _params(20), _params(21)
+    ours = ft.torch.RMSprop(a, lr=0.01, momentum=0.5, nesterov=1)
+    ours.add_param_group({"params": b, "lr": 0.1})
+    assert [g["nesterov"] for g in ours.param_groups] == [True, True]
+    assert ours.defaults["nesterov"] is True
+    ref = torch.optim.RMSprop(_clone(a), lr=0.01)
+    ours = ft.torch.RMSprop(a, lr=0.01, momentum=0.5, nesterov=True)
+    ours.load_state_dict(ref.state_dict())
+    assert ours.param_groups[0]["nesterov"] is False
+    ref.load_state_dict(ours.state_dict())
+    with pytest.raises(ValueError, match="nesterov requires momentum > 0"):
+        ft.torch.RMSprop(a, lr=0.01, nesterov=True)
 
 
 def test_closure_is_called():

@@ -30,6 +30,9 @@ class Rule:
     keyword_only: tuple = ("maximize",)   # constructor keywords after the *
     fixed: dict = field(default_factory=dict)   # group keys the class sets (AdamW's decoupling)
     torch_doc: str = ""     # the ft.torch drop-in's docstring ("": the ft.optim one)
+    # ft.torch: group keys its torch.optim namesake lacks -> the conversion of the constructor's
+    # value; they become keyword-only constructor arguments, carried in each param group.
+    torch_extra: dict = field(default_factory=dict)
 
 
 def _sgd_state(g):
@@ -126,7 +129,11 @@ RULES = {r.name: r for r in [
                      "centered": False, "nesterov": False, **_COMMON}, True, _rmsprop_state,
          _rmsprop_call, _rmsprop_validate,
          "RMSProp (``torch.optim.RMSprop``), plus ``nesterov`` (Goodfellow et al. Algorithm 8.6;\n"
-         "    :func:`fusedtrain.rmsprop_`).", ("nesterov", "maximize")),
+         "    :func:`fusedtrain.rmsprop_`).", ("nesterov", "maximize"),
+         torch_doc="``torch.optim.RMSprop`` on fusedtrain's rmsprop_, plus keyword ``nesterov`` "
+                   "(Goodfellow\n    et al. Algorithm 8.6; a group key torch.optim.RMSprop "
+                   "carries along and ignores).",
+         torch_extra={"nesterov": bool}),
     Rule("Adadelta", {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, **_COMMON}, True,
          lambda g: {"square_avg": 0.0, "acc_delta": 0.0}, _adadelta_call, _adadelta_validate,
          "AdaDelta (``torch.optim.Adadelta``; :func:`fusedtrain.adadelta_`).",

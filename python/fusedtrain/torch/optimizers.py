@@ -40,6 +40,11 @@ class _FusedStep:
     _ft_rule = None
 
     def add_param_group(self, param_group):
+        extra = self._ft_rule.torch_extra
+        if extra and isinstance(param_group, dict):
+            # torch fills a group's missing keys from its own defaults only, which lack ours.
+            given = self.__dict__.get("_ft_extra") or {k: self._ft_rule.defaults[k] for k in extra}
+            param_group = {**given, **param_group}
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -50,6 +55,13 @@ class _FusedStep:
         except ValueError:
             self.param_groups.pop()
             raise
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # Groups saved by the torch.optim namesake (or before a key was ours) lack our keys.
+        for group in self.param_groups:
+            for key in self._ft_rule.torch_extra:
+                group.setdefault(key, self._ft_rule.defaults[key])
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
@@ -285,34 +297,31 @@ def _on(t, device):
     return t
 
 
-class RMSprop(_FusedStep, torch.optim.RMSprop):
-    """``torch.optim.RMSprop`` on fusedtrain's rmsprop_, plus keyword ``nesterov`` (Goodfellow
-    et al. Algorithm 8.6; a group key torch.optim.RMSprop carries along and ignores)."""
-    _ft_rule = RULES["RMSprop"]
-
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False, *, nesterov=False):
-        self._ft_nesterov = bool(nesterov)
-        super().__init__(params, lr, alpha, eps, weight_decay, momentum, centered, capturable,
-                         foreach, maximize, differentiable)
-        self.defaults["nesterov"] = bool(nesterov)
-
-    def add_param_group(self, param_group):
-        if isinstance(param_group, dict):
-            param_group = {"nesterov": getattr(self, "_ft_nesterov", False), **param_group}
-        super().add_param_group(param_group)
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("nesterov", False)
-
-
 def rule_spec_scalars(rule):
     """A rule's 0-dim per-param state (NAdam's mu_product), from its Spec when it has one."""
     spec = SPECS.get(rule.name)
     return spec.scalar_state if spec is not None else {}
+
+
+def _extended_init(base, rule):
+    """torch.optim's constructor of ``base`` plus the rule's ``torch_extra`` keys as keyword-only
+    arguments (RMSprop's nesterov); torch carries them along in the param groups, unused."""
+    P = inspect.Parameter
+    extra = rule.torch_extra
+    sig = inspect.signature(base.__init__)
+    sig = inspect.Signature(
+        [p.replace(annotation=P.empty) for p in sig.parameters.values()]
+        + [P(k, P.KEYWORD_ONLY, default=rule.defaults[k]) for k in extra])
+
+    def __init__(self, params, *args, **kwargs):
+        # Set before torch's constructor: its add_param_group calls give them to each group.
+        self._ft_extra = {k: convert(kwargs.pop(k, rule.defaults[k]))
+                          for k, convert in extra.items()}
+        base.__init__(self, params, *args, **kwargs)
+        self.defaults.update(self._ft_extra)
+
+    __init__.__signature__ = sig
+    return __init__
 
 
 def _make_class(rule):
@@ -324,6 +333,8 @@ def _make_class(rule):
              "__qualname__": rule.name}
     base = getattr(torch.optim, rule.name, None)
     if base is not None:
+        if rule.torch_extra:
+            attrs["__init__"] = _extended_init(base, rule)
         return type(rule.name, (_FusedStep, base), attrs)
     P = inspect.Parameter
     sig = inspect.Signature(
@@ -348,8 +359,6 @@ def _make_class(rule):
     return type(rule.name, (_FusedStep, torch.optim.Optimizer), attrs)
 
 
-# Every rule but RMSprop (above: its nesterov keyword is ours, not torch's).
 for _rule in RULES.values():
-    if _rule.name not in globals():
-        globals()[_rule.name] = _make_class(_rule)
+    globals()[_rule.name] = _make_class(_rule)
 del _rule
