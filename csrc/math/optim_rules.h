@@ -4,7 +4,8 @@
 //   Options            the hyperparameters of one step, as the caller gave them (double);
 //   Coeffs<T>          per-step scalars in the compute type T, derived once per call by coeffs();
 //   needs(options)     bit mask of the state slots (0, 1, 2) this configuration reads and writes,
-//                      always within kStateSlots;
+//                      always within kStateSlots and always holding kRequiredSlots (the CPU
+//                      driver compiles one loop per mask between the two: Note [slot masks]);
 //   update(c, p, g, s0, s1, s2)  the per-element rule on values V (a scalar T or a SIMD vector
 //                      of T); p and the used states are updated in place;
 //   kFunction, kStateNames, fields(f)  what the binding loop (bindings/optim.cpp) needs: the
@@ -34,6 +35,7 @@ struct Sgd {
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = 0;  // every slot needs() may return
+  static constexpr int kRequiredSlots = 0;  // every slot needs() always returns
   struct Options { double lr = 0, weight_decay = 0; bool maximize = false; };
   template <class T> struct Coeffs { T lr, weight_decay; bool maximize; };
   template <class T> FT_HD static Coeffs<T> coeffs(const Options& o) {
@@ -60,6 +62,7 @@ struct Momentum {
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
+  static constexpr int kRequiredSlots = kS0;  // every slot needs() always returns
   struct Options {
     double lr = 0, momentum = 0.9, dampening = 0, weight_decay = 0;
     bool nesterov = false, maximize = false, first_step = false;
@@ -94,6 +97,7 @@ struct Adagrad {
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
+  static constexpr int kRequiredSlots = kS0;  // every slot needs() always returns
   struct Options {
     double lr = 0.01, lr_decay = 0, weight_decay = 0, eps = 1e-10; int64_t step = 1;
     bool maximize = false;
@@ -129,6 +133,7 @@ struct Rmsprop {
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
+  static constexpr int kRequiredSlots = kS0;  // every slot needs() always returns
   struct Options {
     double lr = 0.01, alpha = 0.99, eps = 1e-8, weight_decay = 0, momentum = 0;
     bool centered = false, nesterov = false, maximize = false;
@@ -177,6 +182,7 @@ struct Adadelta {
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1;  // every slot needs() may return
+  static constexpr int kRequiredSlots = kS0 | kS1;  // every slot needs() always returns
   struct Options {
     double lr = 1.0, rho = 0.9, eps = 1e-6, weight_decay = 0; bool maximize = false;
   };
@@ -212,6 +218,7 @@ struct Adam {
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
+  static constexpr int kRequiredSlots = kS0 | kS1;  // every slot needs() always returns
   struct Options {
     double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
     int64_t step = 1; bool decoupled = false, amsgrad = false, maximize = false;
@@ -258,6 +265,7 @@ struct Lion {
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
+  static constexpr int kRequiredSlots = kS0;  // every slot needs() always returns
   struct Options {
     double lr = 1e-4, beta1 = 0.9, beta2 = 0.99, weight_decay = 0; bool maximize = false;
   };
@@ -297,6 +305,7 @@ struct Nadam {
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1;  // every slot needs() may return
+  static constexpr int kRequiredSlots = kS0 | kS1;  // every slot needs() always returns
   struct Options {
     double lr = 2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
     double mu = 0, mu_next = 0, mu_product = 0;  // mu_t, mu_{t+1}, prod_{i<=t} mu_i
@@ -339,6 +348,7 @@ struct Ema {
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = 0;  // every slot needs() may return
+  static constexpr int kRequiredSlots = 0;  // every slot needs() always returns
   struct Options { double decay = 0.999; };
   template <class T> struct Coeffs { T weight; };
   template <class T> FT_HD static Coeffs<T> coeffs(const Options& o) { return {T(1.0 - o.decay)}; }
@@ -356,6 +366,7 @@ struct Scale {
   template <class F> static void fields(F&&) {}
   static constexpr bool kReadsGrad = false;
   static constexpr int kStateSlots = 0;  // every slot needs() may return
+  static constexpr int kRequiredSlots = 0;  // every slot needs() always returns
   struct Options { double coef = 1.0; };
   template <class T> struct Coeffs { T coef; };
   template <class T> FT_HD static Coeffs<T> coeffs(const Options& o) { return {T(o.coef)}; }
