@@ -55,6 +55,8 @@ template <class Rule>
 void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scale, py::handle found_inf, py::handle lr, py::handle step,
               double clip_max_norm, py::handle stream, typename Rule::Options o,
               CpuKernel<Rule> cpu_kernel, CudaKernel<Rule> cuda_kernel) {
+  static_assert(HasLr<typename Rule::Options>::value,
+                "Note [lr override]: a rule bound with an lr argument names its field lr");
   ExportHolder keep;
   keep.cuda_call = !stream.is_none();
   const int needed = slot_mask(Rule::needs(o));
@@ -71,7 +73,7 @@ void run_rule(const SlotNames& names, const SlotArgs& args, py::handle grad_scal
     mt.has_grad_scale = true;
     mt.grad_scale = sa.grad_scale.host;
   }
-  if (sa.lr.present && !sa.lr.on_device) set_lr(o, sa.lr.host, 0);
+  if (sa.lr.present && !sa.lr.on_device) set_lr(o, sa.lr.host);
   if (sa.step.present && !sa.step.on_device) set_step(o, sa.step.host, 0);
 
   if (mt.device == DeviceKind::cpu) {

@@ -2,13 +2,24 @@
 // host array), for whichever of those fields a rule's Options has.
 #pragma once
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #include "core/macros.h"
 
 namespace ft {
 
+// Note [lr override]: every rule bound with an `lr` argument (bindings/optim.cpp) names its
+// learning rate `lr`; run_rule asserts it at compile time, so an lr given as an array, on the
+// host or the device, can never be dropped by a rule whose field has another name. Rules without
+// an lr argument (ema_, scaling) have no such field and are never given one.
+template <class O, class = void> struct HasLr : std::false_type {};
+template <class O> struct HasLr<O, std::void_t<decltype(std::declval<O&>().lr = 0.0)>> : std::true_type {};
+template <class O> FT_HD void set_lr(O& o, double v) {
+  static_assert(HasLr<O>::value, "Note [lr override]: this rule's Options has no field named lr");
+  o.lr = v;
+}
+
 // The int/long argument ranks the overloads: the first applies when the field exists.
-template <class O> FT_HD auto set_lr(O& o, double v, int) -> decltype(o.lr = v, void()) { o.lr = v; }
-template <class O> FT_HD void set_lr(O&, double, long) {}
 // Note [step range]: a step is a whole number in [1, kMaxStep] (2**53, exact in a double). The
 // host checks its values (bindings/multi_tensor_args.cpp); a device value is the caller's to keep
 // valid, and one outside the range (NaN included) is clamped here rather than converted, since

@@ -44,27 +44,3 @@ int runtime_version() {
 
 }  // namespace ft::cuda
 
-// ---- read-back, pointer queries (kernels.h)
-#include "cuda/check.h"
-#include "cuda/kernels.h"
-
-namespace ft::cuda {
-
-double read_back(const double* device_value, Stream st) {
-  double v = 0;
-  FT_CUDA_CHECK(cudaMemcpyAsync(&v, device_value, sizeof v, cudaMemcpyDeviceToHost,
-                                static_cast<cudaStream_t>(st)));
-  FT_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(st)));
-  return v;
-}
-
-int pointer_device(const void* p) {
-  cudaPointerAttributes attr;
-  if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
-    cudaGetLastError();
-    return -1;
-  }
-  return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
-}
-
-}  // namespace ft::cuda

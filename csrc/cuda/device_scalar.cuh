@@ -10,7 +10,9 @@ __device__ inline double load_scalar(const DeviceScalar& s) { return scalar_valu
 
 template <class O>
 __device__ inline void apply_overrides(O& o, const StepScalars& s) {
-  if (s.lr) set_lr(o, load_scalar(s.lr), 0);
+  if constexpr (HasLr<O>::value) {  // Note [lr override]: only those rules are given one
+    if (s.lr) set_lr(o, load_scalar(s.lr));
+  }
   if (s.step) set_step(o, load_scalar(s.step), 0);
   if (s.coef) set_coef(o, load_scalar(s.coef), 0);
 }

@@ -1,4 +1,5 @@
-// Per-device memory pool, upload stream, and capture/event queries (see device_state.h).
+// Per-device memory pool, upload stream, capture/event queries (see device_state.h), and the
+// pointer and read-back queries of kernels.h.
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -106,6 +107,23 @@ void* stream_alloc(size_t bytes, Stream st) {
 
 void stream_free(void* p, Stream st) {
   if (p) cudaFreeAsync(p, static_cast<cudaStream_t>(st));
+}
+
+double read_back(const double* device_value, Stream st) {
+  double v = 0;
+  FT_CUDA_CHECK(cudaMemcpyAsync(&v, device_value, sizeof v, cudaMemcpyDeviceToHost,
+                                static_cast<cudaStream_t>(st)));
+  FT_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(st)));
+  return v;
+}
+
+int pointer_device(const void* p) {
+  cudaPointerAttributes attr;
+  if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
 }
 
 }  // namespace ft::cuda

@@ -1,5 +1,6 @@
-// Multi-tensor apply: what one launch over many tensors reads (a size-only chunk list cached on
-// the device, and this step's pointers uploaded without a host sync), and how it is prepared.
+// The table one launch over many tensors reads (a size-only chunk list cached on the device, and
+// this step's pointers uploaded without a host sync) and its preparation, in
+// multi_tensor_table.cu; each kernel family writes its own loop over the chunks.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -1,4 +1,5 @@
-// device_info.h for builds without CUDA.
+// What the bindings call on the CUDA side in builds without CUDA: device_info.h, and the
+// pointer query of kernels.h (every array is then host memory).
 #include "cuda/device_info.h"
 #include "cuda/kernels.h"
 
