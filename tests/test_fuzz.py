@@ -430,6 +430,19 @@ def bn_calls(draw, target):
                      _maybe(draw, call, w, "weight"), _maybe(draw, call, mean, "save_mean"),
                      _maybe(draw, call, invstd, "save_invstd")]
         call.kwargs = {"channels_last": flag("channels_last")}
+        # Note [given sums]: the whole backward, its sums alone, or dx from a larger batch's sums.
+        half = draw(st.sampled_from(["whole", "sums", "dx"]))
+        if half == "sums":
+            call.kwargs["input_grad"] = _hyper(draw, call, "input_grad", st.just(False))
+        elif half == "dx":
+            m = x.size // C
+            count = draw(st.integers(max(m, 1), 4 * max(m, 1)))
+            if draw(st.integers(0, 7)) == 0:
+                count = draw(st.sampled_from([m - 1, 0, float("nan"), 10 ** 400, "9", None]))
+                call.ordinary = call.compare = False
+            call.kwargs["sums"] = (_maybe(draw, call, _array(draw, (C,), np.float64), "sum_dy"),
+                                   _maybe(draw, call, _array(draw, (C,), np.float64), "sum_dy_xhat"),
+                                   count)
     elif target == "batch_norm_stats":
         call.args = [_maybe(draw, call, x, "x")]
         call.kwargs = {"channels_last": flag("channels_last")}
