@@ -52,6 +52,32 @@ def test_cuda_forward_backward_match_reference(case_dtype):
         assert_close(to_host(torch, db), want_db, Tolerance(1e-4, 1e-5), "dbias")
 
 
+@pytest.mark.parametrize("case_dtype", GRID, ids=lambda p: f"{p[0]}-{p[1]}")
+def test_cuda_backward_halves_match_reference(case_dtype):
+    """Note [given sums]: the sums alone, then dx from a batch three times x's."""
+    case, dtype = case_dtype
+    x, w, b, rm, rv, dy = make_inputs(case, dtype, "cuda")
+    cl = case.channels_last
+    _, sm, si = ft.batch_norm_forward(_dev(x), _dev(w), _dev(b), training=True, channels_last=cl)
+    hsm, hsi = to_host(torch, sm), to_host(torch, si)
+    none, s_xhat, s_dy = ft.batch_norm_backward(_dev(dy), _dev(x), _dev(w), sm, si,
+                                                channels_last=cl, input_grad=False)
+    _, want_xhat, want_dy = ref.batch_norm_backward(dy, x, w, hsm, hsi, channels_last=cl,
+                                                    input_grad=False)
+    assert none is None and s_xhat.is_cuda
+    assert_close(to_host(torch, s_xhat), want_xhat, Tolerance(1e-4, 1e-5), "sum_dy_xhat")
+    assert_close(to_host(torch, s_dy), want_dy, Tolerance(1e-4, 1e-5), "sum_dy")
+    count = 3 * (x.size // want_dy.size)
+    sums = (want_dy * 3 + 1.0, want_xhat * 3 - 0.5, count)
+    dx, dw, db = ft.batch_norm_backward(
+        _dev(dy), _dev(x), _dev(w), sm, si, channels_last=cl,
+        sums=(_dev(sums[0]), _dev(sums[1]), count))
+    want_dx, _, _ = ref.batch_norm_backward(dy, x, w, hsm, hsi, channels_last=cl, sums=sums)
+    assert dw is None and db is None
+    tol = output_tol(dtype)
+    assert_close(to_host(torch, dx), want_dx, Tolerance(tol.rtol * 4, tol.atol * 4), "dx")
+
+
 @pytest.mark.parametrize("shape,channels_last", LARGE, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_cuda_matches_torch_functional(shape, channels_last, dtype):
