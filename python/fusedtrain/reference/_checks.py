@@ -26,6 +26,17 @@ def step_count(step):
         raise ValueError(f"step must be an int >= 1 (1-based count of the step being taken), got {step!r}")
 
 
+def adam_family(step, lr, beta1, beta2, eps, weight_decay):
+    """The hyperparameters Adam and NAdam share: a step count, lr, beta1/beta2 in [0, 1), eps and
+    weight_decay >= 0."""
+    step_count(step)
+    nonnegative("lr", lr)
+    in_range("beta1", beta1, 0.0, 1.0, high_open=True)
+    in_range("beta2", beta2, 0.0, 1.0, high_open=True)
+    nonnegative("eps", eps)
+    nonnegative("weight_decay", weight_decay)
+
+
 def norm_order(norm_type):
     norm_type = float(norm_type)
     if not norm_type > 0:

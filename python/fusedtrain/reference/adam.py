@@ -24,12 +24,7 @@ def adam_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, bet
     `theta -= eps * s_hat/(sqrt(r_hat) + delta)` with s_hat = s/(1 - rho1**t),
     r_hat = r/(1 - rho2**t); torch folds the corrections into step_size and denom.
     """
-    _checks.step_count(step)
-    _checks.nonnegative("lr", lr)
-    _checks.in_range("beta1", beta1, 0.0, 1.0, high_open=True)
-    _checks.in_range("beta2", beta2, 0.0, 1.0, high_open=True)
-    _checks.nonnegative("eps", eps)
-    _checks.nonnegative("weight_decay", weight_decay)
+    _checks.adam_family(step, lr, beta1, beta2, eps, weight_decay)
     if amsgrad and max_exp_avg_sqs is None:
         raise ValueError("amsgrad=True requires max_exp_avg_sqs")
     states = {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs,

@@ -46,12 +46,7 @@ def nadam_(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=2e-3, beta1=0.9, be
     (`m_hat = mu_{t+1} m_t/(1 - prod_{i<=t+1} mu_i) + (1 - mu_t) g_t/(1 - prod_{i<=t} mu_i)`;
     `theta -= lr m_hat/(sqrt(n_hat) + eps)`), with torch's momentum schedule and eps placement.
     """
-    _checks.step_count(step)
-    _checks.nonnegative("lr", lr)
-    _checks.in_range("beta1", beta1, 0.0, 1.0, high_open=True)
-    _checks.in_range("beta2", beta2, 0.0, 1.0, high_open=True)
-    _checks.nonnegative("eps", eps)
-    _checks.nonnegative("weight_decay", weight_decay)
+    _checks.adam_family(step, lr, beta1, beta2, eps, weight_decay)
     _checks.nonnegative("momentum_decay", momentum_decay)
     master_params, grad_scale, found_inf = _checks.step_inputs(
         params, grads, {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}, master_params,
