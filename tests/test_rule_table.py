@@ -1,7 +1,6 @@
 """The rules generated from the rule table (Lion, NAdam): every layer exists and agrees with the
 functional call bit for bit; ft.torch drop-ins keep torch's state layout and checkpoints."""
 
-import copy
 import inspect
 
 import numpy as np
@@ -109,24 +108,11 @@ def test_torch_drop_in_checkpoint_resumes_bit_identically(case):
     g = torch.Generator().manual_seed(3)
     a = [torch.randn(s, generator=g).requires_grad_() for s in SHAPES]
     grads = [[torch.randn(s, generator=g) for s in SHAPES] for _ in range(8)]
+    from torch_checkpoints import assert_checkpoint_resumes, run_steps
     ours = getattr(ft.torch, name)(a, **kw)
-
-    def run(opt, params, gs):
-        for step in gs:
-            for p, gi in zip(params, step):
-                p.grad = gi.clone()
-            opt.step()
-
-    run(ours, a, grads[:4])
-    b = [p.detach().clone().requires_grad_() for p in a]
-    again = getattr(ft.torch, name)(b, lr=123.0)      # hyperparameters come from the checkpoint
-    again.load_state_dict(copy.deepcopy(ours.state_dict()))
-    run(ours, a, grads[4:])
-    run(again, b, grads[4:])
-    for p, q in zip(a, b):
-        assert torch.equal(p, q)
-        for key in ours.state[p]:
-            assert torch.equal(ours.state[p][key], again.state[q][key]), key
+    run_steps(ours, a, grads[:4])
+    # lr=123: the hyperparameters must come from the checkpoint.
+    assert_checkpoint_resumes(ours, a, lambda b: getattr(ft.torch, name)(b, lr=123.0), grads[4:])
 
 
 def test_nadam_mu_product_follows_torchs_float32_state():
