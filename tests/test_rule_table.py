@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fusedtrain as ft
-from fusedtrain._optim_rules import SPECS
+from fusedtrain._optim_rules import FUNCTIONS, SPECS
 from stepping import seed_for
 
 SHAPES = [(7,), (17, 33), (1,)]
@@ -152,3 +152,37 @@ def test_stub_of_the_rules_is_what_the_module_registers():
     from fusedtrain import _stubgen
     assert _stubgen.rule_stubs() in _stubgen.STUB.read_text(), \
         "python/fusedtrain/_C.pyi is stale: run python -m fusedtrain._stubgen"
+
+
+# Where a functional's signature departs from its Options field on purpose (Note [field bounds]).
+SIGNATURE_OWN_DEFAULTS = {("sgd_", "lr"), ("momentum_", "lr"), ("adamw_", "weight_decay"),
+                          ("adamw_", "decoupled_weight_decay")}
+
+
+@pytest.mark.parametrize("fn", list(FUNCTIONS))
+def test_hyperparameters_take_default_and_bound_from_the_kernel_struct(fn):
+    spec = FUNCTIONS[fn]
+    fields = {name: (default, bound)
+              for name, default, bound in getattr(ft._C, spec.options).fields}
+    filled = set()
+    for h in spec.hypers:
+        if h.field is None:
+            continue                                  # host-side: state lists, NAdam's mu
+        name = h.field or h.name
+        assert name in fields, f"{fn}: {h.name} fills no field of {spec.options}"
+        filled.add(name)
+        default, bound = fields[name]
+        assert h.check == bound, (fn, h.name)
+        if (fn, h.name) in SIGNATURE_OWN_DEFAULTS:
+            assert h.default != default, f"{fn}: {h.name} no longer departs from the struct"
+        else:
+            assert h.default == default and type(h.default) is type(default), (fn, h.name)
+    # Every field a caller sets has a keyword; the internal ones (bound None) are derived.
+    settable = {name for name, (_, bound) in fields.items() if bound is not None}
+    assert settable <= filled, f"{fn}: fields {sorted(settable - filled)} have no keyword"
+
+
+def test_a_spec_naming_no_field_fails_at_import_time():
+    from fusedtrain._optim_rules import Hyper, Spec
+    with pytest.raises(AssertionError, match="beta3 fills no field of AdamOptions"):
+        Spec("", "adam_", "AdamOptions", (), (Hyper("beta3"),), True, "", "")

@@ -189,15 +189,23 @@ double norm_of(const std::vector<TensorView>& views, double norm_type, py::handl
 
 // Note [rule table]: every rule of the math header's list registers its Options class (one
 // attribute per field, by the struct's own field list) and, when it names one, its function:
-// adding a rule touches no line here.
+// adding a rule touches no line here.  The class's `fields` is the description the Python rule
+// table is built from: (name, default, bound) per field (Note [field bounds]).
 template <class Rule>
 void def_options(py::module_& m, const char* cls) {
-  int n = 0;
-  Rule::fields([&](const char*, auto) { ++n; });
-  if (n == 0) return;  // no hyperparameters a caller sets (Scale)
-  py::class_<typename Rule::Options> c(m, cls);
+  using Options = typename Rule::Options;
+  py::list described;
+  const Options defaults{};
+  Rule::fields([&](const char* name, auto member, math::Bound bound) {
+    const char* kind = math::bound_name(bound);
+    described.append(py::make_tuple(name, defaults.*member,
+                                    kind ? py::object(py::str(kind)) : py::object(py::none())));
+  });
+  if (described.empty()) return;  // no hyperparameters a caller sets (Scale)
+  py::class_<Options> c(m, cls);
   c.def(py::init<>());
-  Rule::fields([&](const char* name, auto member) { c.def_readwrite(name, member); });
+  Rule::fields([&](const char* name, auto member, math::Bound) { c.def_readwrite(name, member); });
+  c.attr("fields") = py::tuple(described);
 }
 
 void init_optim(py::module_& m) {

@@ -10,7 +10,8 @@
 //                      of T); p and the used states are updated in place;
 //   kFunction, kStateNames, fields(f)  what the binding loop (bindings/optim.cpp) needs: the
 //                      Python function's name (nullptr: bound by hand), the names of its state
-//                      lists by slot, and each Options field by name (Note [rule table]).
+//                      lists by slot, and each Options field by name with its bound (Note
+//                      [rule table], Note [field bounds]).
 // Note [torch order]: every rule evaluates its expression in the operation order of the
 // torch.optim single-tensor implementation, so float32 results differ from PyTorch's only where
 // a compiler fuses a multiply-add.
@@ -25,13 +26,30 @@ namespace ft::math {
 // Slot masks for needs().
 constexpr int kS0 = 1, kS1 = 2, kS2 = 4;
 
+// Note [field bounds]: what a caller's value of an Options field may be.  With the struct's own
+// initializers (the defaults) it is the whole description of a hyperparameter: the binding
+// publishes (name, default, bound) per field and the Python rule table takes both from there,
+// keeping its one copy of the range checks (RANGES) keyed by these names.  kInternal: set by
+// the layers above from other arguments (step counts, NAdam's mu products), not a keyword.
+enum Bound : int { kInternal, kNonnegative, kUnit, kUnitOpen, kFlag, kNumber };
+inline const char* bound_name(Bound b) {
+  switch (b) {
+    case kNonnegative: return "nonnegative";
+    case kUnit: return "unit";          // [0, 1]
+    case kUnitOpen: return "unit_open"; // [0, 1)
+    case kFlag: return "flag";
+    case kNumber: return "number";      // any real but NaN
+    default: return nullptr;
+  }
+}
+
 // p -= lr * g.  Goodfellow et al. Algorithm 8.1 (SGD); the seeds' `x += -learning_rate * dx`.
 struct Sgd {
   static constexpr const char* kFunction = "sgd_";
   static constexpr const char* kStateNames[3] = {nullptr, nullptr, nullptr};
   template <class F> static void fields(F&& f) {
-    f("lr", &Options::lr); f("weight_decay", &Options::weight_decay);
-    f("maximize", &Options::maximize);
+    f("lr", &Options::lr, kNonnegative); f("weight_decay", &Options::weight_decay, kNonnegative);
+    f("maximize", &Options::maximize, kFlag);
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = 0;  // every slot needs() may return
@@ -56,9 +74,11 @@ struct Momentum {
   static constexpr const char* kFunction = "momentum_";
   static constexpr const char* kStateNames[3] = {"momentum_buffers", nullptr, nullptr};
   template <class F> static void fields(F&& f) {
-    f("lr", &Options::lr); f("momentum", &Options::momentum); f("dampening", &Options::dampening);
-    f("weight_decay", &Options::weight_decay); f("nesterov", &Options::nesterov);
-    f("maximize", &Options::maximize); f("first_step", &Options::first_step);
+    f("lr", &Options::lr, kNonnegative); f("momentum", &Options::momentum, kNonnegative);
+    f("dampening", &Options::dampening, kNumber);
+    f("weight_decay", &Options::weight_decay, kNonnegative);
+    f("nesterov", &Options::nesterov, kFlag); f("maximize", &Options::maximize, kFlag);
+    f("first_step", &Options::first_step, kInternal);
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
@@ -91,9 +111,9 @@ struct Adagrad {
   static constexpr const char* kFunction = "adagrad_";
   static constexpr const char* kStateNames[3] = {"state_sums", nullptr, nullptr};
   template <class F> static void fields(F&& f) {
-    f("lr", &Options::lr); f("lr_decay", &Options::lr_decay);
-    f("weight_decay", &Options::weight_decay); f("eps", &Options::eps); f("step", &Options::step);
-    f("maximize", &Options::maximize);
+    f("lr", &Options::lr, kNonnegative); f("lr_decay", &Options::lr_decay, kNonnegative);
+    f("weight_decay", &Options::weight_decay, kNonnegative); f("eps", &Options::eps, kNonnegative);
+    f("step", &Options::step, kInternal); f("maximize", &Options::maximize, kFlag);
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
@@ -126,10 +146,10 @@ struct Rmsprop {
   static constexpr const char* kFunction = "rmsprop_";
   static constexpr const char* kStateNames[3] = {"square_avgs", "momentum_buffers", "grad_avgs"};
   template <class F> static void fields(F&& f) {
-    f("lr", &Options::lr); f("alpha", &Options::alpha); f("eps", &Options::eps);
-    f("weight_decay", &Options::weight_decay); f("momentum", &Options::momentum);
-    f("centered", &Options::centered); f("nesterov", &Options::nesterov);
-    f("maximize", &Options::maximize);
+    f("lr", &Options::lr, kNonnegative); f("alpha", &Options::alpha, kUnit);
+    f("eps", &Options::eps, kNonnegative); f("weight_decay", &Options::weight_decay, kNonnegative);
+    f("momentum", &Options::momentum, kNonnegative); f("centered", &Options::centered, kFlag);
+    f("nesterov", &Options::nesterov, kFlag); f("maximize", &Options::maximize, kFlag);
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
@@ -177,8 +197,9 @@ struct Adadelta {
   static constexpr const char* kFunction = "adadelta_";
   static constexpr const char* kStateNames[3] = {"square_avgs", "acc_deltas", nullptr};
   template <class F> static void fields(F&& f) {
-    f("lr", &Options::lr); f("rho", &Options::rho); f("eps", &Options::eps);
-    f("weight_decay", &Options::weight_decay); f("maximize", &Options::maximize);
+    f("lr", &Options::lr, kNonnegative); f("rho", &Options::rho, kUnit);
+    f("eps", &Options::eps, kNonnegative); f("weight_decay", &Options::weight_decay, kNonnegative);
+    f("maximize", &Options::maximize, kFlag);
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1;  // every slot needs() may return
@@ -211,10 +232,11 @@ struct Adam {
   static constexpr const char* kFunction = "adam_";
   static constexpr const char* kStateNames[3] = {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"};
   template <class F> static void fields(F&& f) {
-    f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2);
-    f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("step", &Options::step);
-    f("decoupled", &Options::decoupled); f("amsgrad", &Options::amsgrad);
-    f("maximize", &Options::maximize);
+    f("lr", &Options::lr, kNonnegative); f("beta1", &Options::beta1, kUnitOpen);
+    f("beta2", &Options::beta2, kUnitOpen); f("eps", &Options::eps, kNonnegative);
+    f("weight_decay", &Options::weight_decay, kNonnegative); f("step", &Options::step, kInternal);
+    f("decoupled", &Options::decoupled, kFlag); f("amsgrad", &Options::amsgrad, kFlag);
+    f("maximize", &Options::maximize, kFlag);
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1 | kS2;  // every slot needs() may return
@@ -260,8 +282,9 @@ struct Lion {
   static constexpr const char* kFunction = "lion_";
   static constexpr const char* kStateNames[3] = {"exp_avgs", nullptr, nullptr};
   template <class F> static void fields(F&& f) {
-    f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2);
-    f("weight_decay", &Options::weight_decay); f("maximize", &Options::maximize);
+    f("lr", &Options::lr, kNonnegative); f("beta1", &Options::beta1, kUnit);
+    f("beta2", &Options::beta2, kUnit); f("weight_decay", &Options::weight_decay, kNonnegative);
+    f("maximize", &Options::maximize, kFlag);
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0;  // every slot needs() may return
@@ -297,11 +320,12 @@ struct Nadam {
   static constexpr const char* kFunction = "nadam_";
   static constexpr const char* kStateNames[3] = {"exp_avgs", "exp_avg_sqs", nullptr};
   template <class F> static void fields(F&& f) {
-    f("lr", &Options::lr); f("beta1", &Options::beta1); f("beta2", &Options::beta2);
-    f("eps", &Options::eps); f("weight_decay", &Options::weight_decay); f("mu", &Options::mu);
-    f("mu_next", &Options::mu_next); f("mu_product", &Options::mu_product);
-    f("step", &Options::step); f("decoupled", &Options::decoupled);
-    f("maximize", &Options::maximize);
+    f("lr", &Options::lr, kNonnegative); f("beta1", &Options::beta1, kUnitOpen);
+    f("beta2", &Options::beta2, kUnitOpen); f("eps", &Options::eps, kNonnegative);
+    f("weight_decay", &Options::weight_decay, kNonnegative); f("mu", &Options::mu, kInternal);
+    f("mu_next", &Options::mu_next, kInternal); f("mu_product", &Options::mu_product, kInternal);
+    f("step", &Options::step, kInternal); f("decoupled", &Options::decoupled, kFlag);
+    f("maximize", &Options::maximize, kFlag);
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = kS0 | kS1;  // every slot needs() may return
@@ -344,7 +368,7 @@ struct Ema {
   static constexpr const char* kFunction = nullptr;
   static constexpr const char* kStateNames[3] = {nullptr, nullptr, nullptr};
   template <class F> static void fields(F&& f) {
-    f("decay", &Options::decay);
+    f("decay", &Options::decay, kUnit);
   }
   static constexpr bool kReadsGrad = true;
   static constexpr int kStateSlots = 0;  // every slot needs() may return

@@ -1,5 +1,5 @@
 """Type stubs of the extension module fusedtrain._C (use the fusedtrain package, not this)."""
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 Array = Any          # a NumPy array or an object with __dlpack__ / __cuda_array_interface__
 Arrays = Sequence[Array]
@@ -10,6 +10,7 @@ class SgdOptions:
     lr: float
     weight_decay: float
     maximize: bool
+    fields: Tuple[Tuple[str, Any, Optional[str]], ...]
     def __init__(self) -> None: ...
 
 def sgd_(params: Arrays, grads: Arrays, state0: Optional[Arrays], state1: Optional[Arrays],
@@ -25,6 +26,7 @@ class MomentumOptions:
     nesterov: bool
     maximize: bool
     first_step: bool
+    fields: Tuple[Tuple[str, Any, Optional[str]], ...]
     def __init__(self) -> None: ...
 
 def momentum_(params: Arrays, grads: Arrays, state0: Optional[Arrays], state1: Optional[Arrays],
@@ -39,6 +41,7 @@ class AdagradOptions:
     eps: float
     step: int
     maximize: bool
+    fields: Tuple[Tuple[str, Any, Optional[str]], ...]
     def __init__(self) -> None: ...
 
 def adagrad_(params: Arrays, grads: Arrays, state0: Optional[Arrays], state1: Optional[Arrays],
@@ -55,6 +58,7 @@ class RmspropOptions:
     centered: bool
     nesterov: bool
     maximize: bool
+    fields: Tuple[Tuple[str, Any, Optional[str]], ...]
     def __init__(self) -> None: ...
 
 def rmsprop_(params: Arrays, grads: Arrays, state0: Optional[Arrays], state1: Optional[Arrays],
@@ -68,6 +72,7 @@ class AdadeltaOptions:
     eps: float
     weight_decay: float
     maximize: bool
+    fields: Tuple[Tuple[str, Any, Optional[str]], ...]
     def __init__(self) -> None: ...
 
 def adadelta_(params: Arrays, grads: Arrays, state0: Optional[Arrays], state1: Optional[Arrays],
@@ -85,6 +90,7 @@ class AdamOptions:
     decoupled: bool
     amsgrad: bool
     maximize: bool
+    fields: Tuple[Tuple[str, Any, Optional[str]], ...]
     def __init__(self) -> None: ...
 
 def adam_(params: Arrays, grads: Arrays, state0: Optional[Arrays], state1: Optional[Arrays],
@@ -98,6 +104,7 @@ class LionOptions:
     beta2: float
     weight_decay: float
     maximize: bool
+    fields: Tuple[Tuple[str, Any, Optional[str]], ...]
     def __init__(self) -> None: ...
 
 def lion_(params: Arrays, grads: Arrays, state0: Optional[Arrays], state1: Optional[Arrays],
@@ -117,6 +124,7 @@ class NadamOptions:
     step: int
     decoupled: bool
     maximize: bool
+    fields: Tuple[Tuple[str, Any, Optional[str]], ...]
     def __init__(self) -> None: ...
 
 def nadam_(params: Arrays, grads: Arrays, state0: Optional[Arrays], state1: Optional[Arrays],
@@ -126,6 +134,7 @@ def nadam_(params: Arrays, grads: Arrays, state0: Optional[Arrays], state1: Opti
 
 class EmaOptions:
     decay: float
+    fields: Tuple[Tuple[str, Any, Optional[str]], ...]
     def __init__(self) -> None: ...
 # ---- end of the generated optimizer rules
 

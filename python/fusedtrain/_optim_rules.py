@@ -11,9 +11,10 @@ their groups onto the functions by hand (SGD picks sgd_ or momentum_); a Spec wi
 ``classes=True`` (Lion, NAdam) makes its class's Rule itself.
 """
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from . import _C
 from . import _checks as chk
 from . import functional as F
 
@@ -112,45 +113,61 @@ def _adam_validate(g, name="Adam"):
     FUNCTIONS["adam_"].validate(g, name)
 
 
-_COMMON = {"maximize": False}
+def _class_defaults(fn, keys, **torch_class):
+    """A torch.optim class's param-group defaults in its constructor's order: the functional's
+    (betas paired), except the keys the class has of its own or defaults otherwise."""
+    pos, kw = FUNCTIONS[fn].group_defaults()
+    known = {**pos, **kw, **torch_class}
+    return {k: known[k] for k in keys}
 
-RULES = {r.name: r for r in [
-    Rule("SGD", {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0,
-                 "nesterov": False, **_COMMON}, False, _sgd_state, _sgd_call, _sgd_validate,
-         "SGD, momentum and Nesterov momentum (``torch.optim.SGD``; :func:`fusedtrain.momentum_`).",
-         torch_doc="``torch.optim.SGD`` (momentum, dampening, Nesterov) on fusedtrain's sgd_ / "
-                   "momentum_."),
-    Rule("Adagrad", {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0,
-                     "initial_accumulator_value": 0.0, "eps": 1e-10, **_COMMON}, True,
-         lambda g: {"sum": g["initial_accumulator_value"]}, _adagrad_call, _adagrad_validate,
-         "AdaGrad (``torch.optim.Adagrad``; :func:`fusedtrain.adagrad_`).",
-         torch_doc="``torch.optim.Adagrad`` on fusedtrain's adagrad_."),
-    Rule("RMSprop", {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
-                     "centered": False, "nesterov": False, **_COMMON}, True, _rmsprop_state,
-         _rmsprop_call, _rmsprop_validate,
-         "RMSProp (``torch.optim.RMSprop``), plus ``nesterov`` (Goodfellow et al. Algorithm 8.6;\n"
-         "    :func:`fusedtrain.rmsprop_`).", ("nesterov", "maximize"),
-         torch_doc="``torch.optim.RMSprop`` on fusedtrain's rmsprop_, plus keyword ``nesterov`` "
-                   "(Goodfellow\n    et al. Algorithm 8.6; a group key torch.optim.RMSprop "
-                   "carries along and ignores).",
-         torch_extra={"nesterov": bool}),
-    Rule("Adadelta", {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, **_COMMON}, True,
-         lambda g: {"square_avg": 0.0, "acc_delta": 0.0}, _adadelta_call, _adadelta_validate,
-         "AdaDelta (``torch.optim.Adadelta``; :func:`fusedtrain.adadelta_`).",
-         torch_doc="``torch.optim.Adadelta`` on fusedtrain's adadelta_."),
-    Rule("Adam", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-                  "amsgrad": False, "decoupled_weight_decay": False, **_COMMON}, True,
-         _adam_state, _adam_call, _adam_validate,
-         "Adam / AMSGrad (``torch.optim.Adam``; :func:`fusedtrain.adam_`).",
-         ("maximize", "decoupled_weight_decay"),
-         torch_doc="``torch.optim.Adam`` (AMSGrad, decoupled_weight_decay) on fusedtrain's adam_."),
-    Rule("AdamW", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2,
-                   "amsgrad": False, "decoupled_weight_decay": True, **_COMMON}, True,
-         _adam_state, _adam_call, lambda g: _adam_validate(g, "AdamW"),
-         "AdamW, decoupled weight decay (``torch.optim.AdamW``; :func:`fusedtrain.adamw_`).",
-         fixed={"decoupled_weight_decay": True},      # as torch.optim.AdamW does on load
-         torch_doc="``torch.optim.AdamW`` on fusedtrain's adamw_."),
-]}
+
+def _written_rules():
+    """The classes of the older rules, written out with torch's own quirks (SGD picks sgd_ or
+    momentum_; Adagrad's initial_accumulator_value; AdamW fixes the decoupling)."""
+    adam_keys = ("lr", "betas", "eps", "weight_decay", "amsgrad", "decoupled_weight_decay",
+                 "maximize")
+    return [
+        Rule("SGD", _class_defaults("momentum_", ("lr", "momentum", "dampening", "weight_decay",
+                                                  "nesterov", "maximize"), lr=1e-3, momentum=0.0),
+             False, _sgd_state, _sgd_call, _sgd_validate,
+             "SGD, momentum and Nesterov momentum (``torch.optim.SGD``; "
+             ":func:`fusedtrain.momentum_`).",
+             torch_doc="``torch.optim.SGD`` (momentum, dampening, Nesterov) on fusedtrain's "
+                       "sgd_ / momentum_."),
+        Rule("Adagrad", _class_defaults("adagrad_", ("lr", "lr_decay", "weight_decay",
+                                                     "initial_accumulator_value", "eps",
+                                                     "maximize"),
+                                        initial_accumulator_value=0.0), True,
+             lambda g: {"sum": g["initial_accumulator_value"]}, _adagrad_call, _adagrad_validate,
+             "AdaGrad (``torch.optim.Adagrad``; :func:`fusedtrain.adagrad_`).",
+             torch_doc="``torch.optim.Adagrad`` on fusedtrain's adagrad_."),
+        Rule("RMSprop", _class_defaults("rmsprop_", ("lr", "alpha", "eps", "weight_decay",
+                                                     "momentum", "centered", "nesterov",
+                                                     "maximize")),
+             True, _rmsprop_state, _rmsprop_call, _rmsprop_validate,
+             "RMSProp (``torch.optim.RMSprop``), plus ``nesterov`` (Goodfellow et al. "
+             "Algorithm 8.6;\n    :func:`fusedtrain.rmsprop_`).", ("nesterov", "maximize"),
+             torch_doc="``torch.optim.RMSprop`` on fusedtrain's rmsprop_, plus keyword "
+                       "``nesterov`` (Goodfellow\n    et al. Algorithm 8.6; a group key "
+                       "torch.optim.RMSprop carries along and ignores).",
+             torch_extra={"nesterov": bool}),
+        Rule("Adadelta", _class_defaults("adadelta_", ("lr", "rho", "eps", "weight_decay",
+                                                       "maximize")), True,
+             lambda g: {"square_avg": 0.0, "acc_delta": 0.0}, _adadelta_call, _adadelta_validate,
+             "AdaDelta (``torch.optim.Adadelta``; :func:`fusedtrain.adadelta_`).",
+             torch_doc="``torch.optim.Adadelta`` on fusedtrain's adadelta_."),
+        Rule("Adam", _class_defaults("adam_", adam_keys), True,
+             _adam_state, _adam_call, _adam_validate,
+             "Adam / AMSGrad (``torch.optim.Adam``; :func:`fusedtrain.adam_`).",
+             ("maximize", "decoupled_weight_decay"),
+             torch_doc="``torch.optim.Adam`` (AMSGrad, decoupled_weight_decay) on "
+                       "fusedtrain's adam_."),
+        Rule("AdamW", _class_defaults("adamw_", adam_keys), True,
+             _adam_state, _adam_call, lambda g: _adam_validate(g, "AdamW"),
+             "AdamW, decoupled weight decay (``torch.optim.AdamW``; :func:`fusedtrain.adamw_`).",
+             fixed={"decoupled_weight_decay": True},      # as torch.optim.AdamW does on load
+             torch_doc="``torch.optim.AdamW`` on fusedtrain's adamw_."),
+    ]
 
 
 # ---- Note [rule table]: a rule described once -------------------------------------------------
@@ -160,9 +177,13 @@ RULES = {r.name: r for r in [
 # (functional.py), its validation (one copy, shared with the classes' param-group checks), the
 # ft.optim class (optim.py), the ft.torch drop-in (torch/optimizers.py) and the exports; the
 # kernel side is the struct in csrc/math/optim_rules.h, bound by a loop over the rule list.
-# A new rule is a struct there, a Spec here and a reference in reference/.
+# A new rule is a struct there, a Spec here and a reference in reference/.  The defaults and
+# bounds of the Options fields are the struct's (Note [field bounds]): a Hyper that fills a field
+# restates neither, unless the Python signature differs on purpose (sgd_'s required lr, adamw_'s
+# weight decay 0.01 as torch.optim.AdamW's).
 
 REQUIRED = inspect.Parameter.empty
+FROM_FIELD = object()   # a Hyper's default or check: its Options field's, from the kernel table
 
 
 def _pick(items, idx):
@@ -184,8 +205,8 @@ RANGES = {
 class Hyper:
     """One keyword of a functional rule."""
     name: str
-    default: object = REQUIRED
-    check: object = "nonnegative"   # a key of RANGES
+    default: object = FROM_FIELD    # REQUIRED: no default
+    check: object = FROM_FIELD      # a key of RANGES
     field: object = ""              # its Options field ("": the same name; None: host-only)
     group: bool = True              # a param-group key of the classes (betas pair beta1/beta2)
     keyword_only: bool = False      # after the * in the classes' constructors
@@ -212,6 +233,22 @@ class Spec:
     requires: tuple = ()                 # (predicate on values, state list, reason) pairs
     constraints: object = None           # (fn, values) -> None, ValueError across arguments
     classes: bool = True                 # ft.optim / ft.torch classes generated from this spec
+
+    def __post_init__(self):
+        # Note [field bounds]: defaults and checks left to the kernel's description of the field.
+        described = {name: (default, bound) for name, default, bound in
+                     getattr(_C, self.options).fields}
+        hypers = []
+        for h in self.hypers:
+            if h.default is FROM_FIELD or h.check is FROM_FIELD:
+                name = h.field or h.name
+                if h.field is None or name not in described:
+                    raise AssertionError(f"{self.fn}: {h.name} fills no field of {self.options}")
+                default, bound = described[name]
+                h = replace(h, default=default if h.default is FROM_FIELD else h.default,
+                            check=bound if h.check is FROM_FIELD else h.check)
+            hypers.append(h)
+        object.__setattr__(self, "hypers", tuple(hypers))
 
     def group_defaults(self):
         """(positional, keyword-only) param-group keys with defaults, torch.optim's names."""
@@ -376,8 +413,8 @@ DOCS_ADAMW = """AdamW, ``torch.optim.AdamW``: :func:`adam_` with decoupled weigh
 def _lion():
     return Spec(
         "Lion", "lion_", "LionOptions", (("exp_avgs", "exp_avg"),),
-        (Hyper("lr", 1e-4), Hyper("beta1", 0.9, "unit"), Hyper("beta2", 0.99, "unit"),
-         Hyper("weight_decay", 0.0), Hyper("maximize", False, "flag", keyword_only=True)),
+        (Hyper("lr"), Hyper("beta1"), Hyper("beta2"), Hyper("weight_decay"),
+         Hyper("maximize", keyword_only=True)),
         False,
         """Lion, Chen et al. 2023 ("Symbolic Discovery of Optimization Algorithms").
 
@@ -395,7 +432,7 @@ def _lion():
 def _sgd_fn():
     return Spec(
         "", "sgd_", "SgdOptions", (),
-        (Hyper("lr"), Hyper("weight_decay", 0.0), Hyper("maximize", False, "flag")), False,
+        (Hyper("lr", REQUIRED), Hyper("weight_decay"), Hyper("maximize")), False,
         DOCS_SGD, "", classes=False)
 
 
@@ -407,9 +444,8 @@ def _momentum_constraints(fn, v):
 def _momentum_fn():
     return Spec(
         "", "momentum_", "MomentumOptions", (("momentum_buffers", "momentum_buffer"),),
-        (Hyper("lr"), Hyper("momentum", 0.9), Hyper("dampening", 0.0, "number"),
-         Hyper("nesterov", False, "flag"), Hyper("weight_decay", 0.0),
-         Hyper("maximize", False, "flag")), True,
+        (Hyper("lr", REQUIRED), Hyper("momentum"), Hyper("dampening"), Hyper("nesterov"),
+         Hyper("weight_decay"), Hyper("maximize")), True,
         DOCS_MOMENTUM, "", classes=False, constraints=_momentum_constraints,
         # Step 1 starts the buffer at the grad (a device step sets it in the kernel).
         prepare=lambda fn, v: {"first_step": v["step"] == 1})
@@ -418,8 +454,8 @@ def _momentum_fn():
 def _adagrad_fn():
     return Spec(
         "", "adagrad_", "AdagradOptions", (("state_sums", "sum"),),
-        (Hyper("lr", 0.01), Hyper("lr_decay", 0.0), Hyper("weight_decay", 0.0),
-         Hyper("eps", 1e-10), Hyper("maximize", False, "flag")), True,
+        (Hyper("lr"), Hyper("lr_decay"), Hyper("weight_decay"), Hyper("eps"), Hyper("maximize")),
+        True,
         DOCS_ADAGRAD, "", classes=False)
 
 
@@ -431,11 +467,10 @@ def _rmsprop_constraints(fn, v):
 def _rmsprop_fn():
     return Spec(
         "", "rmsprop_", "RmspropOptions", (("square_avgs", "square_avg"),),
-        (Hyper("lr", 0.01), Hyper("alpha", 0.99, "unit"), Hyper("eps", 1e-8),
-         Hyper("weight_decay", 0.0), Hyper("momentum", 0.0),
+        (Hyper("lr"), Hyper("alpha"), Hyper("eps"), Hyper("weight_decay"), Hyper("momentum"),
          Hyper("momentum_buffers", None, None, None, slot=1),
-         Hyper("centered", False, "flag"), Hyper("grad_avgs", None, None, None, slot=2),
-         Hyper("nesterov", False, "flag"), Hyper("maximize", False, "flag")), False,
+         Hyper("centered"), Hyper("grad_avgs", None, None, None, slot=2),
+         Hyper("nesterov"), Hyper("maximize")), False,
         DOCS_RMSPROP, "", classes=False, constraints=_rmsprop_constraints,
         requires=((lambda v: v["momentum"] > 0, "momentum_buffers", "momentum > 0"),
                   (lambda v: v["centered"], "grad_avgs", "centered=True")))
@@ -445,8 +480,8 @@ def _adadelta_fn():
     return Spec(
         "", "adadelta_", "AdadeltaOptions", (("square_avgs", "square_avg"),
                                              ("acc_deltas", "acc_delta")),
-        (Hyper("lr", 1.0), Hyper("rho", 0.9, "unit"), Hyper("eps", 1e-6),
-         Hyper("weight_decay", 0.0), Hyper("maximize", False, "flag")), False,
+        (Hyper("lr"), Hyper("rho"), Hyper("eps"), Hyper("weight_decay"), Hyper("maximize")),
+        False,
         DOCS_ADADELTA, "", classes=False)
 
 
@@ -454,16 +489,16 @@ def _amsgrad(values):
     return values["amsgrad"]
 
 
-def _adam_fn(fn, weight_decay, decoupled, doc):
+def _adam_fn(fn, doc, weight_decay=FROM_FIELD, decoupled=FROM_FIELD):
+    """adam_, or adamw_: the same kernel with weight decay 0.01 and decoupled fixed."""
     return Spec(
         "", fn, "AdamOptions", (("exp_avgs", "exp_avg"), ("exp_avg_sqs", "exp_avg_sq")),
-        (Hyper("lr", 1e-3), Hyper("beta1", 0.9, "unit_open"), Hyper("beta2", 0.999, "unit_open"),
-         Hyper("eps", 1e-8), Hyper("weight_decay", weight_decay),
-         Hyper("decoupled_weight_decay", decoupled, "flag", "decoupled",
-               visible=fn == "adam_"),
-         Hyper("amsgrad", False, "flag"),
+        (Hyper("lr"), Hyper("beta1"), Hyper("beta2"), Hyper("eps"),
+         Hyper("weight_decay", weight_decay),
+         Hyper("decoupled_weight_decay", decoupled, field="decoupled", visible=fn == "adam_"),
+         Hyper("amsgrad"),
          Hyper("max_exp_avg_sqs", None, None, None, slot=2, used=_amsgrad),
-         Hyper("maximize", False, "flag")), True,
+         Hyper("maximize")), True,
         doc, "", classes=False, kernel="adam_",
         requires=((_amsgrad, "max_exp_avg_sqs", "amsgrad=True"),))
 
@@ -520,11 +555,11 @@ def _nadam_advance(group, st, step, found_inf):
 def _nadam():
     return Spec(
         "NAdam", "nadam_", "NadamOptions", (("exp_avgs", "exp_avg"), ("exp_avg_sqs", "exp_avg_sq")),
-        (Hyper("lr", 2e-3), Hyper("beta1", 0.9, "unit_open"), Hyper("beta2", 0.999, "unit_open"),
-         Hyper("eps", 1e-8), Hyper("weight_decay", 0.0), Hyper("momentum_decay", 4e-3, field=None),
-         Hyper("decoupled_weight_decay", False, "flag", "decoupled"),
+        (Hyper("lr"), Hyper("beta1"), Hyper("beta2"), Hyper("eps"), Hyper("weight_decay"),
+         Hyper("momentum_decay", 4e-3, "nonnegative", field=None),   # host-side: mu_t
+         Hyper("decoupled_weight_decay", field="decoupled"),
          Hyper("mu_product", None, None, None, group=False),
-         Hyper("maximize", False, "flag", keyword_only=True)),
+         Hyper("maximize", keyword_only=True)),
         True,
         """NAdam, ``torch.optim.NAdam``: Adam with Nesterov momentum (Dozat 2016).
 
@@ -551,7 +586,8 @@ def _nadam():
 # generated too (the older rules' classes are written out above, with torch's own quirks).
 FUNCTIONS = {s.fn: s for s in (
     _sgd_fn(), _momentum_fn(), _adagrad_fn(), _rmsprop_fn(), _adadelta_fn(),
-    _adam_fn("adam_", 0.0, False, DOCS_ADAM), _adam_fn("adamw_", 0.01, True, DOCS_ADAMW),
+    _adam_fn("adam_", DOCS_ADAM), _adam_fn("adamw_", DOCS_ADAMW, 0.01, True),
     _lion(), _nadam())}
 SPECS = {s.name: s for s in FUNCTIONS.values() if s.classes}
+RULES = {r.name: r for r in _written_rules()}
 RULES.update({name: s.rule() for name, s in SPECS.items()})

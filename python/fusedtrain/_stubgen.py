@@ -26,6 +26,8 @@ def _options_class(name, cls):
     for field, attr in vars(cls).items():
         if isinstance(attr, property):
             lines.append(f"    {field}: {type(getattr(default, field)).__name__}")
+    # Note [field bounds]: (name, default, bound) per field, what the Python rule table reads.
+    lines.append("    fields: Tuple[Tuple[str, Any, Optional[str]], ...]")
     lines.append("    def __init__(self) -> None: ...")
     return "\n".join(lines) + "\n"
 
