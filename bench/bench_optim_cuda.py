@@ -125,7 +125,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--rules", default="sgd,momentum,adagrad,rmsprop,adadelta,adam,adamw")
+    ap.add_argument("--rules", default=",".join(r.name for r in RULES_BY_NAME.values()),
+                    help="comma-separated rules (default: every rule of the rule table)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     session = gpu_session(args)
