@@ -1,5 +1,5 @@
-// Host entry points of the CUDA layer, RMS, group and instance norm kernels (argument structs:
-// core/norm_args.h, the same as the CPU kernels').
+// Host entry points of the CUDA layer and RMS norm (ln_kernels.cu) and group and instance norm
+// (gn_kernels.cu) kernels; argument structs: core/norm_args.h, the same as the CPU kernels'.
 #pragma once
 #include "core/norm_args.h"
 #include "cuda/kernels.h"

@@ -1,0 +1,91 @@
+// The passes layer, RMS, group and instance norm share on CUDA (ln_kernels.cu, gn_kernels.cu):
+// elementwise maps over a (rows, cols) matrix with coefficients per row or per (sample,
+// channel), one-thread-per-item loops, and planar statistics.  Statistics and per-channel
+// gradient sums are batch norm's kernels (norm_reduce.cuh) on the planar views of Note [planar
+// view]: a layer-norm row is channel r of (1, rows, cols); a group of NCHW input is channel
+// n * G + g of (1, N * G, C / G * HW); a group of channels-last sample n is channel g of
+// (HW, G, C / G) at x + n * HW * C (one launch per sample, so each sample's statistics shift
+// around its own values).
+//
+// Note [cuda norm passes]: every kernel of these files is a grid-stride loop or one block
+// (warp) per row or group with a fixed merge order, so results do not depend on scheduling; a
+// reduction over many blocks goes through Reduction (Note [split merges]).
+#pragma once
+#include "cuda/norm_reduce.cuh"
+
+namespace ft::cuda {
+namespace {
+
+// ---- elementwise passes over a (rows, cols) matrix
+
+// Block (tx, ty): tx threads over vectors of V columns, ty rows; grid (column tiles, row tiles),
+// striding over row tiles. op.apply(r, c) maps columns [c, c + V) of row r.
+template <int V, class Op>
+__global__ void __launch_bounds__(kBlock) matrix_kernel(int64_t rows, int64_t cols, Op op) {
+  const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+  if (c >= cols) return;
+  for (int64_t r = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
+       r += int64_t(gridDim.y) * blockDim.y)
+    op.apply(r, c);
+}
+
+// Op<V> must be instantiable for every width with_width<S> may pick.
+template <class S, template <class, int> class Op, class Params>
+void launch_matrix(int64_t rows, int64_t cols, std::initializer_list<const void*> ptrs,
+                   const Params& p, cudaStream_t st, const char* name) {
+  if (rows == 0 || cols == 0) return;
+  const int v = vec_width<S>(cols, ptrs);
+  const int64_t vcols = cols / v;
+  int tx = 1;
+  while (tx < kBlock && tx < vcols) tx *= 2;
+  const int ty = kBlock / tx;
+  const dim3 grid(unsigned((vcols + tx - 1) / tx),
+                  unsigned(std::min<int64_t>((rows + ty - 1) / ty, 65535)));
+  with_width<S>(v, [&](auto V) {
+    constexpr int W = decltype(V)::value;
+    matrix_kernel<W, Op<S, W>><<<grid, dim3(tx, ty), 0, st>>>(rows, cols, Op<S, W>{p});
+  });
+  count_launch(name);
+}
+
+// Calls f(i) for i in [0, n) on the device, one thread each (f: a functor of the few per-channel
+// or per-group loops below).
+template <class F>
+__global__ void each_kernel(int64_t n, F f) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) f(i);
+}
+template <class F>
+void launch_each(int64_t n, const F& f, cudaStream_t st, const char* name) {
+  if (n == 0) return;
+  each_kernel<<<unsigned((n + 255) / 256), 256, 0, st>>>(n, f);
+  count_launch(name);
+}
+
+// Splits of a planar reduction (as Geometry's: about 4 blocks per SM, at least 16K values each).
+int planar_splits(int64_t channels, int64_t per_channel) {
+  int64_t sp = (4LL * sm_count() + channels - 1) / channels;
+  sp = std::min<int64_t>(sp, std::max<int64_t>(1, per_channel / 16384));
+  return int(std::max<int64_t>(1, std::min<int64_t>(sp, 65535)));
+}
+
+// Statistics of the channels of `count` planar views of shape s at x + i * stride (channel c of
+// view i is channel i * s.channels + c), merged and handed to epi (Note [split merges]).
+template <class S, class Epilogue>
+void planar_stats_pass(const S* x, const BnShape& s, int64_t count, int64_t stride,
+                       cudaStream_t st, const Epilogue& epi) {
+  const int v = vec_width<S>(s.inner, {x});  // s.inner divides stride: every view is aligned
+  const int splits = planar_splits(s.channels * count, s.per_channel());
+  Reduction<Stats> r(splits, s.channels * count, st);
+  for (int64_t i = 0; i < count; ++i) {
+    with_width<S>(v, [&](auto V) {
+      planar_stats_kernel<S, decltype(V)::value><<<dim3(unsigned(s.channels), unsigned(splits)), kBlock, 0, st>>>(
+          x + i * stride, s, r.partials + i * s.channels * splits);
+    });
+    count_launch("norm stats");
+  }
+  r.finalize(epi, st);
+}
+
+}  // namespace
+}  // namespace ft::cuda
