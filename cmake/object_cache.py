@@ -4,8 +4,10 @@ the same tree (Note [object cache] in CMakeLists.txt).
     python object_cache.py CACHE_DIR TREE_DIR COMPILER ARGS...
 
 The key is the command line (compiler, flags, defines, include directories, source and output
-paths), the compiler executable's size and modification time, and the content of every file
-under TREE_DIR (the sources and headers the kernels include).  A hit copies the object and its
+paths), the size and modification time of the compiler executable and of the host compilers a
+CUDA compiler finds on PATH, the environment variables compilers read for more include paths or
+flags, and the content of every file under TREE_DIR (the sources and headers the kernels
+include).  A hit copies the object and its
 dependency file (-MF) into place; a miss runs the compiler and stores both.  Each output keeps
 one entry, the last one stored, so the cache stays the size of one build.
 """
@@ -21,6 +23,22 @@ def _after(args, flag):
         if a == flag:
             return args[i + 1]
     return None
+
+
+# Read by the compilers themselves: a change in any of them changes what a command compiles.
+ENVIRONMENT = ("CPATH", "C_INCLUDE_PATH", "CPLUS_INCLUDE_PATH", "NVCC_PREPEND_FLAGS",
+               "NVCC_APPEND_FLAGS", "NVCC_CCBIN", "CUDAHOSTCXX", "CUDA_PATH", "CUDA_HOME")
+# What nvcc runs as the host compiler when the command names none (-ccbin).
+HOST_COMPILERS = ("gcc", "g++", "c++", "cc", "clang", "clang++")
+
+
+def _identity(program):
+    """Path, size and modification time of an executable ("" when it is not found)."""
+    path = shutil.which(program) or (program if os.path.exists(program) else "")
+    if not path:
+        return ""
+    st = os.stat(path)
+    return f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _tree_digest(tree):
@@ -46,10 +64,13 @@ def main(argv):
     out, depfile = _after(cmd, "-o"), _after(cmd, "-MF")
     if out is None:                      # not a compile to an object: nothing to reuse
         return subprocess.call(cmd)
-    compiler = shutil.which(cmd[0]) or cmd[0]
-    st = os.stat(compiler)
+    parts = [*cmd, _identity(cmd[0])]
+    if "nvcc" in os.path.basename(cmd[0]):
+        parts += [_identity(c) for c in HOST_COMPILERS]
+    parts += [f"{k}={os.environ.get(k, '')}" for k in ENVIRONMENT]
+    parts.append(_tree_digest(tree))
     h = hashlib.sha256()
-    for part in (*cmd, compiler, str(st.st_size), str(st.st_mtime_ns), _tree_digest(tree)):
+    for part in parts:
         h.update(part.encode() + b"\0")
     slot = os.path.join(cache, hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:24])
     entry = f"{slot}-{h.hexdigest()[:32]}"

@@ -44,11 +44,11 @@ class Build:
         self.cache = tmp / "object-cache"
         self.obj = tmp / "a.o"
 
-    def compile(self, *flags):
+    def compile(self, *flags, env=None):
         dep = f"{self.obj}.d"
         cmd = [sys.executable, str(self.script), str(self.cache), str(self.tree), str(self.cc),
                *flags, "-MD", "-MF", dep, "-o", str(self.obj), "-c", str(self.tree / "a.cpp")]
-        return subprocess.run(cmd).returncode
+        return subprocess.run(cmd, env=env).returncode
 
     def compiles(self):
         return len(self.calls.read_text().splitlines()) if self.calls.exists() else 0
@@ -68,10 +68,12 @@ def test_same_command_and_tree_reuse_the_object_and_its_depfile(tmp_path):
     assert b.obj.read_text() == first and pathlib.Path(f"{b.obj}.d").read_text() == dep
 
 
-@pytest.mark.parametrize("change", ["source", "header", "new file", "flags", "compiler"])
+@pytest.mark.parametrize("change", ["source", "header", "new file", "flags", "compiler",
+                                    "include path from the environment"])
 def test_any_change_of_command_tree_or_compiler_compiles_again(tmp_path, change):
     b = Build(tmp_path)
-    assert b.compile("-O3") == 0
+    env = {k: v for k, v in os.environ.items() if k != "CPATH"}
+    assert b.compile("-O3", env=env) == 0
     flags = ("-O3",)
     if change == "source":
         (b.tree / "a.cpp").write_text("int a = 1;")
@@ -81,10 +83,12 @@ def test_any_change_of_command_tree_or_compiler_compiles_again(tmp_path, change)
         (b.tree / "b.h").write_text("")
     elif change == "flags":
         flags = ("-O2",)
-    else:
+    elif change == "compiler":
         b.cc.write_text(b.cc.read_text() + "\n# a new compiler build\n")
+    else:
+        env["CPATH"] = str(tmp_path)
     b.wipe()
-    assert b.compile(*flags) == 0 and b.compiles() == 2
+    assert b.compile(*flags, env=env) == 0 and b.compiles() == 2
     if change == "source":
         assert "int a = 1;" in b.obj.read_text()
     if change == "flags":
