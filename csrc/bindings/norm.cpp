@@ -8,10 +8,9 @@
 #include <cmath>
 #include <string>
 
-#include "bindings/aliasing.h"
 #include "bindings/norm_args.h"
 #include "cpu/bn_kernels.h"
-#include "cuda/bn_kernels.h"
+#include "cuda/norm_kernels.h"
 
 namespace ft::bind {
 namespace {
@@ -42,13 +41,10 @@ BnShape layout_of(const TensorView& x, bool channels_last, const ArgRef& at) {
   return s;
 }
 
-// A per-channel vector of x's C channels (bindings/norm_args.h).
-ChannelArray channel_array(py::handle obj, const ArgRef& at, Access access, int64_t C,
-                           bool channels_last, std::initializer_list<DType> ok, bool optional,
-                           ExportHolder& keep) {
+// A per-channel vector of x's C channels.
+Extent channels_of(int64_t C, bool channels_last) {
   const char* word = channels_last ? " channels (last dimension)" : " channels (dimension 1)";
-  return bind::channel_array(obj, at, access, {{C}, "x has " + std::to_string(C) + word}, ok,
-                             optional, keep);
+  return {{C}, "x has " + std::to_string(C) + word};
 }
 
 struct Input {
@@ -56,11 +52,9 @@ struct Input {
   BnShape shape;
 };
 
-Input input_of(py::handle x, const char* fn, const char* name, bool channels_last, Access access,
-               ExportHolder& keep) {
-  ArgRef at{fn, name, -1};
-  Input in{input_view(x, at, access, keep), {}};
-  in.shape = layout_of(in.view, channels_last, at);
+Input input_of(NormCall& call, py::handle x, bool channels_last) {
+  Input in{call.input(x, "x", Access::read), {}};
+  in.shape = layout_of(in.view, channels_last, call.at("x"));
   return in;
 }
 
@@ -69,12 +63,10 @@ DType stats_dtype(DType d) { return compute_dtype(d); }
 void forward(py::handle x, py::handle weight, py::handle bias, py::handle running_mean,
              py::handle running_var, py::handle y, py::handle save_mean, py::handle save_invstd,
              bool training, double momentum, double eps, bool channels_last, py::handle stream) {
-  const char* fn = "batch_norm_forward";
-  ExportHolder keep;
-  keep.cuda_call = !stream.is_none();
-  Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
+  NormCall call("batch_norm_forward", stream);
+  Input in = input_of(call, x, channels_last);
   const DType d = in.view.dtype;
-  const int64_t C = in.shape.channels;
+  const Extent C = channels_of(in.shape.channels, channels_last);
   BnForwardArgs a;
   a.x = in.view.data;
   a.dtype = d;
@@ -83,40 +75,19 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
   a.momentum = momentum;
   a.eps = eps;
   const auto param = {d, DType::f32};
-  a.weight = channel_array(weight, {fn, "weight", -1}, Access::read, C, channels_last, param, true, keep);
-  a.bias = channel_array(bias, {fn, "bias", -1}, Access::read, C, channels_last, param, true, keep);
-  a.running_mean = channel_array(running_mean, {fn, "running_mean", -1},
-                                 training ? Access::write : Access::read, C, channels_last, param, true, keep);
-  a.running_var = channel_array(running_var, {fn, "running_var", -1},
-                                training ? Access::write : Access::read, C, channels_last, param, true, keep);
-  if (a.running_mean.present() != a.running_var.present())
-    value_error({fn, a.running_mean.present() ? "running_var" : "running_mean", -1},
-                "is None but its partner is not; pass both running_mean and running_var or neither");
-  if (!training && !a.running_mean.present())
-    value_error({fn, "running_mean", -1},
-                "is None; evaluation mode (training=False) normalizes with the running statistics");
+  a.weight = call.channels(weight, "weight", Access::read, C, param, true);
+  a.bias = call.channels(bias, "bias", Access::read, C, param, true);
+  call.running_stats(running_mean, running_var, training, C, param,
+                     "evaluation mode (training=False) normalizes with the running statistics",
+                     a.running_mean, a.running_var);
   const int64_t M = in.shape.per_channel();
   if (training && M <= 1)
-    value_error({fn, "x", -1}, "has " + std::to_string(M) + " value(s) per channel (shape " +
-                                   shape_str(in.view) + "); training needs more than 1");
-  a.y = same_as(y, {fn, "y", -1}, in.view, keep);
-  a.save_mean = channel_array(save_mean, {fn, "save_mean", -1}, Access::write, C, channels_last,
-                              {stats_dtype(d)}, false, keep);
-  a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::write, C,
-                                channels_last, {stats_dtype(d)}, false, keep);
-  Aliasing alias(fn);  // Note [aliasing]; a channel's weight is read after its running stats are written
-  alias.read(in.view, "x");
-  alias.read(a.weight.data, C, a.weight.dtype, "weight");
-  alias.read(a.bias.data, C, a.bias.dtype, "bias");
-  for (auto [arr, name] : {std::pair{a.running_mean, "running_mean"}, {a.running_var, "running_var"}}) {
-    if (training) alias.written(arr.data, C, arr.dtype, name);
-    else alias.read(arr.data, C, arr.dtype, name);
-  }
-  alias.written(a.y, in.view.numel, d, "y");
-  alias.written(a.save_mean.data, C, a.save_mean.dtype, "save_mean");
-  alias.written(a.save_invstd.data, C, a.save_invstd.dtype, "save_invstd");
-  alias.check(false);
-  run_kernel(a, in.view, stream, cpu::active_bn().forward, FT_CUDA_ENTRY(cuda::bn_forward));
+    value_error(call.at("x"), "has " + std::to_string(M) + " value(s) per channel (shape " +
+                                  shape_str(in.view) + "); training needs more than 1");
+  a.y = call.output(y, "y", in.view);
+  a.save_mean = call.channels(save_mean, "save_mean", Access::write, C, {stats_dtype(d)}, false);
+  a.save_invstd = call.channels(save_invstd, "save_invstd", Access::write, C, {stats_dtype(d)}, false);
+  call.run(a, in.view, cpu::active_bn().forward, FT_CUDA_ENTRY(cuda::bn_forward));
 }
 
 // Note [given sums]: dx None takes the sums only; sum_dy / sum_dy_xhat / count given compute dx
@@ -125,97 +96,68 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
               py::handle save_invstd, py::handle dx, py::handle dweight, py::handle dbias,
               bool channels_last, py::handle stream, py::handle sum_dy, py::handle sum_dy_xhat,
               double count) {
-  const char* fn = "batch_norm_backward";
-  ExportHolder keep;
-  keep.cuda_call = !stream.is_none();
-  Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
+  NormCall call("batch_norm_backward", stream);
+  Input in = input_of(call, x, channels_last);
   const DType d = in.view.dtype;
-  const int64_t C = in.shape.channels;
-  TensorView g = grad_like(dy, {fn, "dy", -1}, in.view, keep);
+  const Extent C = channels_of(in.shape.channels, channels_last);
   BnBackwardArgs a;
-  a.dy = g.data;
+  a.dy = call.grad(dy, in.view).data;
   a.x = in.view.data;
   a.dtype = d;
   a.shape = in.shape;
   const auto param = {d, DType::f32};
   const auto any = {DType::f32, DType::f64, DType::f16, DType::bf16};
-  a.weight = channel_array(weight, {fn, "weight", -1}, Access::read, C, channels_last, param, true, keep);
-  a.save_mean = channel_array(save_mean, {fn, "save_mean", -1}, Access::read, C, channels_last, any, false, keep);
-  a.save_invstd = channel_array(save_invstd, {fn, "save_invstd", -1}, Access::read, C, channels_last, any, false, keep);
-  if (in.shape.per_channel() == 0) value_error({fn, "x", -1}, "has no values per channel");
+  a.weight = call.channels(weight, "weight", Access::read, C, param, true);
+  a.save_mean = call.channels(save_mean, "save_mean", Access::read, C, any, false);
+  a.save_invstd = call.channels(save_invstd, "save_invstd", Access::read, C, any, false);
+  if (in.shape.per_channel() == 0) value_error(call.at("x"), "has no values per channel");
   const auto sums = {DType::f32, DType::f64};
-  a.given_sum_dy = channel_array(sum_dy, {fn, "sum_dy", -1}, Access::read, C, channels_last, sums, true, keep);
-  a.given_sum_dy_xhat = channel_array(sum_dy_xhat, {fn, "sum_dy_xhat", -1}, Access::read, C, channels_last, sums, true, keep);
+  a.given_sum_dy = call.channels(sum_dy, "sum_dy", Access::read, C, sums, true);
+  a.given_sum_dy_xhat = call.channels(sum_dy_xhat, "sum_dy_xhat", Access::read, C, sums, true);
   if (a.given_sum_dy.present() != a.given_sum_dy_xhat.present())
-    value_error({fn, a.given() ? "sum_dy_xhat" : "sum_dy", -1},
+    value_error(call.at(a.given() ? "sum_dy_xhat" : "sum_dy"),
                 "is None but the other sum is given; give both or neither");
   if (a.given()) {
     if (!std::isfinite(count) || count < double(in.shape.per_channel()))
-      value_error({fn, "count", -1}, "must be a finite number of values, at least x's " +
-                                         std::to_string(in.shape.per_channel()) + " per channel");
+      value_error(call.at("count"), "must be a finite number of values, at least x's " +
+                                        std::to_string(in.shape.per_channel()) + " per channel");
     if (!dweight.is_none() || !dbias.is_none())
-      value_error({fn, dweight.is_none() ? "dbias" : "dweight", -1},
+      value_error(call.at(dweight.is_none() ? "dbias" : "dweight"),
                   "must be None with given sums (dx is the only output)");
     a.given_count = count;
   } else if (dx.is_none() && (dweight.is_none() || dbias.is_none())) {
-    value_error({fn, dweight.is_none() ? "dweight" : "dbias", -1},
+    value_error(call.at(dweight.is_none() ? "dweight" : "dbias"),
                 "is None and so is dx: nothing would be computed");
   }
-  if (!dx.is_none() || a.given()) a.dx = same_as(dx, {fn, "dx", -1}, in.view, keep);
+  if (!dx.is_none() || a.given()) a.dx = call.output(dx, "dx", in.view);
   if (!a.given() && (a.weight.present() || !a.dx)) {
     // Without a weight, the sums alone come back in a statistics dtype.
-    auto output = [&](py::handle obj, const char* name) {
-      const ArgRef at{fn, name, -1};
-      return a.weight.present()
-                 ? channel_array(obj, at, Access::write, C, channels_last, {a.weight.dtype}, false, keep)
-                 : channel_array(obj, at, Access::write, C, channels_last, sums, false, keep);
-    };
-    a.dweight = output(dweight, "dweight");
-    a.dbias = output(dbias, "dbias");
+    const std::initializer_list<DType> out_dtype = {a.weight.present() ? a.weight.dtype : DType::f32};
+    const auto& ok = a.weight.present() ? out_dtype : sums;
+    a.dweight = call.channels(dweight, "dweight", Access::write, C, ok, false);
+    a.dbias = call.channels(dbias, "dbias", Access::write, C, ok, false);
   }
-  Aliasing alias(fn);  // Note [aliasing]
-  alias.read(g, "dy");
-  alias.read(in.view, "x");
-  alias.read(a.weight.data, C, a.weight.dtype, "weight");
-  alias.read(a.save_mean.data, C, a.save_mean.dtype, "save_mean");
-  alias.read(a.save_invstd.data, C, a.save_invstd.dtype, "save_invstd");
-  alias.read(a.given_sum_dy.data, C, a.given_sum_dy.dtype, "sum_dy");
-  alias.read(a.given_sum_dy_xhat.data, C, a.given_sum_dy_xhat.dtype, "sum_dy_xhat");
-  alias.written(a.dx, in.view.numel, d, "dx");
-  alias.written(a.dweight.data, C, a.dweight.dtype, "dweight");
-  alias.written(a.dbias.data, C, a.dbias.dtype, "dbias");
-  alias.check(false);
-  run_kernel(a, in.view, stream, cpu::active_bn().backward, FT_CUDA_ENTRY(cuda::bn_backward));
+  call.run(a, in.view, cpu::active_bn().backward, FT_CUDA_ENTRY(cuda::bn_backward));
 }
 
 int64_t stats(py::handle x, py::handle mean, py::handle var, bool channels_last,
               const char* fn, py::handle stream) {
-  ExportHolder keep;
-  keep.cuda_call = !stream.is_none();
-  Input in = input_of(x, fn, "x", channels_last, Access::read, keep);
-  const int64_t C = in.shape.channels;
+  NormCall call(fn, stream);
+  Input in = input_of(call, x, channels_last);
+  const Extent C = channels_of(in.shape.channels, channels_last);
   const auto out = {DType::f32, DType::f64};
   BnStatsArgs a;
   a.x = in.view.data;
   a.dtype = in.view.dtype;
   a.shape = in.shape;
-  a.mean = channel_array(mean, {fn, "mean", -1}, Access::write, C, channels_last, out, false, keep);
-  a.var = channel_array(var, {fn, "var", -1}, Access::write, C, channels_last, out, false, keep);
-  Aliasing alias(fn);  // Note [aliasing]
-  alias.read(in.view, "x");
-  alias.written(a.mean.data, C, a.mean.dtype, "mean");
-  alias.written(a.var.data, C, a.var.dtype, "var");
-  alias.check(false);
-  run_kernel(a, in.view, stream, cpu::active_bn().stats, FT_CUDA_ENTRY(cuda::bn_stats));
+  a.mean = call.channels(mean, "mean", Access::write, C, out, false);
+  a.var = call.channels(var, "var", Access::write, C, out, false);
+  call.run(a, in.view, cpu::active_bn().stats, FT_CUDA_ENTRY(cuda::bn_stats));
   return in.shape.per_channel();
 }
 
-// (K, C) arrays of per-row statistics.
-ChannelArray rows_of(py::handle obj, const char* fn, const char* name, int64_t* K, int64_t* C,
-                     ExportHolder& keep) {
-  ArgRef at{fn, name, -1};
-  TensorView v = view_of(obj, at, Access::read, keep);
-  same_device(v, at, keep);
+// (K, C) arrays of per-row statistics; K and C from the first.
+ChannelArray rows_of(const TensorView& v, const ArgRef& at, int64_t* K, int64_t* C) {
   if (v.ndim != 2) value_error(at, "must be 2-d (K, C), got shape " + shape_str(v));
   if (*K >= 0 && (v.shape[0] != *K || v.shape[1] != *C))
     value_error(at, "has shape " + shape_str(v) + " but means has shape (" + std::to_string(*K) +
@@ -227,43 +169,33 @@ ChannelArray rows_of(py::handle obj, const char* fn, const char* name, int64_t* 
 
 void merge_stats(py::handle means, py::handle vars, const std::vector<double>& counts,
                  py::handle mean, py::handle var) {
-  const char* fn = "merge_stats";
-  ExportHolder keep;
+  NormCall call("merge_stats", py::none());
   int64_t K = -1, C = -1;
   BnMergeArgs a;
-  ArgRef first{fn, "means", -1};
-  input_view(means, first, Access::read, keep);
-  a.means = rows_of(means, fn, "means", &K, &C, keep);
-  a.vars = rows_of(vars, fn, "vars", &K, &C, keep);
+  a.means = rows_of(call.input(means, "means", Access::read), call.at("means"), &K, &C);
+  a.vars = rows_of(call.view(vars, "vars", Access::read), call.at("vars"), &K, &C);
   if (int64_t(counts.size()) != K)
-    value_error({fn, "counts", -1}, "has " + std::to_string(counts.size()) +
-                                        " entries but means has " + std::to_string(K) + " rows");
+    value_error(call.at("counts"), "has " + std::to_string(counts.size()) +
+                                       " entries but means has " + std::to_string(K) + " rows");
   a.counts = counts;
   a.channels = C;
   const auto out = {DType::f32, DType::f64};
-  a.mean = channel_array(mean, {fn, "mean", -1}, Access::write, C, false, out, false, keep);
-  a.var = channel_array(var, {fn, "var", -1}, Access::write, C, false, out, false, keep);
-  if (keep.device != DeviceKind::cpu)
-    value_error({fn, "means", -1}, "is on a CUDA device; merge_stats runs on the host (the "
+  const Extent channels = channels_of(C, false);
+  a.mean = call.channels(mean, "mean", Access::write, channels, out, false);
+  a.var = call.channels(var, "var", Access::write, channels, out, false);
+  if (call.keep.device != DeviceKind::cpu)
+    value_error(call.at("means"), "is on a CUDA device; merge_stats runs on the host (the "
                                   "inputs are K x C statistics: move them with .cpu())");
-  Aliasing alias(fn);  // Note [aliasing]
-  alias.read(a.means.data, K * C, a.means.dtype, "means");
-  alias.read(a.vars.data, K * C, a.vars.dtype, "vars");
-  alias.written(a.mean.data, C, a.mean.dtype, "mean");
-  alias.written(a.var.data, C, a.var.dtype, "var");
-  alias.check(false);
+  call.check();
   ReleaseGil nogil;
   cpu::active_bn().merge(a);
 }
 
 void update_running_stats(py::handle running_mean, py::handle running_var, py::handle mean,
                           py::handle var, double count, double momentum, py::handle stream) {
-  const char* fn = "update_running_stats_";
-  ExportHolder keep;
-  keep.cuda_call = !stream.is_none();
-  ArgRef at{fn, "running_mean", -1};
-  TensorView rm = input_view(running_mean, at, Access::write, keep);
-  if (rm.ndim != 1) value_error(at, "must be 1-d (C,), got shape " + shape_str(rm));
+  NormCall call("update_running_stats_", stream);
+  TensorView rm = call.input(running_mean, "running_mean", Access::write);
+  if (rm.ndim != 1) value_error(call.at("running_mean"), "must be 1-d (C,), got shape " + shape_str(rm));
   const int64_t C = rm.shape[0];
   BnRunningArgs a;
   a.channels = C;
@@ -271,23 +203,15 @@ void update_running_stats(py::handle running_mean, py::handle running_var, py::h
   a.momentum = momentum;
   a.running_mean = ChannelArray{rm.data, rm.dtype};
   auto vec = [&](py::handle h, const char* name, Access acc) {
-    ArgRef ref{fn, name, -1};
-    TensorView v = view_of(h, ref, acc, keep);
-    same_device(v, ref, keep);
+    TensorView v = call.view(h, name, acc);
     if (v.ndim != 1 || v.shape[0] != C)
-      value_error(ref, "has shape " + shape_str(v) + " but running_mean has shape " + shape_str(rm));
+      value_error(call.at(name), "has shape " + shape_str(v) + " but running_mean has shape " + shape_str(rm));
     return ChannelArray{v.data, v.dtype};
   };
   a.running_var = vec(running_var, "running_var", Access::write);
   a.mean = vec(mean, "mean", Access::read);
   a.var = vec(var, "var", Access::read);
-  Aliasing alias(fn);  // Note [aliasing]
-  alias.written(rm, "running_mean");
-  alias.written(a.running_var.data, C, a.running_var.dtype, "running_var");
-  alias.read(a.mean.data, C, a.mean.dtype, "mean");
-  alias.read(a.var.data, C, a.var.dtype, "var");
-  alias.check(false);
-  run_kernel(a, rm, stream, cpu::active_bn().update_running, FT_CUDA_ENTRY(cuda::bn_update_running));
+  call.run(a, rm, cpu::active_bn().update_running, FT_CUDA_ENTRY(cuda::bn_update_running));
 }
 
 }  // namespace

@@ -1,24 +1,9 @@
 // Argument helpers of the normalization bindings (bindings/norm_args.h).
 #include "bindings/norm_args.h"
 
+#include "bindings/aliasing.h"
+
 namespace ft::bind {
-
-void same_device(const TensorView& v, const ArgRef& at, const ExportHolder& keep) {
-  if (v.device != keep.device || v.device_index != keep.device_index)
-    value_error(at, "is on a different device than x");
-#if !defined(FT_WITH_CUDA)
-  if (v.device != DeviceKind::cpu)
-    value_error(at, "is on a CUDA device, but this build of fusedtrain has no CUDA kernels");
-#endif
-}
-
-TensorView input_view(py::handle x, const ArgRef& at, Access access, ExportHolder& keep) {
-  TensorView v = view_of(x, at, access, keep);
-  keep.device = v.device;
-  keep.device_index = v.device_index;
-  same_device(v, at, keep);
-  return v;
-}
 
 namespace {
 std::string tuple_str(const std::vector<int64_t>& shape) {
@@ -28,15 +13,52 @@ std::string tuple_str(const std::vector<int64_t>& shape) {
 }
 }  // namespace
 
-ChannelArray channel_array(py::handle obj, const ArgRef& at, Access access, const Extent& extent,
-                           std::initializer_list<DType> ok, bool optional, ExportHolder& keep) {
+int64_t Extent::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+void NormCall::same_device(const TensorView& v, const char* name) const {
+  if (v.device != keep.device || v.device_index != keep.device_index)
+    value_error(at(name), "is on a different device than x");
+#if !defined(FT_WITH_CUDA)
+  if (v.device != DeviceKind::cpu)
+    value_error(at(name), "is on a CUDA device, but this build of fusedtrain has no CUDA kernels");
+#endif
+}
+
+void NormCall::add(const void* data, int64_t numel, DType dtype, const char* name, Access access) {
+  if (n_ == kMaxArrays) throw std::logic_error("NormCall: more arrays than kMaxArrays");
+  arrays_[n_++] = Entry{data, numel, dtype, name, access};
+}
+
+TensorView NormCall::input(py::handle x, const char* name, Access access) {
+  TensorView v = view_of(x, at(name), access, keep);
+  keep.device = v.device;
+  keep.device_index = v.device_index;
+  same_device(v, name);
+  add(v.data, v.numel, v.dtype, name, access);
+  return v;
+}
+
+TensorView NormCall::view(py::handle obj, const char* name, Access access) {
+  TensorView v = view_of(obj, at(name), access, keep);
+  same_device(v, name);
+  add(v.data, v.numel, v.dtype, name, access);
+  return v;
+}
+
+ChannelArray NormCall::channels(py::handle obj, const char* name, Access access,
+                                const Extent& extent, std::initializer_list<DType> ok,
+                                bool optional) {
   ChannelArray out;
   if (obj.is_none()) {
     if (optional) return out;
-    type_error(at, "is None; expected an array");
+    type_error(at(name), "is None; expected an array");
   }
-  TensorView v = view_of(obj, at, access, keep);
-  same_device(v, at, keep);
+  TensorView v = view_of(obj, at(name), access, keep);
+  same_device(v, name);
   bool dtype_ok = false;
   std::string names;
   for (DType d : ok) {
@@ -44,33 +66,60 @@ ChannelArray channel_array(py::handle obj, const ArgRef& at, Access access, cons
     if (names.find(dtype_name(d)) == std::string::npos)
       names += (names.empty() ? "" : " or ") + std::string(dtype_name(d));
   }
-  if (!dtype_ok) type_error(at, std::string("has dtype ") + dtype_name(v.dtype) + "; expected " + names);
+  if (!dtype_ok) type_error(at(name), std::string("has dtype ") + dtype_name(v.dtype) + "; expected " + names);
   bool shape_ok = v.ndim == int(extent.shape.size());
   for (int i = 0; shape_ok && i < v.ndim; ++i) shape_ok = v.shape[i] == extent.shape[i];
   if (!shape_ok)
-    value_error(at, "has shape " + shape_str(v) + " but " + extent.why + "; expected " +
-                        tuple_str(extent.shape));
+    value_error(at(name), "has shape " + shape_str(v) + " but " + extent.why + "; expected " +
+                              tuple_str(extent.shape));
+  add(v.data, v.numel, v.dtype, name, access);
   out.data = v.data;
   out.dtype = v.dtype;
   return out;
 }
 
-void* same_as(py::handle obj, const ArgRef& at, const TensorView& like, ExportHolder& keep) {
-  TensorView v = view_of(obj, at, Access::write, keep);
-  same_device(v, at, keep);
+void NormCall::running_stats(py::handle mean, py::handle var, bool update, const Extent& extent,
+                             std::initializer_list<DType> ok, const char* why_required,
+                             ChannelArray& mean_out, ChannelArray& var_out) {
+  const Access access = update ? Access::write : Access::read;
+  mean_out = channels(mean, "running_mean", access, extent, ok, true);
+  var_out = channels(var, "running_var", access, extent, ok, true);
+  if (mean_out.present() != var_out.present())
+    value_error(at(mean_out.present() ? "running_var" : "running_mean"),
+                "is None but its partner is not; pass both running_mean and running_var or neither");
+  if (!update && !mean_out.present())
+    value_error(at("running_mean"), std::string("is None; ") + why_required);
+}
+
+void* NormCall::output(py::handle obj, const char* name, const TensorView& like) {
+  TensorView v = view_of(obj, at(name), Access::write, keep);
+  same_device(v, name);
   if (!v.same_shape(like) || v.dtype != like.dtype)
-    value_error(at, "must have the input's shape " + shape_str(like) + " and dtype");
+    value_error(at(name), "must have the input's shape " + shape_str(like) + " and dtype");
+  add(v.data, v.numel, v.dtype, name, Access::write);
   return v.data;
 }
 
-TensorView grad_like(py::handle dy, const ArgRef& at, const TensorView& x, ExportHolder& keep) {
-  TensorView g = view_of(dy, at, Access::read, keep);
-  same_device(g, at, keep);
+TensorView NormCall::grad(py::handle dy, const TensorView& x) {
+  const ArgRef where = at("dy");
+  TensorView g = view_of(dy, where, Access::read, keep);
+  same_device(g, "dy");
   if (g.dtype != x.dtype)
-    type_error(at, std::string("has dtype ") + dtype_name(g.dtype) + " but x has " + dtype_name(x.dtype));
+    type_error(where, std::string("has dtype ") + dtype_name(g.dtype) + " but x has " + dtype_name(x.dtype));
   if (!g.same_shape(x))
-    value_error(at, "has shape " + shape_str(g) + " but x has shape " + shape_str(x));
+    value_error(where, "has shape " + shape_str(g) + " but x has shape " + shape_str(x));
+  add(g.data, g.numel, g.dtype, "dy", Access::read);
   return g;
+}
+
+void NormCall::check() {
+  Aliasing alias(fn);
+  for (int i = 0; i < n_; ++i) {
+    const Entry& e = arrays_[i];
+    if (e.access == Access::write) alias.written(e.data, e.numel, e.dtype, e.name);
+    else alias.read(e.data, e.numel, e.dtype, e.name);
+  }
+  alias.check(false);
 }
 
 }  // namespace ft::bind
