@@ -8,7 +8,7 @@
 
 #include "bindings/norm_args.h"
 #include "cpu/ln_kernels.h"
-#include "cuda/norm_kernels.h"
+#include "cuda/normalization_kernels.h"
 
 namespace ft::bind {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "bindings/norm_args.h"
 #include "cpu/bn_kernels.h"
-#include "cuda/norm_kernels.h"
+#include "cuda/normalization_kernels.h"
 
 namespace ft::bind {
 namespace {

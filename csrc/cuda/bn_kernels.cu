@@ -3,7 +3,7 @@
 // (NHWC, 2-d) layouts, vector loads of up to 16 bytes.  The math (Welford/Chan, coefficients) is
 // csrc/math/batch_norm.h; the reduction pieces every normalization shares are
 // csrc/cuda/norm_reduce.cuh.
-#include "cuda/norm_kernels.h"
+#include "cuda/normalization_kernels.h"
 #include "cuda/norm_reduce.cuh"
 
 namespace ft::cuda {

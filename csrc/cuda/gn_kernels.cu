@@ -2,7 +2,7 @@
 // gradient sums, and the elementwise passes with coefficients per (sample, channel) (the shared
 // passes: norm_matrix.cuh, Note [cuda norm passes]).  The math is csrc/math/batch_norm.h and
 // csrc/math/layer_norm.h.
-#include "cuda/norm_kernels.h"
+#include "cuda/normalization_kernels.h"
 #include "cuda/norm_matrix.cuh"
 #include "math/layer_norm.h"
 

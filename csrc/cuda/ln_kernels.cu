@@ -1,7 +1,7 @@
 // Layer and RMS norm on CUDA: the row statistics, layer norm's row sums of weight * dy and its
 // column sums for dweight / dbias, and the elementwise passes over the (rows, cols) matrix (the
 // shared passes: norm_matrix.cuh, Note [cuda norm passes]).  The math is csrc/math/layer_norm.h.
-#include "cuda/norm_kernels.h"
+#include "cuda/normalization_kernels.h"
 #include "cuda/norm_matrix.cuh"
 #include "math/layer_norm.h"
 
