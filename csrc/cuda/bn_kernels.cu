@@ -65,69 +65,66 @@ struct BackwardEpilogue {
   }
 };
 
+// out = f(e, a[, b]) for each value of a walk's vectors (Note [batched walk]; e: the value's
+// lane in its vector; values in the compute type).
+template <class S, int V, class Walk, class F>
+__device__ __forceinline__ void map_walk(Walk w, const S* a, S* out, F f) {
+  using T = ComputeT<S>;
+  walk_batches<S, V>(w, a, [&](const auto& off, const auto& pa) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+      Pack<S, V> o;
+#pragma unroll
+      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, T(to_float(pa[u].v[e]))));
+      o.store(out + off[u]);
+    }
+  });
+}
+template <class S, int V, class Walk, class F>
+__device__ __forceinline__ void map_walk(Walk w, const S* a, const S* b, S* out, F f) {
+  using T = ComputeT<S>;
+  walk_batches<S, V>(w, a, b, [&](const auto& off, const auto& pa, const auto& pb) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+      Pack<S, V> o;
+#pragma unroll
+      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, T(to_float(pa[u].v[e])), T(to_float(pb[u].v[e]))));
+      o.store(out + off[u]);
+    }
+  });
+}
+
+// Channel c's coefficients as the epilogues store them (ForwardEpilogue: 3 doubles a channel,
+// BackwardEpilogue: 4).
+template <class T>
+__device__ __forceinline__ math::BnForwardCoeffs<T> forward_coeffs(const double* coeffs, int64_t c) {
+  const double* q = coeffs + 3 * c;
+  return {math::split_mean<T>(q[0]), T(q[1]), T(q[2])};
+}
+template <class T>
+__device__ __forceinline__ math::BnBackwardCoeffs<T> backward_coeffs(const double* coeffs, int64_t c) {
+  const double* q = coeffs + 4 * c;
+  return {math::split_mean<T>(q[0]), T(q[1]), T(q[2]), T(q[3])};
+}
+
 // Elementwise over the planar view, grid (C, splits): every block has one channel, so its
-// coefficients are read once.  Op::apply(c-coefficients, packs...) is the per-element map.
+// coefficients are read once.
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     planar_normalize_kernel(const S* x, S* y, BnShape s, const double* coeffs) {
   using T = ComputeT<S>;
-  const int64_t c = blockIdx.x, iv = s.inner / V;
-  int64_t j0, j1;
-  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
-  const math::BnForwardCoeffs<T> co{math::split_mean<T>(coeffs[3 * c]), T(coeffs[3 * c + 1]),
-                                    T(coeffs[3 * c + 2])};
-  const int64_t step = int64_t(blockDim.x);
-  PlanarWalk w(j0 + threadIdx.x, iv, step);
-  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
-    int64_t off[kUnroll];
-    planar_offsets<V>(w, jv, j1, s, c, off);
-    Pack<S, V> p[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (off[u] >= 0) p[u].load(x + off[u]);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;
-      Pack<S, V> out;
-#pragma unroll
-      for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(math::bn_forward(T(to_float(p[u].v[e])), co));
-      out.store(y + off[u]);
-    }
-  }
+  const auto co = forward_coeffs<T>(coeffs, blockIdx.x);
+  map_walk<S, V>(PlanarSplit<V>(s), x, y, [&](int, T v) { return math::bn_forward(v, co); });
 }
 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     planar_grad_input_kernel(const S* dy, const S* x, S* dx, BnShape s, const double* coeffs) {
   using T = ComputeT<S>;
-  const int64_t c = blockIdx.x, iv = s.inner / V;
-  int64_t j0, j1;
-  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
-  const double* q = coeffs + 4 * c;
-  const math::BnBackwardCoeffs<T> co{math::split_mean<T>(q[0]), T(q[1]), T(q[2]), T(q[3])};
-  const int64_t step = int64_t(blockDim.x);
-  PlanarWalk w(j0 + threadIdx.x, iv, step);
-  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
-    int64_t off[kUnroll];
-    planar_offsets<V>(w, jv, j1, s, c, off);
-    Pack<S, V> g[kUnroll], p[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] >= 0) {
-        g[u].load(dy + off[u]);
-        p[u].load(x + off[u]);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;
-      Pack<S, V> out;
-#pragma unroll
-      for (int e = 0; e < V; ++e)
-        out.v[e] = Narrow<S>::from(math::bn_backward(T(to_float(g[u].v[e])), T(to_float(p[u].v[e])), co));
-      out.store(dx + off[u]);
-    }
-  }
+  const auto co = backward_coeffs<T>(coeffs, blockIdx.x);
+  map_walk<S, V>(PlanarSplit<V>(s), dy, x, dx, [&](int, T g, T v) { return math::bn_backward(g, v, co); });
 }
 
 template <class S, int V>
@@ -136,31 +133,13 @@ __global__ void __launch_bounds__(kBlock)
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector column
   const bool ok = col * V < C;
-  int64_t r0, r1;
-  rows_range(R, r0, r1);
   StatSums<T> acc[V];
   if (ok) {
     Pack<S, V> first;
     first.load(x + col * V);
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e].shift = T(to_float(first.v[e]));
-    const int64_t step = blockDim.y;
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kUnroll * step) {
-      Pack<S, V> p[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        if (r + u * step < r1) p[u].load(x + (r + u * step) * C + col * V);
-      int count = 0;
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (r + u * step >= r1) continue;
-        ++count;
-#pragma unroll
-        for (int e = 0; e < V; ++e) acc[e].add(p[u].v[e]);
-      }
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc[e].fold(count);
-    }
+    accumulate<S, V>(RowsSplit(R, C, col * V), x, acc);
   }
 #pragma unroll
   for (int e = 0; e < V; ++e) {
@@ -175,29 +154,10 @@ __global__ void __launch_bounds__(kBlock)
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col * V >= C) return;
-  int64_t r0, r1;
-  rows_range(R, r0, r1);
   math::BnForwardCoeffs<T> co[V];
 #pragma unroll
-  for (int e = 0; e < V; ++e) {
-    const double* q = coeffs + 3 * (col * V + e);
-    co[e] = {math::split_mean<T>(q[0]), T(q[1]), T(q[2])};
-  }
-  const int64_t step = blockDim.y;
-  for (int64_t r = r0 + threadIdx.y; r < r1; r += kUnroll * step) {
-    Pack<S, V> p[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (r + u * step < r1) p[u].load(x + (r + u * step) * C + col * V);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (r + u * step >= r1) continue;
-      Pack<S, V> out;
-#pragma unroll
-      for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(math::bn_forward(T(to_float(p[u].v[e])), co[e]));
-      out.store(y + (r + u * step) * C + col * V);
-    }
-  }
+  for (int e = 0; e < V; ++e) co[e] = forward_coeffs<T>(coeffs, col * V + e);
+  map_walk<S, V>(RowsSplit(R, C, col * V), x, y, [&](int e, T v) { return math::bn_forward(v, co[e]); });
 }
 
 template <class S, int V>
@@ -206,34 +166,10 @@ __global__ void __launch_bounds__(kBlock)
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col * V >= C) return;
-  int64_t r0, r1;
-  rows_range(R, r0, r1);
   math::BnBackwardCoeffs<T> co[V];
 #pragma unroll
-  for (int e = 0; e < V; ++e) {
-    const double* q = coeffs + 4 * (col * V + e);
-    co[e] = {math::split_mean<T>(q[0]), T(q[1]), T(q[2]), T(q[3])};
-  }
-  const int64_t step = blockDim.y;
-  for (int64_t r = r0 + threadIdx.y; r < r1; r += kUnroll * step) {
-    Pack<S, V> g[kUnroll], p[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (r + u * step < r1) {
-        g[u].load(dy + (r + u * step) * C + col * V);
-        p[u].load(x + (r + u * step) * C + col * V);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (r + u * step >= r1) continue;
-      Pack<S, V> out;
-#pragma unroll
-      for (int e = 0; e < V; ++e)
-        out.v[e] = Narrow<S>::from(math::bn_backward(T(to_float(g[u].v[e])), T(to_float(p[u].v[e])), co[e]));
-      out.store(dx + (r + u * step) * C + col * V);
-    }
-  }
+  for (int e = 0; e < V; ++e) co[e] = backward_coeffs<T>(coeffs, col * V + e);
+  map_walk<S, V>(RowsSplit(R, C, col * V), dy, x, dx, [&](int e, T g, T v) { return math::bn_backward(g, v, co[e]); });
 }
 
 // ---- eval mode coefficients (no reduction), running-stat update

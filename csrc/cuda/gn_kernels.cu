@@ -128,15 +128,9 @@ struct GnGradApply {
   GroupApplyParams<math::NormGradCoeffs<ComputeT<S>>> p;
   __device__ void apply(int64_t r, int64_t c) const {
     using T = ComputeT<S>;
-    const int64_t off = r * p.cols + c;
-    Pack<S, V> g, in, out;
-    g.load(static_cast<const S*>(p.src) + off);
-    in.load(static_cast<const S*>(p.x) + off);
-#pragma unroll
-    for (int e = 0; e < V; ++e)
-      out.v[e] = Narrow<S>::from(math::norm_grad_input(T(to_float(g.v[e])), T(to_float(in.v[e])),
-                                                       p.co[p.index(r, c + e)]));
-    out.store(static_cast<S*>(p.out) + off);
+    grad_pack<S, V>(p.src, p.x, p.out, r * p.cols + c, [&](int e, T dy, T x) {
+      return math::norm_grad_input(dy, x, p.co[p.index(r, c + e)]);
+    });
   }
 };
 

@@ -97,16 +97,10 @@ struct LnGradApply {
   RowCoeffsParams<S> p;
   __device__ void apply(int64_t r, int64_t c) const {
     using T = ComputeT<S>;
-    const int64_t off = r * p.cols + c;
-    Pack<S, V> g, in, out;
-    g.load(static_cast<const S*>(p.dy) + off);
-    in.load(static_cast<const S*>(p.x) + off);
     const auto co = p.co[r];
-#pragma unroll
-    for (int e = 0; e < V; ++e)
-      out.v[e] = Narrow<S>::from(math::norm_grad_input(T(to_float(g.v[e])) * T(p.weight.get(c + e, 1.0)),
-                                                       T(to_float(in.v[e])), co));
-    out.store(static_cast<S*>(p.dx) + off);
+    grad_pack<S, V>(p.dy, p.x, p.dx, r * p.cols + c, [&](int e, T dy, T x) {
+      return math::norm_grad_input(dy * T(p.weight.get(c + e, 1.0)), x, co);
+    });
   }
 };
 

@@ -29,6 +29,19 @@ __global__ void __launch_bounds__(kBlock) matrix_kernel(int64_t rows, int64_t co
     op.apply(r, c);
 }
 
+// The input-gradient map of an elementwise pass: dx = f(e, dy, x) for the V columns at element
+// offset `off` (e: the column within the vector; dy and x in the compute type).
+template <class S, int V, class F>
+__device__ __forceinline__ void grad_pack(const void* dy, const void* x, void* dx, int64_t off, F f) {
+  using T = ComputeT<S>;
+  Pack<S, V> g, in, out;
+  g.load(static_cast<const S*>(dy) + off);
+  in.load(static_cast<const S*>(x) + off);
+#pragma unroll
+  for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(f(e, T(to_float(g.v[e])), T(to_float(in.v[e]))));
+  out.store(static_cast<S*>(dx) + off);
+}
+
 // Op<V> must be instantiable for every width with_width<S> may pick.
 template <class S, template <class, int> class Op, class Params>
 void launch_matrix(int64_t rows, int64_t cols, std::initializer_list<const void*> ptrs,

@@ -173,21 +173,93 @@ struct PlanarWalk {
   }
 };
 
-// Element offsets of this thread's next kUnroll vectors of channel c in [jv, j1), -1 past the end.
-template <int V>
-__device__ __forceinline__ void planar_offsets(PlanarWalk& w, int64_t jv, int64_t j1,
-                                               const BnShape& s, int64_t c, int64_t (&off)[kUnroll]) {
-#pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    off[u] = jv + int64_t(u) * blockDim.x < j1 ? (w.o * s.channels + c) * s.inner + w.i * V : -1;
-    w.next();
-  }
-}
-
 // The vector range [j0, j1) of channel `c` that block split `split` of `splits` covers.
 __device__ __forceinline__ void split_range(int64_t total, int splits, int split, int64_t& j0, int64_t& j1) {
   j0 = total * split / splits;
   j1 = total * (split + 1) / splits;
+}
+
+// Note [batched walk]: a thread walks its vectors of a split kUnroll at a time and loads every
+// vector of a batch before it uses any (kUnroll independent loads in flight). A walk gives each
+// batch as element offsets, off[u] < 0 for a vector past the split's end:
+//   while (w.more()) { int64_t off[kUnroll]; w.next(off); ... }
+// PlanarSplit walks channel blockIdx.x of the planar view (grid (C, splits)); RowsSplit walks one
+// column vector down the rows of an (R, C) array (block (column vectors, rows)).
+template <int V>
+class PlanarSplit {
+ public:
+  __device__ __forceinline__ explicit PlanarSplit(const BnShape& s)
+      : channels_(s.channels), inner_(s.inner), c_(blockIdx.x), w_(first(s), s.inner / V, int64_t(blockDim.x)) {}
+  __device__ __forceinline__ bool more() const { return jv_ < j1_; }
+  __device__ __forceinline__ void next(int64_t (&off)[kUnroll]) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      off[u] = jv_ + int64_t(u) * blockDim.x < j1_ ? (w_.o * channels_ + c_) * inner_ + w_.i * V : -1;
+      w_.next();
+    }
+    jv_ += kUnroll * int64_t(blockDim.x);
+  }
+
+ private:
+  // Sets this split's range and returns this thread's first vector index.
+  __device__ __forceinline__ int64_t first(const BnShape& s) {
+    int64_t j0;
+    split_range(s.outer * (s.inner / V), gridDim.y, blockIdx.y, j0, j1_);
+    jv_ = j0 + threadIdx.x;
+    return jv_;
+  }
+  int64_t channels_, inner_, c_, jv_, j1_;
+  PlanarWalk w_;
+};
+
+class RowsSplit {
+ public:
+  // The column vector whose first element is column col0 of an (R, C) array.
+  __device__ __forceinline__ RowsSplit(int64_t R, int64_t C, int64_t col0) : C_(C), col0_(col0) {
+    split_range(R, gridDim.y, blockIdx.y, r_, r1_);
+    r_ += threadIdx.y;
+  }
+  __device__ __forceinline__ bool more() const { return r_ < r1_; }
+  __device__ __forceinline__ void next(int64_t (&off)[kUnroll]) {
+    const int64_t step = blockDim.y;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) off[u] = r_ + u * step < r1_ ? (r_ + u * step) * C_ + col0_ : -1;
+    r_ += kUnroll * step;
+  }
+
+ private:
+  int64_t C_, col0_, r_, r1_;
+};
+
+// Hands each batch of a walk over one array (or two) to use(off, packs[, packs]) (Note [batched
+// walk]).
+template <class S, int V, class Walk, class Use>
+__device__ __forceinline__ void walk_batches(Walk w, const S* a, Use use) {
+  while (w.more()) {
+    int64_t off[kUnroll];
+    w.next(off);
+    Pack<S, V> pa[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (off[u] >= 0) pa[u].load(a + off[u]);
+    use(off, pa);
+  }
+}
+template <class S, int V, class Walk, class Use>
+__device__ __forceinline__ void walk_batches(Walk w, const S* a, const S* b, Use use) {
+  while (w.more()) {
+    int64_t off[kUnroll];
+    w.next(off);
+    Pack<S, V> pa[kUnroll], pb[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] >= 0) {
+        pa[u].load(a + off[u]);
+        pb[u].load(b + off[u]);
+      }
+    }
+    use(off, pa, pb);
+  }
 }
 
 template <class A>
@@ -203,35 +275,47 @@ __device__ A block_merge(A v) {
   return v;
 }
 
-template <class S, int V>
-__global__ void __launch_bounds__(kBlock)
-    planar_stats_kernel(const S* x, BnShape s, Stats* partials) {
-  using T = ComputeT<S>;
-  const int64_t c = blockIdx.x, iv = s.inner / V;
-  int64_t j0, j1;
-  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
-  StatSums<T> acc;
-  acc.shift = T(to_float(x[c * s.inner]));
-  const int64_t step = int64_t(blockDim.x);
-  PlanarWalk w(j0 + threadIdx.x, iv, step);
-  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
-    int64_t off[kUnroll];
-    planar_offsets<V>(w, jv, j1, s, c, off);
-    Pack<S, V> p[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (off[u] >= 0) p[u].load(x + off[u]);
+// Adds each batch of a walk to acc[Lanes] (Note [batched walk]): value e of a vector goes to
+// acc[e % Lanes]. One accumulator per channel: Lanes = 1 in the planar view, where a vector
+// holds one channel's values; Lanes = V down rows, where it spans V channels.
+template <class S, int V, int Lanes, class Walk, class T>
+__device__ __forceinline__ void accumulate(Walk w, const S* x, StatSums<T> (&acc)[Lanes]) {
+  walk_batches<S, V>(w, x, [&](const auto& off, const auto& p) {
     int count = 0;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (off[u] < 0) continue;
-      count += V;
+      count += V / Lanes;
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc.add(p[u].v[e]);
+      for (int e = 0; e < V; ++e) acc[e % Lanes].add(p[u].v[e]);
     }
-    acc.fold(count);
-  }
-  const Stats st = block_merge(acc.result());
+#pragma unroll
+    for (int l = 0; l < Lanes; ++l) acc[l].fold(count);
+  });
+}
+template <class S, int V, int Lanes, class Walk, class T>
+__device__ __forceinline__ void accumulate(Walk w, const S* dy, const S* x, GradAccum<T> (&acc)[Lanes]) {
+  walk_batches<S, V>(w, dy, x, [&](const auto& off, const auto& g, const auto& p) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[e % Lanes].add(g[u].v[e], p[u].v[e]);
+    }
+#pragma unroll
+    for (int l = 0; l < Lanes; ++l) acc[l].fold(0);
+  });
+}
+
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    planar_stats_kernel(const S* x, BnShape s, Stats* partials) {
+  using T = ComputeT<S>;
+  const int64_t c = blockIdx.x;
+  StatSums<T> acc[1];
+  acc[0].shift = T(to_float(x[c * s.inner]));
+  accumulate<S, V>(PlanarSplit<V>(s), x, acc);
+  const Stats st = block_merge(acc[0].result());
   if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = st;
 }
 
@@ -240,33 +324,11 @@ __global__ void __launch_bounds__(kBlock)
     planar_grad_kernel(const S* dy, const S* x, BnShape s, ChannelArray save_mean,
                        GradSums* partials) {
   using T = ComputeT<S>;
-  const int64_t c = blockIdx.x, iv = s.inner / V;
-  int64_t j0, j1;
-  split_range(s.outer * iv, gridDim.y, blockIdx.y, j0, j1);
-  GradAccum<T> acc;
-  acc.mean = math::split_mean<T>(save_mean.get(c, 0));
-  const int64_t step = int64_t(blockDim.x);
-  PlanarWalk w(j0 + threadIdx.x, iv, step);
-  for (int64_t jv = j0 + threadIdx.x; jv < j1; jv += kUnroll * step) {
-    int64_t off[kUnroll];
-    planar_offsets<V>(w, jv, j1, s, c, off);
-    Pack<S, V> g[kUnroll], p[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] >= 0) {
-        g[u].load(dy + off[u]);
-        p[u].load(x + off[u]);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc.add(g[u].v[e], p[u].v[e]);
-    }
-    acc.fold(0);
-  }
-  const GradSums sums = block_merge(acc.result());
+  const int64_t c = blockIdx.x;
+  GradAccum<T> acc[1];
+  acc[0].mean = math::split_mean<T>(save_mean.get(c, 0));
+  accumulate<S, V>(PlanarSplit<V>(s), dy, x, acc);
+  const GradSums sums = block_merge(acc[0].result());
   if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = sums;
 }
 
@@ -303,31 +365,11 @@ __global__ void __launch_bounds__(kBlock)
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool ok = col * V < C;
-  int64_t r0, r1;
-  rows_range(R, r0, r1);
   GradAccum<T> acc[V];
   if (ok) {
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e].mean = math::split_mean<T>(save_mean.get(col * V + e, 0));
-    const int64_t step = blockDim.y;
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kUnroll * step) {
-      Pack<S, V> g[kUnroll], p[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (r + u * step < r1) {
-          g[u].load(dy + (r + u * step) * C + col * V);
-          p[u].load(x + (r + u * step) * C + col * V);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (r + u * step >= r1) continue;
-#pragma unroll
-        for (int e = 0; e < V; ++e) acc[e].add(g[u].v[e], p[u].v[e]);
-      }
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc[e].fold(0);
-    }
+    accumulate<S, V>(RowsSplit(R, C, col * V), dy, x, acc);
   }
 #pragma unroll
   for (int e = 0; e < V; ++e) {
