@@ -7,7 +7,8 @@ import math
 import sys
 
 import common
-from bench_optim_cuda import cuda_timer, geomean_speedup, norm_bench_session, write_cuda_results
+import norm_bench_cuda
+from bench_optim_cuda import cuda_timer
 
 RESNET50 = [(64, 112), (64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14),
             (512, 7), (2048, 7)]
@@ -23,83 +24,80 @@ def workloads(quick):
     return out
 
 
-def main(argv=None):
-    args, session = norm_bench_session(__doc__, argv)
-    if session is None:
-        return 0
+def measure(session, workload, dtype):
     torch, ft, steps, flush, copy_bw = session
-    rows = []
-    for label, shape, layout in workloads(args.quick):
-        for dtype in (torch.float32, torch.bfloat16):
-            C = shape[1]
-            if layout == "nhwc":
-                x_t = torch.randn(shape, device="cuda", dtype=dtype).to(memory_format=torch.channels_last)
-                x_ft = x_t.permute(0, 2, 3, 1)          # the same memory as (N, H, W, C)
-            else:
-                x_t = torch.randn(shape, device="cuda", dtype=dtype)
-                x_ft = x_t
-            w = torch.ones(C, device="cuda")
-            b = torch.zeros(C, device="cuda")
-            rm, rv = torch.zeros(C, device="cuda"), torch.ones(C, device="cuda")
-            cl = layout == "nhwc"
-            saved = {}
+    label, shape, layout = workload
+    C = shape[1]
+    if layout == "nhwc":
+        x_t = torch.randn(shape, device="cuda", dtype=dtype).to(memory_format=torch.channels_last)
+        x_ft = x_t.permute(0, 2, 3, 1)          # the same memory as (N, H, W, C)
+    else:
+        x_t = torch.randn(shape, device="cuda", dtype=dtype)
+        x_ft = x_t
+    w = torch.ones(C, device="cuda")
+    b = torch.zeros(C, device="cuda")
+    rm, rv = torch.zeros(C, device="cuda"), torch.ones(C, device="cuda")
+    cl = layout == "nhwc"
+    saved = {}
 
-            def ft_fwd():
-                saved["out"] = ft.batch_norm_forward(x_ft, w, b, rm, rv, training=True, channels_last=cl)
-            ft_fwd()
-            dy_ft = torch.randn_like(saved["out"][0])
+    def ft_fwd():
+        saved["out"] = ft.batch_norm_forward(x_ft, w, b, rm, rv, training=True, channels_last=cl)
+    ft_fwd()
+    dy_ft = torch.randn_like(saved["out"][0])
 
-            def ft_bwd():
-                y, sm, si = saved["out"]
-                ft.batch_norm_backward(dy_ft, x_ft, w, sm, si, channels_last=cl)
+    def ft_bwd():
+        y, sm, si = saved["out"]
+        ft.batch_norm_backward(dy_ft, x_ft, w, sm, si, channels_last=cl)
 
-            def ft_both():
-                ft_fwd()
-                ft_bwd()
-            xt = x_t.detach().requires_grad_(True)
-            wt, bt = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
-            dy_t = torch.randn_like(x_t)
+    def ft_both():
+        ft_fwd()
+        ft_bwd()
+    xt = x_t.detach().requires_grad_(True)
+    wt, bt = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    dy_t = torch.randn_like(x_t)
 
-            def t_fwd():
-                saved["t"] = torch.nn.functional.batch_norm(xt, rm, rv, wt, bt, training=True)
+    def t_fwd():
+        saved["t"] = torch.nn.functional.batch_norm(xt, rm, rv, wt, bt, training=True)
 
-            def t_both():
-                t_fwd()
-                saved["t"].backward(dy_t)
-            t_fwd()
+    def t_both():
+        t_fwd()
+        saved["t"].backward(dy_t)
+    t_fwd()
 
-            def t_bwd():
-                saved["t"].backward(dy_t, retain_graph=True)
-            numel = math.prod(shape)
-            esize = x_t.element_size()
-            row = {"shape": label, "layout": layout, "dtype": str(dtype).replace("torch.", ""),
-                   "numel": numel}
-            # Roofline bytes: every tensor read or written once (x, y: 2; dy, x, dx: 3).  A
-            # two-pass kernel (statistics, then the elementwise pass) must read x twice in the
-            # forward and dy, x twice in the backward unless they stay in cache: 3 and 5.
-            for kind, f_ft, f_t, nbytes, two_pass in (
-                    ("fwd", ft_fwd, t_fwd, 2 * numel * esize, 3 * numel * esize),
-                    ("bwd", ft_bwd, t_bwd, 3 * numel * esize, 5 * numel * esize),
-                    ("fwd+bwd", ft_both, t_both, 5 * numel * esize, 8 * numel * esize)):
-                g_ft, _ = cuda_timer(torch, f_ft, steps, flush)
-                g_t, _ = cuda_timer(torch, f_t, steps, flush)
-                row[kind] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
-                             "pct_roofline": 100 * nbytes / g_ft / copy_bw,
-                             "pct_two_pass_bw": 100 * two_pass / g_ft / copy_bw}
-            rows.append(row)
-            common.log(f"{label:>22} {layout} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
-            torch.cuda.empty_cache()
+    def t_bwd():
+        saved["t"].backward(dy_t, retain_graph=True)
+    numel = math.prod(shape)
+    esize = x_t.element_size()
+    row = {"shape": label, "layout": layout, "dtype": str(dtype).replace("torch.", ""),
+           "numel": numel}
+    # Roofline bytes: every tensor read or written once (x, y: 2; dy, x, dx: 3).  A
+    # two-pass kernel (statistics, then the elementwise pass) must read x twice in the
+    # forward and dy, x twice in the backward unless they stay in cache: 3 and 5.
+    for kind, f_ft, f_t, nbytes, two_pass in (
+            ("fwd", ft_fwd, t_fwd, 2 * numel * esize, 3 * numel * esize),
+            ("bwd", ft_bwd, t_bwd, 3 * numel * esize, 5 * numel * esize),
+            ("fwd+bwd", ft_both, t_both, 5 * numel * esize, 8 * numel * esize)):
+        g_ft, _ = cuda_timer(torch, f_ft, steps, flush)
+        g_t, _ = cuda_timer(torch, f_t, steps, flush)
+        row[kind] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
+                     "pct_roofline": 100 * nbytes / g_ft / copy_bw,
+                     "pct_two_pass_bw": 100 * two_pass / g_ft / copy_bw}
+    common.log(f"{label:>22} {layout} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
+    return row
+
+
+def table(rows):
     headers = ["shape", "layout", "dtype", "fwd x", "bwd x", "fwd+bwd ms", "torch ms", "x torch",
                "% roofline", "% 2-pass bw"]
-    table = [[r["shape"], r["layout"], r["dtype"], f"{r['fwd']['speedup']:.2f}", f"{r['bwd']['speedup']:.2f}",
+    cells = [[r["shape"], r["layout"], r["dtype"], f"{r['fwd']['speedup']:.2f}", f"{r['bwd']['speedup']:.2f}",
               f"{r['fwd+bwd']['ft_ms']:.3f}", f"{r['fwd+bwd']['torch_ms']:.3f}",
               f"{r['fwd+bwd']['speedup']:.2f}", f"{r['fwd+bwd']['pct_roofline']:.0f}",
               f"{r['fwd+bwd']['pct_two_pass_bw']:.0f}"] for r in rows]
-    print(common.format_table(headers, table, [False] * 3 + [True] * 7))
-    geomean = geomean_speedup(rows)
-    write_cuda_results("bn", args, torch, ft, copy_bw, steps, geomean_fwd_bwd_speedup=geomean,
-                       rows=rows)
-    return 0
+    return headers, cells, [False] * 3 + [True] * 7
+
+
+def main(argv=None):
+    return norm_bench_cuda.main(__doc__, argv, "bn", workloads, measure, table)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 
 import common
-from bench_optim_cuda import cuda_timer, geomean_speedup, norm_bench_session, write_cuda_results
+import norm_bench_cuda
+from bench_optim_cuda import cuda_timer
 
 HIDDEN = (1024, 2048, 4096, 8192)
 
@@ -59,35 +60,33 @@ def calls(torch, ft, kind, shape, channels_last, dtype):
     return ours, theirs, x.numel() * x.element_size()
 
 
-def main(argv=None):
-    args, session = norm_bench_session(__doc__, argv)
-    if session is None:
-        return 0
+def measure(session, workload, dtype):
     torch, ft, steps, flush, copy_bw = session
-    rows = []
-    for label, kind, shape, cl in workloads(args.quick):
-        for dtype in (torch.float32, torch.bfloat16):
-            ours, theirs, nbytes = calls(torch, ft, kind, shape, cl, dtype)
-            row = {"workload": label, "kind": kind, "shape": list(shape), "channels_last": cl,
-                   "dtype": str(dtype).replace("torch.", "")}
-            # Roofline bytes: every tensor read or written once (x, y: 2; dy, x, dx: 3).
-            for name, f_ft, f_t, arrays in zip(("fwd", "bwd", "fwd+bwd"), ours, theirs, (2, 3, 5)):
-                g_ft, h_ft = cuda_timer(torch, f_ft, steps, flush)
-                g_t, h_t = cuda_timer(torch, f_t, steps, flush)
-                row[name] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
-                             "ft_host_ms": h_ft * 1e3, "torch_host_ms": h_t * 1e3,
-                             "pct_copy_bw": 100.0 * arrays * nbytes / g_ft / copy_bw}
-            rows.append(row)
-            common.log(f"{label:>32} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
-            torch.cuda.empty_cache()
+    label, kind, shape, cl = workload
+    ours, theirs, nbytes = calls(torch, ft, kind, shape, cl, dtype)
+    row = {"workload": label, "kind": kind, "shape": list(shape), "channels_last": cl,
+           "dtype": str(dtype).replace("torch.", "")}
+    # Roofline bytes: every tensor read or written once (x, y: 2; dy, x, dx: 3).
+    for name, f_ft, f_t, arrays in zip(("fwd", "bwd", "fwd+bwd"), ours, theirs, (2, 3, 5)):
+        g_ft, h_ft = cuda_timer(torch, f_ft, steps, flush)
+        g_t, h_t = cuda_timer(torch, f_t, steps, flush)
+        row[name] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
+                     "ft_host_ms": h_ft * 1e3, "torch_host_ms": h_t * 1e3,
+                     "pct_copy_bw": 100.0 * arrays * nbytes / g_ft / copy_bw}
+    common.log(f"{label:>32} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
+    return row
+
+
+def table(rows):
     headers = ["workload", "dtype", "fwd x", "bwd x", "fwd+bwd ms", "torch ms", "x torch", "% copy bw"]
-    table = [[r["workload"], r["dtype"], f"{r['fwd']['speedup']:.2f}", f"{r['bwd']['speedup']:.2f}",
+    cells = [[r["workload"], r["dtype"], f"{r['fwd']['speedup']:.2f}", f"{r['bwd']['speedup']:.2f}",
               f"{r['fwd+bwd']['ft_ms']:.3f}", f"{r['fwd+bwd']['torch_ms']:.3f}",
               f"{r['fwd+bwd']['speedup']:.2f}", f"{r['fwd+bwd']['pct_copy_bw']:.0f}"] for r in rows]
-    print(common.format_table(headers, table, [False] * 2 + [True] * 6))
-    geomean = geomean_speedup(rows)
-    write_cuda_results("ln", args, torch, ft, copy_bw, steps, geomean_fwd_bwd_speedup=geomean, rows=rows)
-    return 0
+    return headers, cells, [False] * 2 + [True] * 6
+
+
+def main(argv=None):
+    return norm_bench_cuda.main(__doc__, argv, "ln", workloads, measure, table)
 
 
 if __name__ == "__main__":

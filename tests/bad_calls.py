@@ -59,3 +59,19 @@ def check_template_call(target, templates):
     call = template()
     args = [call.pop(n) for n in positional]
     getattr(ft, target)(*args, **call)
+
+
+def bad_call_tests(cases, templates):
+    """The two tests of a table of bad calls, for a test module to bind to its own names: each
+    case raises naming the argument and writes nothing; each template call is valid, so a case
+    fails for its mutation alone."""
+    @pytest.mark.parametrize("case", cases, ids=str)
+    def test_bad_input_raises_naming_argument_and_writes_nothing(case, isa):
+        check_bad_call(case, templates)
+
+    @pytest.mark.parametrize("target", list(templates))
+    def test_valid_template_call_succeeds(target, isa):
+        check_template_call(target, templates)
+
+    return (test_bad_input_raises_naming_argument_and_writes_nothing,
+            test_valid_template_call_succeeds)

@@ -4,32 +4,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from precisions import Tolerance, dtype_named
-from stepping import seed_for
+from norm_cases import ChannelCase, norm_inputs
+from precisions import Tolerance
 
 
 @dataclass(frozen=True)
-class BnCase:
+class BnCase(ChannelCase):
+    """Batch norm: x of `shape`, the running statistics updated with `momentum`."""
     id: str
-    shape: tuple            # the array's own shape: (N, C, *spatial), or (N, *spatial, C) if channels_last
+    shape: tuple
     channels_last: bool = False
     affine: bool = True
     momentum: float = 0.1
 
     @property
-    def channels(self):
-        return self.shape[-1] if self.channels_last else self.shape[1]
-
-    @property
     def per_channel(self):
         return int(np.prod(self.shape)) // self.channels
-
-    def to_nchw(self, a):
-        """The same values as an (N, C, *spatial) array (what torch's functional batch_norm takes)."""
-        return np.moveaxis(a, -1, 1) if self.channels_last else a
-
-    def __str__(self):
-        return self.id
 
 
 CASES = [
@@ -77,17 +67,5 @@ def stats_tol(dtype):
 
 
 def make_inputs(case, dtype_name, *tags):
-    """x (values 0.5 + 2 * normal, so the mean is not 0), weight, bias, running stats, dy."""
-    dtype = dtype_named(dtype_name)
-    rng = np.random.default_rng(seed_for("bn", case.id, dtype_name, *tags))
-    C = case.channels
-    x = (0.5 + 2.0 * rng.standard_normal(case.shape)).astype(np.float32).astype(dtype)
-    pdtype = np.float64 if dtype_name == "float64" else np.float32
-    weight = bias = None
-    if case.affine:
-        weight = rng.uniform(0.5, 1.5, C).astype(pdtype)
-        bias = rng.standard_normal(C).astype(pdtype)
-    running_mean = rng.standard_normal(C).astype(pdtype)
-    running_var = rng.uniform(0.5, 2.0, C).astype(pdtype)
-    dy = rng.standard_normal(case.shape).astype(np.float32).astype(dtype)
-    return x, weight, bias, running_mean, running_var, dy
+    """x, weight, bias, running mean / var (C,), dy."""
+    return norm_inputs("bn", case, dtype_name, tags, case.channels, running_stats=True)

@@ -2,23 +2,17 @@
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from precisions import dtype_named
-from stepping import seed_for
+from norm_cases import ChannelCase, NormCase, norm_inputs
 
 
 @dataclass(frozen=True)
-class RowCase:
+class RowCase(NormCase):
     """Layer / RMS norm: x of `shape`, normalized over its last len(normalized) dims."""
     id: str
     shape: tuple
     normalized: tuple
     affine: bool = True
     eps: float = 1e-5
-
-    def __str__(self):
-        return self.id
 
 
 ROW_CASES = [
@@ -37,7 +31,7 @@ ROW_SMALL = [c for c in ROW_CASES if not c.id.startswith("wide")]
 
 
 @dataclass(frozen=True)
-class GroupCase:
+class GroupCase(ChannelCase):
     """Group norm: x of `shape` ((N, C, *spatial), or (N, *spatial, C) if channels_last)."""
     id: str
     shape: tuple
@@ -45,16 +39,6 @@ class GroupCase:
     channels_last: bool = False
     affine: bool = True
     eps: float = 1e-5
-
-    @property
-    def channels(self):
-        return self.shape[-1] if self.channels_last else self.shape[1]
-
-    def to_nchw(self, a):
-        return np.moveaxis(a, -1, 1) if self.channels_last else a
-
-    def __str__(self):
-        return self.id
 
 
 GROUP_CASES = [
@@ -78,36 +62,11 @@ GROUP_SMALL = [c for c in GROUP_CASES if "split" not in c.id and "rows" not in c
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
 
 
-def rng_for(*tags):
-    return np.random.default_rng(seed_for(*tags))
-
-
 def row_inputs(case, dtype_name, *tags):
-    """x (mean 0.5, spread 2), weight, bias of shape normalized (float32, float64 for float64), dy."""
-    dtype = dtype_named(dtype_name)
-    rng = rng_for("ln", case.id, dtype_name, *tags)
-    x = (0.5 + 2.0 * rng.standard_normal(case.shape)).astype(np.float32).astype(dtype)
-    pdtype = np.float64 if dtype_name == "float64" else np.float32
-    w = b = None
-    if case.affine:
-        w = rng.uniform(0.5, 1.5, case.normalized).astype(pdtype)
-        b = rng.standard_normal(case.normalized).astype(pdtype)
-    dy = rng.standard_normal(case.shape).astype(np.float32).astype(dtype)
-    return x, w, b, dy
+    """x, weight, bias of shape normalized, dy."""
+    return norm_inputs("ln", case, dtype_name, tags, case.normalized, running_stats=False)
 
 
 def group_inputs(case, dtype_name, *tags):
     """x, weight, bias (C,), running mean / var (C,), dy."""
-    dtype = dtype_named(dtype_name)
-    rng = rng_for("gn", case.id, dtype_name, *tags)
-    C = case.channels
-    x = (0.5 + 2.0 * rng.standard_normal(case.shape)).astype(np.float32).astype(dtype)
-    pdtype = np.float64 if dtype_name == "float64" else np.float32
-    w = b = None
-    if case.affine:
-        w = rng.uniform(0.5, 1.5, C).astype(pdtype)
-        b = rng.standard_normal(C).astype(pdtype)
-    rm = rng.standard_normal(C).astype(pdtype)
-    rv = rng.uniform(0.5, 2.0, C).astype(pdtype)
-    dy = rng.standard_normal(case.shape).astype(np.float32).astype(dtype)
-    return x, w, b, rm, rv, dy
+    return norm_inputs("gn", case, dtype_name, tags, case.channels, running_stats=True)

@@ -1,5 +1,5 @@
-"""Running a fusedtrain torch module and its torch.nn namesake side by side (float64): outputs,
-input and parameter grads, state_dict."""
+"""Running a fusedtrain torch module and its torch.nn namesake side by side (float64, or one step
+in the modules' own dtype): outputs, input and parameter grads, state_dict."""
 import torch
 
 
@@ -17,6 +17,20 @@ def module_step(module, x, dy):
     y.backward(dy)
     grads = [x.grad] + [p.grad for p in module.parameters()]
     return y, grads
+
+
+def compare_one_step(ref, ours, x, y_tol, grad_tol):
+    """One forward and backward of sum(y**2) through each module on its own copy of x (any dtype,
+    any device): y and x's grad of the same dtypes, and within (rtol, atol) y_tol and grad_tol
+    compared in float32. The parameter grads are left for the caller."""
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ref(x1), ours(x2)
+    assert y2.dtype == y1.dtype
+    torch.testing.assert_close(y2.float(), y1.float(), rtol=y_tol[0], atol=y_tol[1])
+    y1.float().square().sum().backward()
+    y2.float().square().sum().backward()
+    assert x2.grad.dtype == x1.grad.dtype
+    torch.testing.assert_close(x2.grad.float(), x1.grad.float(), rtol=grad_tol[0], atol=grad_tol[1])
 
 
 def compare_modules(ref, ours, shape, seeds, memory_format=None):

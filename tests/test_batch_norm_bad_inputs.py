@@ -1,10 +1,9 @@
 """Invalid batch-norm calls raise TypeError/ValueError naming the argument and write nothing."""
 
 import numpy as np
-import pytest
 
 import fusedtrain as ft
-from bad_calls import Bad, check_bad_call, check_template_call, read_only, set_arg
+from bad_calls import Bad, bad_call_tests, read_only, set_arg
 
 
 def _forward_call():
@@ -101,12 +100,5 @@ CASES = [
     Bad("merge_stats", "means-1d", set_arg("means", np.zeros(4, np.float32)), ValueError, ("means",)),
 ]
 
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_bad_input_raises_naming_argument_and_writes_nothing(case, isa):
-    check_bad_call(case, TEMPLATES)
-
-
-@pytest.mark.parametrize("target", list(TEMPLATES))
-def test_valid_template_call_succeeds(target, isa):
-    check_template_call(target, TEMPLATES)
+test_bad_input_raises_naming_argument_and_writes_nothing, test_valid_template_call_succeeds = \
+    bad_call_tests(CASES, TEMPLATES)

@@ -184,6 +184,7 @@ def test_cuda_empty_inputs_and_zero_param_grads():
 
 def test_cuda_modules_match_torch():
     import fusedtrain.torch as ftt
+    from module_support import compare_one_step
     torch.manual_seed(0)
     for name, kw, shape in (("LayerNorm", dict(normalized_shape=256), (64, 256)),
                             ("RMSNorm", dict(normalized_shape=256), (64, 256)),
@@ -193,12 +194,6 @@ def test_cuda_modules_match_torch():
         theirs = getattr(torch.nn, name)(**kw).cuda()
         ours = getattr(ftt, name)(**kw).cuda()
         ours.load_state_dict(theirs.state_dict())
-        x = torch.randn(shape, device="cuda")
-        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-        y1, y2 = theirs(x1), ours(x2)
-        torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
-        y1.square().sum().backward()
-        y2.square().sum().backward()
-        torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-4, atol=1e-4)
+        compare_one_step(theirs, ours, torch.randn(shape, device="cuda"), (1e-5, 1e-5), (1e-4, 1e-4))
         for k, v in theirs.state_dict().items():
             torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-5, atol=1e-6)

@@ -2,10 +2,9 @@
 and the argument, and write nothing."""
 
 import numpy as np
-import pytest
 
 import fusedtrain as ft
-from bad_calls import Bad, check_bad_call, check_template_call, read_only, set_arg
+from bad_calls import Bad, bad_call_tests, read_only, set_arg
 
 
 def _rng():
@@ -117,12 +116,5 @@ CASES = [
         ("running_mean", "weight")),
 ]
 
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_bad_input_raises_naming_argument_and_writes_nothing(case, isa):
-    check_bad_call(case, TEMPLATES)
-
-
-@pytest.mark.parametrize("target", list(TEMPLATES))
-def test_valid_template_call_succeeds(target, isa):
-    check_template_call(target, TEMPLATES)
+test_bad_input_raises_naming_argument_and_writes_nothing, test_valid_template_call_succeeds = \
+    bad_call_tests(CASES, TEMPLATES)

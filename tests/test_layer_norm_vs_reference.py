@@ -8,7 +8,8 @@ import fusedtrain as ft
 import fusedtrain.reference as ref
 from bn_cases import output_tol, stats_tol
 from ln_cases import (DTYPES, GROUP_CASES, GROUP_SMALL, ROW_CASES, ROW_SMALL, GroupCase,
-                      RowCase, group_inputs, row_inputs, rng_for)
+                      RowCase, group_inputs, row_inputs)
+from norm_cases import rng_for
 from precisions import Tolerance, assert_close, dtype_named
 
 ROW_GRID = [(c, d) for c in ROW_SMALL for d in DTYPES] + [(c, "float32") for c in ROW_CASES if c not in ROW_SMALL]

@@ -3,7 +3,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fusedtrain.torch as ftt  # noqa: E402
-from module_support import compare_modules, module_input  # noqa: E402
+from module_support import compare_modules, compare_one_step, module_input  # noqa: E402
 
 SHAPES = {1: [(16, 5), (8, 5, 7)], 2: [(4, 6, 5, 3)], 3: [(3, 4, 3, 5, 2)]}
 CASES = [(d, s) for d, shapes in SHAPES.items() for s in shapes]
@@ -78,13 +78,7 @@ def test_float32_module_matches_torch():
     torch.manual_seed(0)
     ref, ours = torch.nn.BatchNorm2d(16), ftt.BatchNorm2d(16)
     ours.load_state_dict(ref.state_dict())
-    x = torch.randn(8, 16, 7, 7) * 3 + 1
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y1, y2 = ref(x1), ours(x2)
-    torch.testing.assert_close(y2, y1, rtol=1e-5, atol=1e-5)
-    y1.square().sum().backward()
-    y2.square().sum().backward()
-    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-4, atol=1e-4)
+    compare_one_step(ref, ours, torch.randn(8, 16, 7, 7) * 3 + 1, (1e-5, 1e-5), (1e-4, 1e-4))
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(ours.running_var, ref.running_var, rtol=1e-5, atol=1e-6)
 

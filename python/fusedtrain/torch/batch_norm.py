@@ -9,32 +9,7 @@ view ``(N, *spatial, C)`` with ``channels_last=True``: no copy, and the output k
 import torch
 
 import fusedtrain as ft
-
-
-def _channels_last_view(x):
-    """x as the C-contiguous (N, *spatial, C) view of its own memory, or None if it is not laid
-    out that way. A tensor contiguous both ways (C == 1, or all spatial sizes 1) takes the
-    plain path."""
-    if x.dim() < 3 or x.is_contiguous():
-        return None
-    view = x.permute(0, *range(2, x.dim()), 1)
-    return view if view.is_contiguous() else None
-
-
-def _to_channels_first(y):
-    """The (N, C, *spatial) view of an (N, *spatial, C) tensor: channels_last strides."""
-    return y.permute(0, y.dim() - 1, *range(1, y.dim() - 1))
-
-
-def _detached(t):
-    return None if t is None else t.detach()
-
-
-def _grad_layout(dy, x_in, channels_last):
-    """The output grad in the layout and dtype of the kernel's input ``x_in``."""
-    # For a channels_last grad this permute-then-contiguous is a view; otherwise one copy.
-    dy = (dy.permute(0, *range(2, dy.dim()), 1) if channels_last else dy).contiguous()
-    return dy if dy.dtype == x_in.dtype else dy.to(x_in.dtype)
+from ._norm_autograd import _caller_layout, _detached, _kernel_input, _per_channel_backward
 
 
 class _BatchNormFunction(torch.autograd.Function):
@@ -43,50 +18,18 @@ class _BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
-        view = _channels_last_view(x)
-        channels_last = view is not None
-        x_in = view if channels_last else x.contiguous()
+        x_in, channels_last = _kernel_input(x)
         y, mean, invstd = ft.batch_norm_forward(
-            x_in.detach(), _detached(weight), _detached(bias), running_mean, running_var,
+            x_in, _detached(weight), _detached(bias), running_mean, running_var,
             training=training, momentum=momentum, eps=eps, channels_last=channels_last)
         ctx.save_for_backward(x_in, weight, mean, invstd)
-        ctx.training, ctx.channels_last = training, channels_last
-        return _to_channels_first(y) if channels_last else y
+        ctx.input_stats, ctx.channels_last = training, channels_last
+        return _caller_layout(y, channels_last)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        x_in, weight, mean, invstd = ctx.saved_tensors
-        cl = ctx.channels_last
-        dy = _grad_layout(dy, x_in, cl)
-        if ctx.training:
-            dx, dweight, dbias = ft.batch_norm_backward(
-                dy, x_in.detach(), _detached(weight), mean, invstd, channels_last=cl)
-        else:
-            dx, dweight, dbias = _eval_backward(dy, x_in.detach(), weight, mean, invstd, cl)
-        if cl:
-            dx = _to_channels_first(dx)
-        needs = ctx.needs_input_grad
-        return (dx if needs[0] else None, dweight if needs[1] else None,
-                dbias if needs[2] else None, None, None, None, None, None)
-
-
-def _eval_backward(dy, x, weight, mean, invstd, channels_last):
-    """y = (x - mean) * invstd * w + b with constant mean/invstd: dx = dy * w * invstd,
-    dweight = sum(dy * xhat), dbias = sum(dy), per channel."""
-    c_axis = x.dim() - 1 if channels_last else 1
-    shape = [1] * x.dim()
-    shape[c_axis] = x.shape[c_axis]
-    others = [d for d in range(x.dim()) if d != c_axis]
-    scale = invstd if weight is None else invstd * weight.detach().to(invstd.dtype)
-    dyf = dy.to(invstd.dtype)
-    dx = (dyf * scale.view(shape)).to(x.dtype)
-    if weight is None:
-        return dx, None, None
-    xhat = (x.to(invstd.dtype) - mean.view(shape)) * invstd.view(shape)
-    dweight = (dyf * xhat).sum(dim=others).to(weight.dtype)
-    dbias = dyf.sum(dim=others).to(weight.dtype)
-    return dx, dweight, dbias
+        return _per_channel_backward(ctx, dy, ft.batch_norm_backward) + (None,) * 5
 
 
 def batch_norm_step(module):

@@ -10,11 +10,8 @@ with ``channels_last=True``: no copy, and the output keeps the format.
 import torch
 
 import fusedtrain as ft
-from .batch_norm import _channels_last_view, _detached, _eval_backward, _grad_layout, _to_channels_first
-
-
-def _needed(ctx, *grads):
-    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+from ._norm_autograd import (_caller_layout, _detached, _grad_layout, _kernel_input, _needed,
+                             _per_channel_backward)
 
 
 class _LayerNormFunction(torch.autograd.Function):
@@ -54,9 +51,7 @@ class _GroupNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, num_groups, eps, instance, running_mean, running_var,
                 use_input_stats, momentum):
-        view = _channels_last_view(x)
-        cl = view is not None
-        x_in = (view if cl else x.contiguous()).detach()
+        x_in, cl = _kernel_input(x)
         if instance:
             y, mean, rstd = ft.instance_norm(x_in, running_mean, running_var, _detached(weight),
                                              _detached(bias), use_input_stats=use_input_stats,
@@ -64,24 +59,21 @@ class _GroupNormFunction(torch.autograd.Function):
         else:
             y, mean, rstd = ft.group_norm_forward(x_in, num_groups, _detached(weight),
                                                   _detached(bias), eps=eps, channels_last=cl)
-        ctx.save_for_backward(x_in, weight, mean, rstd)
         ctx.num_groups, ctx.channels_last, ctx.input_stats = mean.shape[1], cl, use_input_stats
-        return _to_channels_first(y) if cl else y
+        if not use_input_stats:
+            # Every sample's row holds the same running statistics; the backward's per-channel
+            # scale takes them as (C,) vectors.
+            mean, rstd = mean[0], rstd[0]
+        ctx.save_for_backward(x_in, weight, mean, rstd)
+        return _caller_layout(y, cl)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        x_in, weight, mean, rstd = ctx.saved_tensors
-        cl = ctx.channels_last
-        dy = _grad_layout(dy, x_in, cl)
-        if ctx.input_stats:
-            dx, dweight, dbias = ft.group_norm_backward(dy, x_in, ctx.num_groups, mean, rstd,
-                                                        _detached(weight), channels_last=cl)
-        else:  # the running statistics are constants: a per-channel scale
-            dx, dweight, dbias = _eval_backward(dy, x_in, weight, mean[0], rstd[0], cl)
-        if cl:
-            dx = _to_channels_first(dx)
-        return _needed(ctx, dx, dweight, dbias) + (None,) * 7
+        def group_norm_backward(dy, x_in, weight, mean, rstd, channels_last):
+            return ft.group_norm_backward(dy, x_in, ctx.num_groups, mean, rstd, weight,
+                                          channels_last=channels_last)
+        return _per_channel_backward(ctx, dy, group_norm_backward) + (None,) * 7
 
 
 class LayerNorm(torch.nn.LayerNorm):

@@ -42,8 +42,8 @@ import torch.distributed as dist
 import fusedtrain as ft
 from .. import _distributed
 from ..batch_norm import _grad_sums_into, _stats_into
-from .batch_norm import (_channels_last_view, _detached, _grad_layout, _to_channels_first,
-                         batch_norm_step, local_batch_norm)
+from ._norm_autograd import _caller_layout, _detached, _grad_layout, _kernel_input, _needed
+from .batch_norm import batch_norm_step, local_batch_norm
 
 __all__ = ["SyncBatchNorm"]
 
@@ -72,9 +72,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, group):
-        view = _channels_last_view(x)
-        cl = view is not None
-        x_in = (view if cl else x.contiguous()).detach()
+        x_in, cl = _kernel_input(x)
         C = _channels(x_in, cl)
         row, row_mean, row_var, row_count = _distributed.stats_row(C, x_in.device)
         local = _stats_into(x_in, row_mean, row_var, channels_last=cl, fn=_FN)
@@ -101,7 +99,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
                                      momentum=momentum)
         ctx.save_for_backward(x_in, weight, save_mean, save_invstd, residual)
         ctx.cl, ctx.group, ctx.local, ctx.total = cl, group, local, total
-        return _to_channels_first(y) if cl else y
+        return _caller_layout(y, cl)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -129,12 +127,10 @@ class _SyncBatchNormFunction(torch.autograd.Function):
                     sums=(given_dy, total[1], ctx.total))
             else:
                 dx = torch.empty_like(x_in)
-            if cl:
-                dx = _to_channels_first(dx)
+            dx = _caller_layout(dx, cl)
         grad_w = None if weight is None else sums[1].to(weight.dtype)
         grad_b = None if weight is None else sums[0].to(weight.dtype)
-        return (dx, grad_w if needs[1] else None,
-                grad_b if needs[2] else None, None, None, None, None, None)
+        return _needed(ctx, dx, grad_w, grad_b) + (None,) * 5
 
 
 class SyncBatchNorm(torch.nn.SyncBatchNorm):

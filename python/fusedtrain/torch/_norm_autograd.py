@@ -1,0 +1,77 @@
+"""Layout and gradient plumbing shared by the autograd Functions of the normalization modules."""
+
+
+def _channels_last_view(x):
+    """x as the C-contiguous (N, *spatial, C) view of its own memory, or None if it is not laid
+    out that way. A tensor contiguous both ways (C == 1, or all spatial sizes 1) takes the
+    plain path."""
+    if x.dim() < 3 or x.is_contiguous():
+        return None
+    view = x.permute(0, *range(2, x.dim()), 1)
+    return view if view.is_contiguous() else None
+
+
+def _kernel_input(x):
+    """``(x_in, channels_last)``: x as the per-channel kernels read it, detached; the
+    (N, *spatial, C) view of a channels_last tensor (no copy), else contiguous (N, C, *spatial)."""
+    view = _channels_last_view(x)
+    channels_last = view is not None
+    return (view if channels_last else x.contiguous()).detach(), channels_last
+
+
+def _caller_layout(t, channels_last):
+    """A kernel result (y or dx) in the layout of the caller's x: for channels_last, the
+    (N, C, *spatial) view of the (N, *spatial, C) tensor, which has channels_last strides."""
+    return t.permute(0, t.dim() - 1, *range(1, t.dim() - 1)) if channels_last else t
+
+
+def _detached(t):
+    return None if t is None else t.detach()
+
+
+def _grad_layout(dy, x_in, channels_last):
+    """The output grad in the layout and dtype of the kernel's input ``x_in``."""
+    # For a channels_last grad this permute-then-contiguous is a view; otherwise one copy.
+    dy = (dy.permute(0, *range(2, dy.dim()), 1) if channels_last else dy).contiguous()
+    return dy if dy.dtype == x_in.dtype else dy.to(x_in.dtype)
+
+
+def _needed(ctx, *grads):
+    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+
+
+def _per_channel_backward(ctx, dy, kernel_backward):
+    """``(dx, dweight, dbias)``, None where not needed, of a per-channel normalization (batch,
+    group, instance norm) whose forward took x through _kernel_input, saved
+    ``(x_in, weight, mean, rstd)`` and set ``ctx.channels_last`` and ``ctx.input_stats``.
+
+    With input statistics the gradient is ``kernel_backward(dy, x_in, weight, mean, rstd,
+    channels_last=...)``; otherwise the statistics are constants, mean and rstd of shape (C,),
+    and the gradient a per-channel scale."""
+    x_in, weight, mean, rstd = ctx.saved_tensors
+    cl = ctx.channels_last
+    dy = _grad_layout(dy, x_in, cl)
+    if ctx.input_stats:
+        dx, dweight, dbias = kernel_backward(dy, x_in, _detached(weight), mean, rstd,
+                                             channels_last=cl)
+    else:
+        dx, dweight, dbias = _eval_backward(dy, x_in, weight, mean, rstd, cl)
+    return _needed(ctx, _caller_layout(dx, cl), dweight, dbias)
+
+
+def _eval_backward(dy, x, weight, mean, invstd, channels_last):
+    """y = (x - mean) * invstd * w + b with constant mean/invstd: dx = dy * w * invstd,
+    dweight = sum(dy * xhat), dbias = sum(dy), per channel."""
+    c_axis = x.dim() - 1 if channels_last else 1
+    shape = [1] * x.dim()
+    shape[c_axis] = x.shape[c_axis]
+    others = [d for d in range(x.dim()) if d != c_axis]
+    scale = invstd if weight is None else invstd * weight.detach().to(invstd.dtype)
+    dyf = dy.to(invstd.dtype)
+    dx = (dyf * scale.view(shape)).to(x.dtype)
+    if weight is None:
+        return dx, None, None
+    xhat = (x.to(invstd.dtype) - mean.view(shape)) * invstd.view(shape)
+    dweight = (dyf * xhat).sum(dim=others).to(weight.dtype)
+    dbias = dyf.sum(dim=others).to(weight.dtype)
+    return dx, dweight, dbias
