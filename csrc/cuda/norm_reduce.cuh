@@ -1,9 +1,10 @@
 // The pieces of a CUDA channel reduction every normalization shares (batch, layer, RMS, group,
 // instance norm): vector loads (Pack), per-thread shifted sums (StatSums, GradAccum), warp, block
-// and row-lane merges, the planar statistics and gradient-sum kernels (Note [planar view]), the
-// rows gradient-sum kernel, launch geometry, and the split reduction with its finalize launch
-// (Reduction, Note [split merges]).  Written for batch norm (csrc/cuda/bn_kernels.cu) and
-// measured there; the math is csrc/math/batch_norm.h.
+// and row-lane merges, the walks of a split over the planar view or down rows (Note [batched
+// walk]), the planar statistics and gradient-sum kernels (Note [planar view]), the rows
+// gradient-sum kernel, launch geometry, and the split reduction with its finalize launch
+// (Reduction, Note [split merges]).  Written for batch norm (csrc/cuda/bn_kernels.cu); the math
+// is csrc/math/batch_norm.h.
 #pragma once
 #include <cuda_runtime.h>
 
