@@ -1,10 +1,10 @@
 // The pieces of a CUDA channel reduction every normalization shares (batch, layer, RMS, group,
 // instance norm): vector loads (Pack), per-thread shifted sums (StatSums, GradAccum), warp, block
-// and row-lane merges, the walks of a split over the planar view or down rows (Note [batched
-// walk]), the planar statistics and gradient-sum kernels (Note [planar view]), the rows
-// gradient-sum kernel, launch geometry, and the split reduction with its finalize launch
-// (Reduction, Note [split merges]).  Written for batch norm (csrc/cuda/bn_kernels.cu); the math
-// is csrc/math/batch_norm.h.
+// and row-lane merges, the batches of a walk (Note [batched walk], cuda/norm_walk.cuh), the
+// planar statistics and gradient-sum kernels (Note [planar view]), the rows gradient-sum kernel,
+// launch geometry, and the split reduction with its finalize launch (Reduction, Note [split
+// merges]).  Written for batch norm (csrc/cuda/bn_kernels.cu); the math is
+// csrc/math/batch_norm.h.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -17,6 +17,7 @@
 #include "core/norm_args.h"
 #include "cuda/check.h"
 #include "cuda/device_state.h"
+#include "cuda/norm_walk.cuh"
 #include "math/batch_norm.h"
 
 namespace ft::cuda {
@@ -28,7 +29,6 @@ namespace {
 using Stats = math::BnStats<double>;
 
 constexpr int kBlock = 256;  // threads per block, every kernel
-constexpr int kUnroll = 4;   // independent vector loads in flight per thread
 
 // Compute type of storage S (Note [compute type]).
 template <class S> using ComputeT = std::conditional_t<std::is_same_v<S, double>, double, float>;
@@ -157,80 +157,6 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 // ---- planar layout (outer, C, inner): grid (C, splits), one channel per block row
-
-// Walks vector indices jv, jv + step, ... of one channel of the planar view, (outer, inner / V),
-// by stepping (o, i) instead of dividing per vector: 64-bit division costs more than the load.
-struct PlanarWalk {
-  int64_t o, i, iv, step_o, step_i;
-  __device__ PlanarWalk(int64_t jv, int64_t iv_, int64_t step)
-      : o(jv / iv_), i(jv % iv_), iv(iv_), step_o(step / iv_), step_i(step % iv_) {}
-  __device__ __forceinline__ void next() {
-    o += step_o;
-    i += step_i;
-    if (i >= iv) {
-      i -= iv;
-      ++o;
-    }
-  }
-};
-
-// The vector range [j0, j1) of channel `c` that block split `split` of `splits` covers.
-__device__ __forceinline__ void split_range(int64_t total, int splits, int split, int64_t& j0, int64_t& j1) {
-  j0 = total * split / splits;
-  j1 = total * (split + 1) / splits;
-}
-
-// Note [batched walk]: a thread walks its vectors of a split kUnroll at a time and loads every
-// vector of a batch before it uses any (kUnroll independent loads in flight). A walk gives each
-// batch as element offsets, off[u] < 0 for a vector past the split's end:
-//   while (w.more()) { int64_t off[kUnroll]; w.next(off); ... }
-// PlanarSplit walks channel blockIdx.x of the planar view (grid (C, splits)); RowsSplit walks one
-// column vector down the rows of an (R, C) array (block (column vectors, rows)).
-template <int V>
-class PlanarSplit {
- public:
-  __device__ __forceinline__ explicit PlanarSplit(const BnShape& s)
-      : channels_(s.channels), inner_(s.inner), c_(blockIdx.x), w_(first(s), s.inner / V, int64_t(blockDim.x)) {}
-  __device__ __forceinline__ bool more() const { return jv_ < j1_; }
-  __device__ __forceinline__ void next(int64_t (&off)[kUnroll]) {
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      off[u] = jv_ + int64_t(u) * blockDim.x < j1_ ? (w_.o * channels_ + c_) * inner_ + w_.i * V : -1;
-      w_.next();
-    }
-    jv_ += kUnroll * int64_t(blockDim.x);
-  }
-
- private:
-  // Sets this split's range and returns this thread's first vector index.
-  __device__ __forceinline__ int64_t first(const BnShape& s) {
-    int64_t j0;
-    split_range(s.outer * (s.inner / V), gridDim.y, blockIdx.y, j0, j1_);
-    jv_ = j0 + threadIdx.x;
-    return jv_;
-  }
-  int64_t channels_, inner_, c_, jv_, j1_;
-  PlanarWalk w_;
-};
-
-class RowsSplit {
- public:
-  // The column vector whose first element is column col0 of an (R, C) array.
-  __device__ __forceinline__ RowsSplit(int64_t R, int64_t C, int64_t col0) : C_(C), col0_(col0) {
-    split_range(R, gridDim.y, blockIdx.y, r_, r1_);
-    r_ += threadIdx.y;
-  }
-  __device__ __forceinline__ bool more() const { return r_ < r1_; }
-  __device__ __forceinline__ void next(int64_t (&off)[kUnroll]) {
-    const int64_t step = blockDim.y;
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) off[u] = r_ + u * step < r1_ ? (r_ + u * step) * C_ + col0_ : -1;
-    r_ += kUnroll * step;
-  }
-
- private:
-  int64_t C_, col0_, r_, r1_;
-};
 
 // Hands each batch of a walk over one array (or two) to use(off, packs[, packs]) (Note [batched
 // walk]).

@@ -1,0 +1,89 @@
+// Which vectors each CUDA normalization thread reads (Note [batched walk]): a block split of one
+// channel of the planar view, or of the rows under one column vector. Plain index arithmetic on
+// the CUDA built-ins, so tests/test_cuda_walks.py compiles it on the host with stand-ins for them.
+#pragma once
+#include <cstdint>
+
+#include "core/norm_args.h"
+
+namespace ft::cuda {
+namespace {
+
+constexpr int kUnroll = 4;  // independent vector loads in flight per thread
+
+// Walks vector indices jv, jv + step, ... of one channel of the planar view, (outer, inner / V),
+// by stepping (o, i) instead of dividing per vector: 64-bit division costs more than the load.
+struct PlanarWalk {
+  int64_t o, i, iv, step_o, step_i;
+  __device__ PlanarWalk(int64_t jv, int64_t iv_, int64_t step)
+      : o(jv / iv_), i(jv % iv_), iv(iv_), step_o(step / iv_), step_i(step % iv_) {}
+  __device__ __forceinline__ void next() {
+    o += step_o;
+    i += step_i;
+    if (i >= iv) {
+      i -= iv;
+      ++o;
+    }
+  }
+};
+
+// The vector range [j0, j1) of channel `c` that block split `split` of `splits` covers.
+__device__ __forceinline__ void split_range(int64_t total, int splits, int split, int64_t& j0, int64_t& j1) {
+  j0 = total * split / splits;
+  j1 = total * (split + 1) / splits;
+}
+
+// Note [batched walk]: a thread walks its vectors of a split kUnroll at a time and loads every
+// vector of a batch before it uses any (kUnroll independent loads in flight). A walk gives each
+// batch as element offsets, off[u] < 0 for a vector past the split's end:
+//   while (w.more()) { int64_t off[kUnroll]; w.next(off); ... }
+// PlanarSplit walks channel blockIdx.x of the planar view (grid (C, splits)); RowsSplit walks one
+// column vector down the rows of an (R, C) array (block (column vectors, rows)).
+template <int V>
+class PlanarSplit {
+ public:
+  __device__ __forceinline__ explicit PlanarSplit(const BnShape& s)
+      : channels_(s.channels), inner_(s.inner), c_(blockIdx.x), w_(first(s), s.inner / V, int64_t(blockDim.x)) {}
+  __device__ __forceinline__ bool more() const { return jv_ < j1_; }
+  __device__ __forceinline__ void next(int64_t (&off)[kUnroll]) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      off[u] = jv_ + int64_t(u) * blockDim.x < j1_ ? (w_.o * channels_ + c_) * inner_ + w_.i * V : -1;
+      w_.next();
+    }
+    jv_ += kUnroll * int64_t(blockDim.x);
+  }
+
+ private:
+  // Sets this split's range and returns this thread's first vector index.
+  __device__ __forceinline__ int64_t first(const BnShape& s) {
+    int64_t j0;
+    split_range(s.outer * (s.inner / V), gridDim.y, blockIdx.y, j0, j1_);
+    jv_ = j0 + threadIdx.x;
+    return jv_;
+  }
+  int64_t channels_, inner_, c_, jv_, j1_;
+  PlanarWalk w_;
+};
+
+class RowsSplit {
+ public:
+  // The column vector whose first element is column col0 of an (R, C) array.
+  __device__ __forceinline__ RowsSplit(int64_t R, int64_t C, int64_t col0) : C_(C), col0_(col0) {
+    split_range(R, gridDim.y, blockIdx.y, r_, r1_);
+    r_ += threadIdx.y;
+  }
+  __device__ __forceinline__ bool more() const { return r_ < r1_; }
+  __device__ __forceinline__ void next(int64_t (&off)[kUnroll]) {
+    const int64_t step = blockDim.y;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) off[u] = r_ + u * step < r1_ ? (r_ + u * step) * C_ + col0_ : -1;
+    r_ += kUnroll * step;
+  }
+
+ private:
+  int64_t C_, col0_, r_, r1_;
+};
+
+}  // namespace
+}  // namespace ft::cuda

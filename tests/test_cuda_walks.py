@@ -1,0 +1,134 @@
+"""The walks of the CUDA normalization kernels (Note [batched walk], csrc/cuda/norm_walk.cuh),
+compiled on the host with stand-ins for the CUDA built-ins: over every block split and thread of
+a launch, each vector of a channel (planar view) or each row under a column vector (rows layout)
+is read exactly once, and only a walk's last batch holds vectors past its split's end. Runs
+without a GPU, so the index arithmetic of every planar and rows kernel is checked on any
+machine with a C++ compiler."""
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+PROGRAM = r"""
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+struct Dim3 { unsigned x = 0, y = 0, z = 0; };
+static Dim3 blockIdx, threadIdx, blockDim, gridDim;
+#define __device__
+#define __forceinline__ inline
+#include "cuda/norm_walk.cuh"
+
+using namespace ft::cuda;
+
+static int failures = 0;
+static void fail(const char* what, long a, long b) {
+  if (failures++ < 10) std::printf("FAIL %s (%ld, %ld)\n", what, a, b);
+}
+
+// Runs one thread's walk; calls visit(off) for each offset >= 0; checks that past-the-end
+// offsets appear in the last batch only.
+template <class Walk, class Visit>
+void walk_thread(Walk w, Visit visit) {
+  bool ended = false;
+  while (w.more()) {
+    if (ended) fail("a batch after one past the split's end", 0, 0);
+    int64_t off[kUnroll];
+    w.next(off);
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) ended = true;
+      else if (ended) fail("a vector after one past the split's end", u, off[u]);
+      else visit(off[u]);
+    }
+  }
+}
+
+template <int V>
+void planar(std::mt19937_64& g, int cases) {
+  for (int t = 0; t < cases; ++t) {
+    ft::BnShape s;
+    s.outer = g() % 4 == 0 ? 0 : int64_t(g() % 9 + 1);
+    s.channels = int64_t(g() % 5 + 1);
+    s.inner = int64_t(g() % 70 + 1) * V;
+    const int64_t iv = s.inner / V;
+    gridDim = {unsigned(s.channels), unsigned(g() % 7 + 1), 1};
+    blockDim = {1u << (g() % 9), 1, 1};
+    for (blockIdx.x = 0; blockIdx.x < gridDim.x; ++blockIdx.x) {
+      std::vector<int> seen(size_t(s.outer * iv), 0);
+      for (blockIdx.y = 0; blockIdx.y < gridDim.y; ++blockIdx.y)
+        for (threadIdx.x = 0; threadIdx.x < blockDim.x; ++threadIdx.x)
+          walk_thread(PlanarSplit<V>(s), [&](int64_t off) {
+            const int64_t plane = s.channels * s.inner, o = off / plane, rest = off % plane;
+            if (rest / s.inner != int64_t(blockIdx.x) || rest % s.inner % V != 0 || o >= s.outer)
+              return fail("planar offset outside the block's channel", V, off);
+            ++seen[size_t(o * iv + rest % s.inner / V)];
+          });
+      for (size_t j = 0; j < seen.size(); ++j)
+        if (seen[j] != 1) fail("planar vector not read exactly once", V, seen[j]);
+    }
+  }
+}
+
+void rows(std::mt19937_64& g, int cases) {
+  for (int t = 0; t < cases; ++t) {
+    const int64_t R = int64_t(g() % 300), C = int64_t(g() % 50 + 1), col0 = int64_t(g() % C);
+    gridDim = {1, unsigned(g() % 9 + 1), 1};
+    blockDim = {1, 1u << (g() % 8), 1};
+    std::vector<int> seen(size_t(R), 0);
+    for (blockIdx.y = 0; blockIdx.y < gridDim.y; ++blockIdx.y)
+      for (threadIdx.y = 0; threadIdx.y < blockDim.y; ++threadIdx.y)
+        walk_thread(RowsSplit(R, C, col0), [&](int64_t off) {
+          if ((off - col0) % C != 0 || off / C >= R) return fail("rows offset off the column", C, off);
+          ++seen[size_t(off / C)];
+        });
+    for (size_t r = 0; r < seen.size(); ++r)
+      if (seen[r] != 1) fail("row not read exactly once", long(r), seen[r]);
+  }
+}
+
+int main() {
+  std::mt19937_64 g(20261127);
+  planar<1>(g, 200);
+  planar<2>(g, 200);
+  planar<4>(g, 200);
+  planar<8>(g, 200);
+  rows(g, 1500);
+  std::printf(failures ? "%d failures\n" : "ok\n", failures);
+  return failures != 0;
+}
+"""
+
+
+def _source_dir():
+    root = os.environ.get("FUSEDTRAIN_SOURCE_DIR") or pathlib.Path(__file__).resolve().parents[1]
+    csrc = pathlib.Path(root) / "csrc"
+    if not (csrc / "cuda" / "norm_walk.cuh").exists():
+        pytest.skip("needs the source tree's csrc/ (FUSEDTRAIN_SOURCE_DIR)")
+    return csrc
+
+
+def _compiler():
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not cxx:
+        pytest.skip("no C++ compiler")
+    return cxx
+
+
+def test_every_vector_read_once_by_one_thread(tmp_path):
+    csrc, cxx = _source_dir(), _compiler()
+    src = tmp_path / "walks.cpp"
+    src.write_text(PROGRAM)
+    exe = tmp_path / "walks"
+    base = [cxx, "-std=c++17", "-O1", f"-I{csrc}", str(src), "-o", str(exe)]
+    # Sanitized where the toolchain has the runtimes, plain otherwise.
+    built = subprocess.run(base + ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        built = subprocess.run(base, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr
