@@ -3,8 +3,10 @@
 # torch, cupy and pytest; nothing of ours installed): builds for sm_90 on every core, runs the GPU
 # tests, compute-sanitizer's memcheck/racecheck/synccheck/initcheck on a run that reaches every
 # kernel, the profiler's count of kernels per optimizer step, and the GPU benchmarks; each step
-# under its own timeout.  Writes at most 8 files into OUTDIR (summary, logs, result JSON; the
-# JSON also lands in bench/results/) and ends with a summary of about 30 lines.
+# under its own timeout.  Writes 6 files into OUTDIR: summary.txt, build.log, tests.log,
+# sanitize.log, bench.log and results.tgz (this run's cuda_*.json, also left in bench/results/;
+# `tar -xzf results.tgz -C bench/results` files them in a checkout), and ends with a summary of
+# about 40 lines.
 #
 #   bash bench/gpu_check.sh OUTDIR            # on the GPU machine, from anywhere
 #   GPU_CHECK_DRY=1 bash bench/gpu_check.sh   # without a GPU: the build and the plumbing only
@@ -130,6 +132,7 @@ if [ "$GPU_SKIP" = 0 ]; then
   # shellcheck disable=SC2086 # GPU_CHECK_OPTIM_ARGS: extra arguments, e.g. --rules adamw,momentum
   run_step "bench: optimizers" 120 "$bench_log" "$py" bench/bench_optim_cuda.py ${GPU_CHECK_OPTIM_ARGS:-}
   run_step "bench: full-batch L-BFGS" 120 "$bench_log" "$py" bench/bench_fullbatch_cuda.py --rounds 5
+  run_step "bench: SyncBatchNorm over 1-rank NCCL" 60 "$bench_log" "$py" bench/bench_sync_bn_cuda.py
   run_step "profile: kernels per step (10,000 tensors)" 60 "$bench_log" "$py" bench/gpu_profile_step.py
   # Hardware counters of the timed kernels: time, DRAM and SM throughput (% of peak), bytes.
   if command -v ncu >/dev/null; then
@@ -138,10 +141,16 @@ if [ "$GPU_SKIP" = 0 ]; then
       gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,sm__warps_active.avg.pct_of_peak_sustained_active \
       "$py" bench/gpu_ncu_targets.py
   fi
-  find bench/results -name 'cuda_*.json' -newer "$marker" -exec cp {} "$out/" \;
 fi
+# This run's results alone (bench/results/ also holds committed ones of other GPUs).
+fresh="$out/.results"
+mkdir -p "$fresh"
+find bench/results -maxdepth 1 -name 'cuda_*.json' -newer "$marker" -exec cp {} "$fresh/" \;
 rm -f "$marker"
-
-"$py" bench/gpu_summary.py "$out" 2>&1 | tee -a "$summary"
+"$py" bench/gpu_summary.py "$fresh" 2>&1 | tee -a "$summary"
+if compgen -G "$fresh/cuda_*.json" >/dev/null; then
+  tar -czf "$out/results.tgz" -C "$fresh" $(cd "$fresh" && ls cuda_*.json)
+fi
+rm -rf "$fresh"
 say "total $(($(date +%s) - t0))s, status $status"
 exit "$status"

@@ -64,6 +64,30 @@ def batch_norm_lines(doc):
     return out
 
 
+def layer_norm_lines(doc):
+    rows = doc["rows"]
+    rowwise = [r for r in rows if r["kind"] in ("layer", "rms")]
+    nhwc = [r for r in rows if r["kind"] == "group" and r["channels_last"]]
+    return [target("layer/RMS norm fwd+bwd, slowest vs torch (x)",
+                   min((r["fwd+bwd"]["speedup"] for r in rowwise), default=None), 1.0),
+            target("layer/RMS norm fwd+bwd, lowest % copy bandwidth",
+                   min((r["fwd+bwd"]["pct_copy_bw"] for r in rowwise), default=None), 80, "{:.0f}"),
+            target("group norm NHWC fwd+bwd, slowest vs torch (x)",
+                   min((r["fwd+bwd"]["speedup"] for r in nhwc), default=None), 2.0)]
+
+
+def fullbatch_lines(doc):
+    return [target("L-BFGS iteration vs torch.optim.LBFGS, slowest (x)",
+                   min((r["speedup"] for r in doc["rows"]), default=None), 3.0)]
+
+
+def sync_batch_norm_lines(doc):
+    return [f"      sync batch norm, 1-rank NCCL, fwd+bwd {r['shape']} {r['layout']} {r['dtype']}: "
+            f"{r['sync ft']['gpu_ms']:.3f} ms = {r['sync_over_local_ft']:.2f} x local "
+            f"({r['sync_overhead_ms']:+.3f} ms), x{r['fwd+bwd']['speedup']:.2f} vs {r['fwd+bwd']['vs']}"
+            for r in doc["rows"]]
+
+
 def profile_lines(doc):
     ours, theirs = doc["fusedtrain_adamw"], doc["torch_adamw_fused"]
     return [target("kernels per adamw step, 10k tensors, fresh grads", ours["kernels_per_step"], 1.0,
@@ -78,7 +102,8 @@ def profile_lines(doc):
 def main(argv):
     folder = Path(argv[1] if len(argv) > 1 else "bench/results")
     for prefix, fn in (("cuda_profile", profile_lines), ("cuda_optim", optimizer_lines),
-                       ("cuda_bn", batch_norm_lines)):
+                       ("cuda_bn", batch_norm_lines), ("cuda_ln", layer_norm_lines),
+                       ("cuda_fullbatch", fullbatch_lines), ("cuda_sync_bn", sync_batch_norm_lines)):
         doc = _load(folder, prefix)
         if doc is None:
             print(f"n/a   {prefix}: no results")
