@@ -133,6 +133,8 @@ if [ "$GPU_SKIP" = 0 ]; then
   run_step "bench: optimizers" 120 "$bench_log" "$py" bench/bench_optim_cuda.py ${GPU_CHECK_OPTIM_ARGS:-}
   run_step "bench: full-batch L-BFGS" 120 "$bench_log" "$py" bench/bench_fullbatch_cuda.py --rounds 5
   run_step "bench: SyncBatchNorm over 1-rank NCCL" 60 "$bench_log" "$py" bench/bench_sync_bn_cuda.py
+  run_step "bench: import and host time, torch CUDA and CuPy" 90 "$bench_log" \
+    "$py" bench/bench_torch_user_path.py --devices cuda --quick
   run_step "profile: kernels per step (10,000 tensors)" 60 "$bench_log" "$py" bench/gpu_profile_step.py
   # Hardware counters of the timed kernels: time, DRAM and SM throughput (% of peak), bytes.
   if command -v ncu >/dev/null; then

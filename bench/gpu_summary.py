@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -88,6 +89,14 @@ def sync_batch_norm_lines(doc):
             for r in doc["rows"]]
 
 
+def user_path_lines(doc):
+    out = []
+    for t in doc["targets"]:            # "... <= 0.5 us/tensor/list", "... >= 3x"
+        op, goal = re.search(r"([<>]=)\s*([\d.]+)", t["target"]).groups()
+        out.append(target(t["target"], t["measured"], float(goal), "{:.3f}", higher=op == ">="))
+    return out
+
+
 def profile_lines(doc):
     ours, theirs = doc["fusedtrain_adamw"], doc["torch_adamw_fused"]
     return [target("kernels per adamw step, 10k tensors, fresh grads", ours["kernels_per_step"], 1.0,
@@ -103,7 +112,8 @@ def main(argv):
     folder = Path(argv[1] if len(argv) > 1 else "bench/results")
     for prefix, fn in (("cuda_profile", profile_lines), ("cuda_optim", optimizer_lines),
                        ("cuda_bn", batch_norm_lines), ("cuda_ln", layer_norm_lines),
-                       ("cuda_fullbatch", fullbatch_lines), ("cuda_sync_bn", sync_batch_norm_lines)):
+                       ("cuda_fullbatch", fullbatch_lines), ("cuda_sync_bn", sync_batch_norm_lines),
+                       ("cuda_torch_user_path", user_path_lines)):
         doc = _load(folder, prefix)
         if doc is None:
             print(f"n/a   {prefix}: no results")
