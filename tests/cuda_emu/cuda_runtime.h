@@ -1,0 +1,79 @@
+// Stand-in for <cuda_runtime.h> that runs fusedtrain's CUDA kernels on the host, for tests on
+// machines without a GPU (tests/test_cuda_emulated.py). Note [host emulation]: each block's
+// threads are fibers on one OS thread, switched at __syncthreads and warp shuffles, so barriers,
+// shared memory and shuffles keep their meaning; blocks run one after another; device memory is
+// host memory; streams, events and pools are no-ops. It checks index arithmetic, barriers and
+// reduction logic, not timing, memory coalescing or data races between blocks.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+
+struct uint2 { unsigned x, y; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct uint3 { unsigned x, y, z; };
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+
+enum cudaError_t { cudaSuccess = 0, cudaErrorNotReady = 600, cudaErrorStreamCaptureImplicit = 906 };
+enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
+                      cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
+using cudaStream_t = struct CUstream_emu*;
+using cudaEvent_t = struct CUevent_emu*;
+using cudaMemPool_t = struct CUmemPool_emu*;
+
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline const char* cudaGetErrorString(cudaError_t) { return "emulated"; }
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t = nullptr) {
+  std::memset(p, v, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t = nullptr) {
+  std::memmove(d, s, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+namespace ft_emu {
+void syncthreads();
+// Shuffle exchange of the calling lane's warp: deposit, wait for the warp, read the value of
+// lane + delta (its own past the warp's end) into out, wait again.
+void shuffle_exchange(const void* value, void* out, size_t bytes, int delta);
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
+template <class F>
+void launch(dim3 grid, dim3 block, size_t, cudaStream_t, F f) {
+  run_grid(grid, block, std::function<void()>(f));
+}
+}  // namespace ft_emu
+
+inline void __syncthreads() { ft_emu::syncthreads(); }
+template <class T>
+T __shfl_down_sync(unsigned, T v, int delta) {
+  static_assert(sizeof(T) <= 16, "shuffle of a value wider than 16 bytes");
+  T out;
+  ft_emu::shuffle_exchange(&v, &out, sizeof(T), delta);
+  return out;
+}

@@ -1,0 +1,181 @@
+// The fiber scheduler behind tests/cuda_emu/cuda_runtime.h (Note [host emulation]) and host
+// stand-ins for the device state the kernels use (scratch, SM count, launch counter).
+//
+// A fiber starts on its own stack through setcontext and switches with _setjmp/_longjmp after
+// that: no signal-mask system call per switch (a block passes every barrier with 2 x 256
+// switches). _FORTIFY_SOURCE's longjmp check refuses jumps between stacks, hence the #undef.
+#undef _FORTIFY_SOURCE
+#include <setjmp.h>
+#include <ucontext.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/device_state.h"
+#include "cuda/kernels.h"
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+namespace ft_emu {
+namespace {
+
+constexpr size_t kStack = 256 << 10;
+
+struct Fiber {
+  ucontext_t start;  // entry on the fiber's stack, made for every block
+  jmp_buf env;       // where the fiber last yielded
+  std::vector<char> stack = std::vector<char>(kStack);
+  uint3 idx{};
+  bool started = false, done = false;
+};
+
+struct Barrier {  // arrivals of the live threads of a block or a warp
+  int live = 0, arrived = 0;
+  uint64_t gen = 0;
+};
+
+struct Warp {
+  Barrier barrier;
+  alignas(16) unsigned char slot[32][16];
+};
+
+jmp_buf g_main;
+std::vector<Fiber> g_fibers;
+int g_cur = 0, g_threads = 0;
+const std::function<void()>* g_body = nullptr;
+Barrier g_block;
+std::vector<Warp> g_warps;
+uint64_t g_events = 0;  // barrier releases and thread exits: progress
+
+void yield() {
+  if (_setjmp(g_fibers[g_cur].env) == 0) _longjmp(g_main, 1);
+}
+
+void release_if_complete(Barrier& b) {
+  if (b.arrived > 0 && b.arrived == b.live) {
+    b.arrived = 0;
+    ++b.gen;
+    ++g_events;
+  }
+}
+
+void wait(Barrier& b) {
+  const uint64_t gen = b.gen;
+  ++b.arrived;
+  release_if_complete(b);
+  while (b.gen == gen) yield();
+}
+
+void entry() {
+  (*g_body)();
+  Fiber& f = g_fibers[g_cur];
+  f.done = true;
+  --g_block.live;
+  Barrier& w = g_warps[g_cur / 32].barrier;
+  --w.live;
+  ++g_events;
+  release_if_complete(g_block);
+  release_if_complete(w);
+  _longjmp(g_main, 1);
+}
+
+}  // namespace
+
+void syncthreads() { wait(g_block); }
+
+void shuffle_exchange(const void* value, void* out, size_t bytes, int delta) {
+  const int lane = g_cur % 32;
+  Warp& w = g_warps[g_cur / 32];
+  std::memcpy(w.slot[lane], value, bytes);
+  wait(w.barrier);
+  const int src = lane + delta;
+  std::memcpy(out, src < 32 && g_cur - lane + src < g_threads ? w.slot[src] : w.slot[lane], bytes);
+  wait(w.barrier);
+}
+
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+  gridDim = grid;
+  blockDim = block;
+  g_threads = int(block.x * block.y * block.z);
+  if (g_threads < 1 || g_threads > 1024) throw std::runtime_error("emulated launch: bad block size");
+  if (int(g_fibers.size()) < g_threads) g_fibers.resize(size_t(g_threads));
+  ucontext_t blank;  // copied, then given a stack and the entry, for every thread of every block
+  getcontext(&blank);
+  g_warps.assign(size_t((g_threads + 31) / 32), Warp{});
+  g_body = &body;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        blockIdx = {bx, by, bz};
+        g_block = Barrier{g_threads, 0, 0};
+        for (int w = 0; w < int(g_warps.size()); ++w)
+          g_warps[size_t(w)].barrier = Barrier{std::min(32, g_threads - 32 * w), 0, 0};
+        for (int t = 0; t < g_threads; ++t) {
+          Fiber& f = g_fibers[size_t(t)];
+          f.started = f.done = false;
+          f.idx = {unsigned(t) % block.x, unsigned(t) / block.x % block.y, unsigned(t) / (block.x * block.y)};
+          f.start = blank;
+          f.start.uc_stack.ss_sp = f.stack.data();
+          f.start.uc_stack.ss_size = f.stack.size();
+          f.start.uc_link = nullptr;
+          makecontext(&f.start, entry, 0);
+        }
+        for (int left = g_threads; left > 0;) {
+          const uint64_t before = g_events;
+          left = 0;
+          for (int t = 0; t < g_threads; ++t) {
+            Fiber& f = g_fibers[size_t(t)];
+            if (f.done) continue;
+            g_cur = t;
+            threadIdx = f.idx;
+            if (_setjmp(g_main) == 0) {
+              if (f.started) _longjmp(f.env, 1);
+              f.started = true;
+              setcontext(&f.start);
+            }
+            left += !f.done;
+          }
+          if (left > 0 && g_events == before)
+            throw std::runtime_error("emulated launch: threads wait at a barrier that never completes");
+        }
+      }
+}
+
+}  // namespace ft_emu
+
+// ---- device state: host memory, a settable SM count, no pools, streams or graphs
+
+namespace ft::cuda {
+
+std::atomic<uint64_t> g_launches{0};
+
+DeviceState& device_state() {
+  static DeviceState s;
+  if (s.sm_count == 0) {
+    const char* env = std::getenv("FT_EMU_SM_COUNT");
+    s.sm_count = env ? std::atoi(env) : 2;
+  }
+  return s;
+}
+
+// Scratch is filled with 0xff bytes (NaN for floats and doubles): a kernel that reads scratch
+// it never wrote gets NaN, which the comparisons catch.
+void* stream_alloc(size_t bytes, Stream) {
+  void* p = std::malloc(bytes ? bytes : 1);
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0xff, bytes);
+  return p;
+}
+void stream_free(void* p, Stream) { std::free(p); }
+double read_back(const double* device_value, Stream) { return *device_value; }
+uint64_t launch_count() { return g_launches.load(); }
+bool is_capturing(cudaStream_t) { return false; }
+
+}  // namespace ft::cuda
+
+extern "C" void emu_set_sm_count(int n) { ft::cuda::device_state().sm_count = n; }

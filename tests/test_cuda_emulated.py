@@ -1,0 +1,286 @@
+"""The CUDA normalization kernels (batch, layer, RMS, group, instance norm), run on the host by
+the emulation of tests/cuda_emu (Note [host emulation]: each block's threads are fibers, so
+barriers, shared memory and warp shuffles keep their meaning) against the CPU kernels on the
+same inputs, every case x dtype, with few and with many SMs (one and several block splits).
+Machines without a GPU run the CUDA code's index arithmetic, reductions and merges this way;
+timing and races between blocks still need a GPU (tests marked gpu)."""
+import ctypes
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+import fusedtrain as ft
+from bn_cases import CASES as BN_CASES
+from bn_cases import DTYPES, make_inputs
+from ln_cases import GROUP_CASES, ROW_CASES, group_inputs, row_inputs
+
+HERE = pathlib.Path(__file__).resolve().parent
+EMU = HERE / "cuda_emu"
+SOURCES = ["bn_kernels.cu", "ln_kernels.cu", "gn_kernels.cu"]
+CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
+SM_COUNTS = [2, 132]
+ULP = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+
+
+# ---- build (once per source tree and compiler; reused across test runs)
+
+def _source_dir():
+    root = os.environ.get("FUSEDTRAIN_SOURCE_DIR") or HERE.parent
+    csrc = pathlib.Path(root) / "csrc"
+    if not (csrc / "cuda" / "bn_kernels.cu").exists():
+        pytest.skip("needs the source tree's csrc/ (FUSEDTRAIN_SOURCE_DIR)")
+    return csrc
+
+
+def _rewrite_launches(text):
+    """`kernel<args><<<grid, block, shmem, stream>>>(params);` ->
+    `::ft_emu::launch(grid, block, shmem, stream, [&] { kernel<args>(params); });`"""
+    out, i = [], 0
+    while (j := text.find("<<<", i)) >= 0:
+        b = j
+        if text[b - 1] == ">":                    # back over the template arguments
+            depth = 0
+            while True:
+                b -= 1
+                depth += {">": 1, "<": -1}.get(text[b], 0)
+                if depth == 0:
+                    break
+        while b > 0 and (text[b - 1].isalnum() or text[b - 1] in "_:"):
+            b -= 1
+        k = text.index(">>>", j)
+        assert text[k + 3] == "(", text[k:k + 40]
+        depth, p = 0, k + 3
+        while True:
+            depth += {"(": 1, ")": -1}.get(text[p], 0)
+            if depth == 0:
+                break
+            p += 1
+        assert text[p + 1] == ";", text[p:p + 40]
+        out += [text[i:b], f"::ft_emu::launch({text[j + 3:k]}, [&] {{ {text[b:j]}({text[k + 4:p]}); }});"]
+        i = p + 2
+    return "".join(out) + text[i:]
+
+
+def _build():
+    csrc = _source_dir()
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not cxx or not sys.platform.startswith("linux"):
+        pytest.skip("needs a C++ compiler and ucontext (Linux)")
+    inputs = sorted(p for d in ("cuda", "core", "math") for p in (csrc / d).iterdir() if p.is_file())
+    inputs += sorted(EMU.iterdir())
+    key = hashlib.sha256(cxx.encode())
+    for p in inputs:
+        key.update(p.name.encode() + p.read_bytes())
+    out = pathlib.Path(tempfile.gettempdir()) / f"fusedtrain-cuda-emu-{key.hexdigest()[:16]}"
+    lib = out / "libemu.so"
+    if lib.exists():
+        return lib
+    work = pathlib.Path(tempfile.mkdtemp(prefix="fusedtrain-cuda-emu-"))
+    (work / "csrc" / "cuda").mkdir(parents=True)
+    for p in (csrc / "cuda").iterdir():
+        if p.suffix in (".cu", ".cuh", ".h"):
+            (work / "csrc" / "cuda" / p.name).write_text(_rewrite_launches(p.read_text()))
+    flags = ["-std=c++17", "-O1", "-fPIC", f"-I{EMU}", f"-I{work / 'csrc'}", f"-I{csrc}"]
+    units = [(["-x", "c++", str(work / "csrc" / "cuda" / s)], s) for s in SOURCES]
+    units += [([str(EMU / s)], s) for s in ("emu_runtime.cpp", "emu_entry.cpp")]
+    jobs = [subprocess.Popen([cxx, *flags, "-c", *src, "-o", str(work / f"{name}.o")],
+                             stderr=subprocess.PIPE, text=True) for src, name in units]
+    for job, (_, name) in zip(jobs, units):
+        _, err = job.communicate()
+        assert job.returncode == 0, f"compiling {name}:\n{err[-4000:]}"
+    subprocess.run([cxx, "-shared", "-o", str(work / "libemu.so"),
+                    *(str(work / f"{name}.o") for _, name in units)], check=True)
+    out.mkdir(exist_ok=True)
+    os.replace(work / "libemu.so", lib)
+    shutil.rmtree(work, ignore_errors=True)
+    return lib
+
+
+@pytest.fixture(scope="module")
+def emu():
+    lib = ctypes.CDLL(str(_build()))
+    lib.emu_error.restype = ctypes.c_char_p
+    return lib
+
+
+def _call(lib, name, *args):
+    conv = [ctypes.c_void_p(a.ctypes.data) if isinstance(a, np.ndarray) else
+            None if a is None else ctypes.c_double(a) if isinstance(a, float) else
+            ctypes.c_int64(a) for a in args]
+    if getattr(lib, name)(*conv) != 0:
+        raise RuntimeError(f"{name}: {lib.emu_error().decode()}")
+
+
+def _code(a):
+    return 0 if a is None else CODES[str(a.dtype)]
+
+
+def _like(a, dtype=None):
+    """Output memory pre-filled with NaN: a value the kernels never write stays NaN."""
+    out = np.empty(a.shape if hasattr(a, "shape") else a, dtype or a.dtype)
+    out.fill(np.nan)
+    return out
+
+
+def _close(got, want, dtype_name, what, scale_like=None):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} vs {want.shape}"
+    scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+    tol = {"float64": 1e-10, "float32": 2e-5}.get(dtype_name, 4 * ULP[dtype_name])
+    bad = ~(np.abs(got - want) <= tol * (scale if scale_like is None else scale_like))
+    assert not bad.any(), (f"{what}: {int(bad.sum())} of {bad.size} differ; first at "
+                           f"{np.argwhere(bad)[0]}: {got[bad][0]} vs {want[bad][0]}")
+
+
+def _params(dtype_name):
+    return np.float64 if dtype_name == "float64" else np.float32
+
+
+# ---- batch norm
+
+@pytest.mark.parametrize("sms", SM_COUNTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", BN_CASES, ids=str)
+def test_batch_norm(emu, case, dtype, sms):
+    emu.emu_set_sm_count(sms)
+    x, w, b, rm, rv, dy = make_inputs(case, dtype, "emu")
+    cl, C = case.channels_last, case.channels
+    outer, inner = (x.size // C, 1) if cl else (x.shape[0], x.size // (x.shape[0] * C))
+    sdt = np.float64 if dtype == "float64" else np.float32
+    y, sm, si = _like(x), _like((C,), sdt), _like((C,), sdt)
+    rm_e, rv_e = rm.copy(), rv.copy()
+    _call(emu, "emu_bn_forward", x, y, CODES[dtype], outer, C, inner, w, b, _code(w), rm_e, rv_e,
+          _code(rm), sm, si, CODES[str(np.dtype(sdt))], 1, case.momentum, 1e-5)
+    want = ft.batch_norm_forward(x, w, b, rm, rv, training=True, momentum=case.momentum,
+                                 channels_last=cl)
+    _close(y, want[0], dtype, "y")
+    _close(sm, want[1], "float32" if dtype != "float64" else dtype, "save_mean")
+    _close(si, want[2], "float32" if dtype != "float64" else dtype, "save_invstd")
+    _close(rm_e, rm, str(np.dtype(sdt)), "running_mean")
+    _close(rv_e, rv, str(np.dtype(sdt)), "running_var")
+    dx = _like(x)
+    dw = db = None
+    if w is not None:
+        dw, db = _like(w), _like(b)
+    _call(emu, "emu_bn_backward", dy, x, dx, CODES[dtype], outer, C, inner, w, _code(w),
+          want[1], want[2], _code(want[1]), dw, db, _code(dw), None, None, 0, 0.0)
+    dx_w, dw_w, db_w = ft.batch_norm_backward(dy, x, w, want[1], want[2], channels_last=cl)
+    _close(dx, dx_w, dtype, "dx")
+    if w is not None:
+        _close(dw, dw_w, str(np.dtype(sdt)), "dweight", np.sqrt(x.size / C) * 4)
+        _close(db, db_w, str(np.dtype(sdt)), "dbias", np.sqrt(x.size / C) * 4)
+
+
+# ---- layer and RMS norm
+
+# A wide row launches ~10,000 blocks in its weight-gradient pass (13 s emulated): one run of it.
+ROW_PARAMS = [pytest.param(case, rms, dtype, sms, id=f"{case}-{'rms' if rms else 'layer'}-{dtype}-{sms}")
+              for case in ROW_CASES for rms in (False, True) for dtype in DTYPES for sms in SM_COUNTS
+              if not case.id.startswith("wide") or (not rms and dtype == "float32" and sms == SM_COUNTS[0])]
+
+
+@pytest.mark.parametrize("case, rms, dtype, sms", ROW_PARAMS)
+def test_layer_and_rms_norm(emu, case, rms, dtype, sms):
+    emu.emu_set_sm_count(sms)
+    x, w, b, dy = row_inputs(case, dtype, "emu")
+    cols = int(np.prod(case.normalized))
+    rows = x.size // cols
+    sdt = np.float64 if dtype == "float64" else np.float32
+    eps = case.eps
+    if rms:
+        b = None
+        want = ft.rms_norm_forward(x, case.normalized, w, eps=eps)
+        want = (want[0], None, want[1])
+    else:
+        want = ft.layer_norm_forward(x, case.normalized, w, b, eps=eps)
+    y, mean, rstd = _like(x), (None if rms else _like((rows,), sdt)), _like((rows,), sdt)
+    _call(emu, "emu_ln_forward", x, y, CODES[dtype], rows, cols, int(rms), w, b, _code(w), mean,
+          rstd, CODES[str(np.dtype(sdt))], eps)
+    stat = str(np.dtype(sdt))
+    _close(y, want[0], dtype, "y")
+    if not rms:
+        _close(mean, want[1].ravel(), stat, "mean")
+    _close(rstd, want[2].ravel(), stat, "rstd")
+    dx = _like(x)
+    dw = db = None
+    if w is not None:
+        dw, db = _like(w), (None if rms else _like(b))
+    if rms:
+        dx_w, dw_w = ft.rms_norm_backward(dy, x, case.normalized, want[2], w)
+        db_w = None
+    else:
+        dx_w, dw_w, db_w = ft.layer_norm_backward(dy, x, case.normalized, want[1], want[2], w)
+    _call(emu, "emu_ln_backward", dy, x, dx, CODES[dtype], rows, cols, int(rms), w, _code(w),
+          None if rms else want[1], want[2], CODES[stat], dw, db)
+    _close(dx, dx_w, dtype, "dx")
+    if w is not None:
+        _close(dw, dw_w, stat, "dweight", np.sqrt(rows) * 4)
+        if not rms:
+            _close(db, db_w, stat, "dbias", np.sqrt(rows) * 4)
+
+
+# ---- group and instance norm
+
+def _group_shape(case, x):
+    C = case.channels
+    return x.shape[0], C, x.size // (x.shape[0] * C)
+
+
+@pytest.mark.parametrize("sms", SM_COUNTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", GROUP_CASES, ids=str)
+def test_group_norm(emu, case, dtype, sms):
+    emu.emu_set_sm_count(sms)
+    x, w, b, _, _, dy = group_inputs(case, dtype, "emu")
+    n, C, hw = _group_shape(case, x)
+    G, cl = case.groups, case.channels_last
+    sdt = np.float64 if dtype == "float64" else np.float32
+    stat = str(np.dtype(sdt))
+    y, mean, rstd = _like(x), _like((n, G), sdt), _like((n, G), sdt)
+    _call(emu, "emu_gn_forward", x, y, CODES[dtype], n, C, hw, G, int(cl), w, b, _code(w), mean,
+          rstd, CODES[stat], None, None, 1, 0.1, case.eps)
+    want = ft.group_norm_forward(x, G, w, b, eps=case.eps, channels_last=cl)
+    _close(y, want[0], dtype, "y")
+    _close(mean, want[1], stat, "mean")
+    _close(rstd, want[2], stat, "rstd")
+    dx = _like(x)
+    dw = db = None
+    if w is not None:
+        dw, db = _like(w), _like(b)
+    _call(emu, "emu_gn_backward", dy, x, dx, CODES[dtype], n, C, hw, G, int(cl), w, _code(w),
+          want[1], want[2], CODES[stat], dw, db)
+    dx_w, dw_w, db_w = ft.group_norm_backward(dy, x, G, want[1], want[2], w, channels_last=cl)
+    _close(dx, dx_w, dtype, "dx")
+    if w is not None:
+        _close(dw, dw_w, stat, "dweight", np.sqrt(x.size / C) * 4)
+        _close(db, db_w, stat, "dbias", np.sqrt(x.size / C) * 4)
+
+
+@pytest.mark.parametrize("use_input_stats", [True, False], ids=["input-stats", "running-stats"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [c for c in GROUP_CASES
+                                  if int(np.prod(c.shape)) // (c.shape[0] * c.channels) > 1],
+                         ids=str)
+def test_instance_norm_running_statistics(emu, case, dtype, use_input_stats):
+    emu.emu_set_sm_count(2)
+    x, w, b, rm, rv, _ = group_inputs(case, dtype, "emu-instance")
+    n, C, hw = _group_shape(case, x)
+    cl = case.channels_last
+    sdt = np.float64 if dtype == "float64" else np.float32
+    stat = str(np.dtype(sdt))
+    y, mean, rstd = _like(x), _like((n, C), sdt), _like((n, C), sdt)
+    rm_e, rv_e = rm.copy(), rv.copy()
+    _call(emu, "emu_gn_forward", x, y, CODES[dtype], n, C, hw, C, int(cl), w, b, _code(w), mean,
+          rstd, CODES[stat], rm_e, rv_e, int(use_input_stats), 0.3, case.eps)
+    want = ft.instance_norm(x, rm, rv, w, b, use_input_stats=use_input_stats, momentum=0.3,
+                            eps=case.eps, channels_last=cl)
+    _close(y, want[0], dtype, "y")
+    _close(rm_e, rm, stat, "running_mean")
+    _close(rv_e, rv, stat, "running_var")
