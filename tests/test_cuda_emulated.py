@@ -284,3 +284,42 @@ def test_instance_norm_running_statistics(emu, case, dtype, use_input_stats):
     _close(y, want[0], dtype, "y")
     _close(rm_e, rm, stat, "running_mean")
     _close(rv_e, rv, stat, "running_var")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", BN_CASES, ids=str)
+def test_batch_norm_eval_and_backward_halves(emu, case, dtype):
+    """Evaluation mode (no reduction), the sums-only backward, and dx from given sums (Note
+    [given sums]): the paths synchronized batch norm takes."""
+    emu.emu_set_sm_count(8)
+    x, w, b, rm, rv, dy = make_inputs(case, dtype, "emu-halves")
+    cl, C = case.channels_last, case.channels
+    outer, inner = (x.size // C, 1) if cl else (x.shape[0], x.size // (x.shape[0] * C))
+    sdt = np.float64 if dtype == "float64" else np.float32
+    stat, scode = str(np.dtype(sdt)), CODES[str(np.dtype(sdt))]
+    y, sm, si = _like(x), _like((C,), sdt), _like((C,), sdt)
+    _call(emu, "emu_bn_forward", x, y, CODES[dtype], outer, C, inner, w, b, _code(w), rm, rv,
+          _code(rm), sm, si, scode, 0, 0.1, 1e-5)
+    want = ft.batch_norm_forward(x, w, b, rm, rv, training=False, channels_last=cl)
+    _close(y, want[0], dtype, "eval y")
+    _close(sm, want[1], stat, "eval save_mean")
+    _close(si, want[2], stat, "eval save_invstd")
+    _, mean, invstd = ft.batch_norm_forward(x, w, b, training=True, channels_last=cl)
+    # Sums only: dweight / dbias (in the statistics dtype without a weight).
+    gd = w.dtype if w is not None else sdt
+    dw, db = _like((C,), gd), _like((C,), gd)
+    _call(emu, "emu_bn_backward", dy, x, None, CODES[dtype], outer, C, inner, w, _code(w), mean,
+          invstd, scode, dw, db, CODES[str(np.dtype(gd))], None, None, 0, 0.0)
+    _, dw_w, db_w = ft.batch_norm_backward(dy, x, w, mean, invstd, channels_last=cl, input_grad=False)
+    spread = np.sqrt(x.size / C) * 4
+    _close(dw, dw_w, str(np.dtype(gd)), "sums-only dweight", spread)
+    _close(db, db_w, str(np.dtype(gd)), "sums-only dbias", spread)
+    # dx from the sums of a batch three times this one's values per channel.
+    count = 3.0 * (x.size // C)
+    s_dy, s_dyx = (3 * db_w).astype(np.float64), (3 * dw_w).astype(np.float64)
+    dx = _like(x)
+    _call(emu, "emu_bn_backward", dy, x, dx, CODES[dtype], outer, C, inner, w, _code(w), mean,
+          invstd, scode, None, None, 0, s_dy, s_dyx, 1, count)
+    dx_w, _, _ = ft.batch_norm_backward(dy, x, w, mean, invstd, channels_last=cl,
+                                        sums=(s_dy, s_dyx, count))
+    _close(dx, dx_w, dtype, "dx from given sums")
