@@ -1,7 +1,9 @@
-"""The CUDA normalization kernels (batch, layer, RMS, group, instance norm), run on the host by
-the emulation of tests/cuda_emu (Note [host emulation]: each block's threads are fibers, so
-barriers, shared memory and warp shuffles keep their meaning) against the CPU kernels on the
-same inputs, every case x dtype, with few and with many SMs (one and several block splits).
+"""The CUDA normalization kernels (batch, layer, RMS, group, instance norm) and full-batch passes
+(L-BFGS, conjugate gradient: over the multi-tensor table), run on the host by the emulation of
+tests/cuda_emu (Note [host emulation]: each block's threads are fibers, so barriers, shared
+memory and warp shuffles keep their meaning) against the CPU kernels on the same inputs: every
+case x dtype, with few and with many SMs (one and several block splits), tensors of several
+chunks.
 Machines without a GPU run the CUDA code's index arithmetic, reductions and merges this way;
 timing and races between blocks still need a GPU (tests marked gpu)."""
 import ctypes
@@ -23,7 +25,8 @@ from ln_cases import GROUP_CASES, ROW_CASES, group_inputs, row_inputs
 
 HERE = pathlib.Path(__file__).resolve().parent
 EMU = HERE / "cuda_emu"
-SOURCES = ["bn_kernels.cu", "ln_kernels.cu", "gn_kernels.cu"]
+SOURCES = ["bn_kernels.cu", "ln_kernels.cu", "gn_kernels.cu", "fullbatch_kernels.cu",
+           "multi_tensor_table.cu"]
 CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
 SM_COUNTS = [2, 132]
 ULP = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
@@ -89,7 +92,7 @@ def _build():
             (work / "csrc" / "cuda" / p.name).write_text(_rewrite_launches(p.read_text()))
     flags = ["-std=c++17", "-O1", "-fPIC", f"-I{EMU}", f"-I{work / 'csrc'}", f"-I{csrc}"]
     units = [(["-x", "c++", str(work / "csrc" / "cuda" / s)], s) for s in SOURCES]
-    units += [([str(EMU / s)], s) for s in ("emu_runtime.cpp", "emu_entry.cpp")]
+    units += [([str(EMU / s)], s) for s in ("emu_runtime.cpp", "emu_entry.cpp", "emu_fullbatch.cpp")]
     jobs = [subprocess.Popen([cxx, *flags, "-c", *src, "-o", str(work / f"{name}.o")],
                              stderr=subprocess.PIPE, text=True) for src, name in units]
     for job, (_, name) in zip(jobs, units):
@@ -107,6 +110,8 @@ def _build():
 def emu():
     lib = ctypes.CDLL(str(_build()))
     lib.emu_error.restype = ctypes.c_char_p
+    p, i64, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    lib.emu_fb.argtypes = [i64, i64, i64, p, p, i64, i64, i64, dbl, dbl, dbl, p, p, p, p]
     return lib
 
 
@@ -323,3 +328,160 @@ def test_batch_norm_eval_and_backward_halves(emu, case, dtype):
     dx_w, _, _ = ft.batch_norm_backward(dy, x, w, mean, invstd, channels_last=cl,
                                         sums=(s_dy, s_dyx, count))
     _close(dx, dx_w, dtype, "dx from given sums")
+
+
+# ---- full-batch passes (csrc/math/fullbatch.h) over the multi-tensor table
+
+from fusedtrain import _C  # noqa: E402
+
+K_SLOTS = 5
+FB_SHAPES = [(1,), (7,), (4097,), (0,), (3, 5), (70001,)]   # 70001: two chunks of 65536
+FB_TOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+def _fb_rand(dtype, seed, shapes=FB_SHAPES, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [(scale * rng.standard_normal(s)).astype(np.float32).astype(dtype_named_(dtype))
+            for s in shapes]
+
+
+def dtype_named_(name):
+    from precisions import dtype_named
+    return dtype_named(name)
+
+
+def _copies(arrays):
+    return None if arrays is None else [a.copy() for a in arrays]
+
+
+def _fb(emu, pass_id, dtype, slots, *, row_stride=0, count=0, flags=0, a=0.0, c=0.0, h=1.0,
+        two_loop=None):
+    """Runs pass `pass_id` on the lists of `slots` (slot s: a list of arrays, raw pointers or
+    None); returns (sum[0..2], max) and the al of a two-loop."""
+    ref = next(x for x in slots if x is not None and not isinstance(x[0], int))
+    n = len(ref)
+    numel = np.array([x.size for x in ref], np.int64)
+    ptrs = np.zeros((n, K_SLOTS), np.uintp)
+    for s, arrays in enumerate(slots):
+        if arrays is not None:
+            ptrs[:, s] = [x if isinstance(x, int) else x.ctypes.data for x in arrays]
+    result = np.zeros(4)
+    sl, ro = two_loop or ([], [])
+    sl, ro = np.array(sl, np.int32), np.array(ro, np.float64)
+    al = np.zeros(max(len(sl), 1))
+    rc = emu.emu_fb(pass_id, CODES[dtype], n, numel.ctypes.data, ptrs.ctypes.data, row_stride,
+                    count, flags, a, c, h, sl.ctypes.data, ro.ctypes.data, al.ctypes.data,
+                    result.ctypes.data)
+    if rc != 0:
+        raise RuntimeError(emu.emu_error().decode())
+    return result, al[:len(sl)]
+
+
+def _fb_close(got, want, dtype, what):
+    for i, (g, w) in enumerate(zip(got, want)):
+        _close(g, w, dtype if dtype in FB_TOL else "float32", f"{what}[{i}]")
+
+
+def _scalar_close(got, want, dtype, scale, what):
+    assert abs(got - want) <= FB_TOL[dtype] * max(scale, 1.0), f"{what}: {got} vs {want}"
+
+
+def _scale(*lists):
+    return sum(float(np.sum(np.abs(x.astype(np.float64)))) for xs in lists for x in xs) ** 2
+
+
+@pytest.mark.parametrize("n_others", [1, 2, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fullbatch_dots(emu, dtype, n_others):
+    x = _fb_rand(dtype, 1)
+    others = [_fb_rand(dtype, 2 + j) for j in range(n_others)]
+    got, _ = _fb(emu, 2, dtype, [x, *others], count=n_others)
+    want = _C.fullbatch_dots(x, others)
+    for j in range(n_others):
+        _scalar_close(got[j], want[j], dtype, _scale(x, others[j]), f"dot {j}")
+
+
+@pytest.mark.parametrize("with_dot", [False, True], ids=["copy", "copy+dot"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fullbatch_grad_copy(emu, dtype, with_dot):
+    compute = "float64" if dtype == "float64" else "float32"
+    g = _fb_rand(dtype, 3)
+    d = _fb_rand(compute, 4) if with_dot else None
+    out = [np.full(x.shape, np.nan, dtype_named_(compute)) for x in g]
+    got, _ = _fb(emu, 3, dtype, [g, out, d])
+    out_w = [np.full(x.shape, np.nan, dtype_named_(compute)) for x in g]
+    want = _C.fullbatch_grad_copy_(g, out_w, _copies(d))
+    _fb_close(out, out_w, compute, "out")
+    if with_dot:
+        _scalar_close(got[0], want, compute, _scale(out_w, d), "g . d")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fullbatch_history_pair(emu, dtype):
+    g, prev, d = _fb_rand(dtype, 5), _fb_rand(dtype, 6), _fb_rand(dtype, 7)
+    total = sum(x.size for x in g)
+    hist = np.random.default_rng(8).standard_normal((6, total)).astype(dtype_named_(dtype))
+    slot, t = 1, 0.37
+    hist_w, prev_w = hist.copy(), _copies(prev)
+    elem, offsets = hist.itemsize, np.cumsum([0] + [x.size for x in g])[:-1]
+    s_rows = [hist.ctypes.data + (2 * slot * total + int(o)) * elem for o in offsets]
+    y_rows = [hist.ctypes.data + ((2 * slot + 1) * total + int(o)) * elem for o in offsets]
+    got, _ = _fb(emu, 0, dtype, [g, prev, d, s_rows, y_rows], a=t)
+    want = _C.fullbatch_history_(g, prev_w, d, hist_w, slot, t)
+    _close(hist, hist_w, dtype, "history")
+    _fb_close(prev, prev_w, dtype, "prev_grads")
+    for j in range(2):
+        _scalar_close(got[j], want[j], dtype, _scale(g, prev, d), f"sum {j}")
+
+
+@pytest.mark.parametrize("keep, copy, h", [(False, False, 1.0), (True, True, 0.5), (True, False, 2.0)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fullbatch_combine(emu, dtype, keep, copy, h):
+    out, x, w = _fb_rand(dtype, 9), _fb_rand(dtype, 10), _fb_rand(dtype, 11)
+    to = [np.full(v.shape, np.nan, v.dtype) for v in out] if copy else None
+    out_w, to_w = _copies(out), _copies(to)
+    got, _ = _fb(emu, 1, dtype, [out, x, w, to], flags=int(keep) | 2 * int(copy), a=0.3, c=-1.7, h=h)
+    want = _C.fullbatch_combine_(out_w, x, w, to_w, keep, 0.3, -1.7, h)
+    _fb_close(out, out_w, dtype, "out")
+    if copy:
+        _fb_close(to, to_w, dtype, "copy_to")
+    _scalar_close(got[0], want[0], dtype, _scale(out_w, x, w), "sum")
+    assert got[3] == pytest.approx(want[1], rel=FB_TOL[dtype]), "max"
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fullbatch_param_step(emu, dtype, mode):
+    compute = "float64" if dtype == "float64" else "float32"
+    p = _fb_rand(dtype, 12)
+    d = None if mode == 3 else _fb_rand(compute, 13)
+    base = None if mode == 0 else _fb_rand(compute, 14)
+    p_w, base_w = _copies(p), _copies(base)
+    _fb(emu, 4, dtype, [p, d, base], count=mode, a=0.25)
+    _C.fullbatch_param_step_(p_w, d, base_w, mode, 0.25)
+    _fb_close(p, p_w, dtype, "params")
+    if base is not None:
+        _fb_close(base, base_w, compute, "base")
+
+
+@pytest.mark.parametrize("slots", [[2], [1, 0], [3, 0, 5, 2, 4, 1, 6]], ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fullbatch_two_loop(emu, dtype, slots):
+    g = _fb_rand(dtype, 15)
+    total = sum(x.size for x in g)
+    rng = np.random.default_rng(16)
+    hist = rng.standard_normal((14, total)).astype(dtype_named_(dtype))
+    for j in range(7):   # curvature pairs with y . s > 0, as L-BFGS keeps them
+        hist[2 * j + 1] = (hist[2 * j] * 1.5 + 0.1 * rng.standard_normal(total)).astype(hist.dtype)
+    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
+    d = [np.full(x.shape, np.nan, x.dtype) for x in g]
+    d_w = _copies(d)
+    offsets = np.cumsum([0] + [x.size for x in g])[:-1]
+    rows = [hist.ctypes.data + int(o) * hist.itemsize for o in offsets]
+    got, al = _fb(emu, 5, dtype, [d, g, rows], row_stride=total, count=len(slots), a=0.7,
+                  two_loop=(slots, ro))
+    gtd, dmax, al_w = _C.fullbatch_direction_(g, d_w, hist, slots, ro, 0.7)
+    _fb_close(d, d_w, dtype, "direction")
+    _scalar_close(got[0], gtd, dtype, _scale(g, d_w), "g . d")
+    assert got[3] == pytest.approx(dmax, rel=1e-5 if dtype == "float32" else 1e-12), "max |d|"
+    np.testing.assert_allclose(al, al_w, rtol=1e-4 if dtype == "float32" else 1e-10)

@@ -9,6 +9,11 @@
 
 namespace {
 std::string g_error;
+}  // namespace
+
+void emu_set_error(const std::string& e) { g_error = e; }
+
+namespace {
 
 ft::ChannelArray arr(void* p, int64_t dtype) { return {p, ft::DType(dtype)}; }
 

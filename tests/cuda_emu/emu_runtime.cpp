@@ -175,6 +175,14 @@ void stream_free(void* p, Stream) { std::free(p); }
 double read_back(const double* device_value, Stream) { return *device_value; }
 uint64_t launch_count() { return g_launches.load(); }
 bool is_capturing(cudaStream_t) { return false; }
+bool event_done(cudaEvent_t) { return true; }
+void* DeviceState::upload_now(const void* host, size_t bytes) {
+  void* p = std::malloc(bytes ? bytes : 1);
+  std::memcpy(p, host, bytes);
+  return p;
+}
+void* DeviceState::stream_alloc(size_t bytes, cudaStream_t st) { return cuda::stream_alloc(bytes, st); }
+void DeviceState::stream_free(void* p, cudaStream_t st) noexcept { cuda::stream_free(p, st); }
 
 }  // namespace ft::cuda
 
