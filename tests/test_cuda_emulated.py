@@ -1,5 +1,6 @@
-"""The CUDA normalization kernels (batch, layer, RMS, group, instance norm) and full-batch passes
-(L-BFGS, conjugate gradient: over the multi-tensor table), run on the host by the emulation of
+"""The CUDA normalization kernels (batch, layer, RMS, group, instance norm), full-batch passes
+(L-BFGS, conjugate gradient) and optimizer steps (every rule, over the multi-tensor table), run
+on the host by the emulation of
 tests/cuda_emu (Note [host emulation]: each block's threads are fibers, so barriers, shared
 memory and warp shuffles keep their meaning) against the CPU kernels on the same inputs: every
 case x dtype, with few and with many SMs (one and several block splits), tensors of several
@@ -26,7 +27,7 @@ from ln_cases import GROUP_CASES, ROW_CASES, group_inputs, row_inputs
 HERE = pathlib.Path(__file__).resolve().parent
 EMU = HERE / "cuda_emu"
 SOURCES = ["bn_kernels.cu", "ln_kernels.cu", "gn_kernels.cu", "fullbatch_kernels.cu",
-           "multi_tensor_table.cu"]
+           "multi_tensor_table.cu", "optim_kernels.cu"]
 CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
 SM_COUNTS = [2, 132]
 ULP = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
@@ -90,9 +91,12 @@ def _build():
     for p in (csrc / "cuda").iterdir():
         if p.suffix in (".cu", ".cuh", ".h"):
             (work / "csrc" / "cuda" / p.name).write_text(_rewrite_launches(p.read_text()))
-    flags = ["-std=c++17", "-O1", "-fPIC", f"-I{EMU}", f"-I{work / 'csrc'}", f"-I{csrc}"]
+    # nvcc defines __device__ and friends in every unit; here the stand-in does (-include).
+    flags = ["-std=c++17", "-O1", "-fPIC", "-include", str(EMU / "cuda_runtime.h"), f"-I{EMU}",
+             f"-I{work / 'csrc'}", f"-I{csrc}"]
     units = [(["-x", "c++", str(work / "csrc" / "cuda" / s)], s) for s in SOURCES]
-    units += [([str(EMU / s)], s) for s in ("emu_runtime.cpp", "emu_entry.cpp", "emu_fullbatch.cpp")]
+    units += [([str(EMU / s)], s) for s in ("emu_runtime.cpp", "emu_entry.cpp", "emu_fullbatch.cpp",
+                                            "emu_optim.cpp")]
     jobs = [subprocess.Popen([cxx, *flags, "-c", *src, "-o", str(work / f"{name}.o")],
                              stderr=subprocess.PIPE, text=True) for src, name in units]
     for job, (_, name) in zip(jobs, units):
@@ -112,6 +116,8 @@ def emu():
     lib.emu_error.restype = ctypes.c_char_p
     p, i64, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     lib.emu_fb.argtypes = [i64, i64, i64, p, p, i64, i64, i64, dbl, dbl, dbl, p, p, p, p]
+    lib.emu_rule.argtypes = [ctypes.c_char_p, i64, i64, i64, p, p, i64, p, p, i64, dbl,
+                             p, i64, p, i64, p, i64, p, i64]
     return lib
 
 
@@ -485,3 +491,138 @@ def test_fullbatch_two_loop(emu, dtype, slots):
     _scalar_close(got[0], gtd, dtype, _scale(g, d_w), "g . d")
     assert got[3] == pytest.approx(dmax, rel=1e-5 if dtype == "float32" else 1e-12), "max |d|"
     np.testing.assert_allclose(al, al_w, rtol=1e-4 if dtype == "float32" else 1e-10)
+
+
+# ---- optimizer steps: every rule x option set x precision, over the multi-tensor table
+
+from optim_cases import CASES as OPTIM_CASES  # noqa: E402
+from precisions import PRECISIONS  # noqa: E402
+from stepping import SideBySide, seed_for  # noqa: E402
+import fusedtrain.reference as ref  # noqa: E402
+from fusedtrain._optim_rules import FUNCTIONS  # noqa: E402
+
+OPTIM_SHAPES = [(1,), (7,), (4097,), (3, 5), (0,), (70001,)]
+
+
+def _device_scalar(x):
+    """(pointer, dtype code) of a 1-element array argument, (None, 0) otherwise."""
+    if isinstance(x, np.ndarray):
+        return x.ctypes.data, CODES[str(x.dtype)]
+    return None, 0
+
+
+def _emulated_step(emu, call):
+    """One captured _C rule call (the arguments fusedtrain's functional layer built) on the
+    emulated CUDA kernels: its arrays as device memory, 1-element arrays (grad_scale, found_inf,
+    lr, step) as device scalars."""
+    lists = [call[k] for k in ("params", "grads", "state0", "state1", "state2", "master_params")]
+    n = len(lists[0])
+    numel = np.array([a.size for a in lists[0]], np.int64)
+    ptrs = np.zeros((n, 6), np.uintp)
+    for s, arrays in enumerate(lists):
+        if arrays is not None:
+            ptrs[:, s] = [a.ctypes.data for a in arrays]
+    o = call["options"]
+    names = [f[0] for f in type(o).fields]
+    values = np.array([float(getattr(o, name)) for name in names])
+    c_names = (ctypes.c_char_p * len(names))(*[name.encode() for name in names])
+    host_scale = call["grad_scale"] if isinstance(call["grad_scale"], float) else None
+    if n == 0:
+        return
+    rc = emu.emu_rule(call["kernel"].rstrip("_").encode(), CODES[str(lists[0][0].dtype)],
+                      CODES[str(lists[1][0].dtype)], n, numel.ctypes.data, ptrs.ctypes.data,
+                      len(names), ctypes.cast(c_names, ctypes.c_void_p), values.ctypes.data,
+                      int(host_scale is not None), host_scale or 1.0,
+                      *_device_scalar(call["grad_scale"]), *_device_scalar(call["found_inf"]),
+                      *_device_scalar(call["lr"]), *_device_scalar(call["step"]))
+    if rc != 0:
+        raise RuntimeError(emu.emu_error().decode())
+
+
+class _Capture:
+    """Stands in for one _C rule kernel: records the call instead of running it."""
+
+    def __init__(self, name):
+        self.name, self.calls = name, []
+
+    def __call__(self, params, grads, state0, state1, state2, master_params, grad_scale,
+                 found_inf, options, lr=None, step=None, clip_max_norm=-1.0, stream=None):
+        assert clip_max_norm < 0
+        self.calls.append(dict(kernel=self.name, params=params, grads=grads, state0=state0,
+                               state1=state1, state2=state2, master_params=master_params,
+                               grad_scale=grad_scale, found_inf=found_inf, options=options,
+                               lr=lr, step=step))
+
+
+PRECISION_SET = [p for p in PRECISIONS if p.id in ("f32", "f64", "f16-g32", "bf16-master")]
+
+
+@pytest.mark.parametrize("precision", PRECISION_SET, ids=str)
+@pytest.mark.parametrize("case", OPTIM_CASES, ids=str)
+def test_optimizer_steps(emu, monkeypatch, case, precision):
+    """Three steps of the emulated CUDA rule and of the CPU kernels from the same state: params,
+    master copies and every state list agree with each other and with the float64 reference."""
+    ours = SideBySide(case, precision, OPTIM_SHAPES, seed_for("emu", case.id, precision.id))
+    cpu = SideBySide(case, precision, OPTIM_SHAPES, seed_for("emu", case.id, precision.id))
+    spec = FUNCTIONS[case.rule.name]
+    kernel = spec.kernel or spec.fn
+    for step in range(1, 4):
+        # The references step too: the grads keep Lion's sign() away from its flip (stepping.py).
+        grads, ref_grads = ours.new_grads()
+        cpu_grads, cpu_ref_grads = cpu.new_grads()
+        capture = _Capture(kernel)
+        with monkeypatch.context() as m:
+            m.setattr(_C, kernel, capture)
+            ours.call_rule(ft, ours.ext_params, grads, ours.ext_state, ours.ext_master, step)
+        assert len(capture.calls) == 1
+        _emulated_step(emu, capture.calls[0])
+        ours.call_rule(ref, ours.ref_params, ref_grads, ours.ref_state, ours.ref_master, step)
+        cpu.call_rule(ft, cpu.ext_params, cpu_grads, cpu.ext_state, cpu.ext_master, step)
+        cpu.call_rule(ref, cpu.ref_params, cpu_ref_grads, cpu.ref_state, cpu.ref_master, step)
+    ours.check("emulated CUDA vs float64 reference: ")
+    tol = {"float64": "float64"}.get(precision.param, "float32")
+    for i in range(len(OPTIM_SHAPES)):
+        _close(ours.ext_params[i], cpu.ext_params[i],
+               precision.param if precision.half else tol, f"params[{i}]")
+        if precision.master:
+            _close(ours.ext_master[i], cpu.ext_master[i], "float32", f"master[{i}]")
+        for name in case.state_names:
+            _close(ours.ext_state[name][i], cpu.ext_state[name][i], tol, f"{name}[{i}]")
+
+
+@pytest.mark.parametrize("found_inf", [0.0, 1.0], ids=["step", "skipped"])
+@pytest.mark.parametrize("fn", list(FUNCTIONS), ids=str)
+def test_optimizer_device_scalars(emu, monkeypatch, fn, found_inf):
+    """lr, step, grad_scale and found_inf as 1-element arrays: read by the kernel on the device
+    (the capturable path, Note [lr override]); found_inf nonzero writes nothing."""
+    spec = FUNCTIONS[fn]
+    kernel = spec.kernel or spec.fn
+    rng = np.random.default_rng(seed_for("emu-scalars", fn))
+    shapes = [(7,), (70001,)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [4.0 * rng.standard_normal(s).astype(np.float32) for s in shapes]
+    runs = []
+    for emulated in (True, False):
+        params = [p.copy() for p in start]
+        states = [[np.full(s, 0.1, np.float32) for s in shapes] for _ in spec.states]
+        kw = dict(lr=np.array([0.01], np.float32), grad_scale=np.array([4.0], np.float32),
+                  found_inf=np.array([found_inf], np.float32))
+        for step in (1, 2):
+            if spec.takes_step:
+                kw["step"] = step if spec.host_step else np.array([float(step)], np.float32)
+            if emulated:
+                capture = _Capture(kernel)
+                with monkeypatch.context() as m:
+                    m.setattr(_C, kernel, capture)
+                    getattr(ft, fn)(params, [g.copy() for g in grads], *states, **kw)
+                _emulated_step(emu, capture.calls[0])
+            else:
+                getattr(ft, fn)(params, [g.copy() for g in grads], *states, **kw)
+        runs.append((params, states))
+    (p_emu, s_emu), (p_cpu, s_cpu) = runs
+    for i in range(len(shapes)):
+        _close(p_emu[i], p_cpu[i], "float32", f"params[{i}]")
+        if found_inf:
+            np.testing.assert_array_equal(p_emu[i], start[i])
+        for j, name in enumerate(spec.states):
+            _close(s_emu[j][i], s_cpu[j][i], "float32", f"{name[0]}[{i}]")

@@ -1,5 +1,5 @@
 // The fiber scheduler behind tests/cuda_emu/cuda_runtime.h (Note [host emulation]) and host
-// stand-ins for the device state the kernels use (scratch, SM count, launch counter).
+// stand-ins for the device state the kernels use (scratch, SM count, uploads, events).
 //
 // A fiber starts on its own stack through setcontext and switches with _setjmp/_longjmp after
 // that: no signal-mask system call per switch (a block passes every barrier with 2 x 256
@@ -148,11 +148,10 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
 
 }  // namespace ft_emu
 
-// ---- device state: host memory, a settable SM count, no pools, streams or graphs
+// ---- device state: host memory, a settable SM count, no pools, streams or graphs (the launch
+// counter is optim_kernels.cu's own)
 
 namespace ft::cuda {
-
-std::atomic<uint64_t> g_launches{0};
 
 DeviceState& device_state() {
   static DeviceState s;
@@ -173,7 +172,6 @@ void* stream_alloc(size_t bytes, Stream) {
 }
 void stream_free(void* p, Stream) { std::free(p); }
 double read_back(const double* device_value, Stream) { return *device_value; }
-uint64_t launch_count() { return g_launches.load(); }
 bool is_capturing(cudaStream_t) { return false; }
 bool event_done(cudaEvent_t) { return true; }
 void* DeviceState::upload_now(const void* host, size_t bytes) {
