@@ -98,14 +98,16 @@ def measure(session, workload, dtype):
 
 
 def table(rows):
-    def ms(r, name):
-        return f"{r[name]['gpu_ms']:.3f}" if "gpu_ms" in r.get(name, {}) else "-"
-    headers = ["shape", "layout", "dtype", "local ft ms", "local torch ms", "sync ft ms",
-               "sync torch ms", "sync / local", "sync host ms", "x torch"]
-    cells = [[r["shape"], r["layout"], r["dtype"], ms(r, "local ft"), ms(r, "local torch"),
-              ms(r, "sync ft"), ms(r, "sync torch"), f"{r['sync_over_local_ft']:.2f}",
-              f"{r['sync ft']['host_ms']:.3f}", f"{r['fwd+bwd']['speedup']:.2f}"] for r in rows]
-    return headers, cells, [False] * 3 + [True] * 7
+    def ms(name):
+        return lambda r: f"{r[name]['gpu_ms']:.3f}" if "gpu_ms" in r.get(name, {}) else "-"
+    columns = [("shape", lambda r: r["shape"]), ("layout", lambda r: r["layout"]),
+               ("dtype", lambda r: r["dtype"])]
+    columns += [(f"{name} ms", ms(name)) for name in ("local ft", "local torch", "sync ft", "sync torch")]
+    columns += [("sync / local", lambda r: f"{r['sync_over_local_ft']:.2f}"),
+                ("sync host ms", lambda r: f"{r['sync ft']['host_ms']:.3f}"),
+                ("x torch", lambda r: f"{r['fwd+bwd']['speedup']:.2f}")]
+    return ([c[0] for c in columns], [[f(r) for _, f in columns] for r in rows],
+            [i >= 3 for i in range(len(columns))])
 
 
 def main(argv=None):

@@ -92,7 +92,7 @@ def _build():
         if p.suffix in (".cu", ".cuh", ".h"):
             (work / "csrc" / "cuda" / p.name).write_text(_rewrite_launches(p.read_text()))
     # nvcc defines __device__ and friends in every unit; here the stand-in does (-include).
-    flags = ["-std=c++17", "-O1", "-fPIC", "-include", str(EMU / "cuda_runtime.h"), f"-I{EMU}",
+    flags = ["-std=c++20", "-O1", "-fPIC", "-include", str(EMU / "cuda_runtime.h"), f"-I{EMU}",
              f"-I{work / 'csrc'}", f"-I{csrc}"]
     units = [(["-x", "c++", str(work / "csrc" / "cuda" / s)], s) for s in SOURCES]
     units += [([str(EMU / s)], s) for s in ("emu_runtime.cpp", "emu_entry.cpp", "emu_fullbatch.cpp",
@@ -150,21 +150,24 @@ def _close(got, want, dtype_name, what, scale_like=None):
                            f"{np.argwhere(bad)[0]}: {got[bad][0]} vs {want[bad][0]}")
 
 
-def _params(dtype_name):
+def _stats_dtype(dtype_name):
+    """The kernels' statistics dtype: float64 for float64 input, else float32."""
     return np.float64 if dtype_name == "float64" else np.float32
+
+
+def _grid(cases):
+    return [pytest.param(c, d, s, id=f"{c}-{d}-{s}") for c in cases for d in DTYPES for s in SM_COUNTS]
 
 
 # ---- batch norm
 
-@pytest.mark.parametrize("sms", SM_COUNTS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", BN_CASES, ids=str)
+@pytest.mark.parametrize("case, dtype, sms", _grid(BN_CASES))
 def test_batch_norm(emu, case, dtype, sms):
     emu.emu_set_sm_count(sms)
     x, w, b, rm, rv, dy = make_inputs(case, dtype, "emu")
     cl, C = case.channels_last, case.channels
     outer, inner = (x.size // C, 1) if cl else (x.shape[0], x.size // (x.shape[0] * C))
-    sdt = np.float64 if dtype == "float64" else np.float32
+    sdt = _stats_dtype(dtype)
     y, sm, si = _like(x), _like((C,), sdt), _like((C,), sdt)
     rm_e, rv_e = rm.copy(), rv.copy()
     _call(emu, "emu_bn_forward", x, y, CODES[dtype], outer, C, inner, w, b, _code(w), rm_e, rv_e,
@@ -203,7 +206,7 @@ def test_layer_and_rms_norm(emu, case, rms, dtype, sms):
     x, w, b, dy = row_inputs(case, dtype, "emu")
     cols = int(np.prod(case.normalized))
     rows = x.size // cols
-    sdt = np.float64 if dtype == "float64" else np.float32
+    sdt = _stats_dtype(dtype)
     eps = case.eps
     if rms:
         b = None
@@ -244,15 +247,13 @@ def _group_shape(case, x):
     return x.shape[0], C, x.size // (x.shape[0] * C)
 
 
-@pytest.mark.parametrize("sms", SM_COUNTS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", GROUP_CASES, ids=str)
+@pytest.mark.parametrize("case, dtype, sms", _grid(GROUP_CASES))
 def test_group_norm(emu, case, dtype, sms):
     emu.emu_set_sm_count(sms)
     x, w, b, _, _, dy = group_inputs(case, dtype, "emu")
     n, C, hw = _group_shape(case, x)
     G, cl = case.groups, case.channels_last
-    sdt = np.float64 if dtype == "float64" else np.float32
+    sdt = _stats_dtype(dtype)
     stat = str(np.dtype(sdt))
     y, mean, rstd = _like(x), _like((n, G), sdt), _like((n, G), sdt)
     _call(emu, "emu_gn_forward", x, y, CODES[dtype], n, C, hw, G, int(cl), w, b, _code(w), mean,
@@ -284,7 +285,7 @@ def test_instance_norm_running_statistics(emu, case, dtype, use_input_stats):
     x, w, b, rm, rv, _ = group_inputs(case, dtype, "emu-instance")
     n, C, hw = _group_shape(case, x)
     cl = case.channels_last
-    sdt = np.float64 if dtype == "float64" else np.float32
+    sdt = _stats_dtype(dtype)
     stat = str(np.dtype(sdt))
     y, mean, rstd = _like(x), _like((n, C), sdt), _like((n, C), sdt)
     rm_e, rv_e = rm.copy(), rv.copy()
@@ -306,7 +307,7 @@ def test_batch_norm_eval_and_backward_halves(emu, case, dtype):
     x, w, b, rm, rv, dy = make_inputs(case, dtype, "emu-halves")
     cl, C = case.channels_last, case.channels
     outer, inner = (x.size // C, 1) if cl else (x.shape[0], x.size // (x.shape[0] * C))
-    sdt = np.float64 if dtype == "float64" else np.float32
+    sdt = _stats_dtype(dtype)
     stat, scode = str(np.dtype(sdt)), CODES[str(np.dtype(sdt))]
     y, sm, si = _like(x), _like((C,), sdt), _like((C,), sdt)
     _call(emu, "emu_bn_forward", x, y, CODES[dtype], outer, C, inner, w, b, _code(w), rm, rv,
