@@ -79,7 +79,7 @@ def _build():
         pytest.skip("needs a C++ compiler and ucontext (Linux)")
     inputs = sorted(p for d in ("cuda", "core", "math") for p in (csrc / d).iterdir() if p.is_file())
     inputs += sorted(EMU.iterdir())
-    key = hashlib.sha256(cxx.encode())
+    key = hashlib.sha256((cxx + os.environ.get("FUSEDTRAIN_SANITIZED", "")).encode())
     for p in inputs:
         key.update(p.name.encode() + p.read_bytes())
     out = pathlib.Path(tempfile.gettempdir()) / f"fusedtrain-cuda-emu-{key.hexdigest()[:16]}"
@@ -92,7 +92,11 @@ def _build():
         if p.suffix in (".cu", ".cuh", ".h"):
             (work / "csrc" / "cuda" / p.name).write_text(_rewrite_launches(p.read_text()))
     # nvcc defines __device__ and friends in every unit; here the stand-in does (-include).
-    flags = ["-std=c++20", "-O1", "-fPIC", "-include", str(EMU / "cuda_runtime.h"), f"-I{EMU}",
+    # FUSEDTRAIN_SANITIZED (the CI's sanitizer job) builds it with ASan + UBSan as well: an
+    # out-of-bounds read of a kernel is then an error, not a stray value.
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"] \
+        if os.environ.get("FUSEDTRAIN_SANITIZED") == "1" else []
+    flags = [*sanitize, "-std=c++20", "-O1", "-fPIC", "-include", str(EMU / "cuda_runtime.h"), f"-I{EMU}",
              f"-I{work / 'csrc'}", f"-I{csrc}"]
     units = [(["-x", "c++", str(work / "csrc" / "cuda" / s)], s) for s in SOURCES]
     units += [([str(EMU / s)], s) for s in ("emu_runtime.cpp", "emu_entry.cpp", "emu_fullbatch.cpp",
@@ -102,7 +106,7 @@ def _build():
     for job, (_, name) in zip(jobs, units):
         _, err = job.communicate()
         assert job.returncode == 0, f"compiling {name}:\n{err[-4000:]}"
-    subprocess.run([cxx, "-shared", "-o", str(work / "libemu.so"),
+    subprocess.run([cxx, *sanitize, "-shared", "-o", str(work / "libemu.so"),
                     *(str(work / f"{name}.o") for _, name in units)], check=True)
     out.mkdir(exist_ok=True)
     os.replace(work / "libemu.so", lib)
