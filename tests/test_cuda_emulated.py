@@ -23,6 +23,7 @@ import fusedtrain as ft
 from bn_cases import CASES as BN_CASES
 from bn_cases import DTYPES, make_inputs
 from ln_cases import GROUP_CASES, ROW_CASES, group_inputs, row_inputs
+from precisions import dtype_named
 
 HERE = pathlib.Path(__file__).resolve().parent
 EMU = HERE / "cuda_emu"
@@ -352,13 +353,8 @@ FB_TOL = {"float32": 1e-5, "float64": 1e-12}
 
 def _fb_rand(dtype, seed, shapes=FB_SHAPES, scale=1.0):
     rng = np.random.default_rng(seed)
-    return [(scale * rng.standard_normal(s)).astype(np.float32).astype(dtype_named_(dtype))
+    return [(scale * rng.standard_normal(s)).astype(np.float32).astype(dtype_named(dtype))
             for s in shapes]
-
-
-def dtype_named_(name):
-    from precisions import dtype_named
-    return dtype_named(name)
 
 
 def _copies(arrays):
@@ -418,9 +414,9 @@ def test_fullbatch_grad_copy(emu, dtype, with_dot):
     compute = "float64" if dtype == "float64" else "float32"
     g = _fb_rand(dtype, 3)
     d = _fb_rand(compute, 4) if with_dot else None
-    out = [np.full(x.shape, np.nan, dtype_named_(compute)) for x in g]
+    out = [np.full(x.shape, np.nan, dtype_named(compute)) for x in g]
     got, _ = _fb(emu, 3, dtype, [g, out, d])
-    out_w = [np.full(x.shape, np.nan, dtype_named_(compute)) for x in g]
+    out_w = [np.full(x.shape, np.nan, dtype_named(compute)) for x in g]
     want = _C.fullbatch_grad_copy_(g, out_w, _copies(d))
     _fb_close(out, out_w, compute, "out")
     if with_dot:
@@ -431,7 +427,7 @@ def test_fullbatch_grad_copy(emu, dtype, with_dot):
 def test_fullbatch_history_pair(emu, dtype):
     g, prev, d = _fb_rand(dtype, 5), _fb_rand(dtype, 6), _fb_rand(dtype, 7)
     total = sum(x.size for x in g)
-    hist = np.random.default_rng(8).standard_normal((6, total)).astype(dtype_named_(dtype))
+    hist = np.random.default_rng(8).standard_normal((6, total)).astype(dtype_named(dtype))
     slot, t = 1, 0.37
     hist_w, prev_w = hist.copy(), _copies(prev)
     elem, offsets = hist.itemsize, np.cumsum([0] + [x.size for x in g])[:-1]
@@ -481,7 +477,7 @@ def test_fullbatch_two_loop(emu, dtype, slots):
     g = _fb_rand(dtype, 15)
     total = sum(x.size for x in g)
     rng = np.random.default_rng(16)
-    hist = rng.standard_normal((14, total)).astype(dtype_named_(dtype))
+    hist = rng.standard_normal((14, total)).astype(dtype_named(dtype))
     for j in range(7):   # curvature pairs with y . s > 0, as L-BFGS keeps them
         hist[2 * j + 1] = (hist[2 * j] * 1.5 + 0.1 * rng.standard_normal(total)).astype(hist.dtype)
     ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
