@@ -13,12 +13,6 @@ std::string tuple_str(const std::vector<int64_t>& shape) {
 }
 }  // namespace
 
-int64_t Extent::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
 void NormCall::same_device(const TensorView& v, const char* name) const {
   if (v.device != keep.device || v.device_index != keep.device_index)
     value_error(at(name), "is on a different device than x");

@@ -20,7 +20,6 @@ namespace ft::bind {
 struct Extent {
   std::vector<int64_t> shape;
   std::string why;
-  int64_t numel() const;
 };
 
 // FT_CUDA_ENTRY names a CUDA entry point in builds that have them and is null elsewhere (CUDA
