@@ -24,6 +24,7 @@ from bn_cases import CASES as BN_CASES
 from bn_cases import DTYPES, make_inputs
 from ln_cases import GROUP_CASES, ROW_CASES, group_inputs, row_inputs
 from precisions import dtype_named
+from source_tree import host_compiler, source_path
 
 HERE = pathlib.Path(__file__).resolve().parent
 EMU = HERE / "cuda_emu"
@@ -35,14 +36,6 @@ ULP = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** -10, "bfl
 
 
 # ---- build (once per source tree and compiler; reused across test runs)
-
-def _source_dir():
-    root = os.environ.get("FUSEDTRAIN_SOURCE_DIR") or HERE.parent
-    csrc = pathlib.Path(root) / "csrc"
-    if not (csrc / "cuda" / "bn_kernels.cu").exists():
-        pytest.skip("needs the source tree's csrc/ (FUSEDTRAIN_SOURCE_DIR)")
-    return csrc
-
 
 def _rewrite_launches(text):
     """`kernel<args><<<grid, block, shmem, stream>>>(params);` ->
@@ -74,10 +67,9 @@ def _rewrite_launches(text):
 
 
 def _build():
-    csrc = _source_dir()
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if not cxx or not sys.platform.startswith("linux"):
-        pytest.skip("needs a C++ compiler and ucontext (Linux)")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("needs ucontext (Linux)")
+    csrc, cxx = source_path("csrc/cuda/bn_kernels.cu").parents[1], host_compiler()
     inputs = sorted(p for d in ("cuda", "core", "math") for p in (csrc / d).iterdir() if p.is_file())
     inputs += sorted(EMU.iterdir())
     key = hashlib.sha256((cxx + os.environ.get("FUSEDTRAIN_SANITIZED", "")).encode())

@@ -4,12 +4,10 @@ a launch, each vector of a channel (planar view) or each row under a column vect
 is read exactly once, and only a walk's last batch holds vectors past its split's end. Runs
 without a GPU, so the index arithmetic of every planar and rows kernel is checked on any
 machine with a C++ compiler."""
-import os
 import pathlib
-import shutil
 import subprocess
 
-import pytest
+from source_tree import host_compiler, source_path
 
 PROGRAM = r"""
 #include <cstdint>
@@ -17,10 +15,9 @@ PROGRAM = r"""
 #include <random>
 #include <vector>
 
-struct Dim3 { unsigned x = 0, y = 0, z = 0; };
-static Dim3 blockIdx, threadIdx, blockDim, gridDim;
-#define __device__
-#define __forceinline__ inline
+#include "cuda_runtime.h"  // tests/cuda_emu: the CUDA built-ins as host globals
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
 #include "cuda/norm_walk.cuh"
 
 using namespace ft::cuda;
@@ -103,27 +100,13 @@ int main() {
 """
 
 
-def _source_dir():
-    root = os.environ.get("FUSEDTRAIN_SOURCE_DIR") or pathlib.Path(__file__).resolve().parents[1]
-    csrc = pathlib.Path(root) / "csrc"
-    if not (csrc / "cuda" / "norm_walk.cuh").exists():
-        pytest.skip("needs the source tree's csrc/ (FUSEDTRAIN_SOURCE_DIR)")
-    return csrc
-
-
-def _compiler():
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if not cxx:
-        pytest.skip("no C++ compiler")
-    return cxx
-
-
 def test_every_vector_read_once_by_one_thread(tmp_path):
-    csrc, cxx = _source_dir(), _compiler()
+    csrc, cxx = source_path("csrc/cuda/norm_walk.cuh").parents[1], host_compiler()
     src = tmp_path / "walks.cpp"
     src.write_text(PROGRAM)
     exe = tmp_path / "walks"
-    base = [cxx, "-std=c++17", "-O1", f"-I{csrc}", str(src), "-o", str(exe)]
+    emu = pathlib.Path(__file__).resolve().parent / "cuda_emu"
+    base = [cxx, "-std=c++17", "-O1", f"-I{emu}", f"-I{csrc}", str(src), "-o", str(exe)]
     # Sanitized where the toolchain has the runtimes, plain otherwise.
     built = subprocess.run(base + ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
                            capture_output=True, text=True)

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from source_tree import source_path
+
 FAKE_COMPILER = """#!{python}
 import sys
 args = sys.argv[1:]
@@ -23,11 +25,7 @@ open(dep, "w").write(out + ": " + src + "\\n")
 
 
 def _script():
-    root = os.environ.get("FUSEDTRAIN_SOURCE_DIR") or pathlib.Path(__file__).resolve().parents[1]
-    path = pathlib.Path(root) / "cmake" / "object_cache.py"
-    if not path.exists():
-        pytest.skip("needs the source tree's cmake/object_cache.py (FUSEDTRAIN_SOURCE_DIR)")
-    return path
+    return source_path("cmake/object_cache.py")
 
 
 class Build:
