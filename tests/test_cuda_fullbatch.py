@@ -127,7 +127,10 @@ def test_lbfgs_on_gpu_matches_torch(line_search, history):
         o.step(_closure(o, X, y, ours))
         t.step(_closure(t, X, y, theirs))
         diff = max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
-        assert diff <= 1e-5
+        # Relative to the params' size (~2.5 here): two fp32 runs that sum their dot products in
+        # different orders drift apart by a few dozen ulps at times (1.2e-5 on the CPU as well).
+        scale = max(1.0, max(float(b.abs().max()) for b in theirs))
+        assert diff <= 1e-5 * scale
     assert o.state_dict()["state"][0]["func_evals"] == t.state[theirs[0]]["func_evals"]
 
 

@@ -187,6 +187,27 @@ def test_channels_last_model(name, kw):
     _assert_same(ours, list(model.parameters()), ref, list(ref_model.parameters()))
 
 
+@pytest.mark.parametrize("name,kw", CASES)
+def test_grads_in_another_layout_than_their_params(name, kw):
+    """C-order grads set on channels_last params (and the reverse) step like torch.optim's, each
+    step, with the params left in place in their own layout."""
+    g = torch.Generator().manual_seed(8)
+    shapes = [(3, 4, 5, 6), (2, 3, 1, 7), (7,)]
+    params = [torch.randn(s, generator=g) for s in shapes]
+    params[0] = params[0].contiguous(memory_format=torch.channels_last)
+    params = [p.requires_grad_() for p in params]
+    ptrs = [p.data_ptr() for p in params]
+    ours, ref, ref_params = _pair(name, params, **kw)
+    for step in range(4):
+        grads = [torch.randn(s, generator=g) for s in shapes]
+        if step % 2:
+            grads = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                     for t in grads]
+        _step_both(ours, params, ref, ref_params, grads)
+    assert [p.data_ptr() for p in params] == ptrs and not params[0].is_contiguous()
+    _assert_same(ours, params, ref, ref_params)
+
+
 def test_step_counts_are_views_of_one_buffer_and_survive_a_checkpoint():
     g = torch.Generator().manual_seed(7)
     params = [torch.randn(s, generator=g).requires_grad_() for s in [(3,), (2, 2), (5,)]]

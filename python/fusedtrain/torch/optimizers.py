@@ -198,7 +198,8 @@ class _FusedStep:
             else:
                 b.fresh = when
             ps = [params[i] for i in idx]
-            self._ft_call(group, b, ps, [p.grad for p in ps], grad_scale, found_inf)
+            self._ft_call(group, b, ps, [_in_layout_of(p.grad, p) for p in ps], grad_scale,
+                          found_inf)
             if rule.takes_step:
                 ticket = next(tickets)
                 for p in ps:
@@ -289,6 +290,16 @@ class _Plan:
                 and len(params) == len(self.params)
                 and tuple(opt._ft_rule.state(group)) == self.keys
                 and all(map(is_, params, self.params)))
+
+
+def _in_layout_of(g, p):
+    """g, or a copy of it in p's memory layout: the kernels step a param, its grad and its state
+    as flat memory, so they must agree (torch.optim accepts, e.g., a C-order grad set on a
+    channels_last param). Only the from-scratch path pays for this check; a replay with such a
+    grad fails the kernel's validation before anything is written and comes here again."""
+    if g.stride() == p.stride() or g.is_contiguous() and p.is_contiguous():
+        return g
+    return torch.empty_like(p, dtype=g.dtype).copy_(g)
 
 
 def _on(t, device):
