@@ -24,6 +24,8 @@ ROW_CASES = [
     RowCase("3d-4x6x40", (4, 6, 40), (40,)),
     RowCase("1d-all", (257,), (257,), eps=0.1),
     RowCase("64x1024", (64, 1024), (1024,)),
+    RowCase("300x96", (300, 96), (96,)),
+    RowCase("9x8192", (9, 8192), (8192,)),
     # A row beyond the cache budget: the forward's statistics in pieces, the backward's one task.
     RowCase("wide-2x300001", (2, 300001), (300001,)),
 ]

@@ -206,12 +206,13 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
       const int v = vec_width<S>(s.c, {dy, x});
       const Geometry g = reduction_geometry<S>(shape, v);
       Reduction<GradSums> r(g, NC, st);
-      for (int64_t n = 0; n < s.n; ++n) {
-        const int64_t off = n * s.hw * s.c;
+      const int64_t stride = s.hw * s.c;
+      for (int64_t n = 0; n < s.n; n += kMaxViews) {  // Note [view batches]
+        const dim3 grid(g.grid().x, g.grid().y, unsigned(std::min(s.n - n, kMaxViews)));
         with_width<S>(v, [&](auto V) {
-          rows_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(
-              dy + off, x + off, s.hw, s.c, ChannelArray{mp + n * s.c, DType::f64},
-              r.partials + n * s.c * g.splits);
+          rows_grad_kernel<S, decltype(V)::value><<<grid, g.block(), 0, st>>>(
+              dy + n * stride, x + n * stride, s.hw, s.c, ChannelArray{mp + n * s.c, DType::f64},
+              r.partials + n * s.c * g.splits, stride);
         });
         count_launch("gn grad sums");
       }

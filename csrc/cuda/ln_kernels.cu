@@ -8,18 +8,262 @@
 namespace ft::cuda {
 namespace {
 
+// Row r's mean and rstd from its statistics, also stored to a.mean / a.rstd.
+__device__ void row_mean_rstd(const LnForwardArgs& a, int64_t r, const Stats& st, double& mean, double& rstd) {
+  mean = a.rms ? 0.0 : st.mean;
+  rstd = math::inv_std(a.rms ? math::mean_square(st) : math::biased_var(st), a.eps);
+  a.mean.set(r, mean);
+  a.rstd.set(r, rstd);
+}
+
 struct RowStatsEpilogue {
   LnForwardArgs a;
   double* coeffs;  // per row: mean, rstd
   __device__ void operator()(int64_t r, const Stats& st) const {
-    const double mean = a.rms ? 0.0 : st.mean;
-    const double rstd = math::inv_std(a.rms ? math::mean_square(st) : math::biased_var(st), a.eps);
-    a.mean.set(r, mean);
-    a.rstd.set(r, rstd);
-    coeffs[2 * r] = mean;
-    coeffs[2 * r + 1] = rstd;
+    row_mean_rstd(a, r, st, coeffs[2 * r], coeffs[2 * r + 1]);
   }
 };
+
+// ---- Note [register rows]: a row of at most 256 * 32 values in 16-byte vectors is read once into the
+// registers of the TPR = blockDim.x threads of a row slot (threadIdx.y; kBlock / TPR slots per
+// block, grid-striding over rows), thread x holding vectors x, x + TPR, ... (K of them). The
+// forward normalizes from those registers (x read once, y written once); the backward sums the
+// row, then reads dy and x again for dx while they are still in L1, and adds each of its columns'
+// dweight / dbias terms to registers, merged over the block's slots in a fixed chain and over
+// blocks by Reduction: dy and x cross device memory once.  Wider or unaligned rows take the
+// planar passes below.
+
+// The values of each row slot's threads merged in a fixed order (lanes by shuffle tree, then the
+// slot's warps in index order); the result is in thread x == 0 of the slot.
+template <class A>
+__device__ A row_slot_merge(A v) {
+  __shared__ A warp_vals[kBlock / 32];
+  for (int off = 16; off > 0; off >>= 1) v = merge(v, shfl_down(v, off));
+  const int warps = int(blockDim.x) / 32;  // TPR is a multiple of 32: a warp is in one slot
+  if (threadIdx.x % 32 == 0) warp_vals[threadIdx.y * warps + threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int w = 1; w < warps; ++w) v = merge(v, warp_vals[threadIdx.y * warps + w]);
+  return v;
+}
+
+struct RowsPlan {
+  int tpr = 0, k = 0;  // threads per row, vectors per thread (a power of two); tpr 0: no plan
+  unsigned grid = 0;
+  dim3 block() const { return dim3(unsigned(tpr), unsigned(kBlock / tpr)); }
+};
+// About 4 vectors per thread, 32 to 256 threads per row; none for a row of other than 16-byte
+// vectors or of more than 32 values per thread (fp32 8192, fp16 / bf16 8192, fp64 4096).  blocks_per_sm: the grid's size in blocks per SM.
+template <class S>
+RowsPlan rows_plan(int64_t rows, int64_t cols, std::initializer_list<const void*> ptrs, int blocks_per_sm) {
+  constexpr int vmax = int(16 / sizeof(S));
+  RowsPlan p;
+  if (rows == 0 || cols == 0 || vec_width<S>(cols, ptrs) != vmax) return p;
+  const int64_t nvec = cols / vmax;
+  int tpr = 32;
+  while (tpr < kBlock && int64_t(tpr) * 4 < nvec) tpr *= 2;
+  const int64_t k = (nvec + tpr - 1) / tpr;
+  if (k > 8 || k * vmax > 32) return p;  // registers: 32 columns per thread at most (no spills)
+  p.tpr = tpr;
+  p.k = k <= 1 ? 1 : k <= 2 ? 2 : k <= 4 ? 4 : 8;
+  const int64_t slots = kBlock / tpr;
+  p.grid = unsigned(std::min<int64_t>((rows + slots - 1) / slots, int64_t(blocks_per_sm) * sm_count()));
+  return p;
+}
+template <class F>
+void with_k(int k, F&& f) {
+  switch (k) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
+template <class S, int K>
+__global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a) {
+  using T = ComputeT<S>;
+  constexpr int V = int(16 / sizeof(S));
+  const S* x = static_cast<const S*>(a.x);
+  S* y = static_cast<S*>(a.y);
+  const int64_t nvec = a.cols / V;
+  T w[K][V], b[K][V];
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int64_t c = (threadIdx.x + int64_t(k) * blockDim.x) * V;
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      w[k][e] = c < a.cols ? T(a.weight.get(c + e, 1.0)) : T(0);
+      b[k][e] = c < a.cols ? T(a.bias.get(c + e, 0.0)) : T(0);
+    }
+  }
+  __shared__ double coeffs[kBlock / 32][2];
+  for (int64_t r0 = int64_t(blockIdx.x) * blockDim.y; r0 < a.rows; r0 += int64_t(gridDim.x) * blockDim.y) {
+    const int64_t r = r0 + threadIdx.y;  // the loop is uniform over the block: it has barriers
+    const bool row = r < a.rows;
+    const S* xr = x + (row ? r : 0) * a.cols;
+    Pack<S, V> p[K];
+    StatSums<T> acc;
+    acc.shift = row ? T(to_float(xr[0])) : T(0);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
+      if (row && j < nvec) p[k].load(xr + j * V);
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      if (!row || threadIdx.x + int64_t(k) * blockDim.x >= nvec) continue;
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc.add(p[k].v[e]);
+      acc.fold(V);
+    }
+    const Stats st = row_slot_merge(acc.result());
+    if (threadIdx.x == 0 && row) row_mean_rstd(a, r, st, coeffs[threadIdx.y][0], coeffs[threadIdx.y][1]);
+    __syncthreads();
+    if (!row) continue;
+    const auto mean = math::split_mean<T>(coeffs[threadIdx.y][0]);
+    const T rstd = T(coeffs[threadIdx.y][1]);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
+      if (j >= nvec) continue;
+      Pack<S, V> out;
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        out.v[e] = Narrow<S>::from(math::ln_forward(T(to_float(p[k].v[e])), mean, rstd, w[k][e], b[k][e]));
+      out.store(y + r * a.cols + j * V);
+    }
+  }
+}
+
+// Loads vectors k0 .. k0 + KB - 1 of this thread from row r of dy and x (Note [register rows]).
+template <class S, int V, int KB>
+__device__ __forceinline__ void load_batch(const S* dy, const S* x, int64_t off, int64_t nvec, int k0,
+                                           Pack<S, V> (&g)[KB], Pack<S, V> (&p)[KB]) {
+#pragma unroll
+  for (int u = 0; u < KB; ++u) {
+    const int64_t j = threadIdx.x + int64_t(k0 + u) * blockDim.x;
+    if (j < nvec) {
+      g[u].load(dy + off + j * V);
+      p[u].load(x + off + j * V);
+    }
+  }
+}
+
+template <class S, int K>
+__global__ void __launch_bounds__(kBlock)
+    ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials) {
+  using T = ComputeT<S>;
+  constexpr int V = int(16 / sizeof(S));
+  constexpr int KB = K < 4 ? K : 4;  // vectors of dy and of x in flight per batch
+  const S* dy = static_cast<const S*>(a.dy);
+  const S* x = static_cast<const S*>(a.x);
+  S* dx = static_cast<S*>(a.dx);
+  const int64_t nvec = a.cols / V;
+  T w[K][V], dw[K][V], db[K][V];
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int64_t c = (threadIdx.x + int64_t(k) * blockDim.x) * V;
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      w[k][e] = c < a.cols ? T(a.weight.get(c + e, 1.0)) : T(0);
+      dw[k][e] = db[k][e] = T(0);
+    }
+  }
+  __shared__ math::NormGradCoeffs<T> coeffs[kBlock / 32];
+  for (int64_t r0 = int64_t(blockIdx.x) * blockDim.y; r0 < a.rows; r0 += int64_t(gridDim.x) * blockDim.y) {
+    const int64_t r = r0 + threadIdx.y;  // uniform loop (barriers)
+    const bool row = r < a.rows;
+    const int64_t off = (row ? r : 0) * a.cols;
+    const double mean = a.rms || !row ? 0.0 : a.mean.get(r, 0.0), rstd = row ? a.rstd.get(r, 0.0) : 0.0;
+    const auto m = math::split_mean<T>(mean);
+    const T rs = T(rstd);
+    GradSums sums{0, 0};
+    if (row) {
+#pragma unroll
+      for (int k0 = 0; k0 < K; k0 += KB) {
+        Pack<S, V> g[KB], p[KB];
+        load_batch<S, V, KB>(dy, x, off, nvec, k0, g, p);
+#pragma unroll
+        for (int u = 0; u < KB; ++u) {
+          const int k = k0 + u;
+          if (threadIdx.x + int64_t(k) * blockDim.x >= nvec) continue;
+          T f1 = 0, f2 = 0;
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            const T d = T(to_float(g[u].v[e])), xc = math::centered(T(to_float(p[u].v[e])), m);
+            const T gw = d * w[k][e];
+            f1 += gw;
+            f2 += gw * xc;
+            dw[k][e] += d * (xc * rs);
+            db[k][e] += d;
+          }
+          sums.dy += double(f1);
+          sums.dy_xc += double(f2);
+        }
+      }
+    }
+    sums = row_slot_merge(sums);
+    if (threadIdx.x == 0 && row)
+      coeffs[threadIdx.y] = math::norm_grad_coeffs<T>(double(a.cols), a.rms ? 0.0 : sums.dy, sums.dy_xc, mean, rstd, 1.0);
+    __syncthreads();
+    if (!row) continue;
+    const auto co = coeffs[threadIdx.y];
+#pragma unroll
+    for (int k0 = 0; k0 < K; k0 += KB) {
+      Pack<S, V> g[KB], p[KB];
+      load_batch<S, V, KB>(dy, x, off, nvec, k0, g, p);
+#pragma unroll
+      for (int u = 0; u < KB; ++u) {
+        const int k = k0 + u;
+        const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
+        if (j >= nvec) continue;
+        Pack<S, V> out;
+#pragma unroll
+        for (int e = 0; e < V; ++e)
+          out.v[e] = Narrow<S>::from(math::norm_grad_input(T(to_float(g[u].v[e])) * w[k][e],
+                                                           T(to_float(p[u].v[e])), co));
+        out.store(dx + off + j * V);
+      }
+    }
+  }
+  if (!partials) return;
+  // The slots' column sums, chained from the last slot to slot 0 (several slots only when
+  // TPR <= 128, so K <= 4), then slot 0's are this block's split of each column.
+  if constexpr (K <= 4) {
+    __shared__ T chain[2 * 4 * (kBlock / 2) * V];
+    for (int src = int(blockDim.y) - 1; src > 0; --src) {
+      if (int(threadIdx.y) == src) {
+#pragma unroll
+        for (int k = 0; k < K; ++k)
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            chain[(2 * (k * V + e)) * blockDim.x + threadIdx.x] = dw[k][e];
+            chain[(2 * (k * V + e) + 1) * blockDim.x + threadIdx.x] = db[k][e];
+          }
+      }
+      __syncthreads();
+      if (int(threadIdx.y) == src - 1) {
+#pragma unroll
+        for (int k = 0; k < K; ++k)
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            dw[k][e] += chain[(2 * (k * V + e)) * blockDim.x + threadIdx.x];
+            db[k][e] += chain[(2 * (k * V + e) + 1) * blockDim.x + threadIdx.x];
+          }
+      }
+      __syncthreads();
+    }
+  }
+  if (threadIdx.y != 0) return;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int64_t c = (threadIdx.x + int64_t(k) * blockDim.x) * V;
+    if (c >= a.cols) continue;
+#pragma unroll
+    for (int e = 0; e < V; ++e) partials[(c + e) * gridDim.x + blockIdx.x] = GradSums{double(db[k][e]), double(dw[k][e])};
+  }
+}
 
 struct LnApplyParams {
   const void* x;
@@ -48,6 +292,11 @@ struct LnApply {
 template <class S>
 void ln_forward_typed(const LnForwardArgs& a, cudaStream_t st) {
   const auto* x = static_cast<const S*>(a.x);
+  if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.x, a.y}, 16); p.tpr) {
+    with_k(p.k, [&](auto K) { ln_rows_forward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a); });
+    count_launch("ln rows forward");
+    return;
+  }
   Scratch coeffs(sizeof(double) * 2 * size_t(a.rows), st);
   planar_stats_pass(x, BnShape{1, a.rows, a.cols}, 1, 0, st, RowStatsEpilogue{a, coeffs.as<double>()});
   launch_matrix<S, LnApply>(a.rows, a.cols, {a.x, a.y},
@@ -142,6 +391,17 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
   using T = ComputeT<S>;
   const auto* dy = static_cast<const S*>(a.dy);
   const auto* x = static_cast<const S*>(a.x);
+  // Few blocks per SM: each block's column sums are one split of the dweight reduction.
+  if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.dy, a.x, a.dx}, 2); p.tpr) {
+    const bool params = a.dweight.present();
+    Reduction<GradSums> r(params ? int(p.grid) : 1, params ? a.cols : 1, st);
+    with_k(p.k, [&](auto K) {
+      ln_rows_backward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a, params ? r.partials : nullptr);
+    });
+    count_launch("ln rows backward");
+    if (params) r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
+    return;
+  }
   if (a.rows > 0) {
     Scratch co(sizeof(math::NormGradCoeffs<T>) * size_t(a.rows), st);
     auto* cop = co.as<math::NormGradCoeffs<T>>();

@@ -82,6 +82,9 @@ int planar_splits(int64_t channels, int64_t per_channel) {
   return int(std::max<int64_t>(1, std::min<int64_t>(sp, 65535)));
 }
 
+// Views per launch of a batch of views (Note [view batches]): grid z's limit.
+constexpr int64_t kMaxViews = 65535;
+
 // Statistics of the channels of `count` planar views of shape s at x + i * stride (channel c of
 // view i is channel i * s.channels + c), merged and handed to epi (Note [split merges]).
 template <class S, class Epilogue>
@@ -90,10 +93,11 @@ void planar_stats_pass(const S* x, const BnShape& s, int64_t count, int64_t stri
   const int v = vec_width<S>(s.inner, {x});  // s.inner divides stride: every view is aligned
   const int splits = planar_splits(s.channels * count, s.per_channel());
   Reduction<Stats> r(splits, s.channels * count, st);
-  for (int64_t i = 0; i < count; ++i) {
+  for (int64_t i = 0; i < count; i += kMaxViews) {
+    const unsigned views = unsigned(std::min(count - i, kMaxViews));
     with_width<S>(v, [&](auto V) {
-      planar_stats_kernel<S, decltype(V)::value><<<dim3(unsigned(s.channels), unsigned(splits)), kBlock, 0, st>>>(
-          x + i * stride, s, r.partials + i * s.channels * splits);
+      planar_stats_kernel<S, decltype(V)::value><<<dim3(unsigned(s.channels), unsigned(splits), views), kBlock, 0, st>>>(
+          x + i * stride, s, r.partials + i * s.channels * splits, stride);
     });
     count_launch("norm stats");
   }

@@ -234,11 +234,16 @@ __device__ __forceinline__ void accumulate(Walk w, const S* dy, const S* x, Grad
   });
 }
 
+// Note [view batches]: grid z indexes views of the same shape, view z at element offset
+// z * view_stride, its channels' partials after those of the views before it (and its
+// per-channel inputs at z * C); a launch covers every sample of group norm's channels-last input.
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    planar_stats_kernel(const S* x, BnShape s, Stats* partials) {
+    planar_stats_kernel(const S* x, BnShape s, Stats* partials, int64_t view_stride = 0) {
   using T = ComputeT<S>;
   const int64_t c = blockIdx.x;
+  x += int64_t(blockIdx.z) * view_stride;
+  partials += int64_t(blockIdx.z) * s.channels * gridDim.y;
   StatSums<T> acc[1];
   acc[0].shift = T(to_float(x[c * s.inner]));
   accumulate<S, V>(PlanarSplit<V>(s), x, acc);
@@ -288,14 +293,18 @@ __device__ __forceinline__ void rows_range(int64_t R, int64_t& r0, int64_t& r1) 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C, ChannelArray save_mean,
-                     GradSums* partials) {
+                     GradSums* partials, int64_t view_stride = 0) {
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool ok = col * V < C;
+  const int64_t view = blockIdx.z;  // Note [view batches]
+  dy += view * view_stride;
+  x += view * view_stride;
+  partials += view * C * gridDim.y;
   GradAccum<T> acc[V];
   if (ok) {
 #pragma unroll
-    for (int e = 0; e < V; ++e) acc[e].mean = math::split_mean<T>(save_mean.get(col * V + e, 0));
+    for (int e = 0; e < V; ++e) acc[e].mean = math::split_mean<T>(save_mean.get(view * C + col * V + e, 0));
     accumulate<S, V>(RowsSplit(R, C, col * V), dy, x, acc);
   }
 #pragma unroll
