@@ -47,6 +47,16 @@ __device__ A row_slot_merge(A v) {
   return v;
 }
 
+// A row's shifted sums (Note [bn statistics]): every thread of a row shifts by the row's first
+// value, so they merge by adding, with no Chan step (a division per merge) in the shuffle tree.
+struct RowSums {
+  double s1, s2;
+};
+__device__ RowSums merge(const RowSums& a, const RowSums& b) { return {a.s1 + b.s1, a.s2 + b.s2}; }
+__device__ RowSums shfl_down(const RowSums& s, int off) {
+  return {__shfl_down_sync(0xffffffffu, s.s1, off), __shfl_down_sync(0xffffffffu, s.s2, off)};
+}
+
 struct RowsPlan {
   int tpr = 0, k = 0;  // threads per row, vectors per thread (a power of two); tpr 0: no plan
   unsigned grid = 0;
@@ -117,8 +127,10 @@ __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a
       for (int e = 0; e < V; ++e) acc.add(p[k].v[e]);
       acc.fold(V);
     }
-    const Stats st = row_slot_merge(acc.result());
-    if (threadIdx.x == 0 && row) row_mean_rstd(a, r, st, coeffs[threadIdx.y][0], coeffs[threadIdx.y][1]);
+    const RowSums sums = row_slot_merge(RowSums{acc.s1, acc.s2});
+    if (threadIdx.x == 0 && row)
+      row_mean_rstd(a, r, math::from_shifted_sums(double(a.cols), double(acc.shift), sums.s1, sums.s2),
+                    coeffs[threadIdx.y][0], coeffs[threadIdx.y][1]);
     __syncthreads();
     if (!row) continue;
     const auto mean = math::split_mean<T>(coeffs[threadIdx.y][0]);
