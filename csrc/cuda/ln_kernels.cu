@@ -62,16 +62,19 @@ struct RowsPlan {
   unsigned grid = 0;
   dim3 block() const { return dim3(unsigned(tpr), unsigned(kBlock / tpr)); }
 };
-// About 4 vectors per thread, 32 to 256 threads per row; none for a row of other than 16-byte
-// vectors or of more than 32 values per thread (fp32 8192, fp16 / bf16 8192, fp64 4096).  blocks_per_sm: the grid's size in blocks per SM.
+// About `per_thread` vectors per thread, 32 to 256 threads per row; none for a row of other than
+// 16-byte vectors or of more than 32 values per thread (fp32 8192, fp16 / bf16 8192, fp64 4096).
+// ptrs: the arrays read or written as vectors (a weight or bias stored as the input is).
+// blocks_per_sm: the grid's size in blocks per SM.
 template <class S>
-RowsPlan rows_plan(int64_t rows, int64_t cols, std::initializer_list<const void*> ptrs, int blocks_per_sm) {
+RowsPlan rows_plan(int64_t rows, int64_t cols, std::initializer_list<const void*> ptrs, int per_thread,
+                   int blocks_per_sm) {
   constexpr int vmax = int(16 / sizeof(S));
   RowsPlan p;
   if (rows == 0 || cols == 0 || vec_width<S>(cols, ptrs) != vmax) return p;
   const int64_t nvec = cols / vmax;
   int tpr = 32;
-  while (tpr < kBlock && int64_t(tpr) * 4 < nvec) tpr *= 2;
+  while (tpr < kBlock && int64_t(tpr) * per_thread < nvec) tpr *= 2;
   const int64_t k = (nvec + tpr - 1) / tpr;
   if (k > 8 || k * vmax > 32) return p;  // registers: 32 columns per thread at most (no spills)
   p.tpr = tpr;
@@ -90,6 +93,31 @@ void with_k(int k, F&& f) {
   }
 }
 
+// Columns [c, c + V) of a per-column weight or bias in the compute type, read each row from L1
+// rather than held in registers (they would take 2 * K * V of them): one vector load when it is
+// stored as the input (`same`; rows_plan checked its alignment), else value by value.
+template <class S, int V, class T>
+__device__ __forceinline__ void load_columns(const ChannelArray& p, bool same, int64_t c, double absent,
+                                             T (&out)[V]) {
+  if (!p.present()) {
+#pragma unroll
+    for (int e = 0; e < V; ++e) out[e] = T(absent);
+  } else if (same) {
+    Pack<S, V> v;
+    v.load(static_cast<const S*>(p.data) + c);
+#pragma unroll
+    for (int e = 0; e < V; ++e) out[e] = T(to_float(v.v[e]));
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) out[e] = T(p.get(c + e, absent));
+  }
+}
+
+// A per-column array's pointer where rows_plan must check its alignment for vector loads.
+const void* vector_read(const ChannelArray& p, DType dtype) {
+  return p.present() && p.dtype == dtype ? p.data : nullptr;
+}
+
 template <class S, int K>
 __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a) {
   using T = ComputeT<S>;
@@ -97,16 +125,7 @@ __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a
   const S* x = static_cast<const S*>(a.x);
   S* y = static_cast<S*>(a.y);
   const int64_t nvec = a.cols / V;
-  T w[K][V], b[K][V];
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int64_t c = (threadIdx.x + int64_t(k) * blockDim.x) * V;
-#pragma unroll
-    for (int e = 0; e < V; ++e) {
-      w[k][e] = c < a.cols ? T(a.weight.get(c + e, 1.0)) : T(0);
-      b[k][e] = c < a.cols ? T(a.bias.get(c + e, 0.0)) : T(0);
-    }
-  }
+  const bool w_same = a.weight.dtype == a.dtype, b_same = a.bias.dtype == a.dtype;
   __shared__ double coeffs[kBlock / 32][2];
   for (int64_t r0 = int64_t(blockIdx.x) * blockDim.y; r0 < a.rows; r0 += int64_t(gridDim.x) * blockDim.y) {
     const int64_t r = r0 + threadIdx.y;  // the loop is uniform over the block: it has barriers
@@ -139,10 +158,13 @@ __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a
     for (int k = 0; k < K; ++k) {
       const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
       if (j >= nvec) continue;
+      T w[V], b[V];
+      load_columns<S, V>(a.weight, w_same, j * V, 1.0, w);
+      load_columns<S, V>(a.bias, b_same, j * V, 0.0, b);
       Pack<S, V> out;
 #pragma unroll
       for (int e = 0; e < V; ++e)
-        out.v[e] = Narrow<S>::from(math::ln_forward(T(to_float(p[k].v[e])), mean, rstd, w[k][e], b[k][e]));
+        out.v[e] = Narrow<S>::from(math::ln_forward(T(to_float(p[k].v[e])), mean, rstd, w[e], b[e]));
       out.store(y + r * a.cols + j * V);
     }
   }
@@ -172,16 +194,12 @@ __global__ void __launch_bounds__(kBlock)
   const S* x = static_cast<const S*>(a.x);
   S* dx = static_cast<S*>(a.dx);
   const int64_t nvec = a.cols / V;
-  T w[K][V], dw[K][V], db[K][V];
+  const bool w_same = a.weight.dtype == a.dtype;
+  T dw[K][V], db[K][V];
 #pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int64_t c = (threadIdx.x + int64_t(k) * blockDim.x) * V;
+  for (int k = 0; k < K; ++k)
 #pragma unroll
-    for (int e = 0; e < V; ++e) {
-      w[k][e] = c < a.cols ? T(a.weight.get(c + e, 1.0)) : T(0);
-      dw[k][e] = db[k][e] = T(0);
-    }
-  }
+    for (int e = 0; e < V; ++e) dw[k][e] = db[k][e] = T(0);
   __shared__ math::NormGradCoeffs<T> coeffs[kBlock / 32];
   for (int64_t r0 = int64_t(blockIdx.x) * blockDim.y; r0 < a.rows; r0 += int64_t(gridDim.x) * blockDim.y) {
     const int64_t r = r0 + threadIdx.y;  // uniform loop (barriers)
@@ -199,12 +217,15 @@ __global__ void __launch_bounds__(kBlock)
 #pragma unroll
         for (int u = 0; u < KB; ++u) {
           const int k = k0 + u;
-          if (threadIdx.x + int64_t(k) * blockDim.x >= nvec) continue;
+          const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
+          if (j >= nvec) continue;
+          T w[V];
+          load_columns<S, V>(a.weight, w_same, j * V, 1.0, w);
           T f1 = 0, f2 = 0;
 #pragma unroll
           for (int e = 0; e < V; ++e) {
             const T d = T(to_float(g[u].v[e])), xc = math::centered(T(to_float(p[u].v[e])), m);
-            const T gw = d * w[k][e];
+            const T gw = d * w[e];
             f1 += gw;
             f2 += gw * xc;
             dw[k][e] += d * (xc * rs);
@@ -230,10 +251,12 @@ __global__ void __launch_bounds__(kBlock)
         const int k = k0 + u;
         const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
         if (j >= nvec) continue;
+        T w[V];
+        load_columns<S, V>(a.weight, w_same, j * V, 1.0, w);
         Pack<S, V> out;
 #pragma unroll
         for (int e = 0; e < V; ++e)
-          out.v[e] = Narrow<S>::from(math::norm_grad_input(T(to_float(g[u].v[e])) * w[k][e],
+          out.v[e] = Narrow<S>::from(math::norm_grad_input(T(to_float(g[u].v[e])) * w[e],
                                                            T(to_float(p[u].v[e])), co));
         out.store(dx + off + j * V);
       }
@@ -304,7 +327,8 @@ struct LnApply {
 template <class S>
 void ln_forward_typed(const LnForwardArgs& a, cudaStream_t st) {
   const auto* x = static_cast<const S*>(a.x);
-  if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.x, a.y}, 16); p.tpr) {
+  if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.x, a.y, vector_read(a.weight, a.dtype),
+                                                       vector_read(a.bias, a.dtype)}, 4, 16); p.tpr) {
     with_k(p.k, [&](auto K) { ln_rows_forward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a); });
     count_launch("ln rows forward");
     return;
@@ -404,7 +428,9 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
   const auto* dy = static_cast<const S*>(a.dy);
   const auto* x = static_cast<const S*>(a.x);
   // Few blocks per SM: each block's column sums are one split of the dweight reduction.
-  if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.dy, a.x, a.dx}, 2); p.tpr) {
+  // Two vectors per thread: the column sums take 2 * K * V registers.
+  if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.dy, a.x, a.dx, vector_read(a.weight, a.dtype)}, 2, 2);
+      p.tpr) {
     const bool params = a.dweight.present();
     Reduction<GradSums> r(params ? int(p.grid) : 1, params ? a.cols : 1, st);
     with_k(p.k, [&](auto K) {
