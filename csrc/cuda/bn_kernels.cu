@@ -129,27 +129,6 @@ __global__ void __launch_bounds__(kBlock)
 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials) {
-  using T = ComputeT<S>;
-  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector column
-  const bool ok = col * V < C;
-  StatSums<T> acc[V];
-  if (ok) {
-    Pack<S, V> first;
-    first.load(x + col * V);
-#pragma unroll
-    for (int e = 0; e < V; ++e) acc[e].shift = T(to_float(first.v[e]));
-    accumulate<S, V>(RowsSplit(R, C, col * V), x, acc);
-  }
-#pragma unroll
-  for (int e = 0; e < V; ++e) {
-    const Stats st = rows_merge_lane(ok ? acc[e].result() : Stats{0, 0, 0});
-    if (ok && threadIdx.y == 0) partials[(col * V + e) * gridDim.y + blockIdx.y] = st;
-  }
-}
-
-template <class S, int V>
-__global__ void __launch_bounds__(kBlock)
     rows_normalize_kernel(const S* x, S* y, int64_t R, int64_t C, const double* coeffs) {
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -134,7 +134,27 @@ struct GnGradApply {
   }
 };
 
+struct StoreStats {
+  Stats* out;
+  __device__ void operator()(int64_t i, const Stats& st) const { out[i] = st; }
+};
+// Group k's statistics: its channels' (per sample), Chan-merged in channel order.
+struct GroupOfChannels {
+  GnShape s;
+  const Stats* chan;  // per (sample, channel)
+  GroupStatsEpilogue epi;
+  __device__ void operator()(int64_t k) const {
+    const int64_t c0 = k / s.groups * s.c + k % s.groups * s.per_group_channels();
+    Stats st{0, 0, 0};
+    for (int64_t c = c0; c < c0 + s.per_group_channels(); ++c) st = merge(st, chan[c]);
+    epi(k, st);
+  }
+};
+
 // Statistics of every group into a.mean / a.rstd and coeffs (and instance statistics into inst).
+// Channels-last input: per (sample, channel) down the rows of each sample's (HW, C) matrix, whole
+// lines per warp (a group's C / G channels are as little as 16 bytes of each 512-byte row), then
+// merged per group.
 template <class S>
 void group_stats(const GnForwardArgs& a, double* coeffs, double* inst, cudaStream_t st) {
   const GnShape& s = a.shape;
@@ -144,10 +164,26 @@ void group_stats(const GnForwardArgs& a, double* coeffs, double* inst, cudaStrea
     return;
   }
   const auto* x = static_cast<const S*>(a.x);
-  if (planar_layout(s))
-    planar_stats_pass(x, BnShape{1, s.n * s.groups, s.per_group()}, 1, 0, st, epi);
-  else
-    planar_stats_pass(x, BnShape{s.hw, s.groups, s.per_group_channels()}, s.n, s.hw * s.c, st, epi);
+  if (planar_layout(s) || s.hw == 0) {
+    planar_stats_pass(x, BnShape{1, s.n * s.groups, s.per_group()}, st, epi);
+    return;
+  }
+  const BnShape shape{s.hw, s.c, 1};
+  const int v = vec_width<S>(s.c, {x});
+  const Geometry g = reduction_geometry<S>(shape, v);
+  const int64_t NC = s.n * s.c, stride = s.hw * s.c;
+  Reduction<Stats> r(g, NC, st);
+  for (int64_t n = 0; n < s.n; n += kMaxViews) {  // Note [view batches]
+    const dim3 grid(g.grid().x, g.grid().y, unsigned(std::min(s.n - n, kMaxViews)));
+    with_width<S>(v, [&](auto V) {
+      rows_stats_kernel<S, decltype(V)::value><<<grid, g.block(), 0, st>>>(
+          x + n * stride, s.hw, s.c, r.partials + n * s.c * g.splits, stride);
+    });
+    count_launch("gn channel stats");
+  }
+  Scratch chan(sizeof(Stats) * size_t(NC), st);
+  r.finalize(StoreStats{chan.as<Stats>()}, st);
+  launch_each(s.n * s.groups, GroupOfChannels{s, chan.as<Stats>(), epi}, st, "gn group stats");
 }
 
 template <class S>

@@ -334,7 +334,7 @@ void ln_forward_typed(const LnForwardArgs& a, cudaStream_t st) {
     return;
   }
   Scratch coeffs(sizeof(double) * 2 * size_t(a.rows), st);
-  planar_stats_pass(x, BnShape{1, a.rows, a.cols}, 1, 0, st, RowStatsEpilogue{a, coeffs.as<double>()});
+  planar_stats_pass(x, BnShape{1, a.rows, a.cols}, st, RowStatsEpilogue{a, coeffs.as<double>()});
   launch_matrix<S, LnApply>(a.rows, a.cols, {a.x, a.y},
                             LnApplyParams{a.x, a.y, a.cols, coeffs.as<double>(), a.weight, a.bias},
                             st, "ln normalize");

@@ -2,10 +2,9 @@
 // elementwise maps over a (rows, cols) matrix with coefficients per row or per (sample,
 // channel), one-thread-per-item loops, and planar statistics.  Statistics and per-channel
 // gradient sums are batch norm's kernels (norm_reduce.cuh) on the planar views of Note [planar
-// view]: a layer-norm row is channel r of (1, rows, cols); a group of NCHW input is channel
-// n * G + g of (1, N * G, C / G * HW); a group of channels-last sample n is channel g of
-// (HW, G, C / G) at x + n * HW * C (one launch per sample, so each sample's statistics shift
-// around its own values).
+// view] (a layer-norm row that does not fit Note [register rows] is channel r of (1, rows, cols);
+// a group of NCHW input is channel n * G + g of (1, N * G, C / G * HW)), or on the rows of each
+// sample of channels-last input, (HW, C), per channel and then merged per group.
 //
 // Note [cuda norm passes]: every kernel of these files is a grid-stride loop or one block
 // (warp) per row or group with a fixed merge order, so results do not depend on scheduling; a
@@ -85,22 +84,18 @@ int planar_splits(int64_t channels, int64_t per_channel) {
 // Views per launch of a batch of views (Note [view batches]): grid z's limit.
 constexpr int64_t kMaxViews = 65535;
 
-// Statistics of the channels of `count` planar views of shape s at x + i * stride (channel c of
-// view i is channel i * s.channels + c), merged and handed to epi (Note [split merges]).
+// Statistics of the channels of the planar view s of x, merged and handed to epi (Note [split
+// merges]).
 template <class S, class Epilogue>
-void planar_stats_pass(const S* x, const BnShape& s, int64_t count, int64_t stride,
-                       cudaStream_t st, const Epilogue& epi) {
-  const int v = vec_width<S>(s.inner, {x});  // s.inner divides stride: every view is aligned
-  const int splits = planar_splits(s.channels * count, s.per_channel());
-  Reduction<Stats> r(splits, s.channels * count, st);
-  for (int64_t i = 0; i < count; i += kMaxViews) {
-    const unsigned views = unsigned(std::min(count - i, kMaxViews));
-    with_width<S>(v, [&](auto V) {
-      planar_stats_kernel<S, decltype(V)::value><<<dim3(unsigned(s.channels), unsigned(splits), views), kBlock, 0, st>>>(
-          x + i * stride, s, r.partials + i * s.channels * splits, stride);
-    });
-    count_launch("norm stats");
-  }
+void planar_stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epilogue& epi) {
+  const int v = vec_width<S>(s.inner, {x});
+  const int splits = planar_splits(s.channels, s.per_channel());
+  Reduction<Stats> r(splits, s.channels, st);
+  with_width<S>(v, [&](auto V) {
+    planar_stats_kernel<S, decltype(V)::value><<<dim3(unsigned(s.channels), unsigned(splits)), kBlock, 0, st>>>(
+        x, s, r.partials);
+  });
+  count_launch("norm stats");
   r.finalize(epi, st);
 }
 

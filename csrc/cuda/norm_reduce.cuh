@@ -1,10 +1,10 @@
 // The pieces of a CUDA channel reduction every normalization shares (batch, layer, RMS, group,
 // instance norm): vector loads (Pack), per-thread shifted sums (StatSums, GradAccum), warp, block
 // and row-lane merges, the batches of a walk (Note [batched walk], cuda/norm_walk.cuh), the
-// planar statistics and gradient-sum kernels (Note [planar view]), the rows gradient-sum kernel,
-// launch geometry, and the split reduction with its finalize launch (Reduction, Note [split
-// merges]).  Written for batch norm (csrc/cuda/bn_kernels.cu); the math is
-// csrc/math/batch_norm.h.
+// planar statistics and gradient-sum kernels (Note [planar view]), the rows statistics and
+// gradient-sum kernels, launch geometry, and the split reduction with its finalize launch
+// (Reduction, Note [split merges]).  Written for batch norm (csrc/cuda/bn_kernels.cu); the math
+// is csrc/math/batch_norm.h.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -234,16 +234,11 @@ __device__ __forceinline__ void accumulate(Walk w, const S* dy, const S* x, Grad
   });
 }
 
-// Note [view batches]: grid z indexes views of the same shape, view z at element offset
-// z * view_stride, its channels' partials after those of the views before it (and its
-// per-channel inputs at z * C); a launch covers every sample of group norm's channels-last input.
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    planar_stats_kernel(const S* x, BnShape s, Stats* partials, int64_t view_stride = 0) {
+    planar_stats_kernel(const S* x, BnShape s, Stats* partials) {
   using T = ComputeT<S>;
   const int64_t c = blockIdx.x;
-  x += int64_t(blockIdx.z) * view_stride;
-  partials += int64_t(blockIdx.z) * s.channels * gridDim.y;
   StatSums<T> acc[1];
   acc[0].shift = T(to_float(x[c * s.inner]));
   accumulate<S, V>(PlanarSplit<V>(s), x, acc);
@@ -288,6 +283,33 @@ __device__ A rows_merge_lane(A v) {
 // Rows [r0, r1) of this block split; this thread's rows start at r0 + threadIdx.y.
 __device__ __forceinline__ void rows_range(int64_t R, int64_t& r0, int64_t& r1) {
   split_range(R, gridDim.y, blockIdx.y, r0, r1);
+}
+
+// Note [view batches]: the rows kernels take grid z as a view index: view z of the same (R, C)
+// shape at element offset z * view_stride, its channels' partials after those of the views
+// before it (and its per-channel inputs at z * C); one launch covers every sample of group
+// norm's channels-last input.
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock)
+    rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials, int64_t view_stride = 0) {
+  using T = ComputeT<S>;
+  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector column
+  const bool ok = col * V < C;
+  x += int64_t(blockIdx.z) * view_stride;  // Note [view batches]
+  partials += int64_t(blockIdx.z) * C * gridDim.y;
+  StatSums<T> acc[V];
+  if (ok) {
+    Pack<S, V> first;
+    first.load(x + col * V);
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e].shift = T(to_float(first.v[e]));
+    accumulate<S, V>(RowsSplit(R, C, col * V), x, acc);
+  }
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    const Stats st = rows_merge_lane(ok ? acc[e].result() : Stats{0, 0, 0});
+    if (ok && threadIdx.y == 0) partials[(col * V + e) * gridDim.y + blockIdx.y] = st;
+  }
 }
 
 template <class S, int V>
