@@ -170,16 +170,32 @@ __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a
   }
 }
 
-// Loads vectors k0 .. k0 + KB - 1 of this thread from row r of dy and x (Note [register rows]).
-template <class S, int V, int KB>
-__device__ __forceinline__ void load_batch(const S* dy, const S* x, int64_t off, int64_t nvec, int k0,
-                                           Pack<S, V> (&g)[KB], Pack<S, V> (&p)[KB]) {
+// Calls f(k, j, g, p, w) for this thread's vectors of the row at element offset `off` (vector j
+// of the row is its k-th, Note [register rows]): g and p the vectors of dy and x, w the weight's
+// columns. KB vectors of dy and of x are loaded before any is used.
+template <class S, int V, int K, class F>
+__device__ __forceinline__ void each_row_vector(const LnBackwardArgs& a, bool w_same, int64_t off, F&& f) {
+  using T = ComputeT<S>;
+  constexpr int KB = K < 4 ? K : 4;
+  const int64_t nvec = a.cols / V;
 #pragma unroll
-  for (int u = 0; u < KB; ++u) {
-    const int64_t j = threadIdx.x + int64_t(k0 + u) * blockDim.x;
-    if (j < nvec) {
-      g[u].load(dy + off + j * V);
-      p[u].load(x + off + j * V);
+  for (int k0 = 0; k0 < K; k0 += KB) {
+    Pack<S, V> g[KB], p[KB];
+#pragma unroll
+    for (int u = 0; u < KB; ++u) {
+      const int64_t j = threadIdx.x + int64_t(k0 + u) * blockDim.x;
+      if (j < nvec) {
+        g[u].load(static_cast<const S*>(a.dy) + off + j * V);
+        p[u].load(static_cast<const S*>(a.x) + off + j * V);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < KB; ++u) {
+      const int64_t j = threadIdx.x + int64_t(k0 + u) * blockDim.x;
+      if (j >= nvec) continue;
+      T w[V];
+      load_columns<S, V>(a.weight, w_same, j * V, 1.0, w);
+      f(k0 + u, j, g[u], p[u], w);
     }
   }
 }
@@ -189,11 +205,7 @@ __global__ void __launch_bounds__(kBlock)
     ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
-  constexpr int KB = K < 4 ? K : 4;  // vectors of dy and of x in flight per batch
-  const S* dy = static_cast<const S*>(a.dy);
-  const S* x = static_cast<const S*>(a.x);
   S* dx = static_cast<S*>(a.dx);
-  const int64_t nvec = a.cols / V;
   const bool w_same = a.weight.dtype == a.dtype;
   T dw[K][V], db[K][V];
 #pragma unroll
@@ -210,31 +222,21 @@ __global__ void __launch_bounds__(kBlock)
     const T rs = T(rstd);
     GradSums sums{0, 0};
     if (row) {
+      each_row_vector<S, V, K>(a, w_same, off, [&](int k, int64_t, const Pack<S, V>& g, const Pack<S, V>& p,
+                                                   const T (&w)[V]) {
+        T f1 = 0, f2 = 0;
 #pragma unroll
-      for (int k0 = 0; k0 < K; k0 += KB) {
-        Pack<S, V> g[KB], p[KB];
-        load_batch<S, V, KB>(dy, x, off, nvec, k0, g, p);
-#pragma unroll
-        for (int u = 0; u < KB; ++u) {
-          const int k = k0 + u;
-          const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
-          if (j >= nvec) continue;
-          T w[V];
-          load_columns<S, V>(a.weight, w_same, j * V, 1.0, w);
-          T f1 = 0, f2 = 0;
-#pragma unroll
-          for (int e = 0; e < V; ++e) {
-            const T d = T(to_float(g[u].v[e])), xc = math::centered(T(to_float(p[u].v[e])), m);
-            const T gw = d * w[e];
-            f1 += gw;
-            f2 += gw * xc;
-            dw[k][e] += d * (xc * rs);
-            db[k][e] += d;
-          }
-          sums.dy += double(f1);
-          sums.dy_xc += double(f2);
+        for (int e = 0; e < V; ++e) {
+          const T d = T(to_float(g.v[e])), xc = math::centered(T(to_float(p.v[e])), m);
+          const T gw = d * w[e];
+          f1 += gw;
+          f2 += gw * xc;
+          dw[k][e] += d * (xc * rs);
+          db[k][e] += d;
         }
-      }
+        sums.dy += double(f1);
+        sums.dy_xc += double(f2);
+      });
     }
     sums = row_slot_merge(sums);
     if (threadIdx.x == 0 && row)
@@ -242,25 +244,14 @@ __global__ void __launch_bounds__(kBlock)
     __syncthreads();
     if (!row) continue;
     const auto co = coeffs[threadIdx.y];
+    each_row_vector<S, V, K>(a, w_same, off, [&](int, int64_t j, const Pack<S, V>& g, const Pack<S, V>& p,
+                                                 const T (&w)[V]) {
+      Pack<S, V> out;
 #pragma unroll
-    for (int k0 = 0; k0 < K; k0 += KB) {
-      Pack<S, V> g[KB], p[KB];
-      load_batch<S, V, KB>(dy, x, off, nvec, k0, g, p);
-#pragma unroll
-      for (int u = 0; u < KB; ++u) {
-        const int k = k0 + u;
-        const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
-        if (j >= nvec) continue;
-        T w[V];
-        load_columns<S, V>(a.weight, w_same, j * V, 1.0, w);
-        Pack<S, V> out;
-#pragma unroll
-        for (int e = 0; e < V; ++e)
-          out.v[e] = Narrow<S>::from(math::norm_grad_input(T(to_float(g[u].v[e])) * w[e],
-                                                           T(to_float(p[u].v[e])), co));
-        out.store(dx + off + j * V);
-      }
-    }
+      for (int e = 0; e < V; ++e)
+        out.v[e] = Narrow<S>::from(math::norm_grad_input(T(to_float(g.v[e])) * w[e], T(to_float(p.v[e])), co));
+      out.store(dx + off + j * V);
+    });
   }
   if (!partials) return;
   // The slots' column sums, chained from the last slot to slot 0 (several slots only when
