@@ -8,19 +8,26 @@
 namespace ft::cuda {
 namespace {
 
-// Row r's mean and rstd from its statistics, also stored to a.mean / a.rstd.
-__device__ void row_mean_rstd(const LnForwardArgs& a, int64_t r, const Stats& st, double& mean, double& rstd) {
-  mean = a.rms ? 0.0 : st.mean;
-  rstd = math::inv_std(a.rms ? math::mean_square(st) : math::biased_var(st), a.eps);
-  a.mean.set(r, mean);
-  a.rstd.set(r, rstd);
+// A row's mean and rstd from its statistics.
+struct MeanRstd {
+  double mean, rstd;
+};
+__device__ MeanRstd row_coeffs(const LnForwardArgs& a, const Stats& st) {
+  return {a.rms ? 0.0 : st.mean, math::inv_std(a.rms ? math::mean_square(st) : math::biased_var(st), a.eps)};
+}
+__device__ void store_row_coeffs(const LnForwardArgs& a, int64_t r, const MeanRstd& c) {
+  a.mean.set(r, c.mean);
+  a.rstd.set(r, c.rstd);
 }
 
 struct RowStatsEpilogue {
   LnForwardArgs a;
   double* coeffs;  // per row: mean, rstd
   __device__ void operator()(int64_t r, const Stats& st) const {
-    row_mean_rstd(a, r, st, coeffs[2 * r], coeffs[2 * r + 1]);
+    const MeanRstd c = row_coeffs(a, st);
+    store_row_coeffs(a, r, c);
+    coeffs[2 * r] = c.mean;
+    coeffs[2 * r + 1] = c.rstd;
   }
 };
 
@@ -55,6 +62,29 @@ struct RowSums {
 __device__ RowSums merge(const RowSums& a, const RowSums& b) { return {a.s1 + b.s1, a.s2 + b.s2}; }
 __device__ RowSums shfl_down(const RowSums& s, int off) {
   return {__shfl_down_sync(0xffffffffu, s.s1, off), __shfl_down_sync(0xffffffffu, s.s2, off)};
+}
+__device__ RowSums shfl_xor(const RowSums& s, int mask) {
+  return {__shfl_xor_sync(0xffffffffu, s.s1, mask), __shfl_xor_sync(0xffffffffu, s.s2, mask)};
+}
+__device__ GradSums shfl_xor(const GradSums& s, int mask) {
+  return {__shfl_xor_sync(0xffffffffu, s.dy, mask), __shfl_xor_sync(0xffffffffu, s.dy_xc, mask)};
+}
+
+// A row's coefficients, make(merged sums of the slot), in every thread of the slot (Co{} where
+// `row` is false). A slot of one warp merges by butterfly, each lane computing the same sums
+// (plain additions commute exactly), with no barrier: its warp runs on without waiting for the
+// block's other rows. A wider slot merges through row_slot_merge and shares shared memory.
+template <class Co, class A, class Make>
+__device__ __forceinline__ Co slot_coeffs(A v, bool row, Make&& make) {
+  if (blockDim.x == 32) {
+    for (int m = 16; m > 0; m >>= 1) v = merge(v, shfl_xor(v, m));
+    return row ? make(v) : Co{};
+  }
+  __shared__ Co coeffs[kBlock / 32];
+  v = row_slot_merge(v);
+  if (threadIdx.x == 0 && row) coeffs[threadIdx.y] = make(v);
+  __syncthreads();
+  return row ? coeffs[threadIdx.y] : Co{};
 }
 
 struct RowsPlan {
@@ -126,7 +156,6 @@ __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a
   S* y = static_cast<S*>(a.y);
   const int64_t nvec = a.cols / V;
   const bool w_same = a.weight.dtype == a.dtype, b_same = a.bias.dtype == a.dtype;
-  __shared__ double coeffs[kBlock / 32][2];
   for (int64_t r0 = int64_t(blockIdx.x) * blockDim.y; r0 < a.rows; r0 += int64_t(gridDim.x) * blockDim.y) {
     const int64_t r = r0 + threadIdx.y;  // the loop is uniform over the block: it has barriers
     const bool row = r < a.rows;
@@ -146,14 +175,14 @@ __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a
       for (int e = 0; e < V; ++e) acc.add(p[k].v[e]);
       acc.fold(V);
     }
-    const RowSums sums = row_slot_merge(RowSums{acc.s1, acc.s2});
-    if (threadIdx.x == 0 && row)
-      row_mean_rstd(a, r, math::from_shifted_sums(double(a.cols), double(acc.shift), sums.s1, sums.s2),
-                    coeffs[threadIdx.y][0], coeffs[threadIdx.y][1]);
-    __syncthreads();
+    const double shift = double(acc.shift);
+    const MeanRstd c = slot_coeffs<MeanRstd>(RowSums{acc.s1, acc.s2}, row, [&](const RowSums& sums) {
+      return row_coeffs(a, math::from_shifted_sums(double(a.cols), shift, sums.s1, sums.s2));
+    });
     if (!row) continue;
-    const auto mean = math::split_mean<T>(coeffs[threadIdx.y][0]);
-    const T rstd = T(coeffs[threadIdx.y][1]);
+    if (threadIdx.x == 0) store_row_coeffs(a, r, c);
+    const auto mean = math::split_mean<T>(c.mean);
+    const T rstd = T(c.rstd);
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
@@ -212,7 +241,6 @@ __global__ void __launch_bounds__(kBlock)
   for (int k = 0; k < K; ++k)
 #pragma unroll
     for (int e = 0; e < V; ++e) dw[k][e] = db[k][e] = T(0);
-  __shared__ math::NormGradCoeffs<T> coeffs[kBlock / 32];
   for (int64_t r0 = int64_t(blockIdx.x) * blockDim.y; r0 < a.rows; r0 += int64_t(gridDim.x) * blockDim.y) {
     const int64_t r = r0 + threadIdx.y;  // uniform loop (barriers)
     const bool row = r < a.rows;
@@ -238,12 +266,10 @@ __global__ void __launch_bounds__(kBlock)
         sums.dy_xc += double(f2);
       });
     }
-    sums = row_slot_merge(sums);
-    if (threadIdx.x == 0 && row)
-      coeffs[threadIdx.y] = math::norm_grad_coeffs<T>(double(a.cols), a.rms ? 0.0 : sums.dy, sums.dy_xc, mean, rstd, 1.0);
-    __syncthreads();
+    const auto co = slot_coeffs<math::NormGradCoeffs<T>>(sums, row, [&](const GradSums& s) {
+      return math::norm_grad_coeffs<T>(double(a.cols), a.rms ? 0.0 : s.dy, s.dy_xc, mean, rstd, 1.0);
+    });
     if (!row) continue;
-    const auto co = coeffs[threadIdx.y];
     each_row_vector<S, V, K>(a, w_same, off, [&](int, int64_t j, const Pack<S, V>& g, const Pack<S, V>& p,
                                                  const T (&w)[V]) {
       Pack<S, V> out;

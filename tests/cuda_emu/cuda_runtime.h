@@ -86,8 +86,8 @@ inline unsigned __float_as_uint(float f) {
 namespace ft_emu {
 void syncthreads();
 // Shuffle exchange of the calling lane's warp: deposit, wait for the warp, read the value of
-// lane + delta (its own past the warp's end) into out, wait again.
-void shuffle_exchange(const void* value, void* out, size_t bytes, int delta);
+// lane + delta (butterfly: lane ^ delta; its own past the warp's end) into out, wait again.
+void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly);
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
 template <class F>
 void launch(dim3 grid, dim3 block, size_t, cudaStream_t, F f) {
@@ -100,6 +100,13 @@ template <class T>
 T __shfl_down_sync(unsigned, T v, int delta) {
   static_assert(sizeof(T) <= 16, "shuffle of a value wider than 16 bytes");
   T out;
-  ft_emu::shuffle_exchange(&v, &out, sizeof(T), delta);
+  ft_emu::shuffle_exchange(&v, &out, sizeof(T), delta, false);
+  return out;
+}
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int mask) {
+  static_assert(sizeof(T) <= 16, "shuffle of a value wider than 16 bytes");
+  T out;
+  ft_emu::shuffle_exchange(&v, &out, sizeof(T), mask, true);
   return out;
 }

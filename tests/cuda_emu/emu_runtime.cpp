@@ -88,12 +88,12 @@ void entry() {
 
 void syncthreads() { wait(g_block); }
 
-void shuffle_exchange(const void* value, void* out, size_t bytes, int delta) {
+void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly) {
   const int lane = g_cur % 32;
   Warp& w = g_warps[g_cur / 32];
   std::memcpy(w.slot[lane], value, bytes);
   wait(w.barrier);
-  const int src = lane + delta;
+  const int src = butterfly ? lane ^ delta : lane + delta;
   std::memcpy(out, src < 32 && g_cur - lane + src < g_threads ? w.slot[src] : w.slot[lane], bytes);
   wait(w.barrier);
 }
