@@ -92,8 +92,9 @@ struct RowsPlan {
   unsigned grid = 0;
   dim3 block() const { return dim3(unsigned(tpr), unsigned(kBlock / tpr)); }
 };
-// About `per_thread` vectors per thread, 32 to 256 threads per row; none for a row of other than
-// 16-byte vectors or of more than 32 values per thread (fp32 8192, fp16 / bf16 8192, fp64 4096).
+// About `per_thread` vectors per thread (at most 32 values), 32 to 256 threads per row; none for a
+// row of other than 16-byte vectors or of more than 32 values per thread (fp32 8192, fp16 / bf16
+// 8192, fp64 4096).
 // ptrs: the arrays read or written as vectors (a weight or bias stored as the input is).
 // blocks_per_sm: the grid's size in blocks per SM.
 template <class S>
@@ -103,6 +104,7 @@ RowsPlan rows_plan(int64_t rows, int64_t cols, std::initializer_list<const void*
   RowsPlan p;
   if (rows == 0 || cols == 0 || vec_width<S>(cols, ptrs) != vmax) return p;
   const int64_t nvec = cols / vmax;
+  per_thread = std::min(per_thread, 32 / vmax);
   int tpr = 32;
   while (tpr < kBlock && int64_t(tpr) * per_thread < nvec) tpr *= 2;
   const int64_t k = (nvec + tpr - 1) / tpr;
@@ -344,8 +346,10 @@ struct LnApply {
 template <class S>
 void ln_forward_typed(const LnForwardArgs& a, cudaStream_t st) {
   const auto* x = static_cast<const S*>(a.x);
+  // Up to 32 values per thread, so a row of up to 1024 values (512 for fp64) is one warp's
+  // and merges without a barrier (slot_coeffs).
   if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.x, a.y, vector_read(a.weight, a.dtype),
-                                                       vector_read(a.bias, a.dtype)}, 4, 16); p.tpr) {
+                                                       vector_read(a.bias, a.dtype)}, 8, 16); p.tpr) {
     with_k(p.k, [&](auto K) { ln_rows_forward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a); });
     count_launch("ln rows forward");
     return;
