@@ -178,14 +178,13 @@ void group_stats(const GnForwardArgs& a, double* coeffs, double* inst, cudaStrea
   const Geometry g = reduction_geometry<S>(shape, v);
   const int64_t NC = s.n * s.c, stride = s.hw * s.c;
   Reduction<Stats> r(g, NC, st);
-  for (int64_t n = 0; n < s.n; n += kMaxViews) {  // Note [view batches]
-    const dim3 grid(g.grid().x, g.grid().y, unsigned(std::min(s.n - n, kMaxViews)));
+  each_view_batch(s.n, [&](int64_t n, unsigned views) {
     with_width<S>(v, [&](auto V) {
-      rows_stats_kernel<S, decltype(V)::value><<<grid, g.block(), 0, st>>>(
+      rows_stats_kernel<S, decltype(V)::value><<<dim3(g.grid().x, g.grid().y, views), g.block(), 0, st>>>(
           x + n * stride, s.hw, s.c, r.partials + n * s.c * g.splits, stride);
     });
     count_launch("gn channel stats");
-  }
+  });
   Scratch chan(sizeof(Stats) * size_t(NC), st);
   r.finalize(StoreStats{chan.as<Stats>()}, st);
   launch_each(s.n * s.groups, GroupOfChannels{s, chan.as<Stats>(), epi}, st, "gn group stats");
@@ -248,15 +247,14 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
       const Geometry g = reduction_geometry<S>(shape, v);
       Reduction<GradSums> r(g, NC, st);
       const int64_t stride = s.hw * s.c;
-      for (int64_t n = 0; n < s.n; n += kMaxViews) {  // Note [view batches]
-        const dim3 grid(g.grid().x, g.grid().y, unsigned(std::min(s.n - n, kMaxViews)));
+      each_view_batch(s.n, [&](int64_t n, unsigned views) {
         with_width<S>(v, [&](auto V) {
-          rows_grad_kernel<S, decltype(V)::value><<<grid, g.block(), 0, st>>>(
+          rows_grad_kernel<S, decltype(V)::value><<<dim3(g.grid().x, g.grid().y, views), g.block(), 0, st>>>(
               dy + n * stride, x + n * stride, s.hw, s.c, ChannelArray{mp + n * s.c, DType::f64},
               r.partials + n * s.c * g.splits, stride);
         });
         count_launch("gn grad sums");
-      }
+      });
       r.finalize(ChannelSumsEpilogue{sp}, st);
     }
   }

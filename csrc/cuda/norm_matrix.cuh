@@ -81,8 +81,15 @@ int planar_splits(int64_t channels, int64_t per_channel) {
   return int(std::max<int64_t>(1, std::min<int64_t>(sp, 65535)));
 }
 
-// Views per launch of a batch of views (Note [view batches]): grid z's limit.
-constexpr int64_t kMaxViews = 65535;
+// Calls launch(first, views) for the launches that cover `count` views of a rows kernel, grid z
+// of each launch indexing `views` of them from view `first` (Note [view batches]; 65535 is grid
+// z's limit).
+template <class F>
+void each_view_batch(int64_t count, F&& launch) {
+  constexpr int64_t kMaxViews = 65535;
+  for (int64_t first = 0; first < count; first += kMaxViews)
+    launch(first, unsigned(std::min(count - first, kMaxViews)));
+}
 
 // Statistics of the channels of the planar view s of x, merged and handed to epi (Note [split
 // merges]).

@@ -93,20 +93,17 @@ template <class F>
 void launch(dim3 grid, dim3 block, size_t, cudaStream_t, F f) {
   run_grid(grid, block, std::function<void()>(f));
 }
+template <class T>
+T shuffle(T v, int delta, bool butterfly) {
+  static_assert(sizeof(T) <= 16, "shuffle of a value wider than 16 bytes");
+  T out;
+  shuffle_exchange(&v, &out, sizeof(T), delta, butterfly);
+  return out;
+}
 }  // namespace ft_emu
 
 inline void __syncthreads() { ft_emu::syncthreads(); }
 template <class T>
-T __shfl_down_sync(unsigned, T v, int delta) {
-  static_assert(sizeof(T) <= 16, "shuffle of a value wider than 16 bytes");
-  T out;
-  ft_emu::shuffle_exchange(&v, &out, sizeof(T), delta, false);
-  return out;
-}
+T __shfl_down_sync(unsigned, T v, int delta) { return ft_emu::shuffle(v, delta, false); }
 template <class T>
-T __shfl_xor_sync(unsigned, T v, int mask) {
-  static_assert(sizeof(T) <= 16, "shuffle of a value wider than 16 bytes");
-  T out;
-  ft_emu::shuffle_exchange(&v, &out, sizeof(T), mask, true);
-  return out;
-}
+T __shfl_xor_sync(unsigned, T v, int mask) { return ft_emu::shuffle(v, mask, true); }
