@@ -19,28 +19,11 @@ namespace {
 
 namespace fb = math::fb;
 
-template <class C> constexpr int lanes() { return std::is_same_v<C, double> ? kLanesD : kLanesF; }
 
 // Sums of one block are carried in the compute type; a block is short enough that float32
 // partial sums keep about 1e-6 relative accuracy before they are added in double.
 constexpr int64_t kBlock = 1024;
 
-template <class V> FT_INLINE double lane_sum(const V& v) {
-  constexpr int n = int(sizeof(V) / sizeof(v[0]));
-  double t = 0;
-  for (int i = 0; i < n; ++i) t += double(v[i]);
-  return t;
-}
-template <class V> FT_INLINE double lane_max(const V& v) {
-  constexpr int n = int(sizeof(V) / sizeof(v[0]));
-  double m = 0;
-  for (int i = 0; i < n; ++i) m = math::ft_max(m, double(v[i]));
-  return m;
-}
-FT_INLINE double lane_sum(float v) { return v; }
-FT_INLINE double lane_sum(double v) { return v; }
-FT_INLINE double lane_max(float v) { return v; }
-FT_INLINE double lane_max(double v) { return v; }
 
 // Calls f(std::integral_constant<int, s>) for every slot s, so slot types are known at compile time.
 template <class F, int... Ss>

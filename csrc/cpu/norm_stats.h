@@ -35,16 +35,6 @@ constexpr int64_t kRowBlock = 128;             // rows block: float32 sums of at
 constexpr int64_t kRowPieceElems = 1 << 18;    // rows piece: one task
 
 template <class S> using Cmp = ComputeOf<S>;  // Note [compute type]
-template <class S> using VecOf = std::conditional_t<std::is_same_v<S, double>, VecD, VecF>;
-template <class S> constexpr int64_t lanes() { return std::is_same_v<S, double> ? kLanesD : kLanesF; }
-
-// Lanes summed into a double in lane order.
-template <class V> FT_INLINE double hsum(const V& v) {
-  constexpr int n = int(sizeof(V) / sizeof(v[0]));
-  double t = 0;
-  for (int i = 0; i < n; ++i) t += double(v[i]);
-  return t;
-}
 
 // sum dy and sum dy * (x - mean) of a channel's values.
 struct GradSums {
@@ -107,7 +97,7 @@ Stats planar_stats(const S* x, const BnShape& s, int64_t c, int64_t j0, int64_t 
       for (; i + W <= len; i += W) acc = acc + vload(p + i);
       for (; i < len; ++i) tail += sload(p + i);
     });
-    const C shift = C((hsum(acc) + double(tail)) / double(je - jb));
+    const C shift = C((lane_sum(acc) + double(tail)) / double(je - jb));
     V s1{}, s2{};
     double t1 = 0, t2 = 0;
     for_runs(s, c, jb, je, [&](int64_t off, int64_t len) {
@@ -125,7 +115,7 @@ Stats planar_stats(const S* x, const BnShape& s, int64_t c, int64_t j0, int64_t 
       }
     });
     st = math::chan_merge(st, math::from_shifted_sums<double>(double(je - jb), double(shift),
-                                                             hsum(s1) + t1, hsum(s2) + t2));
+                                                             lane_sum(s1) + t1, lane_sum(s2) + t2));
   }
   return st;
 }
@@ -171,8 +161,8 @@ GradSums planar_grad_sums(const S* dy, const S* x, const BnShape& s, int64_t c, 
         g.dy_xc += double(d * math::centered(sload(x + off + i), mean));
       }
     });
-    g.dy += hsum(a);
-    g.dy_xc += hsum(b);
+    g.dy += lane_sum(a);
+    g.dy_xc += lane_sum(b);
   }
   return g;
 }

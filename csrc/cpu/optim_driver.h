@@ -15,7 +15,6 @@
 namespace ft::cpu::FT_ISA {
 namespace driver {
 
-template <class C> constexpr int lanes() { return std::is_same_v<C, double> ? kLanesD : kLanesF; }
 
 inline int64_t total_numel(const MultiTensor& mt) {
   int64_t n = 0;

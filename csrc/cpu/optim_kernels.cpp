@@ -14,7 +14,6 @@ FT_ELEMENTWISE_RULES(FT_DECLARE_RULE_KERNEL)
 
 namespace {
 
-using driver::lanes;
 
 // ---- p-norm partials
 

@@ -6,9 +6,11 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include "core/dtype.h"
 #include "core/half.h"
 #include "core/macros.h"
+#include "math/scalar_ops.h"
 
 #if defined(FT_ISA_baseline) && defined(__x86_64__)
 #define FT_ISA_baseline_x86 1  // SSE2: every x86-64 has it
@@ -153,5 +155,31 @@ template <class S> FT_INLINE auto load(VectorTag, const S* p) { return vload(p);
 template <class S> FT_INLINE auto load(ScalarTag, const S* p) { return sload(p); }
 template <class S, class V> FT_INLINE void store(VectorTag, S* p, V v) { vstore(p, v); }
 template <class S, class V> FT_INLINE void store(ScalarTag, S* p, V v) { sstore(p, v); }
+
+// The vector of compute type C (Note [compute type]) and its lane count.
+template <class C> struct VecOfT { using type = VecF; };
+template <> struct VecOfT<double> { using type = VecD; };
+template <class C> using VecOf = typename VecOfT<C>::type;
+template <class C> constexpr int lanes() { return std::is_same_v<C, double> ? kLanesD : kLanesF; }
+
+// ---- reductions: a vector's lanes summed into a double in lane order, a fixed order whatever the
+// thread count (Note [fixed chunking]); scalars pass through (the tails of vector loops).
+template <class V> FT_INLINE double lane_sum(const V& v) {
+  constexpr int n = int(sizeof(V) / sizeof(v[0]));
+  double t = 0;
+  for (int i = 0; i < n; ++i) t += double(v[i]);
+  return t;
+}
+FT_INLINE double lane_sum(float v) { return v; }
+FT_INLINE double lane_sum(double v) { return v; }
+// The largest lane (of values >= 0: maxima of |v|), in double.
+template <class V> FT_INLINE double lane_max(const V& v) {
+  constexpr int n = int(sizeof(V) / sizeof(v[0]));
+  double m = 0;
+  for (int i = 0; i < n; ++i) m = math::ft_max(m, double(v[i]));
+  return m;
+}
+FT_INLINE double lane_max(float v) { return v; }
+FT_INLINE double lane_max(double v) { return v; }
 
 }  // namespace ft::cpu
