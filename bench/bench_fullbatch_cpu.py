@@ -12,11 +12,19 @@ step runs all its iterations.
     python bench/bench_fullbatch_cpu.py [--tensors 200] [--numel 10000] [--rounds 7]
 
 Writes bench/results/cpu_fullbatch_<cpu>.json and prints a table; the target is >= 2x.
+
+Each row also gives a floor (CPU only): the time to read the history twice at the read
+bandwidth measured in the same run (fusedtrain's dot pass over two arrays far larger than the
+caches). Any L-BFGS reads its history at least twice an iteration: the new gradient must meet
+every pair before any coefficient of the direction is known, and the direction is a combination
+of every pair (Note [two reads of the history] in csrc/math/fullbatch.h). So torch's time over the
+floor bounds the speedup any implementation can reach with the history in memory.
 ``--device cuda`` runs the same on CUDA tensors (bench_fullbatch_cuda.py).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -102,6 +110,20 @@ class Problem:
             self.torch.cuda.synchronize()
 
 
+def read_bandwidth(ft, mib=512, repeats=5):
+    """Bytes per second the CPU reads at, measured as fusedtrain's dot pass over two float32
+    arrays of ``mib`` MiB each (the best of ``repeats``)."""
+    from fusedtrain import _C
+    n = mib * (1 << 20) // 4
+    a, b = np.ones(n, dtype=np.float32), np.ones(n, dtype=np.float32)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _C.fullbatch_dots([a], [[b]])
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.nbytes / best
+
+
 def make(torch, ft, kind, params, history, line_search):
     cls = torch.optim.LBFGS if kind == "torch" else ft.torch.LBFGS
     return cls(params, lr=1.0, max_iter=history + 1, history_size=history,
@@ -156,16 +178,25 @@ def main(argv=None) -> int:
         if threads:
             torch.set_num_threads(threads)
             ft.set_num_threads(threads)
+        read_bw = read_bandwidth(ft) if args.device == "cpu" else None
         for history in [int(h) for h in args.histories.split(",")]:
             for line_search in (None, "strong_wolfe"):
                 row = run_case(torch, ft, problem, history, line_search, args)
                 row["threads"] = {"fusedtrain": ft.get_num_threads(),
                                   "torch": torch.get_num_threads()}
+                floor = ""
+                if read_bw:
+                    history_bytes = 2 * history * args.tensors * args.numel * 4
+                    row["read_gb_per_s"] = read_bw / 1e9
+                    row["floor_ms"] = 2 * history_bytes / read_bw * 1e3
+                    row["speedup_ceiling"] = row["torch_ms"] / row["floor_ms"]
+                    floor = (f"; floor {row['floor_ms']:.2f} ms at {read_bw / 1e9:.1f} GB/s, "
+                             f"ceiling {row['speedup_ceiling']:.2f}x")
                 rows.append(row)
                 print(f"threads {ft.get_num_threads()} history {history:4d} "
                       f"{row['line_search']:>12}: torch {row['torch_ms']:8.2f} ms  fusedtrain "
                       f"{row['fusedtrain_ms']:8.2f} ms  {row['speedup']:5.2f}x  (params differ "
-                      f"by {row['max_param_difference']:.1e})", flush=True)
+                      f"by {row['max_param_difference']:.1e}{floor})", flush=True)
     target = 2.0 if args.device == "cpu" else 3.0
     doc = {
         "benchmark": "fullbatch_lbfgs", "date": common.utc_now_iso(), "git_sha": common.git_sha(),
@@ -185,9 +216,12 @@ def main(argv=None) -> int:
         default = common.RESULTS_DIR / f"cuda_fullbatch_{common.slug(doc['device']['name'])}.json"
     path = common.write_json(args.json or default, doc)
     print(common.format_table(
-        ["threads", "history", "line search", "torch ms/iter", "ours ms/iter", "speedup"],
+        ["threads", "history", "line search", "torch ms/iter", "ours ms/iter", "speedup",
+         "floor ms/iter", "ceiling"],
         [[r["threads"]["fusedtrain"], r["history"], r["line_search"], f"{r['torch_ms']:.2f}",
-          f"{r['fusedtrain_ms']:.2f}", f"{r['speedup']:.2f}x"] for r in rows]))
+          f"{r['fusedtrain_ms']:.2f}", f"{r['speedup']:.2f}x",
+          f"{r['floor_ms']:.2f}" if "floor_ms" in r else "-",
+          f"{r['speedup_ceiling']:.2f}x" if "floor_ms" in r else "-"] for r in rows]))
     print(f"wrote {path}")
     return 0
 
