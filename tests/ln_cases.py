@@ -6,10 +6,15 @@ from norm_cases import ChannelCase, NormCase, norm_inputs
 
 
 @dataclass(frozen=True)
-class RowCase(NormCase):
-    """Layer / RMS norm: x of `shape`, normalized over its last len(normalized) dims."""
+class _Case:
+    """The leading fields of every layer and group norm case: its id and x's shape."""
     id: str
     shape: tuple
+
+
+@dataclass(frozen=True)
+class RowCase(_Case, NormCase):
+    """Layer / RMS norm: x of `shape`, normalized over its last len(normalized) dims."""
     normalized: tuple
     affine: bool = True
     eps: float = 1e-5
@@ -33,10 +38,8 @@ ROW_SMALL = [c for c in ROW_CASES if not c.id.startswith("wide")]
 
 
 @dataclass(frozen=True)
-class GroupCase(ChannelCase):
+class GroupCase(_Case, ChannelCase):
     """Group norm: x of `shape` ((N, C, *spatial), or (N, *spatial, C) if channels_last)."""
-    id: str
-    shape: tuple
     groups: int
     channels_last: bool = False
     affine: bool = True
