@@ -5,6 +5,7 @@ import pytest
 
 import fusedtrain as ft
 import fusedtrain.reference as ref
+from fusedtrain import _C
 from bn_cases import CASES, make_inputs, stats_tol
 from precisions import Tolerance, assert_close
 
@@ -64,6 +65,14 @@ def test_stats_plus_update_equals_training_forward(momentum, isa):
     ref.update_running_stats_(want_rm, want_rv, mean, var, count, momentum=momentum)
     assert_close(rm3, want_rm, Tolerance(1e-6, 1e-7), "running_mean vs reference")
     assert_close(rv3, want_rv, Tolerance(1e-6, 1e-7), "running_var vs reference")
+    # Note [device count]: the kernel reading the count from memory (the public function reads
+    # a CPU count itself; a GPU one goes to the kernel) gives the same bits as a number.
+    for held in (np.array([count], np.float64), np.array([count], np.float32)):
+        rm4, rv4 = rm2.copy(), rv2.copy()
+        _C.bn_update_running_stats(rm4, rv4, mean, var, held, momentum)
+        assert np.array_equal(rm4, rm3) and np.array_equal(rv4, rv3)
+    with pytest.raises(ValueError, match="count"):
+        _C.bn_update_running_stats(rm2.copy(), rv2.copy(), mean, var, np.array([2.0, 3.0]), momentum)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

@@ -128,8 +128,13 @@ def test_cuda_eval_mode_changes_nothing_and_stats_helpers():
     torch.testing.assert_close(mean.double(), xd.mean(dim=(0, 2, 3)), rtol=1e-7, atol=1e-3)
     torch.testing.assert_close(var.double(), xd.var(dim=(0, 2, 3), unbiased=False), rtol=1e-4, atol=1e-4)
     assert count == 16 * 81
+    rm_held, rv_held = rm.clone(), rv.clone()
     ft.update_running_stats_(rm, rv, mean, var, count, momentum=0.5)
     torch.testing.assert_close(rm, 0.5 * rm0 + 0.5 * mean, rtol=1e-6, atol=1e-3)
+    # A count on the device is read there (Note [device count]): the same bits.
+    held = torch.tensor([float(count)], dtype=torch.float64, device="cuda")
+    ft.update_running_stats_(rm_held, rv_held, mean, var, held, momentum=0.5)
+    assert torch.equal(rm_held, rm) and torch.equal(rv_held, rv)
 
 
 def test_cuda_bn_is_deterministic():

@@ -98,6 +98,31 @@ def test_synchronized_path_over_nccl_matches_float64_batch_norm(nccl_group, case
             assert_close(getattr(ours, name).cpu(), getattr(ref, name), tol, f"{what} {name}")
 
 
+@pytest.mark.parametrize("fmt", [None, CL], ids=["nchw", "nhwc"])
+def test_synchronized_step_never_waits_for_the_device(nccl_group, fmt):
+    """Note [merge on the device]: no op of the forward or backward makes the host wait (torch
+    raises on a synchronizing op in sync-debug mode "error"); the rows, the merge, the count
+    and the running statistics stay on the device."""
+    bn = ftt.SyncBatchNorm(16).cuda()
+    x = torch.randn(8, 16, 6, 6, device="cuda")
+    if fmt is not None:
+        x = x.contiguous(memory_format=fmt)
+    x.requires_grad_(True)
+    dy = torch.randn_like(x)
+    args = (bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, nccl_group)
+    _SyncBatchNormFunction.apply(x, *args).backward(dy)   # warm: allocations, NCCL setup
+    torch.cuda.synchronize()
+    before = bn.running_var.clone()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        y = _SyncBatchNormFunction.apply(x, *args)
+        y.backward(dy)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert not torch.equal(bn.running_var, before)
+
+
 def test_group_of_one_takes_the_local_path(nccl_group):
     x = torch.randn(4, 8, 5, 5, device="cuda")
     ours, local = ftt.SyncBatchNorm(8).cuda(), ftt.BatchNorm2d(8).cuda()

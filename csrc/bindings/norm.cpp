@@ -192,15 +192,23 @@ void merge_stats(py::handle means, py::handle vars, const std::vector<double>& c
 }
 
 void update_running_stats(py::handle running_mean, py::handle running_var, py::handle mean,
-                          py::handle var, double count, double momentum, py::handle stream) {
+                          py::handle var, py::handle count, double momentum, py::handle stream) {
   NormCall call("update_running_stats_", stream);
   TensorView rm = call.input(running_mean, "running_mean", Access::write);
   if (rm.ndim != 1) value_error(call.at("running_mean"), "must be 1-d (C,), got shape " + shape_str(rm));
   const int64_t C = rm.shape[0];
   BnRunningArgs a;
   a.channels = C;
-  a.count = count;
   a.momentum = momentum;
+  if (PyFloat_Check(count.ptr()) || PyLong_Check(count.ptr())) {
+    a.count = count.cast<double>();  // checked > 1 by the Python layer
+  } else {  // Note [device count]
+    const TensorView n = call.view(count, "count", Access::read);
+    if (n.numel != 1 || (n.dtype != DType::f64 && n.dtype != DType::f32))
+      value_error(call.at("count"), "must be a number or a 1-element float64 or float32 array, got "
+                                    "shape " + shape_str(n) + " of " + dtype_name(n.dtype));
+    a.count_at = ChannelArray{n.data, n.dtype};
+  }
   a.running_mean = ChannelArray{rm.data, rm.dtype};
   auto vec = [&](py::handle h, const char* name, Access acc) {
     TensorView v = call.view(h, name, acc);

@@ -95,10 +95,15 @@ struct BnMergeArgs {
   ChannelArray mean, var;  // outputs
 };
 
+// Note [device count]: the count may instead be one value in memory (count_at, on the arrays'
+// device), so that a count that a collective left on a GPU (synchronized batch norm's) never
+// makes the host wait for the device; count is then unused.
 struct BnRunningArgs {
   ChannelArray running_mean, running_var, mean, var;
+  ChannelArray count_at;
   int64_t channels = 0;
   double count = 0, momentum = 0.1;
+  FT_HD double values() const { return count_at.present() ? count_at.get(0) : count; }
 };
 
 // ---------------------------------------------------------------- layer and RMS norm

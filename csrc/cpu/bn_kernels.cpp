@@ -182,9 +182,10 @@ void merge(const BnMergeArgs& a) {
 }
 
 void update_running(const BnRunningArgs& a) {
+  const double n = a.values();
   for (int64_t c = 0; c < a.channels; ++c) {
     double rm = a.running_mean.get(c), rv = a.running_var.get(c);
-    math::update_running<double>(rm, rv, a.mean.get(c), a.var.get(c), a.count, a.momentum);
+    math::update_running<double>(rm, rv, a.mean.get(c), a.var.get(c), n, a.momentum);
     a.running_mean.set(c, rm);
     a.running_var.set(c, rv);
   }

@@ -168,7 +168,7 @@ __global__ void update_running_kernel(BnRunningArgs a) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= a.channels) return;
   double rm = a.running_mean.get(c, 0), rv = a.running_var.get(c, 1);
-  math::update_running<double>(rm, rv, a.mean.get(c, 0), a.var.get(c, 0), a.count,
+  math::update_running<double>(rm, rv, a.mean.get(c, 0), a.var.get(c, 0), a.values(),
                                a.momentum);
   a.running_mean.set(c, rm);
   a.running_var.set(c, rv);

@@ -19,6 +19,15 @@ Note [one gather, Chan's merge]:
   the means.
 - A rank with no values sends count 0; merge_stats ignores its row, but it takes part in the
   collective, so the other ranks never wait for it.
+
+Note [merge on the device]: a training step must not wait for the GPU, so synchronized batch
+norm merges the gathered rows where the collective left them, in a few elementwise ops: with
+``n_r`` the ranks' counts, ``M = sum n_r``, ``mean = sum (n_r / M) mean_r`` and
+``var = sum (n_r / M) (var_r + (mean_r - mean)**2)``, Chan's merge of all rows at once (Chan,
+Golub & LeVeque 1979, the k-way form). The deviations are taken from the merged mean itself,
+so at |mean| >> std no digits cancel, as in the pairwise merge; every rank runs the same ops on
+the same rows, so all hold the same result. The count stays on the device too: the running
+statistics read it there (Note [device count]) and the backward divides its sums by it there.
 """
 import math
 
@@ -56,18 +65,41 @@ def stats_row(channels, device):
     return row, row[:channels], row[channels:2 * channels], row[2 * channels:]
 
 
-def merge_rows(row, channels, group):
-    """All ranks' rows of ``group`` gathered (ONE collective) and merged: float64 host
-    tensors ``(mean, var)`` of the union of the ranks' values and its count (Note [one gather,
-    Chan's merge])."""
+def gather_rows(row, group):
+    """Every rank's row of ``group``, stacked ``(world, 2C + 1)`` in rank order: ONE
+    collective, on the row's device."""
     world = dist.get_world_size(group)
     rows = row.new_empty(world, row.numel())
     # The list form works on every backend (gloo has no single-tensor gather in older torch)
     # and is still one collective: the outputs are views of one buffer.
     dist.all_gather(list(rows.unbind(0)), row, group=group)
-    rows = rows.cpu()          # the merge runs on the host: a sync on CUDA, 8 * world * (2C+1) B
+    return rows
+
+
+def merge_rows(row, channels, group):
+    """All ranks' rows of ``group`` gathered (ONE collective) and merged on the host: float64
+    host tensors ``(mean, var)`` of the union of the ranks' values and its count (Note [one
+    gather, Chan's merge])."""
+    rows = gather_rows(row, group).cpu()   # a sync on CUDA: for dataset statistics, not a step
     return merge_stats(rows[:, :channels].contiguous(), rows[:, channels:2 * channels].contiguous(),
                        rows[:, 2 * channels].tolist())
+
+
+def merge_rows_in_place(row, channels, group):
+    """All ranks' rows of ``group`` gathered (ONE collective) and merged where they are, with
+    no wait for the device: float64 tensors ``(mean, var, count)`` on the row's device, count
+    of shape (1,) (Note [merge on the device])."""
+    rows = gather_rows(row, group)
+    C = channels
+    counts = rows[:, 2 * C:]                                    # (world, 1)
+    total = counts.sum(0)
+    share = counts / total.clamp_min(1.0)                       # 0 for an empty rank's row
+    present = counts > 0
+    means = torch.where(present, rows[:, :C], 0.0)
+    mean = (share * means).sum(0)
+    dev = means - mean
+    var = (share * (torch.where(present, rows[:, C:2 * C], 0.0) + dev * dev)).sum(0)
+    return mean, var, total
 
 
 def all_reduce_arrays(mean, var, count, group):

@@ -259,10 +259,16 @@ def merge_stats(means, vars, counts):
     return mean, var, int(total) if total.is_integer() else total
 
 
+def _on_gpu(a):
+    return bool(getattr(a, "is_cuda", False)) or type(a).__module__.split(".")[0] == "cupy"
+
+
 def _count(fn, count):
     if hasattr(count, "shape"):  # a 1-element array, as a distributed all-reduce leaves it
         if int(np.prod(getattr(count, "shape"))) != 1:
             raise ValueError(f"{fn}: count must be a number or a 1-element array")
+        if _on_gpu(count):
+            return count       # read by the kernel where it is (Note [device count])
         count = float(count.item() if hasattr(count, "item") else count)
     count = chk._number(fn, "count", count)
     if not count > 1 or math.isinf(count):
@@ -278,7 +284,10 @@ def update_running_stats_(running_mean, running_var, mean, var, count, *, moment
     ``running_var = (1 - momentum) * running_var + momentum * var * count / (count - 1)``.
 
     ``var`` is the biased variance that :func:`batch_norm_stats` / :func:`merge_stats` return;
-    ``count`` is a Python number (or a 1-element array) greater than 1.
+    ``count`` is a Python number (or a 1-element array) greater than 1. A 1-element float32 or
+    float64 array on a GPU is read there by the kernel, so the host never waits for the device
+    (as a count that a collective left on the GPU); it is not checked (a count of 1 makes
+    ``running_var`` infinite), since checking it would be that wait (Note [device count]).
     """
     fn = "update_running_stats_"
     momentum = _momentum(fn, momentum)

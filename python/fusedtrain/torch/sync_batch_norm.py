@@ -8,10 +8,11 @@ merge and the normalization are ours.
 Note [synchronized batch norm]:
 - Forward (training, more than one rank): the local per-channel (mean, biased var, count) by
   our statistics kernel, written in float64 straight into the send row; ONE all_gather of the
-  rows; Chan's merge on the host (stable when |mean| >> std: Note [one gather, Chan's merge]
-  in fusedtrain/_distributed.py); the running statistics updated with the global unbiased
-  variance ``var * M / (M - 1)``, M the global count; then the normalization with the global
-  statistics, which is our evaluation-mode forward kernel.
+  rows; Chan's merge of the rows where they are (stable when |mean| >> std, and no wait for
+  the GPU: Note [merge on the device] in fusedtrain/_distributed.py); the running statistics
+  updated with the global unbiased variance ``var * M / (M - 1)``, M the global count (read on
+  the device: Note [device count]); then the normalization with the global statistics, which
+  is our evaluation-mode forward kernel.
 - Backward: ONE all_reduce (SUM) of the packed per-channel ``[sum dy, sum dy * xhat]``
   (float64), taken where x needs a gradient (as torch does: all ranks share the model, so all
   agree). The backward runs in two halves (Note [given sums] in csrc/core/norm_args.h): our
@@ -77,25 +78,26 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         row, row_mean, row_var, row_count = _distributed.stats_row(C, x_in.device)
         local = _stats_into(x_in, row_mean, row_var, channels_last=cl, fn=_FN)
         row_count.fill_(local)
-        g_mean, g_var, total = _distributed.merge_rows(row, C, group)
-        if total <= 1:
-            # Every rank sees the same total, so every rank raises.
+        g_mean, g_var, total = _distributed.merge_rows_in_place(row, C, group)
+        if not total.is_cuda and float(total) <= 1:
+            # Every rank sees the same total, so every rank raises. (On a GPU the check would
+            # make the host wait for the device; as torch's SyncBatchNorm, it is not made.)
             raise ValueError(f"{_FN}: expected more than 1 value per channel when training, "
-                             f"got {total} over all ranks (input shape {tuple(x.shape)} here)")
-        stats = torch.stack([g_mean, g_var]).to(x_in.device)            # float64
+                             f"got {int(total)} over all ranks (input shape {tuple(x.shape)} "
+                             f"here)")
         sdtype = torch.float64 if x_in.dtype == torch.float64 else torch.float32
-        mean, var = stats[0].to(sdtype), stats[1].to(sdtype)
+        mean, var = g_mean.to(sdtype), g_var.to(sdtype)
         # Note [float32 mean residual]
-        residual = stats[0] - mean.to(torch.float64)
+        residual = g_mean - mean.to(torch.float64)
         w = _weight64(weight, C, x_in.device)
-        shift = -residual * w * torch.rsqrt(stats[1] + eps)
+        shift = -residual * w * torch.rsqrt(g_var + eps)
         if bias is not None:
             shift += bias.detach()
         y, save_mean, save_invstd = ft.batch_norm_forward(
             x_in, _detached(weight), shift.to(sdtype), mean, var, training=False, eps=eps,
             channels_last=cl)
         if running_mean is not None:
-            ft.update_running_stats_(running_mean, running_var, stats[0], stats[1], total,
+            ft.update_running_stats_(running_mean, running_var, g_mean, g_var, total,
                                      momentum=momentum)
         ctx.save_for_backward(x_in, weight, save_mean, save_invstd, residual)
         ctx.cl, ctx.group, ctx.local, ctx.total = cl, group, local, total
@@ -121,10 +123,13 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             total = sums.clone()
             dist.all_reduce(total, group=ctx.group)
             if M > 0:
-                given_dy = total[0] - delta * total[1]
+                # The group's count stays on the device (Note [merge on the device]): its sums
+                # are rescaled there to this rank's count M, which the call is given.
+                scaled = total * (M / ctx.total)
+                given_dy = scaled[0] - delta * scaled[1]
                 dx, _, _ = ft.batch_norm_backward(
                     dy, x_in, _detached(weight), mean, invstd, channels_last=cl,
-                    sums=(given_dy, total[1], ctx.total))
+                    sums=(given_dy, scaled[1], M))
             else:
                 dx = torch.empty_like(x_in)
             dx = _caller_layout(dx, cl)
