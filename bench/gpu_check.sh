@@ -129,6 +129,14 @@ touch "$marker"
 if [ "$GPU_SKIP" = 0 ]; then
   run_step "bench: batch norm" 120 "$bench_log" "$py" bench/bench_bn_cuda.py
   run_step "bench: layer, RMS and group norm" 120 "$bench_log" "$py" bench/bench_ln_cuda.py
+  # Hardware counters of the kernels behind the short targets (time, DRAM and SM throughput as
+  # % of peak, bytes), before the benches of targets already met: a run short of time skips those.
+  if command -v ncu >/dev/null; then
+    run_step "ncu: counters of the timed kernels" 90 "$bench_log" ncu --clock-control none \
+      -k 'regex:rule_kernel|planar_|rows_|matrix_kernel|each_kernel|_grad_kernel' --csv --metrics \
+      gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active \
+      "$py" bench/gpu_ncu_targets.py
+  fi
   # shellcheck disable=SC2086 # GPU_CHECK_OPTIM_ARGS: extra arguments, e.g. --rules adamw,momentum
   run_step "bench: optimizers" 120 "$bench_log" "$py" bench/bench_optim_cuda.py ${GPU_CHECK_OPTIM_ARGS:-}
   run_step "bench: full-batch L-BFGS" 120 "$bench_log" "$py" bench/bench_fullbatch_cuda.py --rounds 5
@@ -136,13 +144,6 @@ if [ "$GPU_SKIP" = 0 ]; then
   run_step "bench: import and host time, torch CUDA and CuPy" 90 "$bench_log" \
     "$py" bench/bench_torch_user_path.py --devices cuda --quick
   run_step "profile: kernels per step (10,000 tensors)" 60 "$bench_log" "$py" bench/gpu_profile_step.py
-  # Hardware counters of the timed kernels: time, DRAM and SM throughput (% of peak), bytes.
-  if command -v ncu >/dev/null; then
-    run_step "ncu: counters of the timed kernels" 90 "$bench_log" ncu --clock-control none \
-      -k 'regex:rule_kernel|planar_|rows_' --csv --metrics \
-      gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,sm__warps_active.avg.pct_of_peak_sustained_active \
-      "$py" bench/gpu_ncu_targets.py
-  fi
 fi
 # This run's results alone (bench/results/ also holds committed ones of other GPUs).
 fresh="$out/.results"
