@@ -31,6 +31,7 @@ CASES = [
     BnCase("4d-4x3x5x7", (4, 3, 5, 7), momentum=1.0),
     BnCase("4d-3x1x17x13", (3, 1, 17, 13), affine=False),
     BnCase("4d-2x7x33x33", (2, 7, 33, 33)),
+    BnCase("4d-6x5x7x7", (6, 5, 7, 7)),  # runs of 49: the masked planar walk on CUDA
     BnCase("4d-cl-4x5x5x7", (4, 5, 5, 7), channels_last=True),
     BnCase("4d-cl-3x11x13x1", (3, 11, 13, 1), channels_last=True, affine=False),
     BnCase("4d-cl-4x40x40x24", (4, 40, 40, 24), channels_last=True, momentum=0.3),

@@ -1,7 +1,7 @@
 """The walks of the CUDA normalization kernels (Note [batched walk], csrc/cuda/norm_walk.cuh),
 compiled on the host with stand-ins for the CUDA built-ins: over every block split and thread of
 a launch, each vector of a channel (planar view) or each row under a column vector (rows layout)
-is read exactly once, and only a walk's last batch holds vectors past its split's end. Runs
+is read exactly once, the masked planar walk's lanes cover each value of a channel exactly once, and only a walk's last batch holds vectors past its split's end. Runs
 without a GPU, so the index arithmetic of every planar and rows kernel is checked on any
 machine with a C++ compiler."""
 import pathlib
@@ -70,6 +70,48 @@ void planar(std::mt19937_64& g, int cases) {
   }
 }
 
+// Note [masked planar walk]: over all threads and splits, the lanes [lo, hi) of the vectors
+// cover every value of the block's channel exactly once, every vector is aligned to V and holds
+// a value of the channel, and the walk reads nothing past the array's end but lane by lane.
+template <int V>
+void planar_span(std::mt19937_64& g, int cases) {
+  for (int t = 0; t < cases; ++t) {
+    ft::BnShape s;
+    s.outer = g() % 4 == 0 ? 0 : int64_t(g() % 9 + 1);
+    s.channels = int64_t(g() % 5 + 1);
+    s.inner = int64_t(g() % 300 + 1);
+    const int64_t total = s.outer * s.channels * s.inner;
+    gridDim = {unsigned(s.channels), unsigned(g() % 7 + 1), 1};
+    blockDim = {1u << (g() % 9), 1, 1};
+    for (blockIdx.x = 0; blockIdx.x < gridDim.x; ++blockIdx.x) {
+      std::vector<int> seen(size_t(s.outer * s.inner), 0);
+      for (blockIdx.y = 0; blockIdx.y < gridDim.y; ++blockIdx.y)
+        for (threadIdx.x = 0; threadIdx.x < blockDim.x; ++threadIdx.x) {
+          PlanarSpanSplit<V> w(s);
+          while (w.more()) {
+            int64_t off[kUnroll];
+            Lanes ln[kUnroll];
+            w.next(off, ln);
+            for (int u = 0; u < kUnroll; ++u) {
+              if (off[u] < 0) continue;
+              if (off[u] % V != 0 || ln[u].lo < 0 || ln[u].hi > V || ln[u].lo >= ln[u].hi)
+                fail("span vector misaligned or empty", V, off[u]);
+              for (int e = ln[u].lo; e < ln[u].hi; ++e) {
+                const int64_t i = off[u] + e, plane = s.channels * s.inner;
+                if (i >= total || (i % plane) / s.inner != int64_t(blockIdx.x))
+                  fail("span lane outside the block's channel", V, i);
+                else
+                  ++seen[size_t(i / plane * s.inner + i % s.inner)];
+              }
+            }
+          }
+        }
+      for (size_t j = 0; j < seen.size(); ++j)
+        if (seen[j] != 1) fail("planar value not covered exactly once", V, seen[j]);
+    }
+  }
+}
+
 void rows(std::mt19937_64& g, int cases) {
   for (int t = 0; t < cases; ++t) {
     const int64_t R = int64_t(g() % 300), C = int64_t(g() % 50 + 1), col0 = int64_t(g() % C);
@@ -93,6 +135,9 @@ int main() {
   planar<2>(g, 200);
   planar<4>(g, 200);
   planar<8>(g, 200);
+  planar_span<2>(g, 200);
+  planar_span<4>(g, 200);
+  planar_span<8>(g, 200);
   rows(g, 1500);
   std::printf(failures ? "%d failures\n" : "ok\n", failures);
   return failures != 0;

@@ -96,6 +96,47 @@ __device__ __forceinline__ void map_walk(Walk w, const S* a, const S* b, S* out,
   });
 }
 
+// map_walk over the masked walk (Note [masked planar walk]): a vector whose lanes are all the
+// channel's is stored whole, the others lane by lane (their other lanes are other channels').
+template <class S, int V>
+__device__ __forceinline__ void store_lanes(const Pack<S, V>& o, S* out, int64_t off, Lanes l) {
+  if (l.lo == 0 && l.hi == V) return o.store(out + off);
+#pragma unroll
+  for (int e = 0; e < V; ++e)
+    if (e >= l.lo && e < l.hi) out[off + e] = o.v[e];
+}
+template <class S, int V, class F>
+__device__ __forceinline__ void map_span(const BnShape& s, const S* a, S* out, F f) {
+  using T = ComputeT<S>;
+  span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, a,
+                     [&](const auto& off, const auto& ln, const auto& pa) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+      Pack<S, V> o;
+#pragma unroll
+      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(T(to_float(pa[u].v[e]))));
+      store_lanes(o, out, off[u], ln[u]);
+    }
+  });
+}
+template <class S, int V, class F>
+__device__ __forceinline__ void map_span(const BnShape& s, const S* a, const S* b, S* out, F f) {
+  using T = ComputeT<S>;
+  span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, a, b,
+                     [&](const auto& off, const auto& ln, const auto& pa, const auto& pb) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+      Pack<S, V> o;
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        o.v[e] = Narrow<S>::from(f(T(to_float(pa[u].v[e])), T(to_float(pb[u].v[e]))));
+      store_lanes(o, out, off[u], ln[u]);
+    }
+  });
+}
+
 // Channel c's coefficients as the epilogues store them (ForwardEpilogue: 3 doubles a channel,
 // BackwardEpilogue: 4).
 template <class T>
@@ -111,20 +152,28 @@ __device__ __forceinline__ math::BnBackwardCoeffs<T> backward_coeffs(const doubl
 
 // Elementwise over the planar view, grid (C, splits): every block has one channel, so its
 // coefficients are read once.
-template <class S, int V>
+template <class S, int V, bool kMasked>
 __global__ void __launch_bounds__(kBlock)
     planar_normalize_kernel(const S* x, S* y, BnShape s, const double* coeffs) {
   using T = ComputeT<S>;
   const auto co = forward_coeffs<T>(coeffs, blockIdx.x);
-  map_walk<S, V>(PlanarSplit<V>(s), x, y, [&](int, T v) { return math::bn_forward(v, co); });
+  auto f = [&](T v) { return math::bn_forward(v, co); };
+  if constexpr (kMasked)
+    map_span<S, V>(s, x, y, f);
+  else
+    map_walk<S, V>(PlanarSplit<V>(s), x, y, [&](int, T v) { return f(v); });
 }
 
-template <class S, int V>
+template <class S, int V, bool kMasked>
 __global__ void __launch_bounds__(kBlock)
     planar_grad_input_kernel(const S* dy, const S* x, S* dx, BnShape s, const double* coeffs) {
   using T = ComputeT<S>;
   const auto co = backward_coeffs<T>(coeffs, blockIdx.x);
-  map_walk<S, V>(PlanarSplit<V>(s), dy, x, dx, [&](int, T g, T v) { return math::bn_backward(g, v, co); });
+  auto f = [&](T g, T v) { return math::bn_backward(g, v, co); };
+  if constexpr (kMasked)
+    map_span<S, V>(s, dy, x, dx, f);
+  else
+    map_walk<S, V>(PlanarSplit<V>(s), dy, x, dx, [&](int, T g, T v) { return f(g, v); });
 }
 
 template <class S, int V>
@@ -179,13 +228,17 @@ void stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epilogue& e
   const int v = vec_width<S>(s.inner > 1 ? s.inner : s.channels, {x});
   const Geometry g = reduction_geometry<S>(s, v);
   Reduction<Stats> r(g, s.channels, st);
-  with_width<S>(v, [&](auto V) {
-    if (g.planar)
-      planar_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s, r.partials);
-    else
+  if (g.planar) {
+    with_planar_width<S>(v, masked_planar<S>(s.inner, v, {x}), [&](auto V, auto M) {
+      planar_stats_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
+          x, s, r.partials);
+    });
+  } else {
+    with_width<S>(v, [&](auto V) {
       rows_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s.outer, s.channels,
                                                                               r.partials);
-  });
+    });
+  }
   count_launch("bn stats");
   r.finalize(epi, st);
 }
@@ -207,13 +260,17 @@ void forward_typed(const BnForwardArgs& a, cudaStream_t st) {
   if (s.per_channel() == 0) return;
   const int v = vec_width<S>(s.inner > 1 ? s.inner : s.channels, {x, y});
   const Geometry g = elementwise_geometry<S>(s, v);
-  with_width<S>(v, [&](auto V) {
-    if (g.planar)
-      planar_normalize_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, y, s, coeffs.as<double>());
-    else
+  if (g.planar) {
+    with_planar_width<S>(v, masked_planar<S>(s.inner, v, {x, y}), [&](auto V, auto M) {
+      planar_normalize_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
+          x, y, s, coeffs.as<double>());
+    });
+  } else {
+    with_width<S>(v, [&](auto V) {
       rows_normalize_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, y, s.outer, s.channels,
-                                                                   coeffs.as<double>());
-  });
+                                                                                  coeffs.as<double>());
+    });
+  }
   count_launch("bn normalize");
 }
 
@@ -234,27 +291,34 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
     const int v = vec_width<S>(extent, {dy, x});
     const Geometry g = reduction_geometry<S>(s, v);
     Reduction<GradSums> r(g, C, st);
-    with_width<S>(v, [&](auto V) {
-      if (g.planar)
-        planar_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, s, a.save_mean,
-                                                                                   r.partials);
-      else
+    if (g.planar) {
+      with_planar_width<S>(v, masked_planar<S>(s.inner, v, {dy, x}), [&](auto V, auto M) {
+        planar_grad_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
+            dy, x, s, a.save_mean, r.partials);
+      });
+    } else {
+      with_width<S>(v, [&](auto V) {
         rows_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, s.outer, C, a.save_mean,
-                                                                r.partials);
-    });
+                                                                                r.partials);
+      });
+    }
     count_launch("bn grad sums");
     r.finalize(epi, st);
   }
   if (!dx) return;  // sums only
   const int v = vec_width<S>(extent, {dy, x, dx});
   const Geometry g = elementwise_geometry<S>(s, v);
-  with_width<S>(v, [&](auto V) {
-    if (g.planar)
-      planar_grad_input_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, dx, s, coeffs.as<double>());
-    else
+  if (g.planar) {
+    with_planar_width<S>(v, masked_planar<S>(s.inner, v, {dy, x, dx}), [&](auto V, auto M) {
+      planar_grad_input_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
+          dy, x, dx, s, coeffs.as<double>());
+    });
+  } else {
+    with_width<S>(v, [&](auto V) {
       rows_grad_input_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, dx, s.outer, C,
-                                                                    coeffs.as<double>());
-  });
+                                                                                    coeffs.as<double>());
+    });
+  }
   count_launch("bn grad input");
 }
 

@@ -78,6 +78,30 @@ void with_width(int v, F&& f) {
   f(std::integral_constant<int, 1>{});
 }
 
+// Note [masked planar walk]: the planar view takes the masked walk (norm_walk.cuh) at the widest
+// vector when its runs do not split into those vectors but are long enough (4 vectors or more)
+// that the few lanes read for nothing cost less than reading one value per access, and every
+// array is 16-byte aligned.
+template <class S>
+bool masked_planar(int64_t inner, int v, std::initializer_list<const void*> ptrs) {
+  constexpr int vmax = int(16 / sizeof(S));
+  if (vmax <= 1 || v == vmax || inner < 4 * vmax) return false;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+// Calls f(V, M) for a planar launch: M (std::true_type) the masked walk at the widest V, or the
+// plain walk at width v.
+template <class S, class F>
+void with_planar_width(int v, bool masked, F&& f) {
+  constexpr int vmax = int(16 / sizeof(S));
+  if constexpr (vmax > 1) {
+    if (masked) return f(std::integral_constant<int, vmax>{}, std::true_type{});
+  }
+  with_width<S>(v, [&](auto V) { f(V, std::false_type{}); });
+}
+
 // ---- what a channel reduction accumulates, and its fixed-order merges
 
 struct GradSums {
@@ -189,6 +213,48 @@ __device__ __forceinline__ void walk_batches(Walk w, const S* a, const S* b, Use
   }
 }
 
+// Loads the lanes [lo, hi) of the vector at element off: one access, or lane by lane where the
+// vector would run past the array's `limit` elements (the last run of the last channel).
+template <class S, int V>
+__device__ __forceinline__ void load_lanes(Pack<S, V>& p, const S* a, int64_t off, Lanes l, int64_t limit) {
+  if (off + V <= limit) return p.load(a + off);
+#pragma unroll
+  for (int e = 0; e < V; ++e)
+    if (e >= l.lo && e < l.hi) p.v[e] = a[off + e];
+}
+
+// walk_batches for the masked walk (Note [masked planar walk]): use(off, lanes, packs[, packs]).
+template <class S, int V, class Use>
+__device__ __forceinline__ void span_batches(PlanarSpanSplit<V> w, int64_t limit, const S* a, Use use) {
+  while (w.more()) {
+    int64_t off[kUnroll];
+    Lanes ln[kUnroll];
+    w.next(off, ln);
+    Pack<S, V> pa[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (off[u] >= 0) load_lanes(pa[u], a, off[u], ln[u], limit);
+    use(off, ln, pa);
+  }
+}
+template <class S, int V, class Use>
+__device__ __forceinline__ void span_batches(PlanarSpanSplit<V> w, int64_t limit, const S* a, const S* b, Use use) {
+  while (w.more()) {
+    int64_t off[kUnroll];
+    Lanes ln[kUnroll];
+    w.next(off, ln);
+    Pack<S, V> pa[kUnroll], pb[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] >= 0) {
+        load_lanes(pa[u], a, off[u], ln[u], limit);
+        load_lanes(pb[u], b, off[u], ln[u], limit);
+      }
+    }
+    use(off, ln, pa, pb);
+  }
+}
+
 template <class A>
 __device__ A block_merge(A v) {
   __shared__ A warp_vals[kBlock / 32];
@@ -234,19 +300,55 @@ __device__ __forceinline__ void accumulate(Walk w, const S* dy, const S* x, Grad
   });
 }
 
-template <class S, int V>
+// accumulate() over the masked walk: only lanes [lo, hi) of each vector are the channel's.
+template <class S, int V, class T>
+__device__ __forceinline__ void accumulate_span(const BnShape& s, const S* x, StatSums<T>& acc) {
+  span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, x,
+                     [&](const auto& off, const auto& ln, const auto& p) {
+    int count = 0;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+      count += ln[u].hi - ln[u].lo;
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        if (e >= ln[u].lo && e < ln[u].hi) acc.add(p[u].v[e]);
+    }
+    acc.fold(count);
+  });
+}
+template <class S, int V, class T>
+__device__ __forceinline__ void accumulate_span(const BnShape& s, const S* dy, const S* x, GradAccum<T>& acc) {
+  span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, dy, x,
+                     [&](const auto& off, const auto& ln, const auto& g, const auto& p) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (off[u] < 0) continue;
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        if (e >= ln[u].lo && e < ln[u].hi) acc.add(g[u].v[e], p[u].v[e]);
+    }
+    acc.fold(0);
+  });
+}
+
+// kMasked: the masked walk (Note [masked planar walk]).
+template <class S, int V, bool kMasked = false>
 __global__ void __launch_bounds__(kBlock)
     planar_stats_kernel(const S* x, BnShape s, Stats* partials) {
   using T = ComputeT<S>;
   const int64_t c = blockIdx.x;
   StatSums<T> acc[1];
   acc[0].shift = T(to_float(x[c * s.inner]));
-  accumulate<S, V>(PlanarSplit<V>(s), x, acc);
+  if constexpr (kMasked)
+    accumulate_span<S, V>(s, x, acc[0]);
+  else
+    accumulate<S, V>(PlanarSplit<V>(s), x, acc);
   const Stats st = block_merge(acc[0].result());
   if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = st;
 }
 
-template <class S, int V>
+template <class S, int V, bool kMasked = false>
 __global__ void __launch_bounds__(kBlock)
     planar_grad_kernel(const S* dy, const S* x, BnShape s, ChannelArray save_mean,
                        GradSums* partials) {
@@ -254,7 +356,10 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t c = blockIdx.x;
   GradAccum<T> acc[1];
   acc[0].mean = math::split_mean<T>(save_mean.get(c, 0));
-  accumulate<S, V>(PlanarSplit<V>(s), dy, x, acc);
+  if constexpr (kMasked)
+    accumulate_span<S, V>(s, dy, x, acc[0]);
+  else
+    accumulate<S, V>(PlanarSplit<V>(s), dy, x, acc);
   const GradSums sums = block_merge(acc[0].result());
   if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = sums;
 }

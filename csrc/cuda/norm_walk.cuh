@@ -66,6 +66,52 @@ class PlanarSplit {
   PlanarWalk w_;
 };
 
+// Note [masked planar walk]: a planar channel whose runs of `inner` values are not a whole
+// number of vectors (inner = 49 at 7x7) is walked in the V-wide vectors of the array that overlap
+// each run, so that it still reads 16 bytes per access instead of one value: vector k of run o
+// starts at element (a + k) * V, a the vector holding the run's first value, and holds run values
+// in lanes [lo, hi).  Each run gets ceil((inner + V - 1) / V) vector slots; a slot past the run's
+// end (a run that starts on a vector boundary needs one fewer) is given as off = -1.  Lanes
+// outside [lo, hi) belong to the neighbouring channels: never used or written.
+struct Lanes {
+  int lo, hi;
+};
+
+template <int V>
+class PlanarSpanSplit {
+ public:
+  __device__ __forceinline__ explicit PlanarSpanSplit(const BnShape& s)
+      : channels_(s.channels), inner_(s.inner), c_(blockIdx.x),
+        w_(first(s), slots(s.inner), int64_t(blockDim.x)) {}
+  __device__ __forceinline__ static int64_t slots(int64_t inner) { return (inner + 2 * V - 2) / V; }
+  __device__ __forceinline__ bool more() const { return jv_ < j1_; }
+  __device__ __forceinline__ void next(int64_t (&off)[kUnroll], Lanes (&lanes)[kUnroll]) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      off[u] = -1;
+      if (jv_ + int64_t(u) * blockDim.x < j1_) {
+        const int64_t run = (w_.o * channels_ + c_) * inner_;
+        const int64_t start = (run / V + w_.i) * V;
+        const int64_t lo = run - start, hi = run + inner_ - start;
+        lanes[u] = {lo > 0 ? int(lo) : 0, hi < V ? int(hi) : V};
+        if (lanes[u].lo < lanes[u].hi) off[u] = start;
+      }
+      w_.next();
+    }
+    jv_ += kUnroll * int64_t(blockDim.x);
+  }
+
+ private:
+  __device__ __forceinline__ int64_t first(const BnShape& s) {
+    int64_t j0;
+    split_range(s.outer * slots(s.inner), gridDim.y, blockIdx.y, j0, j1_);
+    jv_ = j0 + threadIdx.x;
+    return jv_;
+  }
+  int64_t channels_, inner_, c_, jv_, j1_;
+  PlanarWalk w_;
+};
+
 class RowsSplit {
  public:
   // The column vector whose first element is column col0 of an (R, C) array.
