@@ -78,10 +78,10 @@ void with_width(int v, F&& f) {
   f(std::integral_constant<int, 1>{});
 }
 
-// Note [masked planar walk]: the planar view takes the masked walk (norm_walk.cuh) at the widest
-// vector when its runs do not split into those vectors but are long enough (4 vectors or more)
-// that the few lanes read for nothing cost less than reading one value per access, and every
-// array is 16-byte aligned.
+// Whether the planar view takes the masked walk (Note [masked planar walk], norm_walk.cuh) at the
+// widest vector: when its runs do not split into those vectors but are long enough (4 vectors or
+// more) that the few lanes read for nothing cost less than reading one value per access, and
+// every array is 16-byte aligned.
 template <class S>
 bool masked_planar(int64_t inner, int v, std::initializer_list<const void*> ptrs) {
   constexpr int vmax = int(16 / sizeof(S));
@@ -447,8 +447,8 @@ __global__ void __launch_bounds__(kBlock)
   Stats st[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) st[e] = ok ? acc[e].result() : Stats{0, 0, 0};
-  rows_merge<S>(st, [&](int x, int e, const Stats& m) {  // Note [rows merge]
-    const int64_t c = (int64_t(blockIdx.x) * blockDim.x + x) * V + e;
+  rows_merge<S>(st, [&](int tx, int e, const Stats& m) {  // Note [rows merge]
+    const int64_t c = (int64_t(blockIdx.x) * blockDim.x + tx) * V + e;
     if (c < C) partials[c * gridDim.y + blockIdx.y] = m;
   });
 }
@@ -473,8 +473,8 @@ __global__ void __launch_bounds__(kBlock)
   GradSums sums[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) sums[e] = ok ? acc[e].result() : GradSums{0, 0};
-  rows_merge<S>(sums, [&](int x, int e, const GradSums& m) {  // Note [rows merge]
-    const int64_t c = (int64_t(blockIdx.x) * blockDim.x + x) * V + e;
+  rows_merge<S>(sums, [&](int tx, int e, const GradSums& m) {  // Note [rows merge]
+    const int64_t c = (int64_t(blockIdx.x) * blockDim.x + tx) * V + e;
     if (c < C) partials[c * gridDim.y + blockIdx.y] = m;
   });
 }
