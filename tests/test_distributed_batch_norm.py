@@ -128,6 +128,23 @@ def _two_ranks(rank, world):
     for i, case in enumerate(CASES_2):
         _check_case(i, case, rank)
     _check_ddp_after_conversion(rank, world)
+    _check_too_few_values(rank)
+
+
+def _check_too_few_values(rank):
+    """One value per channel over all ranks (rank 1 holds none): every rank raises after the
+    one gather, naming the global count, and changes no running statistic."""
+    bn = ftt.SyncBatchNorm(3)
+    x = torch.randn(1 if rank == 0 else 0, 3)
+    with Collectives() as calls:
+        try:
+            bn(x)
+        except ValueError as e:
+            assert "expected more than 1 value per channel" in str(e) and "got 1 over all ranks" in str(e), e
+        else:
+            raise AssertionError("a global count of 1 did not raise")
+    assert len(calls.names) == 1, calls.names
+    assert torch.equal(bn.running_mean, torch.zeros(3)) and torch.equal(bn.running_var, torch.ones(3))
 
 
 def _three_ranks(rank, world):
