@@ -93,12 +93,13 @@ def merge_rows_in_place(row, channels, group):
     C = channels
     counts = rows[:, 2 * C:]                                    # (world, 1)
     total = counts.sum(0)
-    share = counts / total.clamp_min(1.0)                       # 0 for an empty rank's row
-    present = counts > 0
-    means = torch.where(present, rows[:, :C], 0.0)
+    # An empty rank's row is all zeros (stats_row zeroes it; the statistics of no values are
+    # 0, 0), so its share of 0 adds nothing.
+    share = counts / total.clamp_min(1.0)
+    means = rows[:, :C]
     mean = (share * means).sum(0)
     dev = means - mean
-    var = (share * (torch.where(present, rows[:, C:2 * C], 0.0) + dev * dev)).sum(0)
+    var = (share * (rows[:, C:2 * C] + dev * dev)).sum(0)
     return mean, var, total
 
 
