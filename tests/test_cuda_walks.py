@@ -44,16 +44,23 @@ void walk_thread(Walk w, Visit visit) {
   }
 }
 
+// A random planar shape with runs of unit * (1..max_units) values, and a launch over it: a block
+// row per channel, 1-7 splits, 1-256 threads.
+ft::BnShape random_planar(std::mt19937_64& g, int max_units, int unit) {
+  ft::BnShape s;
+  s.outer = g() % 4 == 0 ? 0 : int64_t(g() % 9 + 1);
+  s.channels = int64_t(g() % 5 + 1);
+  s.inner = int64_t(g() % max_units + 1) * unit;
+  gridDim = {unsigned(s.channels), unsigned(g() % 7 + 1), 1};
+  blockDim = {1u << (g() % 9), 1, 1};
+  return s;
+}
+
 template <int V>
 void planar(std::mt19937_64& g, int cases) {
   for (int t = 0; t < cases; ++t) {
-    ft::BnShape s;
-    s.outer = g() % 4 == 0 ? 0 : int64_t(g() % 9 + 1);
-    s.channels = int64_t(g() % 5 + 1);
-    s.inner = int64_t(g() % 70 + 1) * V;
+    const ft::BnShape s = random_planar(g, 70, V);
     const int64_t iv = s.inner / V;
-    gridDim = {unsigned(s.channels), unsigned(g() % 7 + 1), 1};
-    blockDim = {1u << (g() % 9), 1, 1};
     for (blockIdx.x = 0; blockIdx.x < gridDim.x; ++blockIdx.x) {
       std::vector<int> seen(size_t(s.outer * iv), 0);
       for (blockIdx.y = 0; blockIdx.y < gridDim.y; ++blockIdx.y)
@@ -76,13 +83,8 @@ void planar(std::mt19937_64& g, int cases) {
 template <int V>
 void planar_span(std::mt19937_64& g, int cases) {
   for (int t = 0; t < cases; ++t) {
-    ft::BnShape s;
-    s.outer = g() % 4 == 0 ? 0 : int64_t(g() % 9 + 1);
-    s.channels = int64_t(g() % 5 + 1);
-    s.inner = int64_t(g() % 300 + 1);
+    const ft::BnShape s = random_planar(g, 300, 1);
     const int64_t total = s.outer * s.channels * s.inner;
-    gridDim = {unsigned(s.channels), unsigned(g() % 7 + 1), 1};
-    blockDim = {1u << (g() % 9), 1, 1};
     for (blockIdx.x = 0; blockIdx.x < gridDim.x; ++blockIdx.x) {
       std::vector<int> seen(size_t(s.outer * s.inner), 0);
       for (blockIdx.y = 0; blockIdx.y < gridDim.y; ++blockIdx.y)
