@@ -156,3 +156,63 @@ def test_torch_closure_nan_restores_params(torch):
         opt.step()
     with pytest.raises(ValueError, match="line_search_fn"):
         ft.torch.LBFGS([p], line_search_fn="armijo")
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("bad, exc, match", [
+    (lambda: np.ones(8, np.float32)[::2], ValueError, r"params\[0\] is not C-contiguous"),
+    (lambda: np.ones(3, np.int32), TypeError, r"params\[0\] has dtype int32"),
+    (lambda: np.float32(1.0), TypeError, r"params\[0\] is float32, not an array"),
+])
+def test_params_named_at_construction(cls, bad, exc, match):
+    """What the kernels would refuse at the first step is refused by the constructor, naming it."""
+    with pytest.raises(exc, match=f"^{cls.__name__}: {match}"):
+        cls([bad()])
+    readonly = np.ones(3, np.float32)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}: params\[1\] is read-only"):
+        cls([np.ones(2, np.float32), readonly])
+    for not_params in (3.0, None):
+        with pytest.raises(TypeError, match=f"^{cls.__name__}: params must be"):
+            cls(not_params)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_scalar_and_strided_grads(cls):
+    """A 0-d param's grad may come back as a NumPy scalar and a grad may be strided (both are
+    only read): the step equals the one with plain contiguous grads."""
+    def run(odd):
+        params = [np.array(0.5), np.zeros((3, 2))]
+        target = np.arange(6.0).reshape(2, 3)
+
+        def closure():
+            g0 = 2.0 * (params[0] - 1.5)                     # a NumPy scalar
+            g1 = 2.0 * (params[1].T - target)                 # (2, 3) C order
+            loss = float((params[0] - 1.5) ** 2 + np.sum((params[1].T - target) ** 2))
+            return loss, [g0 if odd else np.asarray(g0), g1.T if odd else g1.T.copy()]
+        cls(params, max_iter=5).step(closure)
+        return params
+    for a, b in zip(run(True), run(False)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_overflowing_step_length_restores_params():
+    """An lr the gradients' scale turns into an infinite step raises, naming the step, and the
+    params are left as they were."""
+    params = _params()
+    before = _bits(params)
+    opt = ft.optim.ConjugateGradient(params, lr=1e308, line_search_fn=None)
+    with pytest.raises(ValueError, match=r"^ConjugateGradient.step: the step length is inf"):
+        opt.step(closure_for(logistic(n_features=20), params))
+    for a, b in zip(_bits(params), before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(lr=10 ** 400), "lr must be a finite number"),
+    (dict(line_search_fn=np.array([0.0, 0.0])), "line_search_fn must be None"),
+    (dict(beta=np.array([0.0, 0.0])), "beta must be"),
+])
+def test_hyperparameters_that_are_not_plain_values(kw, match):
+    with pytest.raises(ValueError, match=f"^ConjugateGradient: {match}"):
+        ft.optim.ConjugateGradient(_params(), **kw)

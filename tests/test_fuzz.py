@@ -619,3 +619,168 @@ def test_fuzz_running_stats(data):
     for bad in (0, -1, 2.5, "3", None, True, 10 ** 400):
         with pytest.raises((TypeError, ValueError)):
             ft.RunningStats(bad)
+
+
+# ---------------------------------------------------------------- full-batch methods (ft.optim)
+
+FULLBATCH_ORDINARY = {
+    "lr": st.floats(0.05, 1.0), "max_iter": st.integers(1, 5),
+    "max_eval": st.sampled_from([None, 1, 3, 12]), "tolerance_grad": st.sampled_from([0.0, 1e-7]),
+    "tolerance_change": st.sampled_from([0.0, 1e-9]), "history_size": st.integers(1, 6),
+    "beta": st.sampled_from(["polak_ribiere", "fletcher_reeves"]),
+    "restart_every": st.sampled_from([None, 1, 2, 4]),
+}
+# What a faulty closure does at one of its calls; each must make step() raise, except inf-grad.
+CLOSURE_FAULTS = ["nan-loss", "shape", "dtype", "count", "not-a-tuple", "raises", "inf-grad"]
+
+
+class ClosureFault(RuntimeError):
+    pass
+
+
+@dataclass
+class FullBatchRun:
+    """Params, hyperparameters and a separable quadratic f = sum c (x - a)^2 / 2 whose closure
+    may misbehave at one of its calls."""
+    target: str
+    params: list
+    kwargs: dict
+    curvature: list
+    center: list
+    fault: tuple = None
+    ordinary: bool = True
+    compare: bool = True
+    notes: list = field(default_factory=list)
+
+    def closure(self, params, faulty=True):
+        calls = {"n": 0}
+
+        def closure():
+            calls["n"] += 1
+            x = [np.asarray(p, np.float64) for p in params]
+            loss = 0.5 * sum(float(np.sum(c * (v - a) ** 2))
+                             for v, c, a in zip(x, self.curvature, self.center))
+            grads = [(c * (v - a)).astype(p.dtype) for v, c, a, p in
+                     zip(x, self.curvature, self.center, params)]
+            if not faulty or self.fault is None or calls["n"] != self.fault[1]:
+                return loss, grads
+            kind = self.fault[0]
+            if kind == "nan-loss":
+                return math.nan, grads
+            if kind == "shape":
+                grads[-1] = np.zeros(grads[-1].size + 1, grads[-1].dtype)
+            elif kind == "dtype":
+                grads[0] = grads[0].astype(np.float64 if grads[0].dtype != np.float64 else np.float32)
+            elif kind == "count":
+                grads = grads[1:]
+            elif kind == "not-a-tuple":
+                return loss
+            elif kind == "raises":
+                raise ClosureFault("the data loader failed")
+            elif kind == "inf-grad":
+                grads[0] = np.full_like(grads[0], np.inf)
+            return loss, grads
+        closure.calls = calls
+        return closure
+
+
+@st.composite
+def fullbatch_runs(draw, target):
+    dt = np.dtype(draw(st.sampled_from(DTYPES)))
+    shapes = [_shape(draw, max_side=7) for _ in range(draw(st.integers(1, 4)))]
+    params = [_array(draw, s, dt) for s in shapes]
+    run = FullBatchRun(target, params, {}, [], [])
+    run.compare = dt == np.float64
+    keys = ["lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change"]
+    keys += ["history_size"] if target == "LBFGS" else ["beta", "restart_every"]
+    for key in keys:
+        run.kwargs[key] = draw(FULLBATCH_ORDINARY[key])
+    run.kwargs["line_search_fn"] = draw(st.sampled_from([None, "strong_wolfe"]))
+    if draw(st.integers(0, 3)) == 0:       # one hostile hyperparameter
+        key = draw(st.sampled_from(keys + ["line_search_fn"]))
+        # Not a count of 1e308 iterations: valid, and it would run them (zero tolerances).
+        run.kwargs[key] = draw(st.sampled_from(
+            [v for v in HOSTILE if key not in ("max_iter", "max_eval") or
+             not (isinstance(v, (int, float)) and 100 < v < math.inf)]))
+        run.ordinary = run.compare = False
+        run.notes.append(key)
+    if target == "ConjugateGradient" and run.kwargs["line_search_fn"] is None and run.ordinary:
+        run.kwargs["lr"] = draw(st.floats(0.01, 0.2))    # a fixed step that a c of 4 allows
+    if draw(st.integers(0, 7)) == 0:
+        run.ordinary = run.compare = False
+        i = draw(st.integers(0, len(params) - 1))
+        kind = draw(st.sampled_from(["element", "mixed-dtype", "not-a-list", "empty"]))
+        run.notes.append(f"params:{kind}")
+        if kind == "element":
+            params[i] = _spoil_array(draw, params[i], True)
+        elif kind == "mixed-dtype":
+            params[i] = params[i].astype(np.float64 if dt != np.float64 else np.float32)
+        elif kind == "not-a-list":
+            run.params = 3.0
+        else:
+            run.params = []
+    # The loss is defined on whatever arrays the params are after spoiling.
+    shapes = [np.shape(p) for p in params]
+    run.curvature = [_array(draw, s, np.float64, 0.25, 4.0) for s in shapes]
+    run.center = [_array(draw, s, np.float64) for s in shapes]
+    if draw(st.integers(0, 3)) == 0:
+        run.fault = (draw(st.sampled_from(CLOSURE_FAULTS)), draw(st.integers(1, 4)))
+        if run.fault[0] == "inf-grad":
+            run.ordinary = run.compare = False
+        run.notes.append(f"closure:{run.fault[0]}@{run.fault[1]}")
+    return run
+
+
+def check_fullbatch_contract(run):
+    """Construction and two steps keep the contract of check_contract: an error names the class
+    and leaves every param byte-identical (Note [failed step]); a step that returns leaves finite
+    params, which in float64 are the reference's."""
+    cls = getattr(ft.optim, run.target)
+    params = run.params
+    arrays = [p for p in (params if isinstance(params, list) else []) if isinstance(p, np.ndarray)]
+    ref_params = [p.copy() for p in params] if run.compare else None
+    try:
+        opt = cls(params, **run.kwargs)
+    except (TypeError, ValueError) as e:
+        assert str(e).startswith(run.target), f"message does not name the class: {e}"
+        event("rejected")
+        return
+    ref_opt = getattr(ref, run.target)(ref_params, **run.kwargs) if run.compare else None
+    closure = run.closure(params)
+    for _ in range(2):
+        before = [a.tobytes() for a in arrays]
+        try:
+            opt.step(closure)
+        except (TypeError, ValueError, ClosureFault) as e:
+            for i, (a, b) in enumerate(zip(arrays, before)):
+                assert a.tobytes() == b, f"{run.target}.step raised {e!r} but changed params[{i}]"
+            if not isinstance(e, ClosureFault):
+                assert str(e).startswith(run.target + ".step"), \
+                    f"message does not name the step: {e}"
+            assert not run.ordinary or run.fault is not None, \
+                f"{run.target}.step refused an ordinary call: {e!r} ({run.notes})"
+            event("step rejected")
+            return
+        if ref_opt is not None:
+            ref_opt.step(run.closure(ref_params, faulty=False))
+    assert run.fault is None or run.fault[0] == "inf-grad" or closure.calls["n"] < run.fault[1], \
+        f"a step that met the faulty closure call returned ({run.notes})"
+    if run.ordinary:
+        for i, p in enumerate(arrays):
+            assert _finite(p), f"{run.target} wrote a non-finite params[{i}] ({run.notes})"
+    if ref_opt is not None:
+        # Iterates, not evaluation counts: these small quadratics often reach the optimum within
+        # rounding, where rounding alone decides the line search's branches (the counts are
+        # compared on problems that do not: test_lbfgs.py, test_conjugate_gradient.py).
+        for g, w in zip(arrays, ref_params):
+            np.testing.assert_allclose(g, w, rtol=1e-8, atol=1e-10)
+    event("compared with the reference" if ref_opt is not None else "accepted")
+
+
+@pytest.mark.parametrize("target", ["LBFGS", "ConjugateGradient"])
+def test_fuzz_full_batch(target):
+    @FUZZ
+    @given(fullbatch_runs(target))
+    def run(r):
+        check_fullbatch_contract(r)
+    run()

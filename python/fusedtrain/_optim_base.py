@@ -24,6 +24,18 @@ def _is_array(x):
     return hasattr(x, "__array_interface__") or hasattr(x, "__cuda_array_interface__")
 
 
+def param_list(name, params):
+    """An optimizer's params argument as a list: one array, one param group (a dict), or an
+    iterable of either."""
+    if _is_array(params) or isinstance(params, dict):
+        return [params]
+    try:
+        return list(params)
+    except TypeError:
+        raise TypeError(f"{name}: params must be an array, an iterable of arrays or of param "
+                        f"groups (dicts), got {type(params).__name__}") from None
+
+
 def _xp(a):
     if (type(a).__module__ or "").startswith("cupy"):
         import cupy
@@ -59,9 +71,7 @@ class Optimizer:
         self.param_groups = []
         self._slots = []
         self.steps = 0          # steps taken; the next step is step number steps + 1
-        if _is_array(params) or isinstance(params, dict):
-            params = [params]
-        params = list(params)
+        params = param_list(self._name, params)
         if not params:
             raise ValueError(f"{self._name}: params is an empty list")
         if not isinstance(params[0], dict):

@@ -34,7 +34,7 @@ import numbers
 import numpy as np
 
 from . import _C
-from ._optim_base import _is_array, _xp
+from ._optim_base import _is_array, _xp, param_list
 from ._line_search import strong_wolfe
 from ._streams import launch_stream
 from .utils import global_norm
@@ -42,6 +42,7 @@ from .utils import global_norm
 __all__ = ["LBFGS", "ConjugateGradient"]
 
 _HALF = ("float16", "bfloat16")
+_FLOATS = ("float32", "float64") + _HALF
 # csrc/math/fullbatch.h StepMode
 _ADD, _SAVE_BASE, _FROM_BASE, _RESTORE = 0, 1, 2, 3
 
@@ -61,10 +62,14 @@ def _real(name, key, value, low=0.0):
             value = value.item()       # a 1-element tensor or array (torch allows a tensor lr)
         except (TypeError, ValueError):
             pass
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= low \
-            or math.isinf(value):
+    try:
+        number = None if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):    # 10**400 has no float
+        number = None
+    if not isinstance(value, numbers.Real) or number is None or not number >= low \
+            or math.isinf(number):
         raise ValueError(f"{name}: {key} must be a finite number >= {low}, got {value!r}")
-    return float(value)
+    return number
 
 
 def lbfgs_hyper(name, group):
@@ -73,7 +78,7 @@ def lbfgs_hyper(name, group):
     max_eval = group.get("max_eval")
     max_eval = max_iter * 5 // 4 if max_eval is None else _count(name, "max_eval", max_eval, 1)
     ls = group.get("line_search_fn")
-    if ls not in (None, "strong_wolfe"):
+    if not (ls is None or isinstance(ls, str) and ls == "strong_wolfe"):
         raise ValueError(f"{name}: line_search_fn must be None or 'strong_wolfe', got {ls!r}")
     return dict(lr=_real(name, "lr", group["lr"]), max_iter=max_iter, max_eval=max_eval,
                 tolerance_grad=_real(name, "tolerance_grad", group["tolerance_grad"]),
@@ -87,7 +92,7 @@ def cg_hyper(name, group):
     h = lbfgs_hyper(name, {**group, "history_size": 1})
     del h["history_size"]
     beta = group.get("beta", "polak_ribiere")
-    if beta not in ("polak_ribiere", "fletcher_reeves"):
+    if not isinstance(beta, str) or beta not in ("polak_ribiere", "fletcher_reeves"):
         raise ValueError(f"{name}: beta must be 'polak_ribiere' or 'fletcher_reeves', "
                          f"got {beta!r}")
     restart = group.get("restart_every")
@@ -114,8 +119,16 @@ class ArrayBackend:
         if not self.params:
             raise ValueError(f"{name}: params is an empty list")
         for i, p in enumerate(self.params):
-            if not _is_array(p):
+            if not _is_array(p) or isinstance(p, np.generic):
                 raise TypeError(f"{name}: params[{i}] is {type(p).__name__}, not an array")
+            if np.dtype(p.dtype).name not in _FLOATS:
+                raise TypeError(f"{name}: params[{i}] has dtype {np.dtype(p.dtype).name}; "
+                                f"expected float32, float64, float16 or bfloat16")
+            # Stepped in place as flat memory (Note [full-batch state]).
+            if not p.flags.c_contiguous:
+                raise ValueError(f"{name}: params[{i}] is not C-contiguous")
+            if not getattr(p.flags, "writeable", True):
+                raise ValueError(f"{name}: params[{i}] is read-only")
         check_uniform(name, self.params, lambda p: (np.dtype(p.dtype).name, _xp(p).__name__,
                                                     _device_of(p)))
         p0 = self.params[0]
@@ -151,7 +164,11 @@ class ArrayBackend:
         if len(grads) != len(self.params):
             raise ValueError(f"{self.name}.step: the closure returned {len(grads)} grads for "
                              f"{len(self.params)} params")
+        grads = list(grads)
         for i, (p, g) in enumerate(zip(self.params, grads)):
+            if isinstance(g, np.generic):
+                # NumPy answers a 0-d param's arithmetic with a scalar.
+                g = grads[i] = np.asarray(g)
             if not _is_array(g):
                 raise TypeError(f"{self.name}.step: grads[{i}] is {type(g).__name__}, not an array")
             if tuple(g.shape) != tuple(p.shape):
@@ -162,7 +179,9 @@ class ArrayBackend:
                                 f"but params[{i}] has {np.dtype(p.dtype).name}")
             if _xp(g) is not self.xp or _device_of(g) != _device_of(p):
                 raise ValueError(f"{self.name}.step: grads[{i}] is not on params[{i}]'s device")
-        return loss, value, list(grads)
+            if not g.flags.c_contiguous:
+                grads[i] = self.xp.ascontiguousarray(g)    # read only: a copy will do
+        return loss, value, grads
 
 
 def _opt_float(v):
@@ -251,6 +270,10 @@ class _Core:
         return self.b.scalar(global_norm(g, 1.0, stream=self.st))
 
     def _move(self, mode, t, base=None):
+        if not math.isfinite(t):
+            # An lr the gradients' scale overflows; the step is undone (Note [failed step]).
+            raise ValueError(f"{self.b.name}.step: the step length is {float(t)}, not a finite "
+                             f"number (is lr too large for these gradients?)")
         _C.fullbatch_param_step_(self.b.params, self.d, base, mode, float(t), self.st)
 
     def _base(self, which):
@@ -591,9 +614,7 @@ class _FullBatchOptimizer:
 
     def __init__(self, params, defaults):
         name = type(self).__name__
-        if _is_array(params):
-            params = [params]
-        params = list(params)
+        params = param_list(name, params)
         if params and isinstance(params[0], dict):
             if len(params) != 1:
                 raise ValueError(f"{name} doesn't support per-parameter options (param groups)")

@@ -43,7 +43,7 @@ class _Flat:
         orig, loss, g = self._eval(closure)
         self._evals = 1
         s["func_evals"] += 1
-        if np.abs(g).max() <= h["tolerance_grad"]:
+        if np.abs(g).max(initial=0.0) <= h["tolerance_grad"]:
             return orig
         for n_iter in range(1, h["max_iter"] + 1):
             s["n_iter"] += 1
@@ -66,7 +66,8 @@ class _Flat:
             _, f_new, g_new = self._eval(closure, x0 + t_trial * d)
             return f_new, g_new, float(g_new @ d)
 
-        f, g, t, evals = strong_wolfe(phi, t, f, g, gtd, float(np.abs(d).max()), c1=c1, c2=c2,
+        dmax = float(np.abs(d).max(initial=0.0))
+        f, g, t, evals = strong_wolfe(phi, t, f, g, gtd, dmax, c1=c1, c2=c2,
                                       tolerance_change=self.hyper["tolerance_change"],
                                       max_ls=self.hyper["max_eval"] - self._evals)
         self._write(x0 + t * d)
@@ -75,7 +76,7 @@ class _Flat:
     def _finish(self, n_iter, opt_cond, loss, t, d):
         h, s = self.hyper, self.state
         return (n_iter == h["max_iter"] or self._evals >= h["max_eval"] or opt_cond
-                or np.abs(d * t).max() <= h["tolerance_change"]
+                or np.abs(d * t).max(initial=0.0) <= h["tolerance_change"]
                 or abs(loss - s["prev_loss"]) < h["tolerance_change"])
 
     def _move(self, closure, t, d, n_iter, c1, c2, loss, g, gtd):
@@ -91,7 +92,7 @@ class _Flat:
                 evals = 1
         self._evals += evals
         self.state["func_evals"] += evals
-        return loss, g, t, bool(evals) and np.abs(g).max() <= h["tolerance_grad"]
+        return loss, g, t, bool(evals) and np.abs(g).max(initial=0.0) <= h["tolerance_grad"]
 
 
 def _defaults(lr, max_iter, max_eval, tolerance_grad, tolerance_change, line_search_fn):
