@@ -24,7 +24,8 @@ decided in float32. The kernels return float64; for float32 params we round them
 tests take the same branches near convergence, where the difference decides the evaluation count.
 
 Note [failed step]: a closure that raises or returns something unusable (wrong grads, a NaN
-loss) makes ``step()`` put the params back to their values before the step, forget the
+loss), or a step length that overflows (an lr too large for the gradients' scale, where
+torch.optim.LBFGS would write inf or NaN into the params), makes ``step()`` put the params back to their values before the step, forget the
 curvature history (the next step starts from steepest descent), and re-raise. The params'
 values before the step are kept as a side effect of the first move (no extra pass).
 """
