@@ -143,6 +143,11 @@ def _array(draw, shape, dtype, low=-4.0, high=4.0):
     return np.asarray(rng.uniform(low, high, shape)).astype(np.float32).astype(dtype)
 
 
+def _other_float(a):
+    """a in another float dtype than its own (float64, or float32 for a float64 array)."""
+    return a.astype(np.float64 if a.dtype != np.float64 else np.float32)
+
+
 def _spoil_array(draw, a, writable):
     """A bad variant of array a (wrong dtype, shape, layout, type) or None."""
     a = np.asarray(a)
@@ -151,7 +156,7 @@ def _spoil_array(draw, a, writable):
     if kind == "dtype-int":
         return a.astype(np.int32)
     if kind == "dtype-other":
-        return a.astype(np.float64 if a.dtype != np.float64 else np.float32)
+        return _other_float(a)
     if kind == "shape":
         return np.zeros(a.size + 1, a.dtype)
     if kind == "noncontiguous":
@@ -670,7 +675,7 @@ class FullBatchRun:
             if kind == "shape":
                 grads[-1] = np.zeros(grads[-1].size + 1, grads[-1].dtype)
             elif kind == "dtype":
-                grads[0] = grads[0].astype(np.float64 if grads[0].dtype != np.float64 else np.float32)
+                grads[0] = _other_float(grads[0])
             elif kind == "count":
                 grads = grads[1:]
             elif kind == "not-a-tuple":
@@ -714,7 +719,7 @@ def fullbatch_runs(draw, target):
         if kind == "element":
             params[i] = _spoil_array(draw, params[i], True)
         elif kind == "mixed-dtype":
-            params[i] = params[i].astype(np.float64 if dt != np.float64 else np.float32)
+            params[i] = _other_float(params[i])
         elif kind == "not-a-list":
             run.params = 3.0
         else:
