@@ -65,37 +65,6 @@ struct BackwardEpilogue {
   }
 };
 
-// out = f(e, a[, b]) for each value of a walk's vectors (Note [batched walk]; e: the value's
-// lane in its vector; values in the compute type).
-template <class S, int V, class Walk, class F>
-__device__ __forceinline__ void map_walk(Walk w, const S* a, S* out, F f) {
-  using T = ComputeT<S>;
-  walk_batches<S, V>(w, a, [&](const auto& off, const auto& pa) {
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;
-      Pack<S, V> o;
-#pragma unroll
-      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, T(to_float(pa[u].v[e]))));
-      o.store(out + off[u]);
-    }
-  });
-}
-template <class S, int V, class Walk, class F>
-__device__ __forceinline__ void map_walk(Walk w, const S* a, const S* b, S* out, F f) {
-  using T = ComputeT<S>;
-  walk_batches<S, V>(w, a, b, [&](const auto& off, const auto& pa, const auto& pb) {
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;
-      Pack<S, V> o;
-#pragma unroll
-      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, T(to_float(pa[u].v[e])), T(to_float(pb[u].v[e]))));
-      o.store(out + off[u]);
-    }
-  });
-}
-
 // map_walk over the masked walk (Note [masked planar walk]): a vector whose lanes are all the
 // channel's is stored whole, the others lane by lane (their other lanes are other channels').
 template <class S, int V>

@@ -9,26 +9,9 @@
 namespace ft::cuda {
 namespace {
 
-// Index of (sample, channel) coefficients for matrix element (r, c): rows are (n, c) with cols
-// HW in the planar layout, (n, hw) with cols C in the channels-last one.
-struct GroupIndex {
-  int64_t c, hw;
-  bool channels_last;
-  __device__ int64_t operator()(int64_t r, int64_t col) const {
-    if (!channels_last) return r;
-    // A 32-bit division where the row fits (a 64-bit one costs several times the instructions,
-    // once per vector of the elementwise passes).
-    const bool narrow = (uint64_t(r) >> 32) == 0 && (uint64_t(hw) >> 32) == 0;
-    const int64_t n = narrow ? int64_t(uint32_t(r) / uint32_t(hw)) : r / hw;
-    return n * c + col;
-  }
-};
-
-// The matrix of a group-norm input: (N * C, HW), or (N * HW, C) channels-last.
+// The planar layout's matrix: (N * C, HW), a row per (sample, channel). Channels-last input is
+// (HW, C) per sample (Note [view batches]).
 bool planar_layout(const GnShape& s) { return !s.channels_last || s.hw == 1; }
-int64_t matrix_rows(const GnShape& s) { return planar_layout(s) ? s.n * s.c : s.n * s.hw; }
-int64_t matrix_cols(const GnShape& s) { return planar_layout(s) ? s.hw : s.c; }
-GroupIndex group_index(const GnShape& s) { return {s.c, s.hw, !planar_layout(s)}; }
 
 struct GroupStatsEpilogue {
   GnForwardArgs a;
@@ -105,14 +88,16 @@ struct GroupParamGrads {
   __device__ void operator()(int64_t c) const { math::group_param_grads(a, sums, c); }
 };
 
+// ---- elementwise passes, coefficients per (sample, channel)
+
+// Planar: one (sample, channel) per matrix row.
 template <class Co>
 struct GroupApplyParams {
   const void* src;  // x (forward) or dy (backward)
   const void* x;
   void* out;
   int64_t cols;
-  GroupIndex index;
-  const Co* co;  // per (sample, channel)
+  const Co* co;  // per row
 };
 template <class S, int V>
 struct GnApply {
@@ -120,11 +105,11 @@ struct GnApply {
   __device__ void apply(int64_t r, int64_t c) const {
     using T = ComputeT<S>;
     const int64_t off = r * p.cols + c;
+    const auto co = p.co[r];
     Pack<S, V> in, out;
     in.load(static_cast<const S*>(p.src) + off);
 #pragma unroll
-    for (int e = 0; e < V; ++e)
-      out.v[e] = Narrow<S>::from(math::bn_forward(T(to_float(in.v[e])), p.co[p.index(r, c + e)]));
+    for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(math::bn_forward(T(to_float(in.v[e])), co));
     out.store(static_cast<S*>(p.out) + off);
   }
 };
@@ -133,11 +118,73 @@ struct GnGradApply {
   GroupApplyParams<math::NormGradCoeffs<ComputeT<S>>> p;
   __device__ void apply(int64_t r, int64_t c) const {
     using T = ComputeT<S>;
-    grad_pack<S, V>(p.src, p.x, p.out, r * p.cols + c, [&](int e, T dy, T x) {
-      return math::norm_grad_input(dy, x, p.co[p.index(r, c + e)]);
-    });
+    const auto co = p.co[r];
+    grad_pack<S, V>(p.src, p.x, p.out, r * p.cols + c, [&](int, T dy, T x) { return math::norm_grad_input(dy, x, co); });
   }
 };
+
+// Note [gn rows passes]: channels-last, each thread holds the coefficients of its V channels of
+// sample blockIdx.z and walks its split's rows of that sample (Note [view batches]), as batch
+// norm's rows passes do. Looked up per vector instead, they cost V scattered 16-byte loads per 16
+// bytes of data: an L1-bound pass at 4% of an H200's DRAM bandwidth.
+template <class Co, int V>
+__device__ __forceinline__ bool sample_coeffs(const Co* co, int64_t C, Co (&out)[V], int64_t& col) {
+  col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (col * V >= C) return false;
+#pragma unroll
+  for (int e = 0; e < V; ++e) out[e] = co[int64_t(blockIdx.z) * C + col * V + e];
+  return true;
+}
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock) gn_rows_normalize_kernel(
+    const S* x, S* y, int64_t R, int64_t C, const math::BnForwardCoeffs<ComputeT<S>>* co, int64_t view_stride) {
+  using T = ComputeT<S>;
+  math::BnForwardCoeffs<T> k[V];
+  int64_t col;
+  if (!sample_coeffs(co, C, k, col)) return;
+  const int64_t off = int64_t(blockIdx.z) * view_stride;
+  map_walk<S, V>(RowsSplit(R, C, col * V), x + off, y + off, [&](int e, T v) { return math::bn_forward(v, k[e]); });
+}
+template <class S, int V>
+__global__ void __launch_bounds__(kBlock) gn_rows_grad_input_kernel(
+    const S* dy, const S* x, S* dx, int64_t R, int64_t C, const math::NormGradCoeffs<ComputeT<S>>* co,
+    int64_t view_stride) {
+  using T = ComputeT<S>;
+  math::NormGradCoeffs<T> k[V];
+  int64_t col;
+  if (!sample_coeffs(co, C, k, col)) return;
+  const int64_t off = int64_t(blockIdx.z) * view_stride;
+  map_walk<S, V>(RowsSplit(R, C, col * V), dy + off, x + off, dx + off,
+                 [&](int e, T g, T v) { return math::norm_grad_input(g, v, k[e]); });
+}
+
+// The elementwise pass of coefficients co per (sample, channel): the planar matrix pass Apply, or
+// for channels-last input rows_launch(V, grid, block, element offset, co of the first sample) for
+// each batch of samples. Those split each sample's rows into about 8 blocks per SM in all, but
+// no fewer than 8 rows per thread, so a thread's coefficient loads stay a small part of its
+// traffic (Note [gn rows passes]).
+template <class S, template <class, int> class Apply, class Co, class RowsLaunch>
+void gn_elementwise(const GnShape& s, const void* src, const void* x, void* out, const Co* co,
+                    std::initializer_list<const void*> ptrs, cudaStream_t st, const char* name,
+                    RowsLaunch&& rows_launch) {
+  if (planar_layout(s)) {
+    launch_matrix<S, Apply>(s.n * s.c, s.hw, ptrs, GroupApplyParams<Co>{src, x, out, s.hw, co}, st, name);
+    return;
+  }
+  if (s.n * s.hw == 0 || s.c == 0) return;
+  const int v = vec_width<S>(s.c, ptrs);
+  Geometry g = elementwise_geometry<S>(BnShape{s.hw, s.c, 1}, v);
+  const int64_t lanes = kBlock / g.tile_c, blocks = g.groups * s.n;
+  int64_t sp = (8LL * sm_count() + blocks - 1) / blocks;
+  sp = std::min<int64_t>(sp, std::max<int64_t>(1, s.hw / (8 * lanes)));
+  g.splits = int(std::max<int64_t>(1, std::min<int64_t>(sp, 65535)));
+  each_view_batch(s.n, [&](int64_t n, unsigned views) {
+    with_width<S>(v, [&](auto V) {
+      rows_launch(V, dim3(g.grid().x, g.grid().y, views), g.block(), n * s.hw * s.c, co + n * s.c);
+    });
+    count_launch(name);
+  });
+}
 
 struct StoreStats {
   Stats* out;
@@ -202,10 +249,13 @@ void gn_forward_typed(const GnForwardArgs& a, cudaStream_t st) {
   Scratch co(sizeof(math::BnForwardCoeffs<T>) * size_t(s.n * s.c), st);
   auto* cop = co.as<math::BnForwardCoeffs<T>>();
   launch_each(s.n * s.c, GroupForwardCoeffs<T>{a, group.as<double>(), cop}, st, "gn coeffs");
-  launch_matrix<S, GnApply>(matrix_rows(s), matrix_cols(s), {a.x, a.y},
-                            GroupApplyParams<math::BnForwardCoeffs<T>>{a.x, a.x, a.y, matrix_cols(s),
-                                                                       group_index(s), cop},
-                            st, "gn normalize");
+  const auto* x = static_cast<const S*>(a.x);
+  auto* y = static_cast<S*>(a.y);
+  gn_elementwise<S, GnApply>(s, a.x, a.x, a.y, cop, {a.x, a.y}, st, "gn normalize",
+                             [&](auto V, dim3 grid, dim3 block, int64_t off, const math::BnForwardCoeffs<T>* c) {
+                               gn_rows_normalize_kernel<S, decltype(V)::value><<<grid, block, 0, st>>>(
+                                   x + off, y + off, s.hw, s.c, c, s.hw * s.c);
+                             });
 }
 
 struct ChannelSumsEpilogue {
@@ -263,9 +313,12 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
   auto* cop = co.as<math::NormGradCoeffs<T>>();
   launch_each(s.n * s.groups, GroupGradCoeffs<T>{a, sp, cop}, st, "gn grad coeffs");
   if (a.dweight.present()) launch_each(s.c, GroupParamGrads{a, sp}, st, "gn param grads");
-  launch_matrix<S, GnGradApply>(matrix_rows(s), matrix_cols(s), {a.dy, a.x, a.dx},
-                                GroupApplyParams<math::NormGradCoeffs<T>>{a.dy, a.x, a.dx, matrix_cols(s), group_index(s), cop},
-                                st, "gn grad input");
+  auto* dx = static_cast<S*>(a.dx);
+  gn_elementwise<S, GnGradApply>(s, a.dy, a.x, a.dx, cop, {a.dy, a.x, a.dx}, st, "gn grad input",
+                                 [&](auto V, dim3 grid, dim3 block, int64_t off, const math::NormGradCoeffs<T>* c) {
+                                   gn_rows_grad_input_kernel<S, decltype(V)::value><<<grid, block, 0, st>>>(
+                                       dy + off, x + off, dx + off, s.hw, s.c, c, s.hw * s.c);
+                                 });
 }
 
 template <class S> struct GnForwardFn { static void run(const GnForwardArgs& a, cudaStream_t st) { gn_forward_typed<S>(a, st); } };
