@@ -25,15 +25,30 @@ FT_HD FT_INLINE float f32_from_bits(uint32_t u) {
 FT_HD FT_INLINE float to_float(BFloat16 h) { return f32_from_bits(uint32_t(h.bits) << 16); }
 
 // Note [bf16 rounding]: round to nearest even by adding 0x7FFF plus the lowest kept bit; NaN stays
-// a quiet NaN instead of rounding into infinity.
+// a quiet NaN instead of rounding into infinity.  A GPU of compute capability 8.0 or newer has
+// the conversion as one instruction: the same rounding, subnormals kept, NaN as the quiet NaN
+// 0x7FFF, where the integer form is six.
 FT_HD FT_INLINE BFloat16 to_bf16(float f) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint16_t r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
+  return BFloat16{r};
+#else
   uint32_t u = f32_bits(f);
   if (f != f) return BFloat16{uint16_t(0x7FC0)};
   u += 0x7FFFu + ((u >> 16) & 1u);
   return BFloat16{uint16_t(u >> 16)};
+#endif
 }
 
+// float16 <-> float: the device's conversion instructions (exact, and round to nearest even with
+// subnormals kept, as the integer forms below for the host); NaN is 0x7FFF there.
 FT_HD FT_INLINE float to_float(Half h) {
+#if defined(__CUDA_ARCH__)
+  float r;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(h.bits));
+  return r;
+#else
   uint32_t sign = uint32_t(h.bits & 0x8000u) << 16;
   uint32_t exp = (h.bits >> 10) & 0x1Fu;
   uint32_t mant = h.bits & 0x3FFu;
@@ -43,9 +58,15 @@ FT_HD FT_INLINE float to_float(Half h) {
     return f32_from_bits(sign | f32_bits(v));
   }
   return f32_from_bits(sign | ((exp + 112u) << 23) | (mant << 13));
+#endif
 }
 
 FT_HD FT_INLINE Half to_half(float f) {
+#if defined(__CUDA_ARCH__)
+  uint16_t r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f));
+  return Half{r};
+#else
   uint32_t x = f32_bits(f);
   uint16_t sign = uint16_t((x >> 16) & 0x8000u);
   x &= 0x7FFFFFFFu;
@@ -60,6 +81,7 @@ FT_HD FT_INLINE Half to_half(float f) {
   uint32_t odd = (x >> 13) & 1u;
   x += 0xC8000FFFu + odd;  // rebias exponent by -112 and round to nearest even
   return Half{uint16_t(sign | (x >> 13))};
+#endif
 }
 
 FT_HD FT_INLINE float to_float(float f) { return f; }
