@@ -10,6 +10,9 @@
 #
 #   bash bench/gpu_check.sh OUTDIR            # on the GPU machine, from anywhere
 #   GPU_CHECK_DRY=1 bash bench/gpu_check.sh   # without a GPU: the build and the plumbing only
+#   GPU_CHECK_STEPS=tests,bn,ln bash bench/gpu_check.sh OUTDIR   # a recheck: only these steps
+#     (of tests, sanitize, bn, ln, ncu, optim, fullbatch, syncbn, userpath, profile; the build
+#     always runs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/gpu_check}
@@ -23,7 +26,11 @@ summary="$out/summary.txt"
 : >"$summary"
 status=0
 
+steps=",${GPU_CHECK_STEPS:-all},"
 say() { printf '%s\n' "$*" | tee -a "$summary"; }
+
+# want STEP: whether this run includes STEP.
+want() { [ "$steps" = ",all," ] || [[ "$steps" == *",$1,"* ]]; }
 
 left() { echo $((budget - ($(date +%s) - t0))); }
 
@@ -88,9 +95,11 @@ tests_log="$out/tests.log"
 san_log="$out/sanitize.log"
 if [ "$GPU_SKIP" = 0 ]; then
   export FUSEDTRAIN_REQUIRE_GPU=1
-  sanitizer=$(find_sanitizer)
+  sanitizer=$(want sanitize && find_sanitizer)
   pids=()
-  if [ -n "$sanitizer" ]; then
+  if ! want sanitize; then
+    :
+  elif [ -n "$sanitizer" ]; then
     for tool in memcheck racecheck synccheck initcheck; do
       timeout -k 5 200 "$sanitizer" --tool "$tool" --error-exitcode 9 --print-limit 30 \
         "$py" bench/gpu_sanitize.py >"$out/.san_$tool" 2>&1 &
@@ -101,9 +110,11 @@ if [ "$GPU_SKIP" = 0 ]; then
     status=1
   fi
   workers=$(($(nproc) / 2))
-  run_step "GPU tests" 240 "$tests_log" "$py" -m pytest tests -m gpu -q -p no:cacheprovider \
-    -n "$workers" -rfE --tb=short
-  tail -n 1 "$tests_log" | sed 's/^/tests /' | tee -a "$summary"
+  if want tests; then
+    run_step "GPU tests" 240 "$tests_log" "$py" -m pytest tests -m gpu -q -p no:cacheprovider \
+      -n "$workers" -rfE --tb=short
+    tail -n 1 "$tests_log" | sed 's/^/tests /' | tee -a "$summary"
+  fi
   i=0
   for tool in memcheck racecheck synccheck initcheck; do
     [ -n "$sanitizer" ] || break
@@ -127,23 +138,23 @@ bench_log="$out/bench.log"
 marker="$out/.start"
 touch "$marker"
 if [ "$GPU_SKIP" = 0 ]; then
-  run_step "bench: batch norm" 120 "$bench_log" "$py" bench/bench_bn_cuda.py
-  run_step "bench: layer, RMS and group norm" 120 "$bench_log" "$py" bench/bench_ln_cuda.py
+  want bn && run_step "bench: batch norm" 120 "$bench_log" "$py" bench/bench_bn_cuda.py
+  want ln && run_step "bench: layer, RMS and group norm" 120 "$bench_log" "$py" bench/bench_ln_cuda.py
   # Hardware counters of the kernels behind the short targets (time, DRAM and SM throughput as
   # % of peak, bytes), before the benches of targets already met: a run short of time skips those.
-  if command -v ncu >/dev/null; then
+  if want ncu && command -v ncu >/dev/null; then
     run_step "ncu: counters of the timed kernels" 90 "$bench_log" ncu --clock-control none \
       -k 'regex:rule_kernel|planar_|rows_|matrix_kernel|each_kernel|_grad_kernel' --csv --metrics \
       gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active \
       "$py" bench/gpu_ncu_targets.py
   fi
   # shellcheck disable=SC2086 # GPU_CHECK_OPTIM_ARGS: extra arguments, e.g. --rules adamw,momentum
-  run_step "bench: optimizers" 120 "$bench_log" "$py" bench/bench_optim_cuda.py ${GPU_CHECK_OPTIM_ARGS:-}
-  run_step "bench: full-batch L-BFGS" 120 "$bench_log" "$py" bench/bench_fullbatch_cuda.py --rounds 5
-  run_step "bench: SyncBatchNorm over 1-rank NCCL" 60 "$bench_log" "$py" bench/bench_sync_bn_cuda.py
-  run_step "bench: import and host time, torch CUDA and CuPy" 90 "$bench_log" \
+  want optim && run_step "bench: optimizers" 120 "$bench_log" "$py" bench/bench_optim_cuda.py ${GPU_CHECK_OPTIM_ARGS:-}
+  want fullbatch && run_step "bench: full-batch L-BFGS" 120 "$bench_log" "$py" bench/bench_fullbatch_cuda.py --rounds 5
+  want syncbn && run_step "bench: SyncBatchNorm over 1-rank NCCL" 60 "$bench_log" "$py" bench/bench_sync_bn_cuda.py
+  want userpath && run_step "bench: import and host time, torch CUDA and CuPy" 90 "$bench_log" \
     "$py" bench/bench_torch_user_path.py --devices cuda --quick
-  run_step "profile: kernels per step (10,000 tensors)" 60 "$bench_log" "$py" bench/gpu_profile_step.py
+  want profile && run_step "profile: kernels per step (10,000 tensors)" 60 "$bench_log" "$py" bench/gpu_profile_step.py
 fi
 # This run's results alone (bench/results/ also holds committed ones of other GPUs).
 fresh="$out/.results"
