@@ -117,12 +117,12 @@ def main():
             ft._C.fullbatch_param_step_(p, d, x0, mode, 0.01, st)
         outputs += p + d + [hist]
 
-    # Layer / RMS norm (rows in registers: 1-8 row slots, 1-8 vectors per thread; odd rows, a
-    # row of one) and group / instance norm (both layouts, instance running statistics both
+    # Layer / RMS norm (rows in registers: 1-8 row slots, 1-8 vectors per thread, column sums in
+    # registers and in shared memory; odd rows, a row of one) and group / instance norm (both layouts, instance running statistics both
     # ways), every dtype.
     for dtype in (np.float32, bf16, np.float16, np.float64):
         sdt = np.float64 if dtype is np.float64 else np.float32
-        for shape in [(33, 64), (40, 1024), (6, 8192), (7, 4097), (5, 1)]:
+        for shape in [(33, 64), (40, 1024), (9, 2048), (6, 8192), (7, 4097), (5, 1)]:
             x, w, b = rand(shape, dtype, 2.0), rand(shape[-1], sdt), rand(shape[-1], sdt)
             y, mean, rstd = ft.layer_norm_forward(x, shape[-1], w, b)
             outputs += [y, mean, rstd, *ft.layer_norm_backward(rand(shape, dtype), x, shape[-1], mean, rstd, w)]

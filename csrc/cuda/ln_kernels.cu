@@ -231,18 +231,107 @@ __device__ __forceinline__ void each_row_vector(const LnBackwardArgs& a, bool w_
   }
 }
 
-template <class S, int K>
-__global__ void __launch_bounds__(kBlock)
+// Note [column sums in shared memory]: the backward's dweight / dbias terms of a thread's K * V
+// columns, summed over the rows it walks. In registers (kShared false) they take 2 * K * V
+// values; from 32 registers' worth on (16 fp32 columns, 8 fp64: bf16 rows of 1024 and wider,
+// fp32 of 4096, fp64 of 2048) that left room for one or two blocks per SM, and ncu on an H200
+// showed those kernels latency-bound, stalled on loads at 12-25% occupancy. In dynamic shared
+// memory (one value per thread in each of 2 * K * V rows of kBlock, so a warp's accesses fall in
+// distinct banks) they leave the registers to the loads, for three blocks per SM, at one shared
+// load and store per term. Either way the slots' sums are merged in one fixed order (slot 0 +
+// (slot 1 + (...))): deterministic, as Note [cuda norm passes] asks.
+template <class T, int K, int V, bool kShared>
+struct ColumnSums {
+  T dw[K][V], db[K][V];
+  __device__ explicit ColumnSums(T*) {
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+#pragma unroll
+      for (int e = 0; e < V; ++e) dw[k][e] = db[k][e] = T(0);
+  }
+  __device__ __forceinline__ void add(int k, int e, T w, T b) {
+    dw[k][e] += w;
+    db[k][e] += b;
+  }
+  // dweight and dbias of column (k, e) merged over the block's slots, in thread (x, slot 0).
+  template <class Out>
+  __device__ void merge_slots(Out out) {
+    // Chained from the last slot to slot 0 (several slots only when TPR <= 128, so K <= 4).
+    if constexpr (K <= 4) {
+      __shared__ T chain[2 * 4 * (kBlock / 2) * V];
+      for (int src = int(blockDim.y) - 1; src > 0; --src) {
+        if (int(threadIdx.y) == src) {
+#pragma unroll
+          for (int k = 0; k < K; ++k)
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+              chain[(2 * (k * V + e)) * blockDim.x + threadIdx.x] = dw[k][e];
+              chain[(2 * (k * V + e) + 1) * blockDim.x + threadIdx.x] = db[k][e];
+            }
+        }
+        __syncthreads();
+        if (int(threadIdx.y) == src - 1) {
+#pragma unroll
+          for (int k = 0; k < K; ++k)
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+              dw[k][e] += chain[(2 * (k * V + e)) * blockDim.x + threadIdx.x];
+              db[k][e] += chain[(2 * (k * V + e) + 1) * blockDim.x + threadIdx.x];
+            }
+        }
+        __syncthreads();
+      }
+    }
+    if (threadIdx.y != 0) return;
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+#pragma unroll
+      for (int e = 0; e < V; ++e) out(k, e, dw[k][e], db[k][e]);
+  }
+};
+template <class T, int K, int V>
+struct ColumnSums<T, K, V, true> {
+  T* s;  // 2 * K * V rows of kBlock values (the launch's dynamic shared memory)
+  int t;
+  __device__ explicit ColumnSums(T* shared) : s(shared), t(int(threadIdx.y * blockDim.x + threadIdx.x)) {
+#pragma unroll
+    for (int j = 0; j < 2 * K * V; ++j) s[j * kBlock + t] = T(0);
+  }
+  __device__ __forceinline__ void add(int k, int e, T w, T b) {
+    s[(2 * (k * V + e)) * kBlock + t] += w;
+    s[(2 * (k * V + e) + 1) * kBlock + t] += b;
+  }
+  template <class Out>
+  __device__ void merge_slots(Out out) {
+    __syncthreads();
+    if (threadIdx.y != 0) return;
+    const int x = int(threadIdx.x), tc = int(blockDim.x), last = int(blockDim.y) - 1;
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const T* w = s + (2 * (k * V + e)) * kBlock + x;
+        const T* b = w + kBlock;
+        T dw = w[last * tc], db = b[last * tc];
+        for (int y = last - 1; y >= 0; --y) {
+          dw = w[y * tc] + dw;
+          db = b[y * tc] + db;
+        }
+        out(k, e, dw, db);
+      }
+  }
+};
+template <class T, int K, int V>
+constexpr size_t column_sums_bytes() { return sizeof(T) * 2 * K * V * kBlock; }
+
+template <class S, int K, bool kShared>
+__global__ void __launch_bounds__(kBlock, kShared ? 3 : 0)
     ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
   S* dx = static_cast<S*>(a.dx);
   const bool w_same = a.weight.dtype == a.dtype;
-  T dw[K][V], db[K][V];
-#pragma unroll
-  for (int k = 0; k < K; ++k)
-#pragma unroll
-    for (int e = 0; e < V; ++e) dw[k][e] = db[k][e] = T(0);
+  ColumnSums<T, K, V, kShared> cols(kShared ? dynamic_shared<T>() : nullptr);
   for (int64_t r0 = int64_t(blockIdx.x) * blockDim.y; r0 < a.rows; r0 += int64_t(gridDim.x) * blockDim.y) {
     const int64_t r = r0 + threadIdx.y;  // uniform loop (barriers)
     const bool row = r < a.rows;
@@ -261,8 +350,7 @@ __global__ void __launch_bounds__(kBlock)
           const T gw = d * w[e];
           f1 += gw;
           f2 += gw * xc;
-          dw[k][e] += d * (xc * rs);
-          db[k][e] += d;
+          cols.add(k, e, d * (xc * rs), d);
         }
         sums.dy += double(f1);
         sums.dy_xc += double(f2);
@@ -282,41 +370,11 @@ __global__ void __launch_bounds__(kBlock)
     });
   }
   if (!partials) return;
-  // The slots' column sums, chained from the last slot to slot 0 (several slots only when
-  // TPR <= 128, so K <= 4), then slot 0's are this block's split of each column.
-  if constexpr (K <= 4) {
-    __shared__ T chain[2 * 4 * (kBlock / 2) * V];
-    for (int src = int(blockDim.y) - 1; src > 0; --src) {
-      if (int(threadIdx.y) == src) {
-#pragma unroll
-        for (int k = 0; k < K; ++k)
-#pragma unroll
-          for (int e = 0; e < V; ++e) {
-            chain[(2 * (k * V + e)) * blockDim.x + threadIdx.x] = dw[k][e];
-            chain[(2 * (k * V + e) + 1) * blockDim.x + threadIdx.x] = db[k][e];
-          }
-      }
-      __syncthreads();
-      if (int(threadIdx.y) == src - 1) {
-#pragma unroll
-        for (int k = 0; k < K; ++k)
-#pragma unroll
-          for (int e = 0; e < V; ++e) {
-            dw[k][e] += chain[(2 * (k * V + e)) * blockDim.x + threadIdx.x];
-            db[k][e] += chain[(2 * (k * V + e) + 1) * blockDim.x + threadIdx.x];
-          }
-      }
-      __syncthreads();
-    }
-  }
-  if (threadIdx.y != 0) return;
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int64_t c = (threadIdx.x + int64_t(k) * blockDim.x) * V;
-    if (c >= a.cols) continue;
-#pragma unroll
-    for (int e = 0; e < V; ++e) partials[(c + e) * gridDim.x + blockIdx.x] = GradSums{double(db[k][e]), double(dw[k][e])};
-  }
+  // Slot 0's sums are this block's split of each column.
+  cols.merge_slots([&](int k, int e, T dw, T db) {
+    const int64_t c = (threadIdx.x + int64_t(k) * blockDim.x) * V + e;
+    if (c < a.cols) partials[c * gridDim.x + blockIdx.x] = GradSums{double(db), double(dw)};
+  });
 }
 
 struct LnApplyParams {
@@ -449,16 +507,26 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
   const auto* dy = static_cast<const S*>(a.dy);
   const auto* x = static_cast<const S*>(a.x);
   // Few blocks per SM: each block's column sums are one split of the dweight reduction.
-  // Two vectors per thread: the column sums take 2 * K * V registers.
+  // Two vectors per thread: the column sums take 2 * K * V values in registers, or from 32
+  // registers' worth on, in shared memory, for three blocks per SM (Note [column sums in shared
+  // memory]).
   if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.dy, a.x, a.dx, vector_read(a.weight, a.dtype)}, 2, 2);
       p.tpr) {
+    constexpr int V = int(16 / sizeof(S));
     const bool params = a.dweight.present();
-    Reduction<GradSums> r(params ? int(p.grid) : 1, params ? a.cols : 1, st);
     with_k(p.k, [&](auto K) {
-      ln_rows_backward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a, params ? r.partials : nullptr);
+      constexpr int k = decltype(K)::value;
+      constexpr bool kShared = 2 * k * V * sizeof(T) >= 128;  // 32 registers or more
+      const unsigned grid = kShared ? unsigned(std::min<int64_t>((a.rows + p.block().y - 1) / p.block().y,
+                                                                 3LL * sm_count()))
+                                    : p.grid;
+      Reduction<GradSums> r(params ? int(grid) : 1, params ? a.cols : 1, st);
+      const size_t bytes = kShared ? column_sums_bytes<T, k, V>() : 0;
+      if constexpr (kShared) allow_dynamic_shared<ln_rows_backward_kernel<S, k, true>>(bytes);
+      ln_rows_backward_kernel<S, k, kShared><<<grid, p.block(), bytes, st>>>(a, params ? r.partials : nullptr);
+      count_launch("ln rows backward");
+      if (params) r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
     });
-    count_launch("ln rows backward");
-    if (params) r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
     return;
   }
   if (a.rows > 0) {

@@ -30,6 +30,30 @@ using Stats = math::BnStats<double>;
 
 constexpr int kBlock = 256;  // threads per block, every kernel
 
+// The block's dynamic shared memory (the launch's third argument), as T.
+template <class T>
+__device__ __forceinline__ T* dynamic_shared() {
+#ifdef FT_EMU_DYNAMIC_SHARED  // the host emulation's stand-in (tests/cuda_emu)
+  return static_cast<T*>(FT_EMU_DYNAMIC_SHARED());
+#else
+  extern __shared__ __align__(16) unsigned char ft_dynamic_shared[];
+  return reinterpret_cast<T*>(ft_dynamic_shared);
+#endif
+}
+
+// Lets Kernel take `bytes` of dynamic shared memory past the 48 KB a launch gets without asking;
+// once per device (the attribute is the device context's).
+template <auto Kernel>
+void allow_dynamic_shared(size_t bytes) {
+  if (bytes <= 48 * 1024) return;
+  static std::atomic<uint64_t> done{0};  // bit d: set on device d
+  const int d = device_state().device;
+  const uint64_t bit = d < 64 ? uint64_t(1) << d : 0;
+  if (bit && (done.load() & bit)) return;
+  FT_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  done.fetch_or(bit);
+}
+
 // Compute type of storage S (Note [compute type]).
 template <class S> using ComputeT = std::conditional_t<std::is_same_v<S, double>, double, float>;
 // ---- V consecutive elements as one access of V * sizeof(S) bytes

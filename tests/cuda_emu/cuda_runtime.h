@@ -88,10 +88,15 @@ void syncthreads();
 // Shuffle exchange of the calling lane's warp: deposit, wait for the warp, read the value of
 // lane + delta (butterfly: lane ^ delta; its own past the warp's end) into out, wait again.
 void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly);
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
+// Runs body for every thread of every block; each block starts with `shared` bytes of dynamic
+// shared memory filled with 0xFF bytes (NaN as floats), as unset as a GPU leaves it.
+void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>& body);
+// The running block's dynamic shared memory (FT_EMU_DYNAMIC_SHARED, for csrc/cuda's
+// dynamic_shared).
+void* dynamic_shared();
 template <class F>
-void launch(dim3 grid, dim3 block, size_t, cudaStream_t, F f) {
-  run_grid(grid, block, std::function<void()>(f));
+void launch(dim3 grid, dim3 block, size_t shared, cudaStream_t, F f) {
+  run_grid(grid, block, shared, std::function<void()>(f));
 }
 template <class T>
 T shuffle(T v, int delta, bool butterfly) {
@@ -101,6 +106,11 @@ T shuffle(T v, int delta, bool butterfly) {
   return out;
 }
 }  // namespace ft_emu
+
+#define FT_EMU_DYNAMIC_SHARED ::ft_emu::dynamic_shared
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+template <class F>
+cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return cudaSuccess; }
 
 inline void __syncthreads() { ft_emu::syncthreads(); }
 template <class T>

@@ -9,6 +9,8 @@
 #include <ucontext.h>
 
 #include <atomic>
+#include <cstddef>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -51,6 +53,7 @@ const std::function<void()>* g_body = nullptr;
 Barrier g_block;
 std::vector<Warp> g_warps;
 uint64_t g_events = 0;  // barrier releases and thread exits: progress
+std::vector<std::max_align_t> g_dynamic;  // the running block's dynamic shared memory
 
 void yield() {
   if (_setjmp(g_fibers[g_cur].env) == 0) _longjmp(g_main, 1);
@@ -98,7 +101,10 @@ void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, boo
   wait(w.barrier);
 }
 
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+void* dynamic_shared() { return g_dynamic.data(); }
+
+void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>& body) {
+  g_dynamic.assign((shared + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t), std::max_align_t{});
   gridDim = grid;
   blockDim = block;
   g_threads = int(block.x * block.y * block.z);
@@ -112,6 +118,7 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         blockIdx = {bx, by, bz};
+        std::memset(static_cast<void*>(g_dynamic.data()), 0xFF, g_dynamic.size() * sizeof(std::max_align_t));
         g_block = Barrier{g_threads, 0, 0};
         for (int w = 0; w < int(g_warps.size()); ++w)
           g_warps[size_t(w)].barrier = Barrier{std::min(32, g_threads - 32 * w), 0, 0};
