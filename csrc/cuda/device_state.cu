@@ -34,6 +34,9 @@ std::unique_ptr<DeviceState> make_state(int device) {
   auto d = std::make_unique<DeviceState>();
   d->device = device;
   FT_CUDA_CHECK(cudaDeviceGetAttribute(&d->sm_count, cudaDevAttrMultiProcessorCount, device));
+  int shared = 0;
+  FT_CUDA_CHECK(cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  d->shared_per_sm = size_t(shared);
   cudaMemPoolProps props = {};
   props.allocType = cudaMemAllocationTypePinned;
   props.location.type = cudaMemLocationTypeDevice;

@@ -10,6 +10,7 @@ namespace ft::cuda {
 struct DeviceState {
   int device = 0;
   int sm_count = 0;
+  size_t shared_per_sm = 0;        // bytes of shared memory an SM holds, for its blocks together
   cudaMemPool_t pool = nullptr;     // Note [memory pool]
   cudaStream_t upload = nullptr;    // non-blocking, private: uploads that must land before use
 

@@ -238,8 +238,10 @@ __device__ __forceinline__ void each_row_vector(const LnBackwardArgs& a, bool w_
 // showed those kernels latency-bound, stalled on loads at 12-25% occupancy. In dynamic shared
 // memory (one value per thread in each of 2 * K * V rows of kBlock, so a warp's accesses fall in
 // distinct banks) they leave the registers to the loads, for three blocks per SM, at one shared
-// load and store per term. Either way the slots' sums are merged in one fixed order (slot 0 +
-// (slot 1 + (...))): deterministic, as Note [cuda norm passes] asks.
+// load and store per term, where an SM's shared memory holds three such blocks (an H100's 228 KB
+// does for the 64 KB of 32 columns; an SM of 100 KB keeps those in registers). Either way the
+// slots' sums are merged in one fixed order (slot 0 + (slot 1 + (...))): deterministic, as Note
+// [cuda norm passes] asks.
 template <class T, int K, int V, bool kShared>
 struct ColumnSums {
   T dw[K][V], db[K][V];
@@ -508,22 +510,28 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
   const auto* x = static_cast<const S*>(a.x);
   // Few blocks per SM: each block's column sums are one split of the dweight reduction.
   // Two vectors per thread: the column sums take 2 * K * V values in registers, or from 32
-  // registers' worth on, in shared memory, for three blocks per SM (Note [column sums in shared
-  // memory]).
+  // registers' worth on, in shared memory, for three blocks per SM where the SM holds three
+  // blocks' worth (Note [column sums in shared memory]).
   if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.dy, a.x, a.dx, vector_read(a.weight, a.dtype)}, 2, 2);
       p.tpr) {
     constexpr int V = int(16 / sizeof(S));
     const bool params = a.dweight.present();
     with_k(p.k, [&](auto K) {
       constexpr int k = decltype(K)::value;
-      constexpr bool kShared = 2 * k * V * sizeof(T) >= 128;  // 32 registers or more
-      const unsigned grid = kShared ? unsigned(std::min<int64_t>((a.rows + p.block().y - 1) / p.block().y,
-                                                                 3LL * sm_count()))
-                                    : p.grid;
+      constexpr size_t bytes = column_sums_bytes<T, k, V>();
+      constexpr bool kWide = bytes >= 128 * kBlock;  // 32 registers' worth or more
+      const bool shared = kWide && device_state().shared_per_sm >= 3 * (bytes + 4096);
+      const unsigned grid = shared ? unsigned(std::min<int64_t>((a.rows + p.block().y - 1) / p.block().y,
+                                                                3LL * sm_count()))
+                                   : p.grid;
       Reduction<GradSums> r(params ? int(grid) : 1, params ? a.cols : 1, st);
-      const size_t bytes = kShared ? column_sums_bytes<T, k, V>() : 0;
-      if constexpr (kShared) allow_dynamic_shared<ln_rows_backward_kernel<S, k, true>>(bytes);
-      ln_rows_backward_kernel<S, k, kShared><<<grid, p.block(), bytes, st>>>(a, params ? r.partials : nullptr);
+      if constexpr (kWide) {
+        if (shared) {
+          allow_dynamic_shared<ln_rows_backward_kernel<S, k, true>>(bytes);
+          ln_rows_backward_kernel<S, k, true><<<grid, p.block(), bytes, st>>>(a, params ? r.partials : nullptr);
+        }
+      }
+      if (!shared) ln_rows_backward_kernel<S, k, false><<<grid, p.block(), 0, st>>>(a, params ? r.partials : nullptr);
       count_launch("ln rows backward");
       if (params) r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
     });

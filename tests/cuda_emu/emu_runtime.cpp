@@ -165,6 +165,7 @@ DeviceState& device_state() {
   if (s.sm_count == 0) {
     const char* env = std::getenv("FT_EMU_SM_COUNT");
     s.sm_count = env ? std::atoi(env) : 2;
+    s.shared_per_sm = 228 << 10;  // an H100's
   }
   return s;
 }
