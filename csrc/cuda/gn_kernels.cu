@@ -173,11 +173,8 @@ void gn_elementwise(const GnShape& s, const void* src, const void* x, void* out,
   }
   if (s.n * s.hw == 0 || s.c == 0) return;
   const int v = vec_width<S>(s.c, ptrs);
-  Geometry g = elementwise_geometry<S>(BnShape{s.hw, s.c, 1}, v);
-  const int64_t lanes = kBlock / g.tile_c, blocks = g.groups * s.n;
-  int64_t sp = (8LL * sm_count() + blocks - 1) / blocks;
-  sp = std::min<int64_t>(sp, std::max<int64_t>(1, s.hw / (8 * lanes)));
-  g.splits = int(std::max<int64_t>(1, std::min<int64_t>(sp, 65535)));
+  // Per sample: its share of 8 blocks per SM, and blocks of at least 8 vectors per thread.
+  const Geometry g(BnShape{s.hw, s.c, 1}, v, sizeof(S), (8LL * sm_count() + s.n - 1) / s.n, 8LL * kBlock * v);
   each_view_batch(s.n, [&](int64_t n, unsigned views) {
     with_width<S>(v, [&](auto V) {
       rows_launch(V, dim3(g.grid().x, g.grid().y, views), g.block(), n * s.hw * s.c, co + n * s.c);

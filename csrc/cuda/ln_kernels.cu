@@ -91,6 +91,11 @@ struct RowsPlan {
   int tpr = 0, k = 0;  // threads per row, vectors per thread (a power of two); tpr 0: no plan
   unsigned grid = 0;
   dim3 block() const { return dim3(unsigned(tpr), unsigned(kBlock / tpr)); }
+  // A block per row slot of `rows`, at most blocks_per_sm per SM (the blocks stride over rows).
+  unsigned grid_for(int64_t rows, int blocks_per_sm) const {
+    const int64_t slots = kBlock / tpr;
+    return unsigned(std::min<int64_t>((rows + slots - 1) / slots, int64_t(blocks_per_sm) * sm_count()));
+  }
 };
 // About `per_thread` vectors per thread (at most 32 values), 32 to 256 threads per row; none for a
 // row of other than 16-byte vectors or of more than 32 values per thread (fp32 8192, fp16 / bf16
@@ -111,8 +116,7 @@ RowsPlan rows_plan(int64_t rows, int64_t cols, std::initializer_list<const void*
   if (k > 8 || k * vmax > 32) return p;  // registers: 32 columns per thread at most (no spills)
   p.tpr = tpr;
   p.k = k <= 1 ? 1 : k <= 2 ? 2 : k <= 4 ? 4 : 8;
-  const int64_t slots = kBlock / tpr;
-  p.grid = unsigned(std::min<int64_t>((rows + slots - 1) / slots, int64_t(blocks_per_sm) * sm_count()));
+  p.grid = p.grid_for(rows, blocks_per_sm);
   return p;
 }
 template <class F>
@@ -521,9 +525,7 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
       constexpr size_t bytes = column_sums_bytes<T, k, V>();
       constexpr bool kWide = bytes >= 128 * kBlock;  // 32 registers' worth or more
       const bool shared = kWide && device_state().shared_per_sm >= 3 * (bytes + 4096);
-      const unsigned grid = shared ? unsigned(std::min<int64_t>((a.rows + p.block().y - 1) / p.block().y,
-                                                                3LL * sm_count()))
-                                   : p.grid;
+      const unsigned grid = shared ? p.grid_for(a.rows, 3) : p.grid;
       Reduction<GradSums> r(params ? int(grid) : 1, params ? a.cols : 1, st);
       if constexpr (kWide) {
         if (shared) {
