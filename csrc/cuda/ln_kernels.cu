@@ -166,6 +166,12 @@ __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a
     const int64_t r = r0 + threadIdx.y;  // the loop is uniform over the block: it has barriers
     const bool row = r < a.rows;
     const S* xr = x + (row ? r : 0) * a.cols;
+    // Note [next-row prefetch]; not for narrower rows, where its address arithmetic took the
+    // kernel past 64 registers (a block per SM fewer).
+    if constexpr (K * V >= 32) {
+      if (const int64_t next = r + int64_t(gridDim.x) * blockDim.y; next < a.rows)
+        prefetch_row_l2(x + next * a.cols, a.cols);
+    }
     Pack<S, V> p[K];
     StatSums<T> acc;
     acc.shift = row ? T(to_float(xr[0])) : T(0);
@@ -342,6 +348,10 @@ __global__ void __launch_bounds__(kBlock, kShared ? 3 : 0)
     const int64_t r = r0 + threadIdx.y;  // uniform loop (barriers)
     const bool row = r < a.rows;
     const int64_t off = (row ? r : 0) * a.cols;
+    if (const int64_t next = r + int64_t(gridDim.x) * blockDim.y; next < a.rows) {
+      prefetch_row_l2(static_cast<const S*>(a.dy) + next * a.cols, a.cols);  // Note [next-row prefetch]
+      prefetch_row_l2(static_cast<const S*>(a.x) + next * a.cols, a.cols);
+    }
     const double mean = a.rms || !row ? 0.0 : a.mean.get(r, 0.0), rstd = row ? a.rstd.get(r, 0.0) : 0.0;
     const auto m = math::split_mean<T>(mean);
     const T rs = T(rstd);
