@@ -35,11 +35,12 @@ def run_amp_clip_case(torch, device):
 
 
 def nan_norm_arrays():
-    """Lists holding one NaN: in a SIMD body, in a scalar tail, in a later array; every dtype."""
+    """Lists holding one NaN: in a SIMD body (unrolled or a block's last single vectors), in a
+    scalar tail, in a later array; every dtype."""
     out = []
     for dtype in ("float32", "float64", "float16", "bfloat16"):
         dt = dtype_named(dtype)
-        for n, at in ((4096, 1000), (4099, 4098), (70_000, 65_537), (3, 0)):
+        for n, at in ((4096, 1000), (4144, 4140), (4099, 4098), (70_000, 65_537), (3, 0)):
             a = np.linspace(-2, 2, n).astype(np.float32)
             a[at] = np.nan
             out.append([a.astype(dt)])

@@ -35,14 +35,30 @@ double chunk_norm(const S* x, int64_t begin, int64_t end, math::NormKind kind, d
   while (i < vec_end) {
     V acc{}, nan_probe{};
     const int64_t stop = vec_end < i + kInner ? vec_end : i + kInner;
-    for (; i < stop; i += W) {
-      V v = math::ft_abs(vload(x + i));
-      if (kind == math::NormKind::L2) acc = acc + v * v;
-      else if (kind == math::NormKind::L1) acc = acc + v;
-      else {
-        // Note [NaN in norms]: the SIMD max drops NaN; a sum of |x| turns NaN only from a NaN.
-        acc = math::ft_max(acc, v);
-        nan_probe = nan_probe + v;
+    if (kind == math::NormKind::Inf) {
+      // Note [NaN in norms]: the SIMD max drops NaN; a sum of |x| turns NaN only from a NaN.
+      // Four independent max / probe chains: one chain waited on the probe's add latency
+      // (about 5 cycles a vector, 1.5x the sums' time on data in cache); a max does not
+      // depend on the order it is taken in, and the probe only tells NaN.
+      V mx[4] = {}, pr[4] = {};
+      for (; i + 4 * W <= stop; i += 4 * W) {
+        for (int u = 0; u < 4; ++u) {
+          const V v = math::ft_abs(vload(x + i + u * W));
+          mx[u] = math::ft_max(mx[u], v);
+          pr[u] = pr[u] + v;
+        }
+      }
+      for (; i < stop; i += W) {
+        const V v = math::ft_abs(vload(x + i));
+        mx[0] = math::ft_max(mx[0], v);
+        pr[0] = pr[0] + v;
+      }
+      acc = math::ft_max(math::ft_max(mx[0], mx[1]), math::ft_max(mx[2], mx[3]));
+      nan_probe = (pr[0] + pr[1]) + (pr[2] + pr[3]);
+    } else {
+      for (; i < stop; i += W) {
+        const V v = math::ft_abs(vload(x + i));
+        acc = kind == math::NormKind::L2 ? acc + v * v : acc + v;
       }
     }
     C lane[W], probe[W];
