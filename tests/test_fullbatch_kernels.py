@@ -247,3 +247,38 @@ def test_bad_dtype_and_slots(isa):
         ro_d = [np.zeros_like(a) for a in g]
         ro_d[1].flags.writeable = False
         _C.fullbatch_combine_(ro_d, g, g, None, False, 0.0, -1.0, 1.0)
+
+
+# Note [no loop vectorizer in the full-batch passes]: a pass's results (sums and the arrays it
+# writes) must not depend on where its arrays lie: the same values at other distances from each
+# other in memory give the same bits.  Each case: (name, number of arrays, call on them).
+ADDRESS_CASES = [
+    ("history", 5, lambda a: _C.fullbatch_history_([a[0]], [a[1]], [a[2]], np.stack([a[3], a[4]]),
+                                                   0, 0.37)),
+    ("combine", 4, lambda a: _C.fullbatch_combine_([a[0]], [a[1]], [a[2]], [a[3]], True, 0.5,
+                                                   -0.7, 1.0)),
+    ("dots", 4, lambda a: _C.fullbatch_dots([a[0]], [[a[1]], [a[2]], [a[3]]])),
+    ("grad_copy", 3, lambda a: _C.fullbatch_grad_copy_([a[0]], [a[1]], [a[2]])),
+    ("param_step", 3, lambda a: _C.fullbatch_param_step_([a[0]], [a[1]], [a[2]], 1, 0.37)),
+]
+
+
+@pytest.mark.parametrize("dtype", COMPUTE)
+@pytest.mark.parametrize("n", [15, 33, 1030])
+@pytest.mark.parametrize("name, arrays, call", ADDRESS_CASES, ids=[c[0] for c in ADDRESS_CASES])
+def test_results_do_not_depend_on_addresses(name, arrays, call, n, dtype, isa):
+    rng = np.random.default_rng(seed_for("addr", name, n, dtype))
+    pool = np.empty(arrays * (n + 40) + 16, dtype)
+    for trial in range(8):       # a rounding difference shows for some values only
+        values = [rng.standard_normal(n).astype(dtype) for _ in range(arrays)]
+        seen = set()
+        for gap in range(0, 40, 3):
+            for shift in (0, 1, 5):
+                placed = []
+                for i, v in enumerate(values):
+                    at = shift + i * (n + gap)
+                    placed.append(pool[at:at + n])
+                    placed[-1][...] = v
+                out = call(placed)
+                seen.add((repr(out), b"".join(p.tobytes() for p in placed)))
+        assert len(seen) == 1, f"{name}: {len(seen)} different results for the same values"
