@@ -428,16 +428,18 @@ def test_fullbatch_history_pair(emu, dtype):
     total = sum(x.size for x in g)
     hist = np.random.default_rng(8).standard_normal((6, total)).astype(dtype_named(dtype))
     slot, t = 1, 0.37
-    hist_w, prev_w = hist.copy(), _copies(prev)
+    hist_w, prev_w, d_w = hist.copy(), _copies(prev), _copies(d)
     elem, offsets = hist.itemsize, np.cumsum([0] + [x.size for x in g])[:-1]
     s_rows = [hist.ctypes.data + (2 * slot * total + int(o)) * elem for o in offsets]
     y_rows = [hist.ctypes.data + ((2 * slot + 1) * total + int(o)) * elem for o in offsets]
+    scale = _scale(g, prev, d)
     got, _ = _fb(emu, 0, dtype, [g, prev, d, s_rows, y_rows], a=t)
-    want = _C.fullbatch_history_(g, prev_w, d, hist_w, slot, t)
+    want = _C.fullbatch_history_(g, prev_w, d_w, hist_w, slot, t)
     _close(hist, hist_w, dtype, "history")
     _fb_close(prev, prev_w, dtype, "prev_grads")
-    for j in range(2):
-        _scalar_close(got[j], want[j], dtype, _scale(g, prev, d), f"sum {j}")
+    _fb_close(d, d_w, dtype, "directions (-g)")   # Note [first pass folded]
+    for j in range(3):
+        _scalar_close(got[j], want[j], dtype, scale, f"sum {j}")
 
 
 @pytest.mark.parametrize("keep, copy, h", [(False, False, 1.0), (True, True, 0.5), (True, False, 2.0)])
@@ -470,9 +472,10 @@ def test_fullbatch_param_step(emu, dtype, mode):
         _fb_close(base, base_w, compute, "base")
 
 
+@pytest.mark.parametrize("folded", [False, True], ids=["first-pass", "first-dot-given"])
 @pytest.mark.parametrize("slots", [[2], [1, 0], [3, 0, 5, 2, 4, 1, 6]], ids=str)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fullbatch_two_loop(emu, dtype, slots):
+def test_fullbatch_two_loop(emu, dtype, slots, folded):
     g = _fb_rand(dtype, 15)
     total = sum(x.size for x in g)
     rng = np.random.default_rng(16)
@@ -481,12 +484,18 @@ def test_fullbatch_two_loop(emu, dtype, slots):
         hist[2 * j + 1] = (hist[2 * j] * 1.5 + 0.1 * rng.standard_normal(total)).astype(hist.dtype)
     ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
     d = [np.full(x.shape, np.nan, x.dtype) for x in g]
+    first = None
+    if folded:   # Note [first pass folded]: d = -g and the first pass's dot come given
+        d = [-x for x in g]
+        newest = hist[2 * slots[-1]]
+        # 1.5x the dot: a backend that ran the first pass anyway would not match one that did not
+        first = 1.5 * float(-(np.concatenate([x.ravel() for x in g]).astype(np.float64) @ newest))
     d_w = _copies(d)
     offsets = np.cumsum([0] + [x.size for x in g])[:-1]
     rows = [hist.ctypes.data + int(o) * hist.itemsize for o in offsets]
     got, al = _fb(emu, 5, dtype, [d, g, rows], row_stride=total, count=len(slots), a=0.7,
-                  two_loop=(slots, ro))
-    gtd, dmax, al_w = _C.fullbatch_direction_(g, d_w, hist, slots, ro, 0.7)
+                  flags=int(folded), c=first or 0.0, two_loop=(slots, ro))
+    gtd, dmax, al_w = _C.fullbatch_direction_(g, d_w, hist, slots, ro, 0.7, None, first)
     _fb_close(d, d_w, dtype, "direction")
     _scalar_close(got[0], gtd, dtype, _scale(g, d_w), "g . d")
     assert got[3] == pytest.approx(dmax, rel=1e-5 if dtype == "float32" else 1e-12), "max |d|"

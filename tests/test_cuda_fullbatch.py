@@ -42,33 +42,38 @@ def test_dots_and_history(dtype):
     assert got[1] == pytest.approx(float(_flat64(g) @ _flat64(g)), rel=tol)
     total = sum(int(np.prod(s)) for s in SHAPES)
     hist = torch.zeros((4, total), dtype=getattr(torch, dtype), device="cuda")
-    pg = _cuda(prev)
-    ys, yy = _C.fullbatch_history_(_cuda(g), pg, _cuda(d), hist, 1, 0.5,
-                                   torch.cuda.current_stream().cuda_stream)
+    pg, dg = _cuda(prev), _cuda(d)
+    ys, yy, sq = _C.fullbatch_history_(_cuda(g), pg, dg, hist, 1, 0.5,
+                                       torch.cuda.current_stream().cuda_stream)
     y = _flat64(g) - _flat64(prev)
     s = 0.5 * _flat64(d)
     np.testing.assert_allclose(hist[2].cpu().numpy(), s, rtol=tol)
     np.testing.assert_allclose(hist[3].cpu().numpy(), y, rtol=tol, atol=tol)
     np.testing.assert_array_equal(_flat64(_host(pg)), _flat64(g))
+    np.testing.assert_array_equal(_flat64(_host(dg)), -_flat64(g))   # Note [first pass folded]
     assert ys == pytest.approx(float(y @ s), rel=tol * 10)
     assert yy == pytest.approx(float(y @ y), rel=tol * 10)
+    assert sq == pytest.approx(float(-(s @ _flat64(g))), rel=tol * 10)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("slots", [[], [1], [2, 0, 1]], ids=str)
-def test_two_loop_matches_cpu(dtype, slots):
-    """The device-chained recursion (Note [device chain]) against the CPU kernels."""
+@pytest.mark.parametrize("folded", [False, True], ids=["first-pass", "first-dot-given"])
+def test_two_loop_matches_cpu(dtype, slots, folded):
+    """The device-chained recursion (Note [device chain]) against the CPU kernels, also with the
+    first pass's dot given (Note [first pass folded])."""
     g = _rand(dtype, 4)
     rng = np.random.default_rng(5)
     total = sum(int(np.prod(s)) for s in SHAPES)
     hist = rng.standard_normal((6, total)).astype(dtype)
     hist[1::2] = 1.5 * hist[0::2] + 0.1 * rng.standard_normal(hist[1::2].shape)
     ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
-    d_cpu = [np.zeros(s, dtype) for s in SHAPES]
-    want = _C.fullbatch_direction_(g, d_cpu, hist, slots, ro, 0.8)
-    d_gpu = [torch.zeros(s, dtype=getattr(torch, dtype), device="cuda") for s in SHAPES]
+    first = 1.5 * float(-(_flat64(g) @ hist[2 * slots[-1]])) if folded and slots else None
+    d_cpu = [(-a if folded else np.zeros(s, dtype)) for a, s in zip(g, SHAPES)]
+    d_gpu = _cuda(d_cpu)
+    want = _C.fullbatch_direction_(g, d_cpu, hist, slots, ro, 0.8, None, first)
     got = _C.fullbatch_direction_(_cuda(g), d_gpu, to_cuda(torch, hist), slots, ro, 0.8,
-                                  torch.cuda.current_stream().cuda_stream)
+                                  torch.cuda.current_stream().cuda_stream, first)
     tol = 1e-4 if dtype == "float32" else 1e-11
     np.testing.assert_allclose(_flat64(_host(d_gpu)), _flat64(d_cpu), rtol=tol,
                                atol=tol * np.abs(_flat64(d_cpu)).max())

@@ -69,18 +69,46 @@ def test_history_pair(dtype, isa):
     hist = _history(dtype, SHAPES, 3, seed_for("hist", dtype))
     before = hist.copy()
     prev0 = [p.copy() for p in prev]
-    ys, yy = _C.fullbatch_history_(g, prev, d, hist, 1, 0.37)
+    d0 = [a.copy() for a in d]
+    ys, yy, sq = _C.fullbatch_history_(g, prev, d, hist, 1, 0.37)
     y = [a.astype(np.float64) - b for a, b in zip(g, prev0)]
-    s = [0.37 * a.astype(np.float64) for a in d]
+    s = [0.37 * a.astype(np.float64) for a in d0]
     for i, (hs, hy) in enumerate(zip(_blocks(hist[2], SHAPES), _blocks(hist[3], SHAPES))):
         np.testing.assert_allclose(hs, s[i], rtol=RTOL[dtype] * 4)
         np.testing.assert_allclose(hy, y[i], rtol=RTOL[dtype] * 4, atol=1e-7)
         np.testing.assert_array_equal(prev[i], g[i])
+        np.testing.assert_array_equal(d[i], -g[i])   # Note [first pass folded]: q = -g
     for r in (0, 1, 4, 5):   # other slots untouched
         np.testing.assert_array_equal(hist[r], before[r])
     scale = _norm_scale(y, s) ** 2
     assert ys == pytest.approx(_dot(y, s), abs=RTOL[dtype] * scale)
     assert yy == pytest.approx(_dot(y, y), abs=RTOL[dtype] * scale)
+    minus_g = [-a.astype(np.float64) for a in g]
+    assert sq == pytest.approx(_dot(s, minus_g), abs=RTOL[dtype] * _norm_scale(s, minus_g) ** 2)
+
+
+@pytest.mark.parametrize("dtype", COMPUTE)
+@pytest.mark.parametrize("history", [1, 3], ids=lambda k: f"k{k}")
+def test_folded_first_pass_is_the_same_direction(dtype, history, isa):
+    """Note [first pass folded]: the history pass's q = -g and dot make the two-loop skip its
+    first pass with the same bits: d, al, g'd and max |d| equal those of the full recursion."""
+    g = _rand(dtype, seed_for("fold", dtype, "g"))
+    prev = _rand(dtype, seed_for("fold", dtype, "p"))
+    d = _rand(dtype, seed_for("fold", dtype, "d"))
+    hist = _history(dtype, SHAPES, history + 1, seed_for("fold", dtype))
+    rng = np.random.default_rng(seed_for("fold", dtype, "y"))
+    for j in range(history + 1):
+        hist[2 * j + 1] = (hist[2 * j] * 1.5 + 0.1 * rng.standard_normal(hist.shape[1])).astype(dtype)
+    ys, _, sq = _C.fullbatch_history_(g, prev, d, hist, history, 0.37)
+    slots = list(range(history + 1))            # the new pair is the newest
+    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots[:-1]]
+    ro.append(1.0 / ys)
+    full = [np.full_like(a, np.nan) for a in d]
+    want = _C.fullbatch_direction_(g, full, hist, slots, ro, 0.7)
+    got = _C.fullbatch_direction_(g, d, hist, slots, ro, 0.7, None, sq)
+    assert got == want
+    for a, b in zip(d, full):
+        np.testing.assert_array_equal(a, b)
 
 
 def _two_loop(g, hist, slots, ro, h):

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -193,7 +194,7 @@ void init_fullbatch(py::module_& m) {
             [&](auto st) {
               return cuda::fb_history(ts, t, st);
             });
-        return result_tuple(r, 2, false);
+        return result_tuple(r, 3, false);
       },
       py::arg("grads"), py::arg("prev_grads"), py::arg("directions"), py::arg("history"),
       py::arg("slot"), py::arg("t"), py::arg("stream").none(true) = py::none());
@@ -201,7 +202,7 @@ void init_fullbatch(py::module_& m) {
   m.def(
       "fullbatch_direction_",
       [](py::handle grads, py::handle directions, py::handle history, std::vector<int> slots,
-         std::vector<double> ro, double h_diag, py::handle stream) {
+         std::vector<double> ro, double h_diag, py::handle stream, std::optional<double> first_dot) {
         const char* fn = "fullbatch_direction_";
         ExportHolder keep;
         keep.cuda_call = !stream.is_none();
@@ -224,16 +225,18 @@ void init_fullbatch(py::module_& m) {
         }
         const int k = int(slots.size());
         std::vector<double> al(size_t(k), 0.0);
+        const double* first = first_dot ? &*first_dot : nullptr;  // Note [first pass folded]
         const FbResult r = dispatch(
             ts, stream,
-            [&] { return cpu::two_loop(ts, slots.data(), k, ro.data(), h_diag, al.data()); },
+            [&] { return cpu::two_loop(ts, slots.data(), k, ro.data(), h_diag, al.data(), first); },
             [&](auto st) {
-              return cuda::fb_two_loop(ts, slots.data(), k, ro.data(), h_diag, al.data(), st);
+              return cuda::fb_two_loop(ts, slots.data(), k, ro.data(), h_diag, al.data(), first, st);
             });
         return py::make_tuple(r.sum[0], r.max, al);
       },
       py::arg("grads"), py::arg("directions"), py::arg("history"), py::arg("slots"),
-      py::arg("ro"), py::arg("h_diag"), py::arg("stream").none(true) = py::none());
+      py::arg("ro"), py::arg("h_diag"), py::arg("stream").none(true) = py::none(),
+      py::arg("first_dot").none(true) = py::none());
 
   m.def(
       "fullbatch_combine_",

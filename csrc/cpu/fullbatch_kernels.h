@@ -22,9 +22,10 @@ inline const FbKernels& active_fullbatch() { return IsaTables<FbKernels>::active
 // The L-BFGS direction d = -H g by the fused two-loop recursion (Note [fused two-loop]).
 // t holds, per tensor, slot 0 d (written), slot 1 g, slot 2 its history block (rows t.row_stride
 // apart, Note [history arena]);
-// `slots` the k history slots in use, oldest first, ro their 1/(y's).  Fills al[0..k) and
-// returns g'd in sum[0] and max |d|.
+// `slots` the k history slots in use, oldest first, ro their 1/(y's).  first_dot: null, or the
+// dot the history pass took for the newest slot, with d already -g (Note [first pass folded]).
+// Fills al[0..k) and returns g'd in sum[0] and max |d|.
 FbResult two_loop(const FbTensors& t, const int* slots, int k, const double* ro, double h_diag,
-                  double* al);
+                  double* al, const double* first_dot);
 
 }  // namespace ft::cpu

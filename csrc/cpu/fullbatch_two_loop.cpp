@@ -11,7 +11,7 @@
 namespace ft::cpu {
 
 FbResult two_loop(const FbTensors& t, const int* slots, int k, const double* ro, double h_diag,
-                  double* al) {
+                  double* al, const double* first_dot) {
   namespace fb = math::fb;
   const FbKernels& kern = active_fullbatch();
   std::vector<fb::TwoLoopStep> steps(size_t(2 * k + 1));
@@ -26,8 +26,9 @@ FbResult two_loop(const FbTensors& t, const int* slots, int k, const double* ro,
     return r < 0 ? t.ptr[i][1] : static_cast<char*>(t.ptr[i][2]) + size_t(r) * size_t(stride) * elem;
   };
   FbResult res;
-  double prev_dot = 0.0;
-  for (int j = 0; j < n; ++j) {
+  const int j0 = fb::two_loop_start(steps.data(), first_dot);
+  double prev_dot = j0 ? *first_dot : 0.0;
+  for (int j = j0; j < n; ++j) {
     const fb::TwoLoopStep& st = steps[size_t(j)];
     const fb::TwoLoopCoef c = fb::two_loop_coef(st, prev_dot, ro, al, h_diag);
     if (c.record) al[st.entry] = c.al;

@@ -155,11 +155,13 @@ __global__ void __launch_bounds__(kFbThreads)
 // a read-back per pass, every block of the next launch sums the previous launch's per-chunk
 // partials itself (the same values in the same order, so every block gets the same bits) and
 // derives its coefficient with math::fb::two_loop_coef; block 0 records al_i for the second loop.
+// Without partials the previous dot is `given` (the history pass's, Note [first pass folded]).
 template <bool kKeep, class C>
 __global__ void __launch_bounds__(kFbThreads)
     two_loop_kernel(DeviceTable tb, SlotMap map, fb::TwoLoopStep st, const double* prev,
-                    int64_t nprev, const double* ro, double* al, double h_diag, double* partials) {
-  double prev_dot[1] = {0.0};
+                    int64_t nprev, double given, const double* ro, double* al, double h_diag,
+                    double* partials) {
+  double prev_dot[1] = {prev ? 0.0 : given};
   if (prev) {
     double unused = 0.0;
     for (int64_t i = threadIdx.x; i < nprev; i += blockDim.x) prev_dot[0] += prev[i * kRes];
@@ -312,7 +314,7 @@ void fb_param_step(const FbTensors& t, fb::StepMode mode, double step, Stream st
 }
 
 FbResult fb_two_loop(const FbTensors& t, const int* slots, int k, const double* ro, double h_diag,
-                     double* al, Stream stream) {
+                     double* al, const double* first_dot, Stream stream) {
   auto st = static_cast<cudaStream_t>(stream);
   std::vector<fb::TwoLoopStep> steps(size_t(2 * k + 1));
   const int n = fb::two_loop_schedule(slots, k, steps.data());
@@ -330,7 +332,9 @@ FbResult fb_two_loop(const FbTensors& t, const int* slots, int k, const double* 
   if (k > 0)
     FT_CUDA_CHECK(cudaMemcpyAsync(ro_dev, ro, sizeof(double) * size_t(k), cudaMemcpyHostToDevice, st));
   const int8_t cd = tb.col[0], cg = tb.col[1], ch = tb.col[2];
-  for (int j = 0; j < n; ++j) {
+  const int j0 = fb::two_loop_start(steps.data(), first_dot);
+  const double given = j0 ? *first_dot : 0.0;
+  for (int j = j0; j < n; ++j) {
     const fb::TwoLoopStep& s = steps[size_t(j)];
     SlotMap map;
     map.row_stride = t.row_stride;
@@ -341,14 +345,14 @@ FbResult fb_two_loop(const FbTensors& t, const int* slots, int k, const double* 
       map.row[q] = rows[q];
     }
     const bool keep = s.kind != fb::TwoLoopKind::Only && s.kind != fb::TwoLoopKind::First;
-    const double* prev = j == 0 ? nullptr : part[(j - 1) & 1];
+    const double* prev = j == j0 ? nullptr : part[(j - 1) & 1];
     double* cur = part[j & 1];
     if (t.dtype == DType::f64) {
-      if (keep) two_loop_kernel<true, double><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, ro_dev, al_dev, h_diag, cur);
-      else two_loop_kernel<false, double><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, ro_dev, al_dev, h_diag, cur);
+      if (keep) two_loop_kernel<true, double><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, given, ro_dev, al_dev, h_diag, cur);
+      else two_loop_kernel<false, double><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, given, ro_dev, al_dev, h_diag, cur);
     } else {
-      if (keep) two_loop_kernel<true, float><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, ro_dev, al_dev, h_diag, cur);
-      else two_loop_kernel<false, float><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, ro_dev, al_dev, h_diag, cur);
+      if (keep) two_loop_kernel<true, float><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, given, ro_dev, al_dev, h_diag, cur);
+      else two_loop_kernel<false, float><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, given, ro_dev, al_dev, h_diag, cur);
     }
     FT_CUDA_CHECK_LAUNCH("fullbatch two_loop_kernel");
     g_launches.fetch_add(1);

@@ -15,9 +15,10 @@ FbResult fb_dots(const FbTensors& t, int n, Stream st);
 FbResult fb_grad_copy(const FbTensors& t, Stream st);
 void fb_param_step(const FbTensors& t, math::fb::StepMode mode, double step, Stream st);
 
-// The fused two-loop recursion (as cpu::two_loop): 2k+1 launches whose coefficients are computed
-// on the device from the previous launch's partials (Note [device chain]), then one read-back.
+// The fused two-loop recursion (as cpu::two_loop, first_dot included): 2k+1 launches (2k with
+// first_dot) whose coefficients are computed on the device from the previous launch's partials
+// (Note [device chain]), then one read-back.
 FbResult fb_two_loop(const FbTensors& t, const int* slots, int k, const double* ro, double h_diag,
-                     double* al, Stream st);
+                     double* al, const double* first_dot, Stream st);
 
 }  // namespace ft::cuda

@@ -27,24 +27,32 @@ constexpr int kMaxSums = 3;
 template <class V> FT_HD FT_INLINE void take_abs_max(V& mx, const V& v) { mx = ft_max(mx, ft_abs(v)); }
 
 // The L-BFGS curvature pair of one iteration, written into a free history slot:
-//   y = g - g_prev;  s = t * d;  g_prev = g;   sums: y's, y'y.
+//   y = g - g_prev;  s = t * d;  g_prev = g;  d = -g;   sums: y's, y'y, s'd.
 // torch.optim.LBFGS: `y = flat_grad.sub(prev_flat_grad); s = d.mul(t); ys = y.dot(s)`,
 // H_diag = ys / y.dot(y); its `prev_flat_grad.copy_(flat_grad)` is folded in (nothing reads
-// g_prev between the two).  Slots: 0 g, 1 g_prev, 2 d, 3 s, 4 y.
+// g_prev between the two).  Note [first pass folded]: the two-loop recursion's first pass
+// (TwoLoopKind::First: q = -g, then s_{k-1}'q) is folded in too, for when this pair is the
+// newest one the recursion reads (it is unless y's is too small to keep it): d = -g is written
+// here, in the same bits as that pass's (-1) * g, and sum 2 is its dot, the same products added
+// in the same order, so two_loop given it skips that pass (one read of g and s and one write of
+// d fewer) and computes the same direction bit for bit.  Slots: 0 g, 1 g_prev, 2 d, 3 s, 4 y.
 struct History {
-  static constexpr int kRead = 0b00111, kWrite = 0b11010, kParamSlots = 0;
-  static constexpr int kSums = 2;
+  static constexpr int kRead = 0b00111, kWrite = 0b11110, kParamSlots = 0;
+  static constexpr int kSums = 3;
   static constexpr bool kMax = false;
   template <class T> struct Coeffs { T t; };
   template <class V, class T>
   FT_HD FT_INLINE static void element(const Coeffs<T>& c, V* v, V* sum, V&) {
     const V y = v[0] - v[1];
     const V s = v[2] * c.t;
+    const V q = T(-1) * v[0];
     v[1] = v[0];
+    v[2] = q;
     v[3] = s;
     v[4] = y;
     sum[0] = sum[0] + y * s;
     sum[1] = sum[1] + y * y;
+    sum[2] = sum[2] + s * q;
   }
 };
 
@@ -188,6 +196,12 @@ inline int two_loop_schedule(const int* slots, int k, TwoLoopStep* out) {
   for (int i = 0; i + 1 < k; ++i) out[n++] = {TwoLoopKind::Up, i, s_row(slots[i]), y_row(slots[i + 1])};
   out[n++] = {TwoLoopKind::Last, k - 1, s_row(slots[k - 1]), -1};
   return n;
+}
+
+// The first pass to run: 1 when the First pass's dot is given (Note [first pass folded]: the
+// history pass wrote its q = -g and took its dot), else 0.
+inline int two_loop_start(const TwoLoopStep* steps, const double* first_dot) {
+  return first_dot && steps[0].kind == TwoLoopKind::First ? 1 : 0;
 }
 
 // The Combine coefficients of one pass from the previous pass's dot.  a: keep v (all but

@@ -470,8 +470,9 @@ class LbfgsCore(_Core):
             self.slots.pop(0)
             self.ro.pop(0)
         slot = self._free_slot(m)
-        ys, yy = map(self.b.scalar, _C.fullbatch_history_(
-            g, self.prev_grad, self.d, self.hist, slot, float(self.t), st))
+        ys, yy, first_dot = _C.fullbatch_history_(g, self.prev_grad, self.d, self.hist, slot,
+                                                  float(self.t), st)
+        ys, yy = self.b.scalar(ys), self.b.scalar(yy)
         if ys > 1e-10:
             if len(self.slots) == m:
                 self.slots.pop(0)
@@ -479,8 +480,11 @@ class LbfgsCore(_Core):
             self.slots.append(slot)
             self.ro.append(1.0 / ys)
             self.h_diag = ys / yy
+        else:
+            first_dot = None     # the newest pair is an older one (Note [first pass folded])
         gtd, dmax, self.al = _C.fullbatch_direction_(
-            g, self.d, self.hist, self.slots, [float(r) for r in self.ro], float(self.h_diag), st)
+            g, self.d, self.hist, self.slots, [float(r) for r in self.ro], float(self.h_diag), st,
+            first_dot)
         return self.b.scalar(gtd), self.b.scalar(dmax), h["lr"]
 
     # checkpoints

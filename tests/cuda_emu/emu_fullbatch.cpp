@@ -34,7 +34,7 @@ void put(const ft::FbResult& r, double* result) {
 
 // pass: 0 history (a = step), 1 combine (a, c, h; flags bit 0 keep, bit 1 copy), 2 dots
 // (count = others), 3 grad copy, 4 param step (count = mode, a = t), 5 two-loop (count = k,
-// slots, ro, a = h_diag; al out).
+// slots, ro, a = h_diag, flags bit 0: c is the first dot; al out).
 extern "C" int emu_fb(int64_t pass, int64_t dtype, int64_t n, const int64_t* numel,
                       void* const* ptrs, int64_t row_stride, int64_t count, int64_t flags,
                       double a, double c, double h, const int* slots, const double* ro,
@@ -51,7 +51,7 @@ extern "C" int emu_fb(int64_t pass, int64_t dtype, int64_t n, const int64_t* num
       case 2: put(ft::cuda::fb_dots(t, int(count), nullptr), result); break;
       case 3: put(ft::cuda::fb_grad_copy(t, nullptr), result); break;
       case 4: ft::cuda::fb_param_step(t, fb::StepMode(count), a, nullptr); break;
-      case 5: put(ft::cuda::fb_two_loop(t, slots, int(count), ro, a, al, nullptr), result); break;
+      case 5: put(ft::cuda::fb_two_loop(t, slots, int(count), ro, a, al, flags & 1 ? &c : nullptr, nullptr), result); break;
       default: throw std::invalid_argument("emu_fb: no pass " + std::to_string(pass));
     }
     return 0;
