@@ -502,6 +502,32 @@ def test_fullbatch_two_loop(emu, dtype, slots, folded):
     np.testing.assert_allclose(al, al_w, rtol=1e-4 if dtype == "float32" else 1e-10)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fullbatch_folded_first_pass_same_bits(emu, dtype):
+    """Note [first pass folded] on the CUDA code: the history pass's q = -g and dot, given to the
+    two-loop, make the same direction, g'd, max |d| and al as the recursion's own first pass."""
+    g, prev, d = _fb_rand(dtype, 17), _fb_rand(dtype, 18), _fb_rand(dtype, 19)
+    total = sum(x.size for x in g)
+    rng = np.random.default_rng(20)
+    hist = rng.standard_normal((6, total)).astype(dtype_named(dtype))
+    hist[1::2] = (1.5 * hist[0::2] + 0.1 * rng.standard_normal(hist[1::2].shape)).astype(hist.dtype)
+    elem, offsets = hist.itemsize, np.cumsum([0] + [x.size for x in g])[:-1]
+    rows = [hist.ctypes.data + int(o) * elem for o in offsets]
+    s_rows = [r + 4 * total * elem for r in rows]            # slot 2 takes the new pair
+    sums, _ = _fb(emu, 0, dtype, [g, prev, d, s_rows, [r + total * elem for r in s_rows]], a=0.37)
+    slots = [0, 1, 2]
+    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
+    full = [np.full(x.shape, np.nan, x.dtype) for x in g]
+    want, want_al = _fb(emu, 5, dtype, [full, g, rows], row_stride=total, count=3, a=0.7,
+                        two_loop=(slots, ro))
+    got, got_al = _fb(emu, 5, dtype, [d, g, rows], row_stride=total, count=3, a=0.7, flags=1,
+                      c=sums[2], two_loop=(slots, ro))
+    assert got.tolist() == want.tolist()
+    assert got_al.tolist() == want_al.tolist()
+    for a, b in zip(d, full):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---- optimizer steps: every rule x option set x precision, over the multi-tensor table
 
 from optim_cases import CASES as OPTIM_CASES  # noqa: E402

@@ -27,7 +27,7 @@ constexpr int kMaxSums = 3;
 template <class V> FT_HD FT_INLINE void take_abs_max(V& mx, const V& v) { mx = ft_max(mx, ft_abs(v)); }
 
 // The L-BFGS curvature pair of one iteration, written into a free history slot:
-//   y = g - g_prev;  s = t * d;  g_prev = g;  d = -g;   sums: y's, y'y, s'd.
+//   y = g - g_prev;  s = t * d;  g_prev = g;  d = q = -g;   sums: y's, y'y, s'q.
 // torch.optim.LBFGS: `y = flat_grad.sub(prev_flat_grad); s = d.mul(t); ys = y.dot(s)`,
 // H_diag = ys / y.dot(y); its `prev_flat_grad.copy_(flat_grad)` is folded in (nothing reads
 // g_prev between the two).  Note [first pass folded]: the two-loop recursion's first pass
