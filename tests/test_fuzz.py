@@ -2,8 +2,9 @@
 
 - it raises TypeError or ValueError, and every array it was given is byte-identical; or
 - it returns, every output (and array updated in place) is finite when the inputs were finite and
-  the hyperparameters ordinary, and for float64 arrays the results agree with
-  ``fusedtrain.reference``.
+  the hyperparameters ordinary, for float64 arrays the results agree with
+  ``fusedtrain.reference``, and the same call on the same values placed elsewhere in memory gives
+  the same bits (for the full-batch optimizers: a twin on moved params takes the same steps).
 
 Any other exception, a crash, or a sanitizer report (CI runs this file under ASan and UBSan) is a
 failure. Examples are drawn deterministically (the same in every run); FUSEDTRAIN_FUZZ_EXAMPLES
@@ -79,6 +80,33 @@ def _copy_tree(v):
     return v
 
 
+def _relocated(v, memo, shift):
+    """v with every C-contiguous array copied to a new place `shift` elements into a larger
+    allocation (an array passed twice stays one array), flags kept: Note [no loop vectorizer in
+    the full-batch passes] asks that results not depend on where arrays lie."""
+    if isinstance(v, np.ndarray):
+        if id(v) not in memo:
+            if v.flags.c_contiguous and v.size:
+                r = np.empty(v.size + 8, v.dtype)[shift:shift + v.size].reshape(v.shape)
+                r[...] = v
+                r.flags.writeable = v.flags.writeable
+            else:
+                r = v
+            memo[id(v)] = r
+        return memo[id(v)]
+    if isinstance(v, list):
+        return [_relocated(a, memo, shift) for a in v]
+    if isinstance(v, tuple):
+        return tuple(_relocated(a, memo, shift) for a in v)
+    if isinstance(v, dict):
+        return {k: _relocated(a, memo, shift) for k, a in v.items()}
+    return v
+
+
+def _bits(values):
+    return [(np.asarray(v).dtype.str, np.asarray(v).tobytes()) for v in values]
+
+
 def _finite(a):
     return np.all(np.isfinite(np.asarray(a, dtype=np.float64)))
 
@@ -97,6 +125,9 @@ def check_contract(call):
     ref_args, ref_kwargs = _copy_tree(call.args), _copy_tree(call.kwargs)
     if isinstance(ref_kwargs.get("lr"), np.ndarray):  # the reference takes numbers
         ref_kwargs["lr"] = float(ref_kwargs["lr"].reshape(-1)[0])
+    memo = {}
+    moved_args = _relocated(call.args, memo, 1 + len(arrays) % 7)
+    moved_kwargs = _relocated(call.kwargs, memo, 1 + len(arrays) % 7)
     fn = getattr(ft, call.target)
     try:
         result = fn(*call.args, **call.kwargs)
@@ -106,6 +137,11 @@ def check_contract(call):
         assert str(e).startswith(call.target), f"message does not name the function: {e}"
         event("rejected")
         return
+    moved = fn(*moved_args, **moved_kwargs)
+    assert _bits(_flat(moved)) == _bits(_flat(result)), \
+        f"{call.target}: the same values elsewhere in memory gave another result ({call.notes})"
+    assert _bits(_leaves(moved_args, moved_kwargs)) == _bits(_leaves(call.args, call.kwargs)), \
+        f"{call.target}: the same values elsewhere in memory were updated otherwise ({call.notes})"
     inputs_finite = all(_finite(b) for b in arrays if b.dtype.kind == "f" or b.dtype.name == "bfloat16")
     if call.ordinary and inputs_finite:
         for a in arrays + [np.asarray(r) for r in _flat(result)]:
@@ -751,6 +787,10 @@ def check_fullbatch_contract(run):
         event("rejected")
         return
     ref_opt = getattr(ref, run.target)(ref_params, **run.kwargs) if run.compare else None
+    # A twin on the same values elsewhere in memory takes the same steps, bit for bit (Note [no
+    # loop vectorizer in the full-batch passes]).
+    twin_params = _relocated(params, {}, 1 + len(arrays) % 7) if run.fault is None else None
+    twin = cls(twin_params, **run.kwargs) if twin_params is not None else None
     closure = run.closure(params)
     for _ in range(2):
         before = [a.tobytes() for a in arrays]
@@ -768,6 +808,10 @@ def check_fullbatch_contract(run):
             return
         if ref_opt is not None:
             ref_opt.step(run.closure(ref_params, faulty=False))
+        if twin is not None:
+            twin.step(run.closure(twin_params))
+            assert _bits(twin_params) == _bits(arrays), \
+                f"{run.target}: the same params elsewhere in memory took another step ({run.notes})"
     assert run.fault is None or run.fault[0] == "inf-grad" or closure.calls["n"] < run.fault[1], \
         f"a step that met the faulty closure call returned ({run.notes})"
     if run.ordinary:
