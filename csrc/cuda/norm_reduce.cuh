@@ -55,7 +55,8 @@ template <class S>
 __device__ __forceinline__ void prefetch_row_l2(const S* row, int64_t cols) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (threadIdx.x == 0)
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(row), "r"(uint32_t(cols * int64_t(sizeof(S))))
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(row)),
+                 "r"(uint32_t(cols * int64_t(sizeof(S))))
                  : "memory");
 #else
   (void)row;
