@@ -88,3 +88,16 @@ def check_resume(make, fg, params, steps):
     for p, q in zip(params, copies):
         np.testing.assert_array_equal(p, q)
     assert resumed.state_dict()["state"]["func_evals"] == opt.state_dict()["state"]["func_evals"]
+
+
+# ---- history arenas for the two-loop kernels (Note [history arena]: s of slot j in row 2j, y in
+# row 2j + 1)
+
+def curvature_pairs(hist, rng):
+    """Makes every y row 1.5 s + small noise, so y's > 0 as L-BFGS keeps its pairs."""
+    hist[1::2] = 1.5 * hist[0::2] + 0.1 * rng.standard_normal(hist[1::2].shape)
+
+
+def inverse_curvatures(hist, slots):
+    """ro = 1 / (y's) of each slot, in float64."""
+    return [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]

@@ -22,6 +22,7 @@ import pytest
 import fusedtrain as ft
 from bn_cases import CASES as BN_CASES
 from bn_cases import DTYPES, make_inputs
+from fullbatch_problems import curvature_pairs, inverse_curvatures
 from ln_cases import GROUP_CASES, ROW_CASES, group_inputs, row_inputs
 from precisions import dtype_named
 from source_tree import host_compiler, source_path
@@ -480,9 +481,8 @@ def test_fullbatch_two_loop(emu, dtype, slots, folded):
     total = sum(x.size for x in g)
     rng = np.random.default_rng(16)
     hist = rng.standard_normal((14, total)).astype(dtype_named(dtype))
-    for j in range(7):   # curvature pairs with y . s > 0, as L-BFGS keeps them
-        hist[2 * j + 1] = (hist[2 * j] * 1.5 + 0.1 * rng.standard_normal(total)).astype(hist.dtype)
-    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
+    curvature_pairs(hist, rng)
+    ro = inverse_curvatures(hist, slots)
     d = [np.full(x.shape, np.nan, x.dtype) for x in g]
     first = None
     if folded:   # Note [first pass folded]: d = -g and the first pass's dot come given
@@ -510,13 +510,13 @@ def test_fullbatch_folded_first_pass_same_bits(emu, dtype):
     total = sum(x.size for x in g)
     rng = np.random.default_rng(20)
     hist = rng.standard_normal((6, total)).astype(dtype_named(dtype))
-    hist[1::2] = (1.5 * hist[0::2] + 0.1 * rng.standard_normal(hist[1::2].shape)).astype(hist.dtype)
+    curvature_pairs(hist, rng)
     elem, offsets = hist.itemsize, np.cumsum([0] + [x.size for x in g])[:-1]
     rows = [hist.ctypes.data + int(o) * elem for o in offsets]
     s_rows = [r + 4 * total * elem for r in rows]            # slot 2 takes the new pair
     sums, _ = _fb(emu, 0, dtype, [g, prev, d, s_rows, [r + total * elem for r in s_rows]], a=0.37)
     slots = [0, 1, 2]
-    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
+    ro = inverse_curvatures(hist, slots)
     full = [np.full(x.shape, np.nan, x.dtype) for x in g]
     want, want_al = _fb(emu, 5, dtype, [full, g, rows], row_stride=total, count=3, a=0.7,
                         two_loop=(slots, ro))

@@ -6,6 +6,7 @@ import pytest
 
 import fusedtrain as ft
 from fusedtrain import _C
+from fullbatch_problems import curvature_pairs, inverse_curvatures
 from gpu_support import require_torch_cuda, to_cuda, to_host
 from precisions import dtype_named
 
@@ -66,8 +67,8 @@ def test_two_loop_matches_cpu(dtype, slots, folded):
     rng = np.random.default_rng(5)
     total = sum(int(np.prod(s)) for s in SHAPES)
     hist = rng.standard_normal((6, total)).astype(dtype)
-    hist[1::2] = 1.5 * hist[0::2] + 0.1 * rng.standard_normal(hist[1::2].shape)
-    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
+    curvature_pairs(hist, rng)
+    ro = inverse_curvatures(hist, slots)
     first = 1.5 * float(-(_flat64(g) @ hist[2 * slots[-1]])) if folded and slots else None
     d_cpu = [(-a if folded else np.zeros(s, dtype)) for a, s in zip(g, SHAPES)]
     d_gpu = _cuda(d_cpu)

@@ -6,6 +6,7 @@ import pytest
 
 import fusedtrain as ft
 from fusedtrain import _C
+from fullbatch_problems import curvature_pairs, inverse_curvatures
 from precisions import dtype_named
 from stepping import seed_for
 
@@ -96,13 +97,10 @@ def test_folded_first_pass_is_the_same_direction(dtype, history, isa):
     prev = _rand(dtype, seed_for("fold", dtype, "p"))
     d = _rand(dtype, seed_for("fold", dtype, "d"))
     hist = _history(dtype, SHAPES, history + 1, seed_for("fold", dtype))
-    rng = np.random.default_rng(seed_for("fold", dtype, "y"))
-    for j in range(history + 1):
-        hist[2 * j + 1] = (hist[2 * j] * 1.5 + 0.1 * rng.standard_normal(hist.shape[1])).astype(dtype)
+    curvature_pairs(hist, np.random.default_rng(seed_for("fold", dtype, "y")))
     ys, _, sq = _C.fullbatch_history_(g, prev, d, hist, history, 0.37)
     slots = list(range(history + 1))            # the new pair is the newest
-    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots[:-1]]
-    ro.append(1.0 / ys)
+    ro = inverse_curvatures(hist, slots[:-1]) + [1.0 / ys]
     full = [np.full_like(a, np.nan) for a in d]
     want = _C.fullbatch_direction_(g, full, hist, slots, ro, 0.7)
     got = _C.fullbatch_direction_(g, d, hist, slots, ro, 0.7, None, sq)
@@ -134,11 +132,8 @@ def _two_loop(g, hist, slots, ro, h):
 def test_two_loop_direction(dtype, slots, isa):
     g = _rand(dtype, seed_for("2loop", dtype, "g"))
     hist = _history(dtype, SHAPES, 7, seed_for("2loop", dtype))
-    # Curvature pairs: y = s + small noise so y's > 0, as L-BFGS keeps them.
-    rng = np.random.default_rng(seed_for("2loop", dtype, "y"))
-    for j in range(7):
-        hist[2 * j + 1] = (hist[2 * j] * 1.5 + 0.1 * rng.standard_normal(hist.shape[1])).astype(dtype)
-    ro = [1.0 / float(hist[2 * j].astype(np.float64) @ hist[2 * j + 1]) for j in slots]
+    curvature_pairs(hist, np.random.default_rng(seed_for("2loop", dtype, "y")))
+    ro = inverse_curvatures(hist, slots)
     d = [np.full(s, np.nan, dtype) for s in SHAPES]
     hist_before = hist.copy()
     gtd, dmax, al = _C.fullbatch_direction_(g, d, hist, slots, ro, 0.7)

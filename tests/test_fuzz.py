@@ -68,39 +68,37 @@ class Call:
         return out
 
 
-def _copy_tree(v):
+def _map_arrays(v, f):
+    """v with every array a in its lists, tuples and dicts replaced by f(a)."""
     if isinstance(v, np.ndarray):
-        return v.copy()
+        return f(v)
     if isinstance(v, list):
-        return [_copy_tree(a) for a in v]
+        return [_map_arrays(a, f) for a in v]
     if isinstance(v, tuple):
-        return tuple(_copy_tree(a) for a in v)
+        return tuple(_map_arrays(a, f) for a in v)
     if isinstance(v, dict):
-        return {k: _copy_tree(a) for k, a in v.items()}
+        return {k: _map_arrays(a, f) for k, a in v.items()}
     return v
+
+
+def _copy_tree(v):
+    return _map_arrays(v, lambda a: a.copy())
 
 
 def _relocated(v, memo, shift):
     """v with every C-contiguous array copied to a new place `shift` elements into a larger
     allocation (an array passed twice stays one array), flags kept: Note [no loop vectorizer in
     the full-batch passes] asks that results not depend on where arrays lie."""
-    if isinstance(v, np.ndarray):
-        if id(v) not in memo:
-            if v.flags.c_contiguous and v.size:
-                r = np.empty(v.size + 8, v.dtype)[shift:shift + v.size].reshape(v.shape)
-                r[...] = v
-                r.flags.writeable = v.flags.writeable
-            else:
-                r = v
-            memo[id(v)] = r
-        return memo[id(v)]
-    if isinstance(v, list):
-        return [_relocated(a, memo, shift) for a in v]
-    if isinstance(v, tuple):
-        return tuple(_relocated(a, memo, shift) for a in v)
-    if isinstance(v, dict):
-        return {k: _relocated(a, memo, shift) for k, a in v.items()}
-    return v
+    def move(a):
+        if id(a) not in memo:
+            r = a
+            if a.flags.c_contiguous and a.size:
+                r = np.empty(a.size + 8, a.dtype)[shift:shift + a.size].reshape(a.shape)
+                r[...] = a
+                r.flags.writeable = a.flags.writeable
+            memo[id(a)] = r
+        return memo[id(a)]
+    return _map_arrays(v, move)
 
 
 def _bits(values):
