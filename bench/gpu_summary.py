@@ -74,7 +74,25 @@ def layer_norm_lines(doc):
             target("layer/RMS norm fwd+bwd, lowest % copy bandwidth",
                    min((r["fwd+bwd"]["pct_copy_bw"] for r in rowwise), default=None), 80, "{:.0f}"),
             target("group norm NHWC fwd+bwd, slowest vs torch (x)",
-                   min((r["fwd+bwd"]["speedup"] for r in nhwc), default=None), 2.0)]
+                   min((r["fwd+bwd"]["speedup"] for r in nhwc), default=None), 2.0)] + \
+        switch_lines(rowwise)
+
+
+def switch_lines(rowwise):
+    """Note [row kernel switches]: fwd+bwd time with a latency measure off over with both on;
+    above 1 the measure pays."""
+    out = []
+    for name in ("no_l2_prefetch", "no_shared_column_sums"):
+        ratios = [(r["switches"][name + "_ms"] / r["switches"]["on_ms"], r) for r in rowwise
+                  if "switches" in r]
+        if not ratios:
+            continue
+        geo = math.exp(sum(math.log(x) for x, _ in ratios) / len(ratios))
+        lo, hi = min(ratios, key=lambda t: t[0]), max(ratios, key=lambda t: t[0])
+        out.append(f"      layer/RMS {name.replace('_', ' ')} / on: geomean {geo:.3f}, "
+                   f"{lo[0]:.3f} ({lo[1]['workload']} {lo[1]['dtype']}) to "
+                   f"{hi[0]:.3f} ({hi[1]['workload']} {hi[1]['dtype']})")
+    return out
 
 
 def fullbatch_lines(doc):

@@ -245,6 +245,41 @@ def test_layer_and_rms_norm(emu, case, rms, dtype, sms, same):
             _close(db, db_w, str(db.dtype), "dbias", np.sqrt(rows) * 4)
 
 
+# Note [row kernel switches]: the L2 prefetch changes no bit; the column sums in registers instead
+# of shared memory change only the order dweight / dbias are summed in (their own grid), so those
+# agree to rounding. 64x1024 and 9x8192 take the rows kernels, with column sums in shared memory
+# for fp32 8192 and every 16-bit dtype (fp64 of 8192 takes the general path).
+@pytest.mark.parametrize("case", [c for c in ROW_CASES if c.id in ("64x1024", "9x8192")], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_kernel_switches(emu, case, dtype):
+    emu.emu_set_sm_count(SM_COUNTS[0])
+    x, w, b, dy = row_inputs(case, dtype, "emu")
+    cols = int(np.prod(case.normalized))
+    rows, sdt = x.size // cols, _stats_dtype(dtype)
+    stat = CODES[str(np.dtype(sdt))]
+
+    def run():
+        y, mean, rstd = _like(x), _like((rows,), sdt), _like((rows,), sdt)
+        _call(emu, "emu_ln_forward", x, y, CODES[dtype], rows, cols, 0, w, b, _code(w), mean, rstd,
+              stat, case.eps)
+        dx, dw, db = _like(x), _like(w), _like(b)
+        _call(emu, "emu_ln_backward", dy, x, dx, CODES[dtype], rows, cols, 0, w, _code(w), mean,
+              rstd, stat, dw, db)
+        return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db}
+
+    want = run()
+    try:
+        for prefetch, shared in ((0, 1), (1, 0), (0, 0)):
+            emu.emu_set_row_kernel_options(prefetch, shared)
+            for name, got in run().items():
+                if shared or name not in ("dweight", "dbias"):
+                    assert got.tobytes() == want[name].tobytes(), (name, prefetch, shared)
+                else:
+                    _close(got, want[name], str(got.dtype), name, np.sqrt(rows) * 4)
+    finally:
+        emu.emu_set_row_kernel_options(1, 1)
+
+
 # ---- group and instance norm
 
 def _group_shape(case, x):

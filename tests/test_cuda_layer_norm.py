@@ -142,6 +142,34 @@ def test_cuda_layer_and_rms_norm_match_torch_at_transformer_sizes(hidden, dtype)
     torch.testing.assert_close(ft.rms_norm_forward(x, hidden, w)[0].double(), want_y, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("hidden", [1024, 8192])
+def test_cuda_row_kernel_switches(hidden, dtype):
+    """Note [row kernel switches] on the GPU: the L2 prefetch off gives the same bits; the column
+    sums in registers the same y and dx, dweight / dbias to rounding."""
+    torch.manual_seed(1)
+    x = (torch.randn(1000, hidden, device="cuda") * 2 + 0.5).to(dtype)
+    w, b = torch.rand(hidden, device="cuda") + 0.5, torch.randn(hidden, device="cuda")
+    dy = torch.randn_like(x)
+
+    def run():
+        y, mean, rstd = ft.layer_norm_forward(x, hidden, w, b)
+        return (y, mean, rstd) + ft.layer_norm_backward(dy, x, hidden, mean, rstd, w)
+
+    want = run()
+    try:
+        for off in ({"l2_prefetch": False}, {"shared_column_sums": False}):
+            ft._C._cuda_row_kernel_options(l2_prefetch=True, shared_column_sums=True)
+            ft._C._cuda_row_kernel_options(**off)
+            got = run()
+            exact = 6 if "l2_prefetch" in off else 4
+            assert all(torch.equal(a, c) for a, c in zip(got[:exact], want[:exact])), off
+            for a, c in zip(got[exact:], want[exact:]):
+                torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5 * float(c.abs().max()))
+    finally:
+        ft._C._cuda_row_kernel_options(l2_prefetch=True, shared_column_sums=True)
+
+
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_cuda_group_norm_matches_torch_and_is_deterministic(channels_last):
     torch.manual_seed(0)

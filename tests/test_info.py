@@ -42,6 +42,21 @@ def test_bad_thread_count_raises(n, error):
     assert ft.get_num_threads() == before
 
 
+def test_cuda_row_kernel_options_round_trip():
+    """Note [row kernel switches]: set in any build (CPU-only ones included), each call returns
+    the settings before it, None leaves a setting as it is."""
+    on = {"l2_prefetch": True, "shared_column_sums": True}
+    try:
+        assert ft._C._cuda_row_kernel_options() == on
+        assert ft._C._cuda_row_kernel_options(l2_prefetch=False) == on
+        assert ft._C._cuda_row_kernel_options(shared_column_sums=False) == {
+            "l2_prefetch": False, "shared_column_sums": True}
+        assert ft._C._cuda_row_kernel_options() == {"l2_prefetch": False, "shared_column_sums": False}
+    finally:
+        ft._C._cuda_row_kernel_options(True, True)
+    assert ft._C._cuda_row_kernel_options() == on
+
+
 def test_cpu_isa_round_trip():
     before = ft.get_cpu_isa()
     try:

@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <stdexcept>
 
 #include "bindings/gil.h"
@@ -9,6 +10,7 @@
 #include "cpu/kernels.h"
 #include "cuda/device_info.h"
 #include "cuda/kernels.h"
+#include "cuda/row_kernel_options.h"
 
 namespace py = pybind11;
 
@@ -44,6 +46,21 @@ void init_runtime(py::module_& m) {
     return cuda::device_names();
   });
   m.def("cuda_runtime_version", &cuda::runtime_version);
+  m.def(
+      "_cuda_row_kernel_options",
+      [](std::optional<bool> l2_prefetch, std::optional<bool> shared_column_sums) {
+        cuda::RowKernelOptions& o = cuda::row_kernel_options();
+        py::dict before;
+        before["l2_prefetch"] = o.l2_prefetch;
+        before["shared_column_sums"] = o.shared_column_sums;
+        if (l2_prefetch) o.l2_prefetch = *l2_prefetch;
+        if (shared_column_sums) o.shared_column_sums = *shared_column_sums;
+        return before;
+      },
+      py::arg("l2_prefetch") = py::none(), py::arg("shared_column_sums") = py::none(),
+      "Turns the layer/RMS norm CUDA row kernels' next-row L2 prefetch or shared-memory column "
+      "sums on or off (None: unchanged) and returns the settings before the call (Note [row "
+      "kernel switches]: dweight / dbias then summed in another order). For benchmarks.");
   m.def("cuda_device_error", [] {
     py::gil_scoped_release nogil;
     return cuda::device_error();

@@ -3,6 +3,7 @@
 // shared passes: norm_matrix.cuh, Note [cuda norm passes]).  The math is csrc/math/layer_norm.h.
 #include "cuda/normalization_kernels.h"
 #include "cuda/norm_matrix.cuh"
+#include "cuda/row_kernel_options.h"
 #include "math/layer_norm.h"
 
 namespace ft::cuda {
@@ -155,7 +156,7 @@ const void* vector_read(const ChannelArray& p, DType dtype) {
 }
 
 template <class S, int K>
-__global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a) {
+__global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a, bool prefetch) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
   const S* x = static_cast<const S*>(a.x);
@@ -169,7 +170,7 @@ __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a
     // Note [next-row prefetch]; not for narrower rows, where its address arithmetic took the
     // kernel past 64 registers (a block per SM fewer).
     if constexpr (K * V >= 32) {
-      if (const int64_t next = r + int64_t(gridDim.x) * blockDim.y; next < a.rows)
+      if (const int64_t next = r + int64_t(gridDim.x) * blockDim.y; prefetch && next < a.rows)
         prefetch_row_l2(x + next * a.cols, a.cols);
     }
     Pack<S, V> p[K];
@@ -338,7 +339,7 @@ constexpr size_t column_sums_bytes() { return sizeof(T) * 2 * K * V * kBlock; }
 
 template <class S, int K, bool kShared>
 __global__ void __launch_bounds__(kBlock, kShared ? 3 : 0)
-    ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials) {
+    ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials, bool prefetch) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
   S* dx = static_cast<S*>(a.dx);
@@ -348,7 +349,7 @@ __global__ void __launch_bounds__(kBlock, kShared ? 3 : 0)
     const int64_t r = r0 + threadIdx.y;  // uniform loop (barriers)
     const bool row = r < a.rows;
     const int64_t off = (row ? r : 0) * a.cols;
-    if (const int64_t next = r + int64_t(gridDim.x) * blockDim.y; next < a.rows) {
+    if (const int64_t next = r + int64_t(gridDim.x) * blockDim.y; prefetch && next < a.rows) {
       prefetch_row_l2(static_cast<const S*>(a.dy) + next * a.cols, a.cols);  // Note [next-row prefetch]
       prefetch_row_l2(static_cast<const S*>(a.x) + next * a.cols, a.cols);
     }
@@ -424,7 +425,8 @@ void ln_forward_typed(const LnForwardArgs& a, cudaStream_t st) {
   // and merges without a barrier (slot_coeffs).
   if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.x, a.y, vector_read(a.weight, a.dtype),
                                                        vector_read(a.bias, a.dtype)}, 8, 16); p.tpr) {
-    with_k(p.k, [&](auto K) { ln_rows_forward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a); });
+    const bool prefetch = row_kernel_options().l2_prefetch;  // Note [row kernel switches]
+    with_k(p.k, [&](auto K) { ln_rows_forward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a, prefetch); });
     count_launch("ln rows forward");
     return;
   }
@@ -530,20 +532,25 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
       p.tpr) {
     constexpr int V = int(16 / sizeof(S));
     const bool params = a.dweight.present();
+    const RowKernelOptions options = row_kernel_options();  // Note [row kernel switches]
     with_k(p.k, [&](auto K) {
       constexpr int k = decltype(K)::value;
       constexpr size_t bytes = column_sums_bytes<T, k, V>();
       constexpr bool kWide = bytes >= 128 * kBlock;  // 32 registers' worth or more
-      const bool shared = kWide && device_state().shared_per_sm >= 3 * (bytes + 4096);
+      const bool shared = kWide && options.shared_column_sums &&
+                          device_state().shared_per_sm >= 3 * (bytes + 4096);
       const unsigned grid = shared ? p.grid_for(a.rows, 3) : p.grid;
       Reduction<GradSums> r(params ? int(grid) : 1, params ? a.cols : 1, st);
       if constexpr (kWide) {
         if (shared) {
           allow_dynamic_shared<ln_rows_backward_kernel<S, k, true>>(bytes);
-          ln_rows_backward_kernel<S, k, true><<<grid, p.block(), bytes, st>>>(a, params ? r.partials : nullptr);
+          ln_rows_backward_kernel<S, k, true><<<grid, p.block(), bytes, st>>>(a, params ? r.partials : nullptr,
+                                                                             options.l2_prefetch);
         }
       }
-      if (!shared) ln_rows_backward_kernel<S, k, false><<<grid, p.block(), 0, st>>>(a, params ? r.partials : nullptr);
+      if (!shared)
+        ln_rows_backward_kernel<S, k, false><<<grid, p.block(), 0, st>>>(a, params ? r.partials : nullptr,
+                                                                         options.l2_prefetch);
       count_launch("ln rows backward");
       if (params) r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
     });
