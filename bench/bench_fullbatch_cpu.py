@@ -13,12 +13,14 @@ step runs all its iterations.
 
 Writes bench/results/cpu_fullbatch_<cpu>.json and prints a table; the target is >= 2x.
 
-Each row also gives a floor (CPU only): the time to read the history twice at the read
-bandwidth measured in the same run (fusedtrain's dot pass over two arrays far larger than the
-caches). Any L-BFGS reads its history at least twice an iteration: the new gradient must meet
-every pair before any coefficient of the direction is known, and the direction is a combination
-of every pair (Note [two reads of the history] in csrc/math/fullbatch.h). So torch's time over the
-floor bounds the speedup any implementation can reach with the history in memory.
+Each row also gives a floor (CPU only): the time to move the least any L-BFGS iteration must, at
+the read bandwidth measured in the same run (fusedtrain's dot pass over two arrays far larger than
+the caches): the history read twice, the new pair (s, y) written, the gradient read and the params
+read and written, 4 * history + 5 vectors. Any L-BFGS reads its history at least twice an
+iteration: the new gradient must meet every pair before any coefficient of the direction is
+known, and the direction is a combination of every pair (Note [two reads of the history] in
+csrc/math/fullbatch.h). Writes are counted at the read bandwidth, so the floor is low. Torch's
+time over it bounds the speedup any implementation can reach with the history in memory.
 ``--device cuda`` runs the same on CUDA tensors (bench_fullbatch_cuda.py).
 """
 from __future__ import annotations
@@ -186,9 +188,9 @@ def main(argv=None) -> int:
                                   "torch": torch.get_num_threads()}
                 floor = ""
                 if read_bw:
-                    history_bytes = 2 * history * args.tensors * args.numel * 4
+                    vector_bytes = args.tensors * args.numel * 4
                     row["read_gb_per_s"] = read_bw / 1e9
-                    row["floor_ms"] = 2 * history_bytes / read_bw * 1e3
+                    row["floor_ms"] = (4 * history + 5) * vector_bytes / read_bw * 1e3
                     row["speedup_ceiling"] = row["torch_ms"] / row["floor_ms"]
                     floor = (f"; floor {row['floor_ms']:.2f} ms at {read_bw / 1e9:.1f} GB/s, "
                              f"ceiling {row['speedup_ceiling']:.2f}x")

@@ -161,8 +161,11 @@ struct ParamStep {
 // two reads of it.  The compact form (the recursion run on coefficients from the Gram matrix of
 // the pairs, then d in one combination pass) reads the same rows, only in two passes instead
 // of 2k+1; it measured slower (rows of 200 tensors, history 10 and 100: 18 and 140 ms against
-// 14 and 125 ms on a 2-core EPYC), since its passes stream many rows at once.
-// bench/bench_fullbatch_cpu.py reports the floor of two reads at the measured bandwidth.
+// 14 and 125 ms on a 2-core EPYC), since its passes stream many rows at once, and no faster
+// when each pass walks 512 KB column blocks four rows at a time (history 10: 14.7 ms against
+// 14.1-15.2 ms for the recursion's passes, one core).  bench/bench_fullbatch_cpu.py reports
+// the floor of the least traffic (these two reads, the new pair, the gradient and the params)
+// at the measured bandwidth.
 enum class TwoLoopKind : int {
   Only = 0,   // k == 0:   v = -g * H;                     dot g'v
   First = 1,  //           v = -g;                         dot s_{k-1}'v
