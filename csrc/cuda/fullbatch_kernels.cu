@@ -347,13 +347,11 @@ FbResult fb_two_loop(const FbTensors& t, const int* slots, int k, const double* 
     const bool keep = s.kind != fb::TwoLoopKind::Only && s.kind != fb::TwoLoopKind::First;
     const double* prev = j == j0 ? nullptr : part[(j - 1) & 1];
     double* cur = part[j & 1];
-    if (t.dtype == DType::f64) {
-      if (keep) two_loop_kernel<true, double><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, given, ro_dev, al_dev, h_diag, cur);
-      else two_loop_kernel<false, double><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, given, ro_dev, al_dev, h_diag, cur);
-    } else {
-      if (keep) two_loop_kernel<true, float><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, given, ro_dev, al_dev, h_diag, cur);
-      else two_loop_kernel<false, float><<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, given, ro_dev, al_dev, h_diag, cur);
-    }
+    const auto kernel = t.dtype == DType::f64
+                            ? (keep ? &two_loop_kernel<true, double> : &two_loop_kernel<false, double>)
+                            : (keep ? &two_loop_kernel<true, float> : &two_loop_kernel<false, float>);
+    kernel<<<grid_for(tb.nchunks), kFbThreads, 0, st>>>(tb, map, s, prev, tb.nchunks, given, ro_dev,
+                                                         al_dev, h_diag, cur);
     FT_CUDA_CHECK_LAUNCH("fullbatch two_loop_kernel");
     g_launches.fetch_add(1);
   }
