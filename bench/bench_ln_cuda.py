@@ -2,8 +2,9 @@
 and RMS norm forward+backward at hidden sizes 1024-8192 (16K tokens), group norm at
 (32, 256, 56, 56) G=32 NCHW and NHWC; fp32 and bf16. torch runs torch.nn.functional and its
 autograd backward; ours the functional API. Layer/RMS rows also time ours with the row kernels'
-L2 prefetch and shared-memory column sums each turned off ("switches", Note [row kernel
-switches]), so one run tells whether each pays."""
+L2 prefetch and shared-memory column sums each turned off, bf16 channels-last group norm with its
+rows walk prefetch off ("switches", Note [row kernel switches]), so one run tells whether each
+pays."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ import sys
 import common
 import norm_bench_cuda
 from bench_optim_cuda import cuda_timer
+from norm_bench_cuda import ROW_SWITCHES, ROWS_WALK_SWITCHES, switch_times
 
 HIDDEN = (1024, 2048, 4096, 8192)
-# Note [row kernel switches]: each latency measure of the layer/RMS norm row kernels turned off.
-SWITCHES = (("no_l2_prefetch", {"l2_prefetch": False}),
-            ("no_shared_column_sums", {"shared_column_sums": False}))
 
 
 def workloads(quick):
@@ -65,18 +64,6 @@ def calls(torch, ft, kind, shape, channels_last, dtype):
     return ours, theirs, x.numel() * x.element_size()
 
 
-def switch_times(torch, ft, both, steps, flush):
-    """Our fwd+bwd ms with both latency measures on, then with each off (same data, same run)."""
-    out = {"on_ms": cuda_timer(torch, both, steps, flush)[0] * 1e3}
-    for name, off in SWITCHES:
-        before = ft._C._cuda_row_kernel_options(**off)
-        try:
-            out[name + "_ms"] = cuda_timer(torch, both, steps, flush)[0] * 1e3
-        finally:
-            ft._C._cuda_row_kernel_options(**before)
-    return out
-
-
 def measure(session, workload, dtype):
     torch, ft, steps, flush, copy_bw = session
     label, kind, shape, cl = workload
@@ -91,7 +78,9 @@ def measure(session, workload, dtype):
                      "ft_host_ms": h_ft * 1e3, "torch_host_ms": h_t * 1e3,
                      "pct_copy_bw": 100.0 * arrays * nbytes / g_ft / copy_bw}
     if kind != "group":
-        row["switches"] = switch_times(torch, ft, ours[2], steps, flush)
+        row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ROW_SWITCHES)
+    elif cl and dtype == torch.bfloat16:
+        row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ROWS_WALK_SWITCHES)
     common.log(f"{label:>32} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
     return row
 

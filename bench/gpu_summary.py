@@ -62,7 +62,7 @@ def batch_norm_lines(doc):
            f"      batch norm fwd+bwd, % of bandwidth at two-pass bytes: lowest "
            f"{min(r['fwd+bwd'].get('pct_two_pass_bw', 0) for r in rows):.0f}, median "
            f"{sorted(r['fwd+bwd'].get('pct_two_pass_bw', 0) for r in rows)[len(rows) // 2]:.0f}"]
-    return out
+    return out + switch_lines("batch norm rows", rows, ("no_rows_walk_prefetch",))
 
 
 def layer_norm_lines(doc):
@@ -75,23 +75,26 @@ def layer_norm_lines(doc):
                    min((r["fwd+bwd"]["pct_copy_bw"] for r in rowwise), default=None), 80, "{:.0f}"),
             target("group norm NHWC fwd+bwd, slowest vs torch (x)",
                    min((r["fwd+bwd"]["speedup"] for r in nhwc), default=None), 2.0)] + \
-        switch_lines(rowwise)
+        switch_lines("layer/RMS", rowwise, ("no_l2_prefetch", "no_shared_column_sums")) + \
+        switch_lines("group norm NHWC", nhwc, ("no_rows_walk_prefetch",))
 
 
-def switch_lines(rowwise):
-    """Note [row kernel switches]: fwd+bwd time with a latency measure off over with both on;
-    above 1 the measure pays."""
+def switch_lines(label, rows, names):
+    """Note [row kernel switches]: fwd+bwd time with a latency measure off over with all on, per
+    switch in `names`; above 1 the measure pays."""
     out = []
-    for name in ("no_l2_prefetch", "no_shared_column_sums"):
-        ratios = [(r["switches"][name + "_ms"] / r["switches"]["on_ms"], r) for r in rowwise
-                  if "switches" in r]
+    for name in names:
+        ratios = [(r["switches"][name + "_ms"] / r["switches"]["on_ms"], r) for r in rows
+                  if name + "_ms" in r.get("switches", {})]
         if not ratios:
             continue
         geo = math.exp(sum(math.log(x) for x, _ in ratios) / len(ratios))
         lo, hi = min(ratios, key=lambda t: t[0]), max(ratios, key=lambda t: t[0])
-        out.append(f"      layer/RMS {name.replace('_', ' ')} / on: geomean {geo:.3f}, "
-                   f"{lo[0]:.3f} ({lo[1]['workload']} {lo[1]['dtype']}) to "
-                   f"{hi[0]:.3f} ({hi[1]['workload']} {hi[1]['dtype']})")
+
+        def where(r):  # a norm bench row: "workload dtype" (layer/group) or "shape layout dtype"
+            return " ".join([r["workload"]] if "workload" in r else [r["shape"], r["layout"]]) + " " + r["dtype"]
+        out.append(f"      {label} {name.replace('_', ' ')} / on: geomean {geo:.3f}, "
+                   f"{lo[0]:.3f} ({where(lo[1])}) to {hi[0]:.3f} ({where(hi[1])})")
     return out
 
 

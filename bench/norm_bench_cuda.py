@@ -5,7 +5,27 @@ fwd+bwd speedup and bench/results/cuda_<name>_<gpu>.json."""
 from __future__ import annotations
 
 import common
-from bench_optim_cuda import geomean_speedup, norm_bench_session, write_cuda_results
+from bench_optim_cuda import cuda_timer, geomean_speedup, norm_bench_session, write_cuda_results
+
+# Note [row kernel switches]: each latency measure of the row kernels, turned off.  The layer/RMS
+# norm rows kernels have two; batch norm's channels-last and 2-d passes and group norm's
+# channels-last ones one, taken by 2-byte values only (Note [rows walk prefetch]).
+ROW_SWITCHES = (("no_l2_prefetch", {"l2_prefetch": False}),
+                ("no_shared_column_sums", {"shared_column_sums": False}))
+ROWS_WALK_SWITCHES = (("no_rows_walk_prefetch", {"rows_walk_prefetch": False}),)
+
+
+def switch_times(torch, ft, both, steps, flush, switches):
+    """Our fwd+bwd ms with every latency measure on, then with each of `switches` off (same data,
+    same run): {"on_ms": ..., "<name>_ms": ...}."""
+    out = {"on_ms": cuda_timer(torch, both, steps, flush)[0] * 1e3}
+    for name, off in switches:
+        before = ft._C._cuda_row_kernel_options(**off)
+        try:
+            out[name + "_ms"] = cuda_timer(torch, both, steps, flush)[0] * 1e3
+        finally:
+            ft._C._cuda_row_kernel_options(**before)
+    return out
 
 
 def main(doc, argv, name, workloads, measure, table):

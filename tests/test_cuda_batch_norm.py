@@ -145,6 +145,37 @@ def test_cuda_bn_is_deterministic():
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(16, 28, 28, 32), (4099, 1024), (8, 14, 14, 64)], ids=str)
+def test_cuda_rows_walk_prefetch_changes_no_bit(shape, dtype):
+    """Note [row kernel switches]: the rows passes' next-batch prefetch (batch norm channels-last
+    and 2-d, group norm channels-last) off gives the same bits, forward and backward."""
+    torch.manual_seed(2)
+    x = (torch.randn(shape, device="cuda") * 3 + 1).to(dtype)
+    dy = torch.randn_like(x)
+    C = shape[-1]
+    w, b = torch.rand(C, device="cuda") + 0.5, torch.randn(C, device="cuda")
+    cl = len(shape) == 4
+
+    def run():
+        rm, rv = torch.zeros(C, device="cuda"), torch.ones(C, device="cuda")
+        y, sm, si = ft.batch_norm_forward(x, w, b, rm, rv, training=True, channels_last=cl)
+        out = [y, sm, si, rm, rv, *ft.batch_norm_backward(dy, x, w, sm, si, channels_last=cl)]
+        if cl:
+            y, mean, rstd = ft.group_norm_forward(x, 8, w, b, channels_last=True)
+            out += [y, mean, rstd, *ft.group_norm_backward(dy, x, 8, mean, rstd, w, channels_last=True)]
+        return out
+
+    want = run()
+    try:
+        ft._C._cuda_row_kernel_options(rows_walk_prefetch=False)
+        got = run()
+    finally:
+        ft._C._cuda_row_kernel_options(True, True, True)
+    assert len(got) == len(want)
+    assert all(torch.equal(a, c) for a, c in zip(got, want))
+
+
 @pytest.mark.parametrize("shape", [(0, 5, 3, 3), (0, 5)])
 def test_cuda_eval_mode_on_an_empty_batch_writes_the_saved_stats(shape):
     rm = torch.linspace(-1, 1, 5, device="cuda")

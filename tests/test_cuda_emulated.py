@@ -270,14 +270,14 @@ def test_row_kernel_switches(emu, case, dtype):
     want = run()
     try:
         for prefetch, shared in ((0, 1), (1, 0), (0, 0)):
-            emu.emu_set_row_kernel_options(prefetch, shared)
+            emu.emu_set_row_kernel_options(prefetch, shared, 1)
             for name, got in run().items():
                 if shared or name not in ("dweight", "dbias"):
                     assert got.tobytes() == want[name].tobytes(), (name, prefetch, shared)
                 else:
                     _close(got, want[name], str(got.dtype), name, np.sqrt(rows) * 4)
     finally:
-        emu.emu_set_row_kernel_options(1, 1)
+        emu.emu_set_row_kernel_options(1, 1, 1)
 
 
 # ---- group and instance norm

@@ -159,7 +159,7 @@ def test_cuda_row_kernel_switches(hidden, dtype):
     want = run()
     try:
         for off in ({"l2_prefetch": False}, {"shared_column_sums": False}):
-            ft._C._cuda_row_kernel_options(l2_prefetch=True, shared_column_sums=True)
+            ft._C._cuda_row_kernel_options(True, True, True)
             ft._C._cuda_row_kernel_options(**off)
             got = run()
             exact = 6 if "l2_prefetch" in off else 4
@@ -167,7 +167,7 @@ def test_cuda_row_kernel_switches(hidden, dtype):
             for a, c in zip(got[exact:], want[exact:]):
                 torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5 * float(c.abs().max()))
     finally:
-        ft._C._cuda_row_kernel_options(l2_prefetch=True, shared_column_sums=True)
+        ft._C._cuda_row_kernel_options(True, True, True)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

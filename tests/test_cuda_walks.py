@@ -1,7 +1,9 @@
 """The walks of the CUDA normalization kernels (Note [batched walk], csrc/cuda/norm_walk.cuh),
 compiled on the host with stand-ins for the CUDA built-ins: over every block split and thread of
 a launch, each vector of a channel (planar view) or each row under a column vector (rows layout)
-is read exactly once, the masked planar walk's lanes cover each value of a channel exactly once, and only a walk's last batch holds vectors past its split's end. Runs
+is read exactly once, the masked planar walk's lanes cover each value of a channel exactly once,
+only a walk's last batch holds vectors past its split's end, and a rows walk's prefetch peeks at
+exactly its next batch. Runs
 without a GPU, so the index arithmetic of every planar and rows kernel is checked on any
 machine with a C++ compiler."""
 import pathlib
@@ -121,11 +123,25 @@ void rows(std::mt19937_64& g, int cases) {
     blockDim = {1, 1u << (g() % 8), 1};
     std::vector<int> seen(size_t(R), 0);
     for (blockIdx.y = 0; blockIdx.y < gridDim.y; ++blockIdx.y)
-      for (threadIdx.y = 0; threadIdx.y < blockDim.y; ++threadIdx.y)
+      for (threadIdx.y = 0; threadIdx.y < blockDim.y; ++threadIdx.y) {
         walk_thread(RowsSplit(R, C, col0), [&](int64_t off) {
           if ((off - col0) % C != 0 || off / C >= R) return fail("rows offset off the column", C, off);
           ++seen[size_t(off / C)];
         });
+        // Note [rows walk prefetch]: peek gives the batch that next() gives next, and nothing
+        // once the split is done.
+        RowsSplit w(R, C, col0, true);
+        int64_t ahead[kUnroll], off[kUnroll];
+        w.peek(ahead);
+        while (w.more()) {
+          w.next(off);
+          for (int u = 0; u < kUnroll; ++u)
+            if (off[u] != ahead[u]) fail("peek is not the next batch", ahead[u], off[u]);
+          w.peek(ahead);
+        }
+        for (int u = 0; u < kUnroll; ++u)
+          if (ahead[u] >= 0) fail("peek past the split's end", u, ahead[u]);
+      }
     for (size_t r = 0; r < seen.size(); ++r)
       if (seen[r] != 1) fail("row not read exactly once", long(r), seen[r]);
   }

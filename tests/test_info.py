@@ -45,15 +45,17 @@ def test_bad_thread_count_raises(n, error):
 def test_cuda_row_kernel_options_round_trip():
     """Note [row kernel switches]: set in any build (CPU-only ones included), each call returns
     the settings before it, None leaves a setting as it is."""
-    on = {"l2_prefetch": True, "shared_column_sums": True}
+    names = ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch")
+    on = dict.fromkeys(names, True)
     try:
         assert ft._C._cuda_row_kernel_options() == on
-        assert ft._C._cuda_row_kernel_options(l2_prefetch=False) == on
-        assert ft._C._cuda_row_kernel_options(shared_column_sums=False) == {
-            "l2_prefetch": False, "shared_column_sums": True}
-        assert ft._C._cuda_row_kernel_options() == {"l2_prefetch": False, "shared_column_sums": False}
+        settings = dict(on)
+        for name in names:
+            assert ft._C._cuda_row_kernel_options(**{name: False}) == settings
+            settings[name] = False
+        assert ft._C._cuda_row_kernel_options() == dict.fromkeys(names, False)
     finally:
-        ft._C._cuda_row_kernel_options(True, True)
+        ft._C._cuda_row_kernel_options(True, True, True)
     assert ft._C._cuda_row_kernel_options() == on
 
 

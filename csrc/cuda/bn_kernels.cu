@@ -147,26 +147,27 @@ __global__ void __launch_bounds__(kBlock)
 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    rows_normalize_kernel(const S* x, S* y, int64_t R, int64_t C, const double* coeffs) {
+    rows_normalize_kernel(const S* x, S* y, int64_t R, int64_t C, const double* coeffs, bool prefetch) {
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col * V >= C) return;
   math::BnForwardCoeffs<T> co[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) co[e] = forward_coeffs<T>(coeffs, col * V + e);
-  map_walk<S, V>(RowsSplit(R, C, col * V), x, y, [&](int e, T v) { return math::bn_forward(v, co[e]); });
+  map_walk<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), x, y, [&](int e, T v) { return math::bn_forward(v, co[e]); });
 }
 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    rows_grad_input_kernel(const S* dy, const S* x, S* dx, int64_t R, int64_t C, const double* coeffs) {
+    rows_grad_input_kernel(const S* dy, const S* x, S* dx, int64_t R, int64_t C, const double* coeffs,
+                           bool prefetch) {
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col * V >= C) return;
   math::BnBackwardCoeffs<T> co[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) co[e] = backward_coeffs<T>(coeffs, col * V + e);
-  map_walk<S, V>(RowsSplit(R, C, col * V), dy, x, dx, [&](int e, T g, T v) { return math::bn_backward(g, v, co[e]); });
+  map_walk<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), dy, x, dx, [&](int e, T g, T v) { return math::bn_backward(g, v, co[e]); });
 }
 
 // ---- eval mode coefficients (no reduction), running-stat update
@@ -205,7 +206,7 @@ void stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epilogue& e
   } else {
     with_width<S>(v, [&](auto V) {
       rows_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s.outer, s.channels,
-                                                                              r.partials);
+                                                                              r.partials, rows_prefetch());
     });
   }
   count_launch("bn stats");
@@ -236,8 +237,8 @@ void forward_typed(const BnForwardArgs& a, cudaStream_t st) {
     });
   } else {
     with_width<S>(v, [&](auto V) {
-      rows_normalize_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, y, s.outer, s.channels,
-                                                                                  coeffs.as<double>());
+      rows_normalize_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(
+          x, y, s.outer, s.channels, coeffs.as<double>(), rows_prefetch());
     });
   }
   count_launch("bn normalize");
@@ -268,7 +269,7 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
     } else {
       with_width<S>(v, [&](auto V) {
         rows_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, s.outer, C, a.save_mean,
-                                                                                r.partials);
+                                                                                r.partials, rows_prefetch());
       });
     }
     count_launch("bn grad sums");
@@ -284,8 +285,8 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
     });
   } else {
     with_width<S>(v, [&](auto V) {
-      rows_grad_input_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, dx, s.outer, C,
-                                                                                    coeffs.as<double>());
+      rows_grad_input_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(
+          dy, x, dx, s.outer, C, coeffs.as<double>(), rows_prefetch());
     });
   }
   count_launch("bn grad input");

@@ -137,24 +137,25 @@ __device__ __forceinline__ bool sample_coeffs(const Co* co, int64_t C, Co (&out)
 }
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock) gn_rows_normalize_kernel(
-    const S* x, S* y, int64_t R, int64_t C, const math::BnForwardCoeffs<ComputeT<S>>* co, int64_t view_stride) {
+    const S* x, S* y, int64_t R, int64_t C, const math::BnForwardCoeffs<ComputeT<S>>* co, bool prefetch,
+    int64_t view_stride) {
   using T = ComputeT<S>;
   math::BnForwardCoeffs<T> k[V];
   int64_t col;
   if (!sample_coeffs(co, C, k, col)) return;
   const int64_t off = int64_t(blockIdx.z) * view_stride;
-  map_walk<S, V>(RowsSplit(R, C, col * V), x + off, y + off, [&](int e, T v) { return math::bn_forward(v, k[e]); });
+  map_walk<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), x + off, y + off, [&](int e, T v) { return math::bn_forward(v, k[e]); });
 }
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock) gn_rows_grad_input_kernel(
     const S* dy, const S* x, S* dx, int64_t R, int64_t C, const math::NormGradCoeffs<ComputeT<S>>* co,
-    int64_t view_stride) {
+    bool prefetch, int64_t view_stride) {
   using T = ComputeT<S>;
   math::NormGradCoeffs<T> k[V];
   int64_t col;
   if (!sample_coeffs(co, C, k, col)) return;
   const int64_t off = int64_t(blockIdx.z) * view_stride;
-  map_walk<S, V>(RowsSplit(R, C, col * V), dy + off, x + off, dx + off,
+  map_walk<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), dy + off, x + off, dx + off,
                  [&](int e, T g, T v) { return math::norm_grad_input(g, v, k[e]); });
 }
 
@@ -225,7 +226,7 @@ void group_stats(const GnForwardArgs& a, double* coeffs, double* inst, cudaStrea
   each_view_batch(s.n, [&](int64_t n, unsigned views) {
     with_width<S>(v, [&](auto V) {
       rows_stats_kernel<S, decltype(V)::value><<<dim3(g.grid().x, g.grid().y, views), g.block(), 0, st>>>(
-          x + n * stride, s.hw, s.c, r.partials + n * s.c * g.splits, stride);
+          x + n * stride, s.hw, s.c, r.partials + n * s.c * g.splits, rows_prefetch(), stride);
     });
     count_launch("gn channel stats");
   });
@@ -251,7 +252,7 @@ void gn_forward_typed(const GnForwardArgs& a, cudaStream_t st) {
   gn_elementwise<S, GnApply>(s, a.x, a.x, a.y, cop, {a.x, a.y}, st, "gn normalize",
                              [&](auto V, dim3 grid, dim3 block, int64_t off, const math::BnForwardCoeffs<T>* c) {
                                gn_rows_normalize_kernel<S, decltype(V)::value><<<grid, block, 0, st>>>(
-                                   x + off, y + off, s.hw, s.c, c, s.hw * s.c);
+                                   x + off, y + off, s.hw, s.c, c, rows_prefetch(), s.hw * s.c);
                              });
 }
 
@@ -298,7 +299,7 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
         with_width<S>(v, [&](auto V) {
           rows_grad_kernel<S, decltype(V)::value><<<dim3(g.grid().x, g.grid().y, views), g.block(), 0, st>>>(
               dy + n * stride, x + n * stride, s.hw, s.c, ChannelArray{mp + n * s.c, DType::f64},
-              r.partials + n * s.c * g.splits, stride);
+              r.partials + n * s.c * g.splits, rows_prefetch(), stride);
         });
         count_launch("gn grad sums");
       });
@@ -314,7 +315,7 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
   gn_elementwise<S, GnGradApply>(s, a.dy, a.x, a.dx, cop, {a.dy, a.x, a.dx}, st, "gn grad input",
                                  [&](auto V, dim3 grid, dim3 block, int64_t off, const math::NormGradCoeffs<T>* c) {
                                    gn_rows_grad_input_kernel<S, decltype(V)::value><<<grid, block, 0, st>>>(
-                                       dy + off, x + off, dx + off, s.hw, s.c, c, s.hw * s.c);
+                                       dy + off, x + off, dx + off, s.hw, s.c, c, rows_prefetch(), s.hw * s.c);
                                  });
 }
 

@@ -18,6 +18,7 @@
 #include "cuda/check.h"
 #include "cuda/device_state.h"
 #include "cuda/norm_walk.cuh"
+#include "cuda/row_kernel_options.h"
 #include "math/batch_norm.h"
 
 namespace ft::cuda {
@@ -240,6 +241,7 @@ __device__ __forceinline__ void walk_batches(Walk w, const S* a, Use use) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       if (off[u] >= 0) pa[u].load(a + off[u]);
+    w.prefetch(a);
     use(off, pa);
   }
 }
@@ -256,6 +258,8 @@ __device__ __forceinline__ void walk_batches(Walk w, const S* a, const S* b, Use
         pb[u].load(b + off[u]);
       }
     }
+    w.prefetch(a);
+    w.prefetch(b);
     use(off, pa, pb);
   }
 }
@@ -508,7 +512,7 @@ __device__ __forceinline__ void rows_range(int64_t R, int64_t& r0, int64_t& r1) 
 // norm's channels-last input.
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials, int64_t view_stride = 0) {
+    rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials, bool prefetch, int64_t view_stride = 0) {
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector column
   const bool ok = col * V < C;
@@ -520,7 +524,7 @@ __global__ void __launch_bounds__(kBlock)
     first.load(x + col * V);
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e].shift = T(to_float(first.v[e]));
-    accumulate<S, V>(RowsSplit(R, C, col * V), x, acc);
+    accumulate<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), x, acc);
   }
   Stats st[V];
 #pragma unroll
@@ -534,7 +538,7 @@ __global__ void __launch_bounds__(kBlock)
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C, ChannelArray save_mean,
-                     GradSums* partials, int64_t view_stride = 0) {
+                     GradSums* partials, bool prefetch, int64_t view_stride = 0) {
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool ok = col * V < C;
@@ -546,7 +550,7 @@ __global__ void __launch_bounds__(kBlock)
   if (ok) {
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e].mean = math::split_mean<T>(save_mean.get(view * C + col * V + e, 0));
-    accumulate<S, V>(RowsSplit(R, C, col * V), dy, x, acc);
+    accumulate<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), dy, x, acc);
   }
   GradSums sums[V];
 #pragma unroll
