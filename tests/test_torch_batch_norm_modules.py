@@ -32,6 +32,27 @@ def test_train_then_eval_match_torch(dim, shape, options):
     compare_modules(ref, ours, shape, seeds=range(3, 5))         # eval: running stats, constant
 
 
+@pytest.mark.parametrize("dim,shape", CASES)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_forward_without_a_graph_matches_torch(dim, shape, options):
+    """Under no_grad, and with grad on but nothing requiring it, the modules skip
+    autograd.Function (torch/_norm_autograd.apply): same outputs, running statistics and batch
+    count as torch's, train and eval, and no grad_fn."""
+    ref, ours = _pair(dim, shape[1], **options)
+    for p in list(ref.parameters()) + list(ours.parameters()):
+        p.requires_grad_(False)
+    for seed, train in ((0, True), (1, True), (2, False)):
+        ref.train(train), ours.train(train)
+        x = module_input(shape, seed).detach()
+        for grad_mode in (False, True):
+            with torch.set_grad_enabled(grad_mode):
+                y_ref, y_ours = ref(x), ours(x)
+            assert y_ours.grad_fn is None and not y_ours.requires_grad
+            torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dim,memory_format", [(2, torch.channels_last), (3, torch.channels_last_3d)])
 def test_channels_last_input_matches_and_keeps_format(dim, memory_format):
     shape = SHAPES[dim][0]

@@ -50,6 +50,26 @@ def test_train_then_eval_match_torch(name, shape, kw):
     compare_modules(ref, ours, shape, seeds=range(3, 5))
 
 
+@pytest.mark.parametrize("name,shape,kw", ROW_MODULES, ids=lambda v: str(v))
+def test_forward_without_a_graph_matches_torch(name, shape, kw):
+    """Under no_grad, and with grad on but nothing requiring it, the modules skip
+    autograd.Function (torch/_norm_autograd.apply): same outputs and buffers as torch's, train
+    and eval, and no grad_fn."""
+    ref, ours = _pair(name, kw)
+    for p in list(ref.parameters()) + list(ours.parameters()):
+        p.requires_grad_(False)
+    for seed, train in ((0, True), (1, True), (2, False)):
+        ref.train(train), ours.train(train)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        for grad_mode in (False, True):
+            with torch.set_grad_enabled(grad_mode):
+                y_ref, y_ours = ref(x), ours(x)
+            assert y_ours.grad_fn is None and not y_ours.requires_grad
+            torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name,kw", [("GroupNorm", dict(num_groups=2, num_channels=8)),
                                      ("InstanceNorm2d", dict(num_features=8, affine=True,
                                                              track_running_stats=True))])

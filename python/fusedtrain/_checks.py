@@ -16,6 +16,8 @@ def to_float(fn, name, value):
 
 
 def _number(fn, name, value):
+    if type(value) is float and value == value:  # the common case, ahead of the ABC checks
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
     value = to_float(fn, name, value)

@@ -34,6 +34,12 @@ _MACHINE_EPS = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** 
 def _normalized_dims(fn, x, normalized_shape):
     """How many trailing dimensions of x normalized_shape names, after checking it matches them."""
     shape = _shape_of(fn, "x", x)
+    if type(normalized_shape) is int and shape and shape[-1] == normalized_shape:
+        return 1, shape  # the common call, and a module's normalized_shape of one int below
+    if (type(normalized_shape) is tuple and 0 < len(normalized_shape) <= len(shape)
+            and all(type(d) is int for d in normalized_shape)
+            and shape[len(shape) - len(normalized_shape):] == normalized_shape):
+        return len(normalized_shape), shape
     if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
         normalized_shape = (normalized_shape,)
     try:

@@ -9,7 +9,7 @@ view ``(N, *spatial, C)`` with ``channels_last=True``: no copy, and the output k
 import torch
 
 import fusedtrain as ft
-from ._norm_autograd import _caller_layout, _detached, _kernel_input, _per_channel_backward
+from ._norm_autograd import _caller_layout, _detached, _kernel_input, _per_channel_backward, apply
 
 
 class _BatchNormFunction(torch.autograd.Function):
@@ -52,8 +52,8 @@ def batch_norm_step(module):
 
 def local_batch_norm(module, input, running_mean, running_var, use_batch_stats, factor):
     """BN of this process's input alone, on our kernels."""
-    return _BatchNormFunction.apply(input, module.weight, module.bias, running_mean,
-                                    running_var, use_batch_stats, factor, module.eps)
+    return apply(_BatchNormFunction, input, module.weight, module.bias, running_mean,
+                 running_var, use_batch_stats, factor, module.eps)
 
 
 class _FusedForward:

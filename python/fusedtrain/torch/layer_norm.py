@@ -11,7 +11,7 @@ import torch
 
 import fusedtrain as ft
 from ._norm_autograd import (_caller_layout, _detached, _grad_layout, _kernel_input, _needed,
-                             _per_channel_backward)
+                             _per_channel_backward, apply)
 
 
 class _LayerNormFunction(torch.autograd.Function):
@@ -80,7 +80,7 @@ class LayerNorm(torch.nn.LayerNorm):
     """torch.nn.LayerNorm on fusedtrain kernels."""
 
     def forward(self, input):
-        return _LayerNormFunction.apply(input, self.weight, self.bias, self.normalized_shape,
+        return apply(_LayerNormFunction, input, self.weight, self.bias, self.normalized_shape,
                                         self.eps, False)
 
 
@@ -89,14 +89,14 @@ class RMSNorm(torch.nn.RMSNorm):
     dtype, as torch)."""
 
     def forward(self, x):
-        return _LayerNormFunction.apply(x, self.weight, None, self.normalized_shape, self.eps, True)
+        return apply(_LayerNormFunction, x, self.weight, None, self.normalized_shape, self.eps, True)
 
 
 class GroupNorm(torch.nn.GroupNorm):
     """torch.nn.GroupNorm on fusedtrain kernels: input (N, C, *), either memory format."""
 
     def forward(self, input):
-        return _GroupNormFunction.apply(input, self.weight, self.bias, self.num_groups, self.eps,
+        return apply(_GroupNormFunction, input, self.weight, self.bias, self.num_groups, self.eps,
                                         False, None, None, True, 0.0)
 
 
@@ -108,7 +108,7 @@ class _FusedInstanceNorm:
     def _apply_instance_norm(self, input):
         use_input_stats = self.training or not self.track_running_stats
         momentum = self.momentum if self.momentum is not None else 0.0
-        return _GroupNormFunction.apply(input, self.weight, self.bias, input.shape[1], self.eps,
+        return apply(_GroupNormFunction, input, self.weight, self.bias, input.shape[1], self.eps,
                                         True, self.running_mean, self.running_var,
                                         use_input_stats, momentum)
 
