@@ -32,14 +32,14 @@ def measure(session, workload, dtype):
     label, shape, layout = workload
     C = shape[1]
     if layout == "nhwc":
-        x_t = torch.randn(shape, device="cuda", dtype=dtype).to(memory_format=torch.channels_last)
+        x_t = torch.randn(shape, device=norm_bench_cuda.DEVICE, dtype=dtype).to(memory_format=torch.channels_last)
         x_ft = x_t.permute(0, 2, 3, 1)          # the same memory as (N, H, W, C)
     else:
-        x_t = torch.randn(shape, device="cuda", dtype=dtype)
+        x_t = torch.randn(shape, device=norm_bench_cuda.DEVICE, dtype=dtype)
         x_ft = x_t
-    w = torch.ones(C, device="cuda")
-    b = torch.zeros(C, device="cuda")
-    rm, rv = torch.zeros(C, device="cuda"), torch.ones(C, device="cuda")
+    w = torch.ones(C, device=norm_bench_cuda.DEVICE)
+    b = torch.zeros(C, device=norm_bench_cuda.DEVICE)
+    rm, rv = torch.zeros(C, device=norm_bench_cuda.DEVICE), torch.ones(C, device=norm_bench_cuda.DEVICE)
     cl = layout == "nhwc"
     saved = {}
 

@@ -30,13 +30,13 @@ def workloads(quick):
 def calls(torch, ft, kind, shape, channels_last, dtype):
     """(ours: fwd, bwd, both), (torch: fwd, bwd, both) on the same data."""
     F = torch.nn.functional
-    x = torch.randn(shape, device="cuda", dtype=dtype) * 2 + 0.5
+    x = torch.randn(shape, device=norm_bench_cuda.DEVICE, dtype=dtype) * 2 + 0.5
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     dy = torch.randn_like(x)
     P = shape[-1] if kind != "group" else shape[1]
-    w = torch.rand(P, device="cuda") + 0.5
-    b = torch.randn(P, device="cuda")
+    w = torch.rand(P, device=norm_bench_cuda.DEVICE) + 0.5
+    b = torch.randn(P, device=norm_bench_cuda.DEVICE)
     if dtype != torch.float32:  # torch wants the parameters in the input's dtype
         w, b = w.to(dtype), b.to(dtype)
     H = shape[-1]

@@ -7,6 +7,10 @@ from __future__ import annotations
 import common
 from bench_optim_cuda import cuda_timer, geomean_speedup, norm_bench_session, write_cuda_results
 
+# Where the benches put their tensors: "cuda", or "cpu" for tests/test_cuda_bench_dry_run.py,
+# which runs their measuring code on the CPU with stand-ins for the CUDA timing calls.
+DEVICE = "cuda"
+
 # Note [row kernel switches]: each latency measure of the row kernels, turned off.  The layer/RMS
 # norm rows kernels have two; batch norm's channels-last and 2-d passes and group norm's
 # channels-last ones one, taken by 2-byte values only (Note [rows walk prefetch]).
