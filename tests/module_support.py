@@ -49,3 +49,20 @@ def compare_modules(ref, ours, shape, seeds, memory_format=None):
     assert list(sd_ours) == list(sd_ref)
     for k in sd_ref:
         torch.testing.assert_close(sd_ours[k], sd_ref[k], rtol=1e-12, atol=1e-12)
+
+
+def compare_without_graph(ref, ours, inputs):
+    """Forward of each (x, training) of `inputs` through both modules, parameters frozen, under
+    no_grad and with grad on but nothing requiring it (where ours skips autograd.Function): ours
+    gives no grad_fn and torch's outputs, and the buffers end as torch's."""
+    for p in list(ref.parameters()) + list(ours.parameters()):
+        p.requires_grad_(False)
+    for x, training in inputs:
+        ref.train(training), ours.train(training)
+        for grad_mode in (False, True):
+            with torch.set_grad_enabled(grad_mode):
+                y_ref, y_ours = ref(x), ours(x)
+            assert y_ours.grad_fn is None and not y_ours.requires_grad
+            torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-12, atol=1e-12)

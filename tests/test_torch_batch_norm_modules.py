@@ -3,7 +3,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fusedtrain.torch as ftt  # noqa: E402
-from module_support import compare_modules, compare_one_step, module_input  # noqa: E402
+from module_support import compare_modules, compare_one_step, compare_without_graph, module_input  # noqa: E402
 
 SHAPES = {1: [(16, 5), (8, 5, 7)], 2: [(4, 6, 5, 3)], 3: [(3, 4, 3, 5, 2)]}
 CASES = [(d, s) for d, shapes in SHAPES.items() for s in shapes]
@@ -39,18 +39,8 @@ def test_forward_without_a_graph_matches_torch(dim, shape, options):
     autograd.Function (torch/_norm_autograd.apply): same outputs, running statistics and batch
     count as torch's, train and eval, and no grad_fn."""
     ref, ours = _pair(dim, shape[1], **options)
-    for p in list(ref.parameters()) + list(ours.parameters()):
-        p.requires_grad_(False)
-    for seed, train in ((0, True), (1, True), (2, False)):
-        ref.train(train), ours.train(train)
-        x = module_input(shape, seed).detach()
-        for grad_mode in (False, True):
-            with torch.set_grad_enabled(grad_mode):
-                y_ref, y_ours = ref(x), ours(x)
-            assert y_ours.grad_fn is None and not y_ours.requires_grad
-            torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
-    for k, v in ref.state_dict().items():
-        torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-12, atol=1e-12)
+    compare_without_graph(ref, ours, [(module_input(shape, seed).detach(), training)
+                                      for seed, training in ((0, True), (1, True), (2, False))])
 
 
 @pytest.mark.parametrize("dim,memory_format", [(2, torch.channels_last), (3, torch.channels_last_3d)])

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fusedtrain.torch as ftt  # noqa: E402
-from module_support import compare_modules, compare_one_step  # noqa: E402
+from module_support import compare_modules, compare_one_step, compare_without_graph  # noqa: E402
 
 ROW_MODULES = [
     ("LayerNorm", (8, 5, 12), dict(normalized_shape=12)),
@@ -56,18 +56,9 @@ def test_forward_without_a_graph_matches_torch(name, shape, kw):
     autograd.Function (torch/_norm_autograd.apply): same outputs and buffers as torch's, train
     and eval, and no grad_fn."""
     ref, ours = _pair(name, kw)
-    for p in list(ref.parameters()) + list(ours.parameters()):
-        p.requires_grad_(False)
-    for seed, train in ((0, True), (1, True), (2, False)):
-        ref.train(train), ours.train(train)
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-        for grad_mode in (False, True):
-            with torch.set_grad_enabled(grad_mode):
-                y_ref, y_ours = ref(x), ours(x)
-            assert y_ours.grad_fn is None and not y_ours.requires_grad
-            torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
-    for k, v in ref.state_dict().items():
-        torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-12, atol=1e-12)
+    compare_without_graph(ref, ours, [
+        (torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), training)
+        for seed, training in ((0, True), (1, True), (2, False))])
 
 
 @pytest.mark.parametrize("name,kw", [("GroupNorm", dict(num_groups=2, num_channels=8)),
