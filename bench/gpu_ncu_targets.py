@@ -2,7 +2,7 @@
 counters of: an AdamW step on 64M params; batch norm forward + backward on the shapes that
 stress each path (planar with 16-byte vectors, planar with an odd inner size, rows with a narrow
 and a wide C) and on the shortest of the last run (7x7 channels-last bfloat16, BatchNorm1d
-8192x1024 bfloat16); layer and RMS norm forward + backward at hidden 1024, 4096 (bfloat16) and
+8192x1024 bfloat16, and 256x512x7x7 float32 NCHW, whose forward alone was 0.75x torch); layer and RMS norm forward + backward at hidden 1024, 4096 (bfloat16) and
 8192; group norm channels-last, bfloat16.  Usage: ncu --clock-control none -k regex:... python
 bench/gpu_ncu_targets.py [--only bn,ln]"""
 
@@ -23,6 +23,7 @@ def optimizer(torch, ft):
 def batch_norm(torch, ft):
     bf16 = torch.bfloat16
     for shape, layout, dtype in [((256, 64, 112, 112), "nchw", torch.float32),
+                                 ((256, 512, 7, 7), "nchw", torch.float32),
                                  ((256, 2048, 7, 7), "nchw", bf16),
                                  ((256, 56, 56, 32), "nhwc", torch.float32),
                                  ((256, 7, 7, 512), "nhwc", bf16),
