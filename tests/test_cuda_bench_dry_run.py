@@ -3,6 +3,7 @@ run on the CPU, with stand-ins for torch.cuda's timing calls, and the gpu_check 
 they return: every row a GPU run writes has its keys and its switch timings (Note [row kernel
 switches]), and the summary prints the targets and the switch lines.  A GPU session's device
 time then goes to measuring, not to finding a Python error in a bench."""
+import json
 import sys
 import time
 
@@ -34,17 +35,20 @@ class _Event:
 def benches(monkeypatch):
     bench = source_path("bench")
     monkeypatch.syspath_prepend(str(bench))
-    for name in ("bench_bn_cuda", "bench_ln_cuda", "norm_bench_cuda", "gpu_summary"):
+    for name in ("bench_bn_cuda", "bench_ln_cuda", "norm_bench_cuda", "bench_optim_cuda", "gpu_summary"):
         sys.modules.pop(name, None)
     import bench_bn_cuda
     import bench_ln_cuda
+    import bench_optim_cuda
     import gpu_summary
     import norm_bench_cuda
     monkeypatch.setattr(norm_bench_cuda, "DEVICE", "cpu")
     monkeypatch.setattr(torch.cuda, "Event", _Event)
     monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: None)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "dry run")
     session = (torch, ft, 2, lambda: None, 1e12)  # torch, ft, steps, L2 flush, copy bandwidth
+    monkeypatch.setattr(bench_optim_cuda, "gpu_session", lambda args: session)
     return session, bench_bn_cuda, bench_ln_cuda, gpu_summary
 
 
@@ -89,3 +93,27 @@ def test_layer_norm_bench_rows_and_summary(benches):
     for label in ("layer/RMS no l2 prefetch", "layer/RMS no shared column sums",
                   "group norm NHWC no rows walk prefetch"):
         assert any(line.strip().startswith(label + " / on: geomean") for line in lines), label
+
+
+def test_norm_bench_mains_write_what_the_summary_reads(benches, tmp_path, monkeypatch, capsys):
+    """Each bench's main end to end (its table, geomean and result JSON) on tiny workloads, then
+    gpu_summary over the JSON files as gpu_check.sh runs it."""
+    _, bn, ln, summary = benches
+    monkeypatch.setattr(bn, "workloads", lambda quick: [("4x8x5x5", (4, 8, 5, 5), "nhwc"),
+                                                        ("bn1d 64x16", (64, 16), "2d")])
+    monkeypatch.setattr(ln, "workloads", lambda quick: [("layer 64x32", "layer", (64, 32), False),
+                                                        ("group 2x64x4x4 g32 nhwc", "group", (2, 64, 4, 4), True)])
+    for bench, name in ((bn, "bn"), (ln, "ln")):
+        out = tmp_path / f"cuda_{name}_dry-run.json"
+        assert bench.main(["--quick", "--json", str(out)]) == 0
+        doc = json.loads(out.read_text())
+        assert doc["device"]["name"] == "dry run" and doc["l2_flush"].startswith("read")
+        assert len(doc["rows"]) == 4 and doc["geomean_fwd_bwd_speedup"] > 0
+    capsys.readouterr()
+    assert summary.main(["gpu_summary.py", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "FAIL" not in printed
+    for line in ("batch norm fwd+bwd geomean vs torch", "batch norm rows no rows walk prefetch / on",
+                 "layer/RMS norm fwd+bwd, slowest vs torch", "layer/RMS no l2 prefetch / on",
+                 "group norm NHWC no rows walk prefetch / on"):
+        assert line in printed, line
