@@ -89,11 +89,7 @@ def main(argv=None):
         ["device", "call", "ours us", "torch us", "ours / torch"],
         [[r["device"], r["call"], f"{r['ft_us']:.1f}", f"{r['torch_us']:.1f}",
           f"{r['ft_over_torch']:.2f}"] for r in rows], [False, False, True, True, True]))
-    doc = common.cpu_doc("norm_host", ft.info(), torch)
-    doc.update(rows=rows)
-    out = args.json or common.RESULTS_DIR / f"cpu_norm_host_{common.slug(doc['device']['name'])}.json"
-    common.write_json(out, doc)
-    common.log(f"wrote {out}")
+    common.write_cpu_results("norm_host", "cpu_norm_host", ft.info(), torch, args.json, rows=rows)
     return 0
 
 

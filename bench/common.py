@@ -72,6 +72,17 @@ def cpu_doc(benchmark: str, ft_info: dict, torch_module=None) -> dict:
                         "torch": torch_module.get_num_threads() if torch_module else None}}
 
 
+def write_cpu_results(benchmark: str, stem: str, ft_info: dict, torch_module, json_path=None,
+                      **fields) -> Path:
+    """cpu_doc(benchmark, ...) plus `fields`, written to json_path, else to
+    bench/results/<stem>_<cpu>.json; logs and returns the path."""
+    doc = cpu_doc(benchmark, ft_info, torch_module)
+    doc.update(fields)
+    path = write_json(json_path or RESULTS_DIR / f"{stem}_{slug(doc['device']['name'])}.json", doc)
+    log(f"wrote {path}")
+    return path
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 

@@ -66,3 +66,20 @@ def compare_without_graph(ref, ours, inputs):
             torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-12, atol=1e-12)
+
+
+def compare_frozen(ref, ours, shape, seeds):
+    """Parameters frozen (fine-tuning): x's grad through both modules agrees, train and eval, and
+    no parameter gets a grad (ours skips the weight gradients: weight_grads=False)."""
+    for p in list(ref.parameters()) + list(ours.parameters()):
+        p.requires_grad_(False)
+    for training in (True, False):
+        ref.train(training), ours.train(training)
+        for seed in seeds:
+            x = module_input(shape, seed)
+            dy = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 100),
+                             dtype=torch.float64)
+            (y_ref, (g_ref, *_)), (y_ours, (g_ours, *_)) = module_step(ref, x, dy), module_step(ours, x, dy)
+            torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9)
+    assert all(p.grad is None for p in ours.parameters())

@@ -243,6 +243,11 @@ def test_layer_and_rms_norm(emu, case, rms, dtype, sms, same):
         _close(dw, dw_w, str(dw.dtype), "dweight", np.sqrt(rows) * 4)
         if not rms:
             _close(db, db_w, str(db.dtype), "dbias", np.sqrt(rows) * 4)
+        # weight_grads=False: no dweight / dbias arrays, no column sums, the same dx.
+        frozen = _like(x)
+        _call(emu, "emu_ln_backward", dy, x, frozen, CODES[dtype], rows, cols, int(rms), w, _code(w),
+              None if rms else want[1], want[2], CODES[stat], None, None)
+        assert frozen.tobytes() == dx.tobytes()
 
 
 # Note [row kernel switches]: the L2 prefetch changes no bit; the column sums in registers instead
@@ -313,6 +318,10 @@ def test_group_norm(emu, case, dtype, sms):
     if w is not None:
         _close(dw, dw_w, stat, "dweight", np.sqrt(x.size / C) * 4)
         _close(db, db_w, stat, "dbias", np.sqrt(x.size / C) * 4)
+        frozen = _like(x)  # weight_grads=False: the same dx
+        _call(emu, "emu_gn_backward", dy, x, frozen, CODES[dtype], n, C, hw, G, int(cl), w, _code(w),
+              want[1], want[2], CODES[stat], None, None)
+        assert frozen.tobytes() == dx.tobytes()
 
 
 @pytest.mark.parametrize("use_input_stats", [True, False], ids=["input-stats", "running-stats"])

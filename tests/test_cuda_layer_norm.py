@@ -196,6 +196,29 @@ def test_cuda_group_norm_matches_torch_and_is_deterministic(channels_last):
     torch.testing.assert_close(db, bt.grad, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(300, 1024), (64, 4096), (33, 100)], ids=str)
+def test_cuda_backward_without_weight_grads(shape, dtype):
+    """weight_grads=False on the GPU: no column sums, dx the same bits, the weight grads None;
+    row kernels (vector rows), the planar passes (100 columns) and channels-last group norm."""
+    torch.manual_seed(3)
+    x = (torch.randn(shape, device="cuda") * 2 + 0.5).to(dtype)
+    dy = torch.randn_like(x)
+    H = shape[-1]
+    w, b = torch.rand(H, device="cuda") + 0.5, torch.randn(H, device="cuda")
+    _, mean, rstd = ft.layer_norm_forward(x, H, w, b)
+    _, rrstd = ft.rms_norm_forward(x, H, w)
+    g = x.view(shape[0], 1, 1, H)  # (N, H=1, W=1, C) channels-last images
+    _, gmean, grstd = ft.group_norm_forward(g, 4 if H % 4 == 0 else 1, w, b, channels_last=True)
+    calls = [lambda wg: ft.layer_norm_backward(dy, x, H, mean, rstd, w, weight_grads=wg),
+             lambda wg: ft.rms_norm_backward(dy, x, H, rrstd, w, weight_grads=wg),
+             lambda wg: ft.group_norm_backward(dy.view_as(g), g, 4 if H % 4 == 0 else 1, gmean, grstd,
+                                               w, channels_last=True, weight_grads=wg)]
+    for call in calls:
+        full, frozen = call(True), call(False)
+        assert torch.equal(frozen[0], full[0]) and all(t is None for t in frozen[1:])
+
+
 def test_cuda_empty_inputs_and_zero_param_grads():
     x = torch.empty(0, 16, device="cuda")
     w = torch.ones(16, device="cuda")

@@ -572,6 +572,7 @@ def ln_calls(draw, target):
             call.scale = _terms_scale(dy, out[-1], w)
             call.args = [_maybe(draw, call, dy, "dy"), _maybe(draw, call, x, "x"),
                          normalized, *stats, _maybe(draw, call, w, "weight")]
+            call.kwargs = {"weight_grads": _hyper(draw, call, "weight_grads", st.booleans())}
         return call
     shape, C, cl = _bn_shape(draw)
     call.compare = call.compare and int(np.prod(shape)) > 0
@@ -599,7 +600,8 @@ def ln_calls(draw, target):
         call.args = [_maybe(draw, call, dy, "dy"), _maybe(draw, call, x, "x"),
                      groups, _maybe(draw, call, mean, "mean"), _maybe(draw, call, rstd, "rstd"),
                      _maybe(draw, call, w, "weight")]
-        call.kwargs = {"channels_last": flag("channels_last", cl)}
+        call.kwargs = {"channels_last": flag("channels_last", cl),
+                       "weight_grads": _hyper(draw, call, "weight_grads", st.booleans())}
     else:
         use_input_stats = draw(st.booleans())
         running = draw(st.booleans()) or not use_input_stats

@@ -119,6 +119,39 @@ def test_group_norm(case_dtype, isa):
         assert_close(db, want_db, _sum_tol(dtype), "dbias")
 
 
+def _frozen_calls(kind, case, dtype):
+    """(backward(weight_grads), reference backward(weight_grads)) of one case, its forward run."""
+    if kind == "group":
+        x, w, b, _, _, dy = group_inputs(case, dtype)
+        cl = case.channels_last
+        _, mean, rstd = ft.group_norm_forward(x, case.groups, w, b, channels_last=cl)
+        args = (dy, x, case.groups, mean, rstd, w)
+        return (lambda wg: ft.group_norm_backward(*args, channels_last=cl, weight_grads=wg),
+                lambda wg: ref.group_norm_backward(*args, channels_last=cl, weight_grads=wg))
+    x, w, b, dy = row_inputs(case, dtype, kind)
+    if kind == "rms":
+        _, rstd = ft.rms_norm_forward(x, case.normalized, w)
+        args = (dy, x, case.normalized, rstd, w)
+        return (lambda wg: ft.rms_norm_backward(*args, weight_grads=wg),
+                lambda wg: ref.rms_norm_backward(*args, weight_grads=wg))
+    _, mean, rstd = ft.layer_norm_forward(x, case.normalized, w, b)
+    args = (dy, x, case.normalized, mean, rstd, w)
+    return (lambda wg: ft.layer_norm_backward(*args, weight_grads=wg),
+            lambda wg: ref.layer_norm_backward(*args, weight_grads=wg))
+
+
+@pytest.mark.parametrize("kind, case_dtype", [(k, cd) for k in ("layer", "rms") for cd in ROW_GRID] +
+                         [("group", cd) for cd in GROUP_GRID], ids=lambda p: p if isinstance(p, str) else _ids(p))
+def test_backward_without_weight_grads(kind, case_dtype, isa):
+    """weight_grads=False (a frozen weight): the column sums are skipped, dx is the same bits as
+    with them, and every weight gradient is None, as the reference's."""
+    case, dtype = case_dtype
+    ours, theirs = _frozen_calls(kind, case, dtype)
+    full, frozen = ours(True), ours(False)
+    assert frozen[0].tobytes() == full[0].tobytes()
+    assert all(g is None for g in frozen[1:]) and all(g is None for g in theirs(False)[1:])
+
+
 INSTANCE = [c for c in GROUP_SMALL if int(np.prod(c.shape)) // (c.shape[0] * c.channels) > 1]
 
 

@@ -3,7 +3,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fusedtrain.torch as ftt  # noqa: E402
-from module_support import compare_modules, compare_one_step, compare_without_graph, module_input  # noqa: E402
+from module_support import compare_frozen, compare_modules, compare_one_step, compare_without_graph, module_input  # noqa: E402
 
 SHAPES = {1: [(16, 5), (8, 5, 7)], 2: [(4, 6, 5, 3)], 3: [(3, 4, 3, 5, 2)]}
 CASES = [(d, s) for d, shapes in SHAPES.items() for s in shapes]
@@ -41,6 +41,26 @@ def test_forward_without_a_graph_matches_torch(dim, shape, options):
     ref, ours = _pair(dim, shape[1], **options)
     compare_without_graph(ref, ours, [(module_input(shape, seed).detach(), training)
                                       for seed, training in ((0, True), (1, True), (2, False))])
+
+
+@pytest.mark.parametrize("dim,shape", CASES)
+def test_frozen_parameters_match_torch(dim, shape):
+    """Frozen affine (fine-tuning), training and eval: x's grad as torch's; in eval mode the
+    weight gradients' extra passes are skipped (_eval_backward without weight_grads)."""
+    ref, ours = _pair(dim, shape[1])
+    compare_frozen(ref, ours, shape, seeds=range(2))
+
+
+def test_eval_backward_of_an_empty_batch_gives_zero_weight_grads():
+    """Eval mode's weight gradients come from the channel-sum kernel, which takes no empty
+    input: an empty batch (a rank's share of a small one) gives zeros, as torch's."""
+    ref, ours = _pair(2, 4)
+    ref.eval(), ours.eval()
+    for m in (ref, ours):
+        x = torch.zeros(0, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+        m(x).sum().backward()
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=0, atol=0)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dim,memory_format", [(2, torch.channels_last), (3, torch.channels_last_3d)])

@@ -6,8 +6,9 @@ import copy
 import pytest
 
 torch = pytest.importorskip("torch")
+import fusedtrain as ft  # noqa: E402
 import fusedtrain.torch as ftt  # noqa: E402
-from module_support import compare_modules, compare_one_step, compare_without_graph  # noqa: E402
+from module_support import compare_frozen, compare_modules, compare_one_step, compare_without_graph  # noqa: E402
 
 ROW_MODULES = [
     ("LayerNorm", (8, 5, 12), dict(normalized_shape=12)),
@@ -59,6 +60,17 @@ def test_forward_without_a_graph_matches_torch(name, shape, kw):
     compare_without_graph(ref, ours, [
         (torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), training)
         for seed, training in ((0, True), (1, True), (2, False))])
+
+
+@pytest.mark.parametrize("name,shape,kw", ROW_MODULES, ids=lambda v: str(v))
+def test_frozen_parameters_match_torch_and_skip_the_weight_grads(name, shape, kw, monkeypatch):
+    ref, ours = _pair(name, kw)
+    asked = []
+    for fn in ("layer_norm_backward", "rms_norm_backward", "group_norm_backward"):
+        real = getattr(ft, fn)
+        monkeypatch.setattr(ft, fn, lambda *a, _real=real, **k: asked.append(k["weight_grads"]) or _real(*a, **k))
+    compare_frozen(ref, ours, shape, seeds=range(2))
+    assert not any(asked)
 
 
 @pytest.mark.parametrize("name,kw", [("GroupNorm", dict(num_groups=2, num_channels=8)),

@@ -32,9 +32,11 @@ void backward_arrays(NormCall& call, Args& a, const TensorView& x, const Backwar
   a.rstd = call.channels(h.rstd, "rstd", Access::read, stats, kAnyFloat, false);
   a.weight = call.channels(h.weight, "weight", Access::read, params, {x.dtype, DType::f32}, true);
   a.dx = call.output(h.dx, "dx", x);
+  // Without dweight (the Python layer's weight_grads=False) the kernels skip the column sums.
   if (!a.weight.present()) return;
-  a.dweight = call.channels(h.dweight, "dweight", Access::write, params, {a.weight.dtype}, false);
-  if (centred) a.dbias = call.channels(h.dbias, "dbias", Access::write, params, {a.weight.dtype}, false);
+  a.dweight = call.channels(h.dweight, "dweight", Access::write, params, {a.weight.dtype}, true);
+  if (centred && a.dweight.present())
+    a.dbias = call.channels(h.dbias, "dbias", Access::write, params, {a.weight.dtype}, false);
 }
 
 // ---------------------------------------------------------------- layer and RMS norm

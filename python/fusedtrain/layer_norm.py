@@ -88,19 +88,22 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, *, eps=1e-5,
     return y, mean, rstd
 
 
-def layer_norm_backward(dy, x, normalized_shape, mean, rstd, weight=None, *, stream=None):
+def layer_norm_backward(dy, x, normalized_shape, mean, rstd, weight=None, *, weight_grads=True,
+                        stream=None):
     """Gradients of :func:`layer_norm_forward`; returns ``(dx, dweight, dbias)``.
 
     With ``xhat = (x - mean) * rstd`` and ``g = weight * dy`` over each row of H values:
     ``dx = rstd * (g - sum(g) / H - xhat * sum(g * xhat) / H)``, ``dweight = sum(dy * xhat)``
     and ``dbias = sum(dy)`` over the rows. ``dweight`` and ``dbias`` have ``weight``'s shape
-    and dtype, and are None when ``weight`` is None.
+    and dtype, and are None when ``weight`` is None or ``weight_grads=False`` (a frozen weight:
+    the column sums are skipped, dx is the same).
     """
     fn = "layer_norm_backward"
+    weight_grads = chk.flag(fn, "weight_grads", weight_grads)
     k, shape = _normalized_dims(fn, x, normalized_shape)
     dx = _empty(x, shape)
     dweight = dbias = None
-    if weight is not None:
+    if weight is not None and weight_grads:
         pshape = _shape_of(fn, "weight", weight)
         dweight, dbias = _empty(weight, pshape), _empty(weight, pshape)
     _C.ln_backward(dy, x, k, mean, rstd, weight, dx, dweight, dbias, False, fn,
@@ -126,17 +129,21 @@ def rms_norm_forward(x, normalized_shape, weight=None, *, eps=None, stream=None)
     return y, rstd
 
 
-def rms_norm_backward(dy, x, normalized_shape, rstd, weight=None, *, stream=None):
+def rms_norm_backward(dy, x, normalized_shape, rstd, weight=None, *, weight_grads=True,
+                      stream=None):
     """Gradients of :func:`rms_norm_forward`; returns ``(dx, dweight)``.
 
     With ``g = weight * dy`` over each row of H values:
     ``dx = rstd * g - x * rstd^3 * sum(g * x) / H`` and ``dweight = sum(dy * x * rstd)`` over
-    the rows (None when ``weight`` is None).
+    the rows (None when ``weight`` is None or ``weight_grads=False``).
     """
     fn = "rms_norm_backward"
+    weight_grads = chk.flag(fn, "weight_grads", weight_grads)
     k, shape = _normalized_dims(fn, x, normalized_shape)
     dx = _empty(x, shape)
-    dweight = None if weight is None else _empty(weight, _shape_of(fn, "weight", weight))
+    dweight = None
+    if weight is not None and weight_grads:
+        dweight = _empty(weight, _shape_of(fn, "weight", weight))
     _C.ln_backward(dy, x, k, None, rstd, weight, dx, dweight, None, True, fn,
                    launch_stream([x], stream))
     return dx, dweight
@@ -181,22 +188,23 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, *, eps=1e-5, chann
 
 
 def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, channels_last=False,
-                        stream=None):
+                        weight_grads=True, stream=None):
     """Gradients of :func:`group_norm_forward` (and of :func:`instance_norm` with input
     statistics, ``num_groups = C``); returns ``(dx, dweight, dbias)``.
 
     With ``xhat = (x - mean) * rstd`` and ``g = weight[c] * dy`` over each group's M values:
     ``dx = rstd * (g - sum(g) / M - xhat * sum(g * xhat) / M)``; ``dweight[c] = sum(dy * xhat)``
     and ``dbias[c] = sum(dy)`` over the samples and positions of channel c (None when
-    ``weight`` is None).
+    ``weight`` is None or ``weight_grads=False``).
     """
     fn = "group_norm_backward"
     num_groups = _groups(fn, num_groups)
     channels_last = chk.flag(fn, "channels_last", channels_last)
+    weight_grads = chk.flag(fn, "weight_grads", weight_grads)
     shape, _, C = _layout(fn, x, channels_last)
     dx = _empty(x, shape)
     dweight = dbias = None
-    if weight is not None:
+    if weight is not None and weight_grads:
         _shape_of(fn, "weight", weight)
         dweight, dbias = _empty(weight, (C,)), _empty(weight, (C,))
     _C.gn_backward(dy, x, num_groups, mean, rstd, weight, dx, dweight, dbias, channels_last,

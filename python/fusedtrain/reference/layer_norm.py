@@ -63,10 +63,11 @@ def _row_grad(dy, x, normalized_shape, mean, rstd, weight, centered):
     return dx.reshape(np.shape(x)).astype(np.asarray(x).dtype), dw, db
 
 
-def layer_norm_backward(dy, x, normalized_shape, mean, rstd, weight=None):
+def layer_norm_backward(dy, x, normalized_shape, mean, rstd, weight=None, *, weight_grads=True):
     """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = weight * dy; dweight = sum over rows
-    of dy * xhat; dbias = sum over rows of dy."""
-    return _row_grad(dy, x, normalized_shape, mean, rstd, weight, True)
+    of dy * xhat; dbias = sum over rows of dy (None without weight_grads)."""
+    dx, dw, db = _row_grad(dy, x, normalized_shape, mean, rstd, weight, True)
+    return (dx, dw, db) if weight_grads else (dx, None, None)
 
 
 def rms_norm_forward(x, normalized_shape, weight=None, *, eps=None):
@@ -80,10 +81,11 @@ def rms_norm_forward(x, normalized_shape, weight=None, *, eps=None):
     return y.reshape(np.shape(x)).astype(np.asarray(x).dtype), rstd.reshape(sshape)
 
 
-def rms_norm_backward(dy, x, normalized_shape, rstd, weight=None):
-    """dx = rstd * g - x * rstd^3 * mean(g * x), g = weight * dy; dweight = sum of dy * x * rstd."""
+def rms_norm_backward(dy, x, normalized_shape, rstd, weight=None, *, weight_grads=True):
+    """dx = rstd * g - x * rstd^3 * mean(g * x), g = weight * dy; dweight = sum of dy * x * rstd
+    (None without weight_grads)."""
     dx, dw, _ = _row_grad(dy, x, normalized_shape, None, rstd, weight, False)
-    return dx, dw
+    return dx, dw if weight_grads else None
 
 
 def _grouped(x, num_groups, channels_last):
@@ -122,9 +124,11 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, *, eps=1e-5, chann
     return _ungrouped(y, x, channels_last), mean, rstd
 
 
-def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, channels_last=False):
+def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, channels_last=False,
+                        weight_grads=True):
     """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) over each group, g = weight[c] * dy;
-    dweight[c] = sum of dy * xhat, dbias[c] = sum of dy over samples and positions."""
+    dweight[c] = sum of dy * xhat, dbias[c] = sum of dy over samples and positions (None without
+    weight_grads)."""
     xg = _grouped(x, num_groups, channels_last)
     n, g, cg, hw = xg.shape
     dyg = _grouped(dy, num_groups, channels_last)
@@ -135,7 +139,7 @@ def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, channels_
     dx = r * (gr - gr.mean(axis=(2, 3), keepdims=True)
               - xhat * (gr * xhat).mean(axis=(2, 3), keepdims=True))
     dx = _ungrouped(dx.reshape(n, g * cg, hw), x, channels_last)
-    if weight is None:
+    if weight is None or not weight_grads:
         return dx, None, None
     return dx, (dyg * xhat).sum(axis=(0, 3)).reshape(-1), dyg.sum(axis=(0, 3)).reshape(-1)
 

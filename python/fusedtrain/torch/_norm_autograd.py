@@ -1,6 +1,8 @@
 """Layout and gradient plumbing shared by the autograd Functions of the normalization modules."""
 import torch
 
+import fusedtrain as ft
+
 
 class _Unrecorded:
     """The ctx of a forward that autograd does not record: what it saves is dropped."""
@@ -67,38 +69,46 @@ def _needed(ctx, *grads):
     return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
 
 
+def _weight_grads(ctx):
+    """Whether the backward must compute dweight / dbias: the weight or the bias (inputs 1 and 2
+    of every normalization Function) requires grad.  A frozen affine (fine-tuning) skips them."""
+    return ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+
+
 def _per_channel_backward(ctx, dy, kernel_backward):
     """``(dx, dweight, dbias)``, None where not needed, of a per-channel normalization (batch,
     group, instance norm) whose forward took x through _kernel_input, saved
     ``(x_in, weight, mean, rstd)`` and set ``ctx.channels_last`` and ``ctx.input_stats``.
 
     With input statistics the gradient is ``kernel_backward(dy, x_in, weight, mean, rstd,
-    channels_last=...)``; otherwise the statistics are constants, mean and rstd of shape (C,),
-    and the gradient a per-channel scale."""
+    channels_last=..., weight_grads=...)``; otherwise the statistics are constants, mean and rstd
+    of shape (C,), and the gradient a per-channel scale."""
     x_in, weight, mean, rstd = ctx.saved_tensors
     cl = ctx.channels_last
     dy = _grad_layout(dy, x_in, cl)
+    wg = _weight_grads(ctx)
     if ctx.input_stats:
         dx, dweight, dbias = kernel_backward(dy, x_in, _detached(weight), mean, rstd,
-                                             channels_last=cl)
+                                             channels_last=cl, weight_grads=wg)
     else:
-        dx, dweight, dbias = _eval_backward(dy, x_in, weight, mean, rstd, cl)
+        dx, dweight, dbias = _eval_backward(dy, x_in, weight, mean, rstd, cl, wg)
     return _needed(ctx, _caller_layout(dx, cl), dweight, dbias)
 
 
-def _eval_backward(dy, x, weight, mean, invstd, channels_last):
-    """y = (x - mean) * invstd * w + b with constant mean/invstd: dx = dy * w * invstd,
-    dweight = sum(dy * xhat), dbias = sum(dy), per channel."""
+def _eval_backward(dy, x, weight, mean, invstd, channels_last, weight_grads):
+    """y = (x - mean) * invstd * w + b with constant mean/invstd: dx = dy * w * invstd, and
+    per channel dweight = sum(dy * xhat), dbias = sum(dy): batch norm's channel sums with the
+    constant statistics, one fused pass of our kernels (``input_grad=False``) where torch ops
+    took four; none without weight_grads (the frozen batch norm of fine-tuning)."""
     c_axis = x.dim() - 1 if channels_last else 1
     shape = [1] * x.dim()
     shape[c_axis] = x.shape[c_axis]
-    others = [d for d in range(x.dim()) if d != c_axis]
     scale = invstd if weight is None else invstd * weight.detach().to(invstd.dtype)
-    dyf = dy.to(invstd.dtype)
-    dx = (dyf * scale.view(shape)).to(x.dtype)
-    if weight is None:
+    dx = (dy.to(invstd.dtype) * scale.view(shape)).to(x.dtype)
+    if weight is None or not weight_grads:
         return dx, None, None
-    xhat = (x.to(invstd.dtype) - mean.view(shape)) * invstd.view(shape)
-    dweight = (dyf * xhat).sum(dim=others).to(weight.dtype)
-    dbias = dyf.sum(dim=others).to(weight.dtype)
+    if x.numel() == 0:  # an empty batch (a rank's share of one): the sums are zeros
+        return dx, torch.zeros_like(weight.detach()), torch.zeros_like(weight.detach())
+    _, dweight, dbias = ft.batch_norm_backward(dy, x, weight.detach(), mean, invstd,
+                                               channels_last=channels_last, input_grad=False)
     return dx, dweight, dbias

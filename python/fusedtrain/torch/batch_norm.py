@@ -29,7 +29,10 @@ class _BatchNormFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        return _per_channel_backward(ctx, dy, ft.batch_norm_backward) + (None,) * 5
+        def batch_norm_backward(dy, x_in, weight, mean, invstd, channels_last, weight_grads):
+            # The channel sums dx needs are dweight and dbias: weight_grads saves nothing here.
+            return ft.batch_norm_backward(dy, x_in, weight, mean, invstd, channels_last=channels_last)
+        return _per_channel_backward(ctx, dy, batch_norm_backward) + (None,) * 5
 
 
 def batch_norm_step(module):

@@ -11,7 +11,7 @@ import torch
 
 import fusedtrain as ft
 from ._norm_autograd import (_caller_layout, _detached, _grad_layout, _kernel_input, _needed,
-                             _per_channel_backward, apply)
+                             _per_channel_backward, _weight_grads, apply)
 
 
 class _LayerNormFunction(torch.autograd.Function):
@@ -36,11 +36,13 @@ class _LayerNormFunction(torch.autograd.Function):
         x_in, weight, mean, rstd = ctx.saved_tensors
         dy = _grad_layout(dy, x_in, False)
         w = _detached(weight)
+        wg = _weight_grads(ctx)
         if ctx.rms:
-            dx, dweight = ft.rms_norm_backward(dy, x_in, ctx.normalized_shape, rstd, w)
+            dx, dweight = ft.rms_norm_backward(dy, x_in, ctx.normalized_shape, rstd, w, weight_grads=wg)
             dbias = None
         else:
-            dx, dweight, dbias = ft.layer_norm_backward(dy, x_in, ctx.normalized_shape, mean, rstd, w)
+            dx, dweight, dbias = ft.layer_norm_backward(dy, x_in, ctx.normalized_shape, mean, rstd, w,
+                                                        weight_grads=wg)
         return _needed(ctx, dx, dweight, dbias) + (None, None, None)
 
 
@@ -70,9 +72,9 @@ class _GroupNormFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        def group_norm_backward(dy, x_in, weight, mean, rstd, channels_last):
+        def group_norm_backward(dy, x_in, weight, mean, rstd, channels_last, weight_grads):
             return ft.group_norm_backward(dy, x_in, ctx.num_groups, mean, rstd, weight,
-                                          channels_last=channels_last)
+                                          channels_last=channels_last, weight_grads=weight_grads)
         return _per_channel_backward(ctx, dy, group_norm_backward) + (None,) * 7
 
 
