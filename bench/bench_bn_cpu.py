@@ -37,7 +37,11 @@ WORKLOADS = (
 def build(w, ft, use_torch):
     """fusedtrain.bench.batch_norm's data and calls: the same baseline as python -m fusedtrain bench."""
     x, dy, weight, bias, rm, rv = bn.data(w.shape, w.channels_last, "cpu")[0]
-    ours = bn.calls(ft, x, dy, weight, bias, rm, rv, w.channels_last)
+    # With torch at hand ours takes torch tensors (views of the same memory, running stats of
+    # their own): the path users take, outputs allocated through torch (Note [huge pages]).
+    mine = ([torch.from_numpy(a) for a in (x, dy, weight, bias)] +
+            [torch.from_numpy(a.copy()) for a in (rm, rv)]) if use_torch else (x, dy, weight, bias, rm, rv)
+    ours = bn.calls(ft, *mine, w.channels_last)
     theirs = bn.torch_calls(torch, x, dy, weight, bias, rm, rv, w.channels_last) if use_torch else {}
     return ours, theirs
 
@@ -46,6 +50,7 @@ def main(argv=None) -> int:
     args = norm_bench.parse_args(__doc__, argv)
     return norm_bench.run(args, WORKLOADS, build, benchmark="cpu_batch_norm", json_stem="cpu_bn",
                           settings={"eps": EPS, "momentum": MOMENTUM,
+                                    "fusedtrain_inputs": "torch CPU tensors (NumPy without torch)",
                                     "torch_calls": "aten.native_batch_norm / native_batch_norm_backward, "
                                                    "channels_last memory format for NHWC"})
 

@@ -88,13 +88,17 @@ def build(w, ft, use_torch):
     P = w.shape[-1] if w.kind != "group" else (w.shape[-1] if w.channels_last else w.shape[1])
     weight = rng.uniform(0.5, 1.5, P).astype(np.float32)
     bias = rng.standard_normal(P).astype(np.float32)
-    return ft_calls(ft, w, x, dy, weight, bias), (torch_calls(w, x, dy, weight, bias) if use_torch else {})
+    # With torch at hand ours takes torch tensors (views of the same memory): the path users take,
+    # outputs allocated through torch (Note [huge pages]).
+    mine = [torch.from_numpy(a) for a in (x, dy, weight, bias)] if use_torch else (x, dy, weight, bias)
+    return ft_calls(ft, w, *mine), (torch_calls(w, x, dy, weight, bias) if use_torch else {})
 
 
 def main(argv=None) -> int:
     args = norm_bench.parse_args(__doc__, argv)
     return norm_bench.run(args, WORKLOADS, build, benchmark="cpu_layer_norm", json_stem="cpu_ln",
                           settings={"eps": EPS,
+                                    "fusedtrain_inputs": "torch CPU tensors (NumPy without torch)",
                                     "torch_calls": "aten.native_layer_norm(_backward), "
                                                    "F.rms_norm + autograd.grad, "
                                                    "aten.native_group_norm(_backward), channels_last "

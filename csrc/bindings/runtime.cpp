@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "bindings/gil.h"
+#include "core/huge_pages.h"
 #include "core/parallel.h"
 #include "cpu/kernels.h"
 #include "cuda/device_info.h"
@@ -66,6 +67,13 @@ void init_runtime(py::module_& m) {
       "sums, or the batch/group norm rows passes' next-batch prefetch, on or off (None: "
       "unchanged) and returns the settings before the call (Note [row kernel switches]: without "
       "shared column sums dweight / dbias are summed in another order). For benchmarks.");
+  // Note [huge pages]: for the outputs the Python layer allocates through torch on the CPU.
+  m.def(
+      "_advise_huge_pages",
+      [](uintptr_t data, size_t nbytes) { return advise_huge_pages(reinterpret_cast<void*>(data), nbytes); },
+      py::arg("data"), py::arg("nbytes"),
+      "Asks for transparent huge pages on the 2 MB-aligned interior of [data, data + nbytes) "
+      "(Note [huge pages]); returns whether the kernel took the hint.");
   m.def("cuda_device_error", [] {
     py::gil_scoped_release nogil;
     return cuda::device_error();

@@ -33,6 +33,8 @@ from ._streams import launch_stream
 # ---------------------------------------------------------------- output allocation
 
 _TORCH_TYPES = {}  # type -> whether it is one of torch's (tensor subclasses included)
+# Note [huge pages] (csrc/core/huge_pages.h): torch CPU outputs from this size on, as NumPy's.
+_HUGE_PAGE_BYTES = 4 << 20
 
 
 def _is_torch(x):
@@ -58,9 +60,13 @@ def _empty(like, shape, dtype=None, stats=False):
             # like's device and (unless given) dtype without reading them in Python: a fifth
             # less host time than torch.empty(shape, dtype=, device=) per output.  Not for
             # subclasses, whose new_empty may return their own type.
-            return like.new_empty(shape) if dtype is None else like.new_empty(shape, dtype=dtype)
-        return torch.empty(shape, dtype=dtype if dtype is not None else like.dtype,
-                           device=like.device)
+            out = like.new_empty(shape) if dtype is None else like.new_empty(shape, dtype=dtype)
+        else:
+            out = torch.empty(shape, dtype=dtype if dtype is not None else like.dtype,
+                              device=like.device)
+        if out.nbytes >= _HUGE_PAGE_BYTES and not out.is_cuda:
+            _C._advise_huge_pages(out.data_ptr(), out.nbytes)  # Note [huge pages]
+        return out
     if stats:
         dtype = np.float64 if _is_float64(like) else np.float32
     if not isinstance(like, np.ndarray) and hasattr(like, "__array_namespace__"):
