@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(kBlock)
   math::BnForwardCoeffs<T> co[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) co[e] = forward_coeffs<T>(coeffs, col * V + e);
-  map_walk<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), x, y, [&](int e, T v) { return math::bn_forward(v, co[e]); });
+  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch), x, y, [&](int e, T v) { return math::bn_forward(v, co[e]); });
 }
 
 template <class S, int V>
@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(kBlock)
   math::BnBackwardCoeffs<T> co[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) co[e] = backward_coeffs<T>(coeffs, col * V + e);
-  map_walk<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), dy, x, dx, [&](int e, T g, T v) { return math::bn_backward(g, v, co[e]); });
+  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch), dy, x, dx, [&](int e, T g, T v) { return math::bn_backward(g, v, co[e]); });
 }
 
 // ---- eval mode coefficients (no reduction), running-stat update

@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kBlock) gn_rows_normalize_kernel(
   int64_t col;
   if (!sample_coeffs(co, C, k, col)) return;
   const int64_t off = int64_t(blockIdx.z) * view_stride;
-  map_walk<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), x + off, y + off, [&](int e, T v) { return math::bn_forward(v, k[e]); });
+  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch), x + off, y + off, [&](int e, T v) { return math::bn_forward(v, k[e]); });
 }
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock) gn_rows_grad_input_kernel(
@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(kBlock) gn_rows_grad_input_kernel(
   int64_t col;
   if (!sample_coeffs(co, C, k, col)) return;
   const int64_t off = int64_t(blockIdx.z) * view_stride;
-  map_walk<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), dy + off, x + off, dx + off,
+  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch), dy + off, x + off, dx + off,
                  [&](int e, T g, T v) { return math::norm_grad_input(g, v, k[e]); });
 }
 

@@ -524,7 +524,7 @@ __global__ void __launch_bounds__(kBlock)
     first.load(x + col * V);
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e].shift = T(to_float(first.v[e]));
-    accumulate<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), x, acc);
+    accumulate<S, V>(RowsSplit(R, C, col * V, prefetch), x, acc);
   }
   Stats st[V];
 #pragma unroll
@@ -550,7 +550,7 @@ __global__ void __launch_bounds__(kBlock)
   if (ok) {
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e].mean = math::split_mean<T>(save_mean.get(view * C + col * V + e, 0));
-    accumulate<S, V>(RowsSplit(R, C, col * V, rows_prefetch_for<S>(prefetch)), dy, x, acc);
+    accumulate<S, V>(RowsSplit(R, C, col * V, prefetch), dy, x, acc);
   }
   GradSums sums[V];
 #pragma unroll

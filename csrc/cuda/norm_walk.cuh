@@ -36,13 +36,6 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 #endif
 }
 
-// Whether a rows pass over values of type S prefetches, given the run-time switch (Note [rows
-// walk prefetch]); a compile-time false leaves the other types' kernels without the code.
-template <class S>
-__device__ __forceinline__ constexpr bool rows_prefetch_for(bool on) {
-  return sizeof(S) == 2 && on;
-}
-
 // The vector range [j0, j1) of channel `c` that block split `split` of `splits` covers.
 __device__ __forceinline__ void split_range(int64_t total, int splits, int split, int64_t& j0, int64_t& j1) {
   j0 = total * split / splits;
@@ -157,13 +150,14 @@ class RowsSplit {
   // gradient sums at 19-49% of DRAM bandwidth, stalled on loads).  Once a batch's loads are
   // issued, each thread asks L2 for the vectors of its next batch: DRAM works on that batch
   // while this one is summed, and its loads then wait on L2.  One prefetch instruction per
-  // vector, a hint that changes no result.  Only rows of 2-byte values prefetch
-  // (rows_prefetch_for): there the address arithmetic fits in the registers the sums already
-  // take (ptxas, sm_90: 124-127 for the reductions, unchanged), while the fp32 passes, at 88-94%
-  // of the two-pass bandwidth on the H200, would lose a block per SM to it (gradient sums 80 ->
-  // 94 registers).
+  // vector, a hint that changes no result.  Only rows of 2-byte values prefetch (compiled out
+  // for the others): there the address arithmetic fits in the registers the sums already take
+  // (ptxas, sm_90: 124-127 for the reductions, unchanged), while the fp32 passes, at 88-94% of
+  // the two-pass bandwidth on the H200, would lose a block per SM to it (gradient sums 80 -> 94
+  // registers).
   template <class S>
   __device__ __forceinline__ void prefetch(const S* a) const {
+    if constexpr (sizeof(S) != 2) return;
     if (!prefetch_) return;
     int64_t off[kUnroll];
     peek(off);
