@@ -45,3 +45,19 @@ def test_a_gapped_view_is_refused(host_backed):
     assert _C._import_views([a, a[1:], a.T], True, False) == 3
     with pytest.raises(ValueError, match=r"arrays\[1\] is not contiguous"):
         _C._import_views([a, a[:, ::2]])
+
+
+def test_attributes_a_subclass_overrides_are_read_even_after_imports(host_backed):
+    """Note [cached getters]: the getters looked up once per type give way to what a subclass
+    defines, also when it defines it after the type was imported."""
+    a = host_backed((4, 6))
+
+    class Tagged(cupy.ndarray):
+        __module__ = "cupy._tagged"  # the attribute route is CuPy's own types'
+
+    t = Tagged(a.shape, a.dtype, memptr=a.data)
+    assert _C._import_views([t, t]) == [_expected(a)] * 2
+    Tagged.shape = property(lambda self: (24,))
+    assert _C._import_views([t])[0][4] == (24,)
+    del Tagged.shape
+    assert _C._import_views([t, a, t]) == [_expected(a)] * 3

@@ -338,6 +338,57 @@ TensorView from_exchange(PyObject* obj, const Route& r, const ArgRef& at, Layout
   return v;
 }
 
+// Note [cached getters]: CuPy's array attributes are C getters of its extension types
+// (getset descriptors).  Reading one through PyObject_GetAttr finds the descriptor in the type's
+// MRO and calls its getter; a type whose attribute lookup is object's (no __getattribute__ or
+// __getattr__ of its own) finds the same descriptor on every read until the type, or one of its
+// bases, is modified, which CPython marks by changing the type's version tag. So the getter is
+// looked up once per (type, version tag) and called directly: what the lookup would call, without
+// the lookup.  Any other kind of attribute (a property a subclass defines, a plain member) takes
+// PyObject_GetAttr.
+class CachedGetter {
+ public:
+  explicit CachedGetter(const char* name) : name_(interned(name)) {}
+  // A new reference, or nullptr with the error set.
+  PyObject* operator()(PyObject* o) {
+    PyTypeObject* t = Py_TYPE(o);
+    if (t != type_ || t->tp_version_tag != tag_ || tag_ == 0) resolve(t);
+    return get_ ? get_(o, closure_) : PyObject_GetAttr(o, name_);
+  }
+
+ private:
+  void resolve(PyTypeObject* t) {
+    Py_INCREF(t);  // kept alive while cached: its address then names no other type
+    Py_XDECREF(type_);
+    type_ = t;
+    get_ = nullptr;
+    closure_ = nullptr;
+    PyObject* type = reinterpret_cast<PyObject*>(t);
+    static PyObject *s_getattribute = interned("__getattribute__"), *s_getattr = interned("__getattr__");
+    static PyObject* object_getattribute =
+        PyObject_GetAttr(reinterpret_cast<PyObject*>(&PyBaseObject_Type), s_getattribute);
+    PyObject* ga = PyObject_GetAttr(type, s_getattribute);
+    const bool plain_lookup = ga && ga == object_getattribute && !PyObject_HasAttr(type, s_getattr);
+    Py_XDECREF(ga);
+    // Reading the attribute on the type gives the descriptor itself; it also (re)assigns the tag.
+    PyObject* d = plain_lookup ? PyObject_GetAttr(type, name_) : nullptr;
+    PyErr_Clear();
+    tag_ = t->tp_version_tag;
+    if (d && Py_TYPE(d) == &PyGetSetDescr_Type && PyType_IsSubtype(t, PyDescr_TYPE(d))) {
+      PyGetSetDef* g = reinterpret_cast<PyGetSetDescrObject*>(d)->d_getset;
+      get_ = g->get;
+      closure_ = g->closure;
+    }
+    Py_XDECREF(d);
+  }
+
+  PyObject* name_;
+  PyTypeObject* type_ = nullptr;
+  unsigned int tag_ = 0;
+  getter get_ = nullptr;
+  void* closure_ = nullptr;
+};
+
 // CuPy arrays: their public attributes, read without building __cuda_array_interface__'s dict.
 // False when the object lacks one of them (then the caller takes the interface route).
 // Note [cupy contiguity]: CuPy keeps its C-contiguity flag beside the strides (`_c_contiguous`,
@@ -346,13 +397,10 @@ TensorView from_exchange(PyObject* obj, const Route& r, const ArgRef& at, Layout
 // read, 67 of the 230 ns an import took on the 2-core VM.  An array without the flag, or with
 // it false, has its strides read and classified as before.
 bool from_cupy(PyObject* obj, const ArgRef& at, Layout* layout, TensorView* out) {
-  static PyObject *s_data = interned("data"), *s_ptr = interned("ptr"),
-                  *s_device_id = interned("device_id"), *s_dtype = interned("dtype"),
-                  *s_shape = interned("shape"), *s_strides = interned("strides"),
-                  *s_c_contiguous = interned("_c_contiguous");
-  auto get = [](PyObject* o, PyObject* name) {
-    return py::reinterpret_steal<py::object>(PyObject_GetAttr(o, name));
-  };
+  // Note [cached getters]
+  static CachedGetter s_data("data"), s_ptr("ptr"), s_device_id("device_id"), s_dtype("dtype"),
+      s_shape("shape"), s_strides("strides"), s_c_contiguous("_c_contiguous");
+  auto get = [](PyObject* o, CachedGetter& attr) { return py::reinterpret_steal<py::object>(attr(o)); };
   py::object data = get(obj, s_data), dtype = get(obj, s_dtype), shape = get(obj, s_shape);
   py::object c_order = get(obj, s_c_contiguous);
   if (!c_order) PyErr_Clear();
