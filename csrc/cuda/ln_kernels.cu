@@ -252,8 +252,10 @@ __device__ __forceinline__ void each_row_vector(const LnBackwardArgs& a, bool w_
 // load and store per term, where an SM's shared memory holds three such blocks (an H100's 228 KB
 // does for the 64 KB of 32 columns; an SM of 100 KB keeps those in registers). Either way the
 // slots' sums are merged in one fixed order (slot 0 + (slot 1 + (...))): deterministic, as Note
-// [cuda norm passes] asks.
-template <class T, int K, int V, bool kShared>
+// [cuda norm passes] asks. A backward asked for no weight gradients (`weight_grads=False`: frozen
+// affine parameters) keeps no column sums at all, and its registers go to the loads.
+enum class ColumnSumsIn { none, registers, shared };
+template <class T, int K, int V, ColumnSumsIn kIn>
 struct ColumnSums {
   T dw[K][V], db[K][V];
   __device__ explicit ColumnSums(T*) {
@@ -303,7 +305,14 @@ struct ColumnSums {
   }
 };
 template <class T, int K, int V>
-struct ColumnSums<T, K, V, true> {
+struct ColumnSums<T, K, V, ColumnSumsIn::none> {
+  __device__ explicit ColumnSums(T*) {}
+  __device__ __forceinline__ void add(int, int, T, T) {}
+  template <class Out>
+  __device__ void merge_slots(Out) {}
+};
+template <class T, int K, int V>
+struct ColumnSums<T, K, V, ColumnSumsIn::shared> {
   T* s;  // 2 * K * V rows of kBlock values (the launch's dynamic shared memory)
   int t;
   __device__ explicit ColumnSums(T* shared) : s(shared), t(int(threadIdx.y * blockDim.x + threadIdx.x)) {
@@ -337,14 +346,14 @@ struct ColumnSums<T, K, V, true> {
 template <class T, int K, int V>
 constexpr size_t column_sums_bytes() { return sizeof(T) * 2 * K * V * kBlock; }
 
-template <class S, int K, bool kShared>
-__global__ void __launch_bounds__(kBlock, kShared ? 3 : 0)
+template <class S, int K, ColumnSumsIn kSums>
+__global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared ? 3 : 0)
     ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials, bool prefetch) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
   S* dx = static_cast<S*>(a.dx);
   const bool w_same = a.weight.dtype == a.dtype;
-  ColumnSums<T, K, V, kShared> cols(kShared ? dynamic_shared<T>() : nullptr);
+  ColumnSums<T, K, V, kSums> cols(kSums == ColumnSumsIn::shared ? dynamic_shared<T>() : nullptr);
   for (int64_t r0 = int64_t(blockIdx.x) * blockDim.y; r0 < a.rows; r0 += int64_t(gridDim.x) * blockDim.y) {
     const int64_t r = r0 + threadIdx.y;  // uniform loop (barriers)
     const bool row = r < a.rows;
@@ -386,7 +395,7 @@ __global__ void __launch_bounds__(kBlock, kShared ? 3 : 0)
       out.store(dx + off + j * V);
     });
   }
-  if (!partials) return;
+  if (kSums == ColumnSumsIn::none) return;
   // Slot 0's sums are this block's split of each column.
   cols.merge_slots([&](int k, int e, T dw, T db) {
     const int64_t c = (threadIdx.x + int64_t(k) * blockDim.x) * V + e;
@@ -531,28 +540,34 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
   if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.dy, a.x, a.dx, vector_read(a.weight, a.dtype)}, 2, 2);
       p.tpr) {
     constexpr int V = int(16 / sizeof(S));
-    const bool params = a.dweight.present();
     const RowKernelOptions options = row_kernel_options();  // Note [row kernel switches]
     with_k(p.k, [&](auto K) {
       constexpr int k = decltype(K)::value;
+      if (!a.dweight.present()) {
+        // No column sums: no splits to keep few, a grid as the forward's.
+        ln_rows_backward_kernel<S, k, ColumnSumsIn::none><<<p.grid_for(a.rows, 16), p.block(), 0, st>>>(
+            a, nullptr, options.l2_prefetch);
+        count_launch("ln rows backward");
+        return;
+      }
       constexpr size_t bytes = column_sums_bytes<T, k, V>();
       constexpr bool kWide = bytes >= 128 * kBlock;  // 32 registers' worth or more
       const bool shared = kWide && options.shared_column_sums &&
                           device_state().shared_per_sm >= 3 * (bytes + 4096);
       const unsigned grid = shared ? p.grid_for(a.rows, 3) : p.grid;
-      Reduction<GradSums> r(params ? int(grid) : 1, params ? a.cols : 1, st);
+      Reduction<GradSums> r(int(grid), a.cols, st);
       if constexpr (kWide) {
         if (shared) {
-          allow_dynamic_shared<ln_rows_backward_kernel<S, k, true>>(bytes);
-          ln_rows_backward_kernel<S, k, true><<<grid, p.block(), bytes, st>>>(a, params ? r.partials : nullptr,
-                                                                             options.l2_prefetch);
+          constexpr auto kIn = ColumnSumsIn::shared;
+          allow_dynamic_shared<ln_rows_backward_kernel<S, k, kIn>>(bytes);
+          ln_rows_backward_kernel<S, k, kIn><<<grid, p.block(), bytes, st>>>(a, r.partials, options.l2_prefetch);
         }
       }
       if (!shared)
-        ln_rows_backward_kernel<S, k, false><<<grid, p.block(), 0, st>>>(a, params ? r.partials : nullptr,
-                                                                         options.l2_prefetch);
+        ln_rows_backward_kernel<S, k, ColumnSumsIn::registers><<<grid, p.block(), 0, st>>>(a, r.partials,
+                                                                                          options.l2_prefetch);
       count_launch("ln rows backward");
-      if (params) r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
+      r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
     });
     return;
   }
