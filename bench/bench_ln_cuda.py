@@ -1,7 +1,9 @@
 """Times fusedtrain layer, RMS and group norm on CUDA against torch (same GPU, same run): layer
 and RMS norm forward+backward at hidden sizes 1024-8192 (16K tokens), group norm at
 (32, 256, 56, 56) G=32 NCHW and NHWC; fp32 and bf16. torch runs torch.nn.functional and its
-autograd backward; ours the functional API. Layer/RMS rows also time ours with the row kernels'
+autograd backward; ours the functional API. Layer/RMS rows also time the backward with the affine
+parameters frozen ("bwd frozen": weight_grads=False against torch's autograd asked for dx alone),
+and ours with the row kernels'
 L2 prefetch and shared-memory column sums each turned off, bf16 channels-last group norm with its
 rows walk prefetch off ("switches", Note [row kernel switches]), so one run tells whether each
 pays."""
@@ -28,7 +30,9 @@ def workloads(quick):
 
 
 def calls(torch, ft, kind, shape, channels_last, dtype):
-    """(ours: fwd, bwd, both), (torch: fwd, bwd, both) on the same data."""
+    """(ours: fwd, bwd, both), (torch: fwd, bwd, both) on the same data, and for layer/RMS norm
+    (ours, torch) backward with the affine parameters frozen (weight_grads=False; torch's
+    autograd asked for dx alone), else None."""
     F = torch.nn.functional
     x = torch.randn(shape, device=norm_bench_cuda.DEVICE, dtype=dtype) * 2 + 0.5
     if channels_last:
@@ -47,11 +51,11 @@ def calls(torch, ft, kind, shape, channels_last, dtype):
         t_fwd = lambda xt, wt, bt: F.group_norm(xt, 32, wt, bt)  # noqa: E731
     elif kind == "layer":
         fwd = lambda: ft.layer_norm_forward(x, H, w, b)  # noqa: E731
-        bwd_of = lambda s: ft.layer_norm_backward(dy, x, H, s[1], s[2], w)  # noqa: E731
+        bwd_of = lambda s, grads=True: ft.layer_norm_backward(dy, x, H, s[1], s[2], w, weight_grads=grads)  # noqa: E731
         t_fwd = lambda xt, wt, bt: F.layer_norm(xt, (H,), wt, bt)  # noqa: E731
     else:
         fwd = lambda: ft.rms_norm_forward(x, H, w)  # noqa: E731
-        bwd_of = lambda s: ft.rms_norm_backward(dy, x, H, s[1], w)  # noqa: E731
+        bwd_of = lambda s, grads=True: ft.rms_norm_backward(dy, x, H, s[1], w, weight_grads=grads)  # noqa: E731
         t_fwd = lambda xt, wt, bt: F.rms_norm(xt, (H,), wt)  # noqa: E731
     saved = fwd()
     ours = (fwd, lambda: bwd_of(saved), lambda: bwd_of(fwd()))
@@ -61,13 +65,19 @@ def calls(torch, ft, kind, shape, channels_last, dtype):
     theirs = (lambda: t_fwd(xt, wt, bt),
               lambda: torch.autograd.grad(t_saved, inputs, dy, retain_graph=True),
               lambda: torch.autograd.grad(t_fwd(xt, wt, bt), inputs, dy))
-    return ours, theirs, x.numel() * x.element_size()
+    frozen = None
+    if kind != "group":
+        x_only = x.detach().clone().requires_grad_(True)
+        f_saved = t_fwd(x_only, w, b)
+        frozen = (lambda: bwd_of(saved, False),
+                  lambda: torch.autograd.grad(f_saved, (x_only,), dy, retain_graph=True))
+    return ours, theirs, frozen, x.numel() * x.element_size()
 
 
 def measure(session, workload, dtype):
     torch, ft, steps, flush, copy_bw = session
     label, kind, shape, cl = workload
-    ours, theirs, nbytes = calls(torch, ft, kind, shape, cl, dtype)
+    ours, theirs, frozen, nbytes = calls(torch, ft, kind, shape, cl, dtype)
     row = {"workload": label, "kind": kind, "shape": list(shape), "channels_last": cl,
            "dtype": str(dtype).replace("torch.", "")}
     # Roofline bytes: every tensor read or written once (x, y: 2; dy, x, dx: 3).
@@ -77,6 +87,11 @@ def measure(session, workload, dtype):
         row[name] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
                      "ft_host_ms": h_ft * 1e3, "torch_host_ms": h_t * 1e3,
                      "pct_copy_bw": 100.0 * arrays * nbytes / g_ft / copy_bw}
+    if frozen:
+        g_ft, _ = cuda_timer(torch, frozen[0], steps, flush)
+        g_t, _ = cuda_timer(torch, frozen[1], steps, flush)
+        row["bwd frozen"] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
+                             "pct_copy_bw": 100.0 * 3 * nbytes / g_ft / copy_bw}
     if kind != "group":
         row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ROW_SWITCHES)
     elif cl and dtype == torch.bfloat16:

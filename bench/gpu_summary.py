@@ -75,8 +75,23 @@ def layer_norm_lines(doc):
                    min((r["fwd+bwd"]["pct_copy_bw"] for r in rowwise), default=None), 80, "{:.0f}"),
             target("group norm NHWC fwd+bwd, slowest vs torch (x)",
                    min((r["fwd+bwd"]["speedup"] for r in nhwc), default=None), 2.0)] + \
+        frozen_lines(rowwise) + \
         switch_lines("layer/RMS", rowwise, ("no_l2_prefetch", "no_shared_column_sums")) + \
         switch_lines("group norm NHWC", nhwc, ("no_rows_walk_prefetch",))
+
+
+def frozen_lines(rows):
+    """Layer/RMS backward with frozen affine parameters (weight_grads=False) against torch's dx-only
+    backward, and against our own backward with the weight gradients."""
+    rows = [r for r in rows if "bwd frozen" in r]
+    if not rows:
+        return []
+    lo = min(rows, key=lambda r: r["bwd frozen"]["speedup"])
+    own = [r["bwd"]["ft_ms"] / r["bwd frozen"]["ft_ms"] for r in rows]
+    return [f"      layer/RMS bwd frozen (weight_grads=False) vs torch dx only: slowest "
+            f"{lo['bwd frozen']['speedup']:.2f} ({lo['workload']} {lo['dtype']}), lowest % copy bw "
+            f"{min(r['bwd frozen']['pct_copy_bw'] for r in rows):.0f}, own bwd / frozen "
+            f"{min(own):.2f} to {max(own):.2f}"]
 
 
 def switch_lines(label, rows, names):

@@ -83,6 +83,9 @@ def test_layer_norm_bench_rows_and_summary(benches):
             for dtype in (torch.float32, torch.bfloat16)]
     for r in rows:
         assert all(r[k]["ft_ms"] > 0 and r[k]["pct_copy_bw"] > 0 for k in ("fwd", "bwd", "fwd+bwd"))
+    for r in rows:
+        assert ("bwd frozen" in r) == (r["kind"] != "group")
+        assert r["kind"] == "group" or r["bwd frozen"]["ft_ms"] > 0 < r["bwd frozen"]["torch_ms"]
     names = {r["workload"] + " " + r["dtype"]: set(r.get("switches", ())) for r in rows}
     assert names["layer 64x32 float32"] == {"on_ms", "no_l2_prefetch_ms", "no_shared_column_sums_ms"}
     assert names["group 2x64x4x4 g32 nhwc bfloat16"] == {"on_ms", "no_rows_walk_prefetch_ms"}
@@ -93,6 +96,7 @@ def test_layer_norm_bench_rows_and_summary(benches):
     for label in ("layer/RMS no l2 prefetch", "layer/RMS no shared column sums",
                   "group norm NHWC no rows walk prefetch"):
         assert any(line.strip().startswith(label + " / on: geomean") for line in lines), label
+    assert any(line.strip().startswith("layer/RMS bwd frozen (weight_grads=False)") for line in lines)
 
 
 def test_norm_bench_mains_write_what_the_summary_reads(benches, tmp_path, monkeypatch, capsys):
