@@ -2,8 +2,8 @@
 compiled on the host with stand-ins for the CUDA built-ins: over every block split and thread of
 a launch, each vector of a channel (planar view) or each row under a column vector (rows layout)
 is read exactly once, the masked planar walk's lanes cover each value of a channel exactly once,
-only a walk's last batch holds vectors past its split's end, and a rows walk's prefetch peeks at
-exactly its next batch. Runs
+only a walk's last batch holds vectors past its split's end, a batch known full gives the same
+offsets unchecked, and a rows walk's prefetch peeks at exactly its next batch. Runs
 without a GPU, so the index arithmetic of every planar and rows kernel is checked on any
 machine with a C++ compiler."""
 import pathlib
@@ -30,18 +30,30 @@ static void fail(const char* what, long a, long b) {
 }
 
 // Runs one thread's walk; calls visit(off) for each offset >= 0; checks that past-the-end
-// offsets appear in the last batch only.
+// offsets appear in the last batch only, never first in a batch, that full() says whether the
+// next batch has all kUnroll vectors, and that a full batch, taken unchecked, gives the same
+// offsets (Note [full batches]).
 template <class Walk, class Visit>
 void walk_thread(Walk w, Visit visit) {
   bool ended = false;
   while (w.more()) {
     if (ended) fail("a batch after one past the split's end", 0, 0);
-    int64_t off[kUnroll];
-    w.next(off);
+    const bool full = w.full();
+    Walk unchecked = w;
+    Batch<false> b;
+    w.next(b);
+    if (b.off[0] < 0) fail("a batch that opens past the split's end", 0, b.off[0]);
+    if (full != (b.off[kUnroll - 1] >= 0)) fail("full() is not whether the batch is", full, b.off[kUnroll - 1]);
+    if (full) {
+      Batch<true> f;
+      unchecked.next(f);
+      for (int u = 0; u < kUnroll; ++u)
+        if (f.off[u] != b.off[u]) fail("a full batch's offsets differ", f.off[u], b.off[u]);
+    }
     for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) ended = true;
-      else if (ended) fail("a vector after one past the split's end", u, off[u]);
-      else visit(off[u]);
+      if (!b.has(u)) ended = true;
+      else if (ended) fail("a vector after one past the split's end", u, b.off[u]);
+      else visit(b.off[u]);
     }
   }
 }
@@ -131,12 +143,13 @@ void rows(std::mt19937_64& g, int cases) {
         // Note [rows walk prefetch]: peek gives the batch that next() gives next, and nothing
         // once the split is done.
         RowsSplit w(R, C, col0, true);
-        int64_t ahead[kUnroll], off[kUnroll];
+        int64_t ahead[kUnroll];
+        Batch<false> b;
         w.peek(ahead);
         while (w.more()) {
-          w.next(off);
+          w.next(b);
           for (int u = 0; u < kUnroll; ++u)
-            if (off[u] != ahead[u]) fail("peek is not the next batch", ahead[u], off[u]);
+            if (b.off[u] != ahead[u]) fail("peek is not the next batch", ahead[u], b.off[u]);
           w.peek(ahead);
         }
         for (int u = 0; u < kUnroll; ++u)

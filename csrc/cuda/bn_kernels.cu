@@ -122,7 +122,7 @@ __device__ __forceinline__ math::BnBackwardCoeffs<T> backward_coeffs(const doubl
 // Elementwise over the planar view, grid (C, splits): every block has one channel, so its
 // coefficients are read once.
 template <class S, int V, bool kMasked>
-__global__ void __launch_bounds__(kBlock)
+__global__ void __launch_bounds__(kBlock, vector_pass_blocks<S, V>(4))  // Note [pass occupancy]
     planar_normalize_kernel(const S* x, S* y, BnShape s, const double* coeffs) {
   using T = ComputeT<S>;
   const auto co = forward_coeffs<T>(coeffs, blockIdx.x);
@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 template <class S, int V, bool kMasked>
-__global__ void __launch_bounds__(kBlock)
+__global__ void __launch_bounds__(kBlock, vector_pass_blocks<S, V>(3))  // Note [pass occupancy]
     planar_grad_input_kernel(const S* dy, const S* x, S* dx, BnShape s, const double* coeffs) {
   using T = ComputeT<S>;
   const auto co = backward_coeffs<T>(coeffs, blockIdx.x);

@@ -156,7 +156,8 @@ const void* vector_read(const ChannelArray& p, DType dtype) {
 }
 
 template <class S, int K>
-__global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a, bool prefetch) {
+__global__ void __launch_bounds__(kBlock, K == 4 ? 4 : 0)  // Note [pass occupancy]
+    ln_rows_forward_kernel(LnForwardArgs a, bool prefetch) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
   const S* x = static_cast<const S*>(a.x);
@@ -184,9 +185,10 @@ __global__ void __launch_bounds__(kBlock) ln_rows_forward_kernel(LnForwardArgs a
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       if (!row || threadIdx.x + int64_t(k) * blockDim.x >= nvec) continue;
+      acc.start(p[k].v[0]);
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc.add(p[k].v[e]);
-      acc.fold(V);
+      for (int e = 1; e < V; ++e) acc.add(p[k].v[e]);
+      acc.fold();
     }
     const double shift = double(acc.shift);
     const MeanRstd c = slot_coeffs<MeanRstd>(RowSums{acc.s1, acc.s2}, row, [&](const RowSums& sums) {
@@ -346,8 +348,9 @@ struct ColumnSums<T, K, V, ColumnSumsIn::shared> {
 template <class T, int K, int V>
 constexpr size_t column_sums_bytes() { return sizeof(T) * 2 * K * V * kBlock; }
 
+// Note [pass occupancy]; shared column sums: Note [column sums in shared memory].
 template <class S, int K, ColumnSumsIn kSums>
-__global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared ? 3 : 0)
+__global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSums == ColumnSumsIn::none && K >= 4) ? 3 : 0)
     ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials, bool prefetch) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));

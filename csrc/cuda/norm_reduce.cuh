@@ -78,6 +78,19 @@ void allow_dynamic_shared(size_t bytes) {
   done.fetch_or(bit);
 }
 
+// Note [pass occupancy]: ptxas picks a kernel's registers for its own schedule, blind to how
+// many blocks of kBlock threads an SM then holds: one register past a step (80 -> 81) costs a
+// block per SM, a quarter or a third of the loads in flight.  The normalization passes over
+// 16-byte vectors whose registers grew past a step when their batches became full batches with
+// whole-vector stores (Note [full batches], Note [vector stores]) are compiled for the blocks per
+// SM they ran at before (__launch_bounds__' second argument: at most 65536 / (blocks * kBlock)
+// registers), where that needs no spill: rows gradient sums 3 (2-byte values 2), planar
+// normalize 4, layer norm rows forward of 4 vectors 4, its backward without column
+// sums of 4 or more vectors 3.  The planar input gradient holds 3, one fewer: at 4 it spilled.
+// A bound is a ceiling ptxas then fills, so narrower vectors, a rarer path, are left to ptxas.
+template <class S, int V>
+constexpr int vector_pass_blocks(int blocks) { return V * int(sizeof(S)) == 16 ? blocks : 0; }
+
 // Compute type of storage S (Note [compute type]).
 template <class S> using ComputeT = std::conditional_t<std::is_same_v<S, double>, double, float>;
 // ---- V consecutive elements as one access of V * sizeof(S) bytes
@@ -88,6 +101,13 @@ template <> struct RawVec<4> { using type = unsigned; };
 template <> struct RawVec<8> { using type = uint2; };
 template <> struct RawVec<16> { using type = uint4; };
 
+// Note [vector stores]: a pack is stored as one access of its V * sizeof(S) bytes.  Written as a
+// copy of the raw vector, the compiler kept that only for the first few stores of a long
+// unrolled block and split the later ones into one store per 4 (or 2) bytes: the layer norm
+// rows kernels of 4 and 8 vectors per thread and the full batches of the planar passes (Note
+// [full batches]) issued 4-8x the store instructions, each writing a quarter of every sector it
+// touches.  __stwb is a single store instruction of the whole vector (default caching), which
+// the compiler does not split.
 template <class S, int V>
 struct Pack {
   S v[V];
@@ -97,6 +117,9 @@ struct Pack {
   }
   __device__ __forceinline__ void store(S* p) const {
     using R = typename RawVec<sizeof(S) * V>::type;
+#if defined(__CUDA_ARCH__)
+    if constexpr (sizeof(R) >= 4) return __stwb(reinterpret_cast<R*>(p), *reinterpret_cast<const R*>(v));  // Note [vector stores]
+#endif
     *reinterpret_cast<R*>(p) = *reinterpret_cast<const R*>(v);
   }
 };
@@ -169,26 +192,32 @@ __device__ GradSums shfl_down(const GradSums& s, int off) {
 
 // Per-thread sums of one channel's values: shifted sums for statistics (Note [bn statistics]),
 // dy and dy * (x - mean) for the backward.  Each vector's V values are summed in the compute type
-// first (a handful of centered values: no digits lost), then into doubles.
+// first (a handful of centered values: no digits lost), then into doubles.  A run opens with
+// start() (its first value: a walk's batch always has one) and closes with fold(); the count of
+// values is the caller's, one for all the channels it sums at once.
 template <class T>
 struct StatSums {
   T shift = 0;
-  double n = 0, s1 = 0, s2 = 0;
+  double s1 = 0, s2 = 0;
   T f1 = 0, f2 = 0;  // the open run, in the compute type
+  template <class S>
+  __device__ __forceinline__ void start(S x) {
+    const T d = T(to_float(x)) - shift;
+    f1 = d;
+    f2 = d * d;
+  }
   template <class S>
   __device__ __forceinline__ void add(S x) {
     const T d = T(to_float(x)) - shift;
     f1 += d;
     f2 += d * d;
   }
-  // Closes a run of `count` values into the double sums.
-  __device__ __forceinline__ void fold(int count) {
-    n += count;
+  // Closes the open run into the double sums.
+  __device__ __forceinline__ void fold() {
     s1 += double(f1);
     s2 += double(f2);
-    f1 = f2 = 0;
   }
-  __device__ Stats result() const { return math::from_shifted_sums(n, double(shift), s1, s2); }
+  __device__ Stats result(double n) const { return math::from_shifted_sums(n, double(shift), s1, s2); }
 };
 
 template <class T>
@@ -197,15 +226,20 @@ struct GradAccum {
   double dy = 0, dy_xc = 0;
   T f1 = 0, f2 = 0;
   template <class S>
+  __device__ __forceinline__ void start(S g, S x) {
+    const T d = T(to_float(g));
+    f1 = d;
+    f2 = d * math::centered(T(to_float(x)), mean);
+  }
+  template <class S>
   __device__ __forceinline__ void add(S g, S x) {
     const T d = T(to_float(g));
     f1 += d;
     f2 += d * math::centered(T(to_float(x)), mean);
   }
-  __device__ __forceinline__ void fold(int) {
+  __device__ __forceinline__ void fold() {
     dy += double(f1);
     dy_xc += double(f2);
-    f1 = f2 = 0;
   }
   __device__ GradSums result() const { return {dy, dy_xc}; }
 };
@@ -230,38 +264,42 @@ __global__ void __launch_bounds__(kBlock)
 
 // ---- planar layout (outer, C, inner): grid (C, splits), one channel per block row
 
-// Hands each batch of a walk over one array (or two) to use(off, packs[, packs]) (Note [batched
-// walk]).
+// Hands each batch of a walk over one array (or two) to use(batch, packs[, packs]) (Note [batched
+// walk]): the full batches, then the last one.
 template <class S, int V, class Walk, class Use>
 __device__ __forceinline__ void walk_batches(Walk w, const S* a, Use use) {
-  while (w.more()) {
-    int64_t off[kUnroll];
-    w.next(off);
+  auto batch = [&](auto full) {
+    Batch<decltype(full)::value> b;
+    w.next(b);
     Pack<S, V> pa[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
-      if (off[u] >= 0) pa[u].load(a + off[u]);
+      if (b.has(u)) pa[u].load(a + b.off[u]);
     w.prefetch(a);
-    use(off, pa);
-  }
+    use(b, pa);
+  };
+  while (w.full()) batch(std::true_type{});
+  if (w.more()) batch(std::false_type{});
 }
 template <class S, int V, class Walk, class Use>
 __device__ __forceinline__ void walk_batches(Walk w, const S* a, const S* b, Use use) {
-  while (w.more()) {
-    int64_t off[kUnroll];
-    w.next(off);
+  auto batch = [&](auto full) {
+    Batch<decltype(full)::value> bt;
+    w.next(bt);
     Pack<S, V> pa[kUnroll], pb[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] >= 0) {
-        pa[u].load(a + off[u]);
-        pb[u].load(b + off[u]);
+      if (bt.has(u)) {
+        pa[u].load(a + bt.off[u]);
+        pb[u].load(b + bt.off[u]);
       }
     }
     w.prefetch(a);
     w.prefetch(b);
-    use(off, pa, pb);
-  }
+    use(bt, pa, pb);
+  };
+  while (w.full()) batch(std::true_type{});
+  if (w.more()) batch(std::false_type{});
 }
 
 // out = f(e, a[, b]) for each value of a walk's vectors (Note [batched walk]; e: the value's
@@ -269,28 +307,28 @@ __device__ __forceinline__ void walk_batches(Walk w, const S* a, const S* b, Use
 template <class S, int V, class Walk, class F>
 __device__ __forceinline__ void map_walk(Walk w, const S* a, S* out, F f) {
   using T = ComputeT<S>;
-  walk_batches<S, V>(w, a, [&](const auto& off, const auto& pa) {
+  walk_batches<S, V>(w, a, [&](const auto& bt, const auto& pa) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;
+      if (!bt.has(u)) continue;
       Pack<S, V> o;
 #pragma unroll
       for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, T(to_float(pa[u].v[e]))));
-      o.store(out + off[u]);
+      o.store(out + bt.off[u]);
     }
   });
 }
 template <class S, int V, class Walk, class F>
 __device__ __forceinline__ void map_walk(Walk w, const S* a, const S* b, S* out, F f) {
   using T = ComputeT<S>;
-  walk_batches<S, V>(w, a, b, [&](const auto& off, const auto& pa, const auto& pb) {
+  walk_batches<S, V>(w, a, b, [&](const auto& bt, const auto& pa, const auto& pb) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;
+      if (!bt.has(u)) continue;
       Pack<S, V> o;
 #pragma unroll
       for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, T(to_float(pa[u].v[e])), T(to_float(pb[u].v[e]))));
-      o.store(out + off[u]);
+      o.store(out + bt.off[u]);
     }
   });
 }
@@ -351,43 +389,61 @@ __device__ A block_merge(A v) {
 }
 
 // Adds each batch of a walk to acc[Lanes] (Note [batched walk]): value e of a vector goes to
-// acc[e % Lanes]. One accumulator per channel: Lanes = 1 in the planar view, where a vector
-// holds one channel's values; Lanes = V down rows, where it spans V channels.
+// acc[e % Lanes], n counts the values each accumulator took. One accumulator per channel: Lanes =
+// 1 in the planar view, where a vector holds one channel's values; Lanes = V down rows, where it
+// spans V channels.  A batch's first vector is always there (Note [batched walk]) and opens each
+// run.
 template <class S, int V, int Lanes, class Walk, class T>
-__device__ __forceinline__ void accumulate(Walk w, const S* x, StatSums<T> (&acc)[Lanes]) {
-  walk_batches<S, V>(w, x, [&](const auto& off, const auto& p) {
-    int count = 0;
+__device__ __forceinline__ void accumulate(Walk w, const S* x, StatSums<T> (&acc)[Lanes], double& n) {
+  walk_batches<S, V>(w, x, [&](const auto& bt, const auto& p) {
+    int count = V / Lanes;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;
+    for (int e = 0; e < V; ++e) {
+      if (e < Lanes)
+        acc[e % Lanes].start(p[0].v[e]);
+      else
+        acc[e % Lanes].add(p[0].v[e]);
+    }
+#pragma unroll
+    for (int u = 1; u < kUnroll; ++u) {
+      if (!bt.has(u)) continue;
       count += V / Lanes;
 #pragma unroll
       for (int e = 0; e < V; ++e) acc[e % Lanes].add(p[u].v[e]);
     }
+    n += count;
 #pragma unroll
-    for (int l = 0; l < Lanes; ++l) acc[l].fold(count);
+    for (int l = 0; l < Lanes; ++l) acc[l].fold();
   });
 }
 template <class S, int V, int Lanes, class Walk, class T>
 __device__ __forceinline__ void accumulate(Walk w, const S* dy, const S* x, GradAccum<T> (&acc)[Lanes]) {
-  walk_batches<S, V>(w, dy, x, [&](const auto& off, const auto& g, const auto& p) {
+  walk_batches<S, V>(w, dy, x, [&](const auto& bt, const auto& g, const auto& p) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (off[u] < 0) continue;
+    for (int e = 0; e < V; ++e) {
+      if (e < Lanes)
+        acc[e % Lanes].start(g[0].v[e], p[0].v[e]);
+      else
+        acc[e % Lanes].add(g[0].v[e], p[0].v[e]);
+    }
+#pragma unroll
+    for (int u = 1; u < kUnroll; ++u) {
+      if (!bt.has(u)) continue;
 #pragma unroll
       for (int e = 0; e < V; ++e) acc[e % Lanes].add(g[u].v[e], p[u].v[e]);
     }
 #pragma unroll
-    for (int l = 0; l < Lanes; ++l) acc[l].fold(0);
+    for (int l = 0; l < Lanes; ++l) acc[l].fold();
   });
 }
 
 // accumulate() over the masked walk: only lanes [lo, hi) of each vector are the channel's.
 template <class S, int V, class T>
-__device__ __forceinline__ void accumulate_span(const BnShape& s, const S* x, StatSums<T>& acc) {
+__device__ __forceinline__ void accumulate_span(const BnShape& s, const S* x, StatSums<T>& acc, double& n) {
   span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, x,
                      [&](const auto& off, const auto& ln, const auto& p) {
     int count = 0;
+    acc.f1 = acc.f2 = 0;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (off[u] < 0) continue;
@@ -396,13 +452,15 @@ __device__ __forceinline__ void accumulate_span(const BnShape& s, const S* x, St
       for (int e = 0; e < V; ++e)
         if (e >= ln[u].lo && e < ln[u].hi) acc.add(p[u].v[e]);
     }
-    acc.fold(count);
+    n += count;
+    acc.fold();
   });
 }
 template <class S, int V, class T>
 __device__ __forceinline__ void accumulate_span(const BnShape& s, const S* dy, const S* x, GradAccum<T>& acc) {
   span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, dy, x,
                      [&](const auto& off, const auto& ln, const auto& g, const auto& p) {
+    acc.f1 = acc.f2 = 0;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (off[u] < 0) continue;
@@ -410,7 +468,7 @@ __device__ __forceinline__ void accumulate_span(const BnShape& s, const S* dy, c
       for (int e = 0; e < V; ++e)
         if (e >= ln[u].lo && e < ln[u].hi) acc.add(g[u].v[e], p[u].v[e]);
     }
-    acc.fold(0);
+    acc.fold();
   });
 }
 
@@ -422,11 +480,12 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t c = blockIdx.x;
   StatSums<T> acc[1];
   acc[0].shift = T(to_float(x[c * s.inner]));
+  double n = 0;
   if constexpr (kMasked)
-    accumulate_span<S, V>(s, x, acc[0]);
+    accumulate_span<S, V>(s, x, acc[0], n);
   else
-    accumulate<S, V>(PlanarSplit<V>(s), x, acc);
-  const Stats st = block_merge(acc[0].result());
+    accumulate<S, V>(PlanarSplit<V>(s), x, acc, n);
+  const Stats st = block_merge(acc[0].result(n));
   if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = st;
 }
 
@@ -519,16 +578,17 @@ __global__ void __launch_bounds__(kBlock)
   x += int64_t(blockIdx.z) * view_stride;  // Note [view batches]
   partials += int64_t(blockIdx.z) * C * gridDim.y;
   StatSums<T> acc[V];
+  double n = 0;  // values of each of the thread's channels
   if (ok) {
     Pack<S, V> first;
     first.load(x + col * V);
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e].shift = T(to_float(first.v[e]));
-    accumulate<S, V>(RowsSplit(R, C, col * V, prefetch), x, acc);
+    accumulate<S, V>(RowsSplit(R, C, col * V, prefetch), x, acc, n);
   }
   Stats st[V];
 #pragma unroll
-  for (int e = 0; e < V; ++e) st[e] = ok ? acc[e].result() : Stats{0, 0, 0};
+  for (int e = 0; e < V; ++e) st[e] = ok ? acc[e].result(n) : Stats{0, 0, 0};
   rows_merge<S>(st, [&](int tx, int e, const Stats& m) {  // Note [rows merge]
     const int64_t c = (int64_t(blockIdx.x) * blockDim.x + tx) * V + e;
     if (c < C) partials[c * gridDim.y + blockIdx.y] = m;
@@ -536,7 +596,7 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 template <class S, int V>
-__global__ void __launch_bounds__(kBlock)
+__global__ void __launch_bounds__(kBlock, sizeof(S) == 2 ? vector_pass_blocks<S, V>(2) : 3)  // Note [pass occupancy]
     rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C, ChannelArray save_mean,
                      GradSums* partials, bool prefetch, int64_t view_stride = 0) {
   using T = ComputeT<S>;

@@ -12,17 +12,21 @@ namespace {
 constexpr int kUnroll = 4;  // independent vector loads in flight per thread
 
 // Walks vector indices jv, jv + step, ... of one channel of the planar view, (outer, inner / V),
-// by stepping (o, i) instead of dividing per vector: 64-bit division costs more than the load.
+// by stepping (run, i) instead of dividing per vector: 64-bit division costs more than the load.
+// run is the element offset of the channel's run holding the vector ((o * channels + c) * inner
+// for run o), i the vector's index in it: the vector's offset is then run + i * V, one add.
 struct PlanarWalk {
-  int64_t o, i, iv, step_o, step_i;
-  __device__ PlanarWalk(int64_t jv, int64_t iv_, int64_t step)
-      : o(jv / iv_), i(jv % iv_), iv(iv_), step_o(step / iv_), step_i(step % iv_) {}
+  int64_t run, i, iv, step_i, run_step, plane;
+  // c_run: the channel's first run's offset (c * inner); plane: channels * inner.
+  __device__ PlanarWalk(int64_t jv, int64_t iv_, int64_t step, int64_t c_run, int64_t plane_)
+      : run(jv / iv_ * plane_ + c_run), i(jv % iv_), iv(iv_), step_i(step % iv_), run_step(step / iv_ * plane_),
+        plane(plane_) {}
   __device__ __forceinline__ void next() {
-    o += step_o;
+    run += run_step;
     i += step_i;
     if (i >= iv) {
       i -= iv;
-      ++o;
+      run += plane;
     }
   }
 };
@@ -44,20 +48,36 @@ __device__ __forceinline__ void split_range(int64_t total, int splits, int split
 
 // Note [batched walk]: a thread walks its vectors of a split kUnroll at a time and loads every
 // vector of a batch before it uses any (kUnroll independent loads in flight). A walk gives each
-// batch as element offsets, off[u] < 0 for a vector past the split's end:
-//   while (w.more()) { int64_t off[kUnroll]; w.next(off); ... }
+// batch as element offsets, off[u] < 0 for a vector past the split's end; only a walk's last
+// batch can hold such, and its first vector is always the split's:
+//   while (w.full()) { Batch<true> b; w.next(b); ... }   // kUnroll vectors, no checks
+//   if (w.more()) { Batch<false> b; w.next(b); ... }     // the last batch, b.has(u) checked
+// Note [full batches]: the rows passes over 2-byte values are bound by the instructions they
+// issue, not by DRAM (ncu on an H200: bf16 rows statistics at 19% of DRAM bandwidth, stalled on
+// execution dependencies, 124 registers).  Compiled for batches that are known full, a batch
+// computes no bounds check, selects no sentinel and branches around no vector; and the walks
+// step their offsets by adds instead of forming them by 64-bit multiplies.
 // PlanarSplit walks channel blockIdx.x of the planar view (grid (C, splits)); RowsSplit walks one
 // column vector down the rows of an (R, C) array (block (column vectors, rows)).
+template <bool kFull>
+struct Batch {
+  int64_t off[kUnroll];
+  __device__ __forceinline__ bool has(int u) const { return kFull || off[u] >= 0; }
+};
+
 template <int V>
 class PlanarSplit {
  public:
   __device__ __forceinline__ explicit PlanarSplit(const BnShape& s)
-      : channels_(s.channels), inner_(s.inner), c_(blockIdx.x), w_(first(s), s.inner / V, int64_t(blockDim.x)) {}
+      : w_(first(s), s.inner / V, int64_t(blockDim.x), int64_t(blockIdx.x) * s.inner, s.channels * s.inner) {}
   __device__ __forceinline__ bool more() const { return jv_ < j1_; }
-  __device__ __forceinline__ void next(int64_t (&off)[kUnroll]) {
+  // Whether the next batch holds kUnroll vectors (every batch but a walk's last does).
+  __device__ __forceinline__ bool full() const { return jv_ + int64_t(kUnroll - 1) * blockDim.x < j1_; }
+  template <bool kFull>
+  __device__ __forceinline__ void next(Batch<kFull>& b) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      off[u] = jv_ + int64_t(u) * blockDim.x < j1_ ? (w_.o * channels_ + c_) * inner_ + w_.i * V : -1;
+      b.off[u] = kFull || jv_ + int64_t(u) * blockDim.x < j1_ ? w_.run + w_.i * V : -1;
       w_.next();
     }
     jv_ += kUnroll * int64_t(blockDim.x);
@@ -73,7 +93,7 @@ class PlanarSplit {
     jv_ = j0 + threadIdx.x;
     return jv_;
   }
-  int64_t channels_, inner_, c_, jv_, j1_;
+  int64_t jv_, j1_;
   PlanarWalk w_;
 };
 
@@ -92,8 +112,8 @@ template <int V>
 class PlanarSpanSplit {
  public:
   __device__ __forceinline__ explicit PlanarSpanSplit(const BnShape& s)
-      : channels_(s.channels), inner_(s.inner), c_(blockIdx.x),
-        w_(first(s), slots(s.inner), int64_t(blockDim.x)) {}
+      : inner_(s.inner), w_(first(s), slots(s.inner), int64_t(blockDim.x), int64_t(blockIdx.x) * s.inner,
+                            s.channels * s.inner) {}
   __device__ __forceinline__ static int64_t slots(int64_t inner) { return (inner + 2 * V - 2) / V; }
   __device__ __forceinline__ bool more() const { return jv_ < j1_; }
   __device__ __forceinline__ void next(int64_t (&off)[kUnroll], Lanes (&lanes)[kUnroll]) {
@@ -101,7 +121,7 @@ class PlanarSpanSplit {
     for (int u = 0; u < kUnroll; ++u) {
       off[u] = -1;
       if (jv_ + int64_t(u) * blockDim.x < j1_) {
-        const int64_t run = (w_.o * channels_ + c_) * inner_;
+        const int64_t run = w_.run;
         const int64_t start = (run / V + w_.i) * V;
         const int64_t lo = run - start, hi = run + inner_ - start;
         lanes[u] = {lo > 0 ? int(lo) : 0, hi < V ? int(hi) : V};
@@ -119,7 +139,7 @@ class PlanarSpanSplit {
     jv_ = j0 + threadIdx.x;
     return jv_;
   }
-  int64_t channels_, inner_, c_, jv_, j1_;
+  int64_t inner_, jv_, j1_;
   PlanarWalk w_;
 };
 
@@ -128,46 +148,52 @@ class RowsSplit {
   // The column vector whose first element is column col0 of an (R, C) array; prefetch: Note
   // [rows walk prefetch].
   __device__ __forceinline__ RowsSplit(int64_t R, int64_t C, int64_t col0, bool prefetch = false)
-      : C_(C), col0_(col0), prefetch_(prefetch) {
-    split_range(R, gridDim.y, blockIdx.y, r_, r1_);
-    r_ += threadIdx.y;
+      : stride_(int64_t(blockDim.y) * C), prefetch_(prefetch) {
+    int64_t r0, r1;
+    split_range(R, gridDim.y, blockIdx.y, r0, r1);
+    r0 += threadIdx.y;
+    left_ = r1 - r0;
+    off_ = r0 * C + col0;
   }
-  __device__ __forceinline__ bool more() const { return r_ < r1_; }
-  __device__ __forceinline__ void next(int64_t (&off)[kUnroll]) {
-    peek(off);
-    r_ += kUnroll * int64_t(blockDim.y);
+  __device__ __forceinline__ bool more() const { return left_ > 0; }
+  // Whether the next batch holds kUnroll rows (every batch but a walk's last does).
+  __device__ __forceinline__ bool full() const { return left_ > int64_t(kUnroll - 1) * blockDim.y; }
+  template <bool kFull>
+  __device__ __forceinline__ void next(Batch<kFull>& b) {
+    peek<kFull>(b.off);
+    off_ += kUnroll * stride_;
+    left_ -= kUnroll * int64_t(blockDim.y);
   }
-  // The offsets the next call of next() gives, without moving on.
+  // The offsets the next call of next() gives, without moving on (kFull: where full() holds).
+  template <bool kFull = false>
   __device__ __forceinline__ void peek(int64_t (&off)[kUnroll]) const {
-    const int64_t step = blockDim.y;
+    int64_t o = off_;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) off[u] = r_ + u * step < r1_ ? (r_ + u * step) * C_ + col0_ : -1;
+    for (int u = 0; u < kUnroll; ++u, o += stride_) off[u] = kFull || int64_t(u) * blockDim.y < left_ ? o : -1;
   }
   // Note [rows walk prefetch]: a rows pass reads one 16-byte vector per row down a column, a
   // batch of kUnroll rows at a time, and uses a batch only once all of it has arrived; at the one
   // to three blocks per SM its registers allow (bf16: 124-127 registers for the reductions), the
   // loads in flight cannot cover DRAM's latency (ncu on an H200: bf16 rows statistics and
   // gradient sums at 19-49% of DRAM bandwidth, stalled on loads).  Once a batch's loads are
-  // issued, each thread asks L2 for the vectors of its next batch: DRAM works on that batch
-  // while this one is summed, and its loads then wait on L2.  One prefetch instruction per
-  // vector, a hint that changes no result.  Only rows of 2-byte values prefetch (compiled out
-  // for the others): there the address arithmetic fits in the registers the sums already take
-  // (ptxas, sm_90: 124-127 for the reductions, unchanged), while the fp32 passes, at 88-94% of
-  // the two-pass bandwidth on the H200, would lose a block per SM to it (gradient sums 80 -> 94
-  // registers).
+  // issued, each thread asks L2 for the vectors of its next batch where that batch is full (not
+  // the last): DRAM works on that batch while this one is summed, and its loads then wait on
+  // L2.  One prefetch instruction per vector, a hint that changes no result.  Only rows of
+  // 2-byte values prefetch (compiled out for the others): there the address arithmetic fits in
+  // the registers the sums already take, while the fp32 passes, at 88-94% of the two-pass
+  // bandwidth on the H200, would lose a block per SM to it (gradient sums 80 -> 94 registers).
   template <class S>
   __device__ __forceinline__ void prefetch(const S* a) const {
     if constexpr (sizeof(S) != 2) return;
-    if (!prefetch_) return;
+    if (!prefetch_ || !full()) return;
     int64_t off[kUnroll];
-    peek(off);
+    peek<true>(off);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (off[u] >= 0) prefetch_l2(a + off[u]);
+    for (int u = 0; u < kUnroll; ++u) prefetch_l2(a + off[u]);
   }
 
  private:
-  int64_t C_, col0_, r_, r1_;
+  int64_t stride_, off_, left_;  // elements between the thread's rows; its next row's; rows left
   bool prefetch_;
 };
 
