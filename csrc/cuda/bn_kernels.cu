@@ -84,7 +84,7 @@ __device__ __forceinline__ void map_span(const BnShape& s, const S* a, S* out, F
       if (off[u] < 0) continue;
       Pack<S, V> o;
 #pragma unroll
-      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(T(to_float(pa[u].v[e]))));
+      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(pa[u].get(e)));
       store_lanes(o, out, off[u], ln[u]);
     }
   });
@@ -100,7 +100,7 @@ __device__ __forceinline__ void map_span(const BnShape& s, const S* a, const S* 
       Pack<S, V> o;
 #pragma unroll
       for (int e = 0; e < V; ++e)
-        o.v[e] = Narrow<S>::from(f(T(to_float(pa[u].v[e])), T(to_float(pb[u].v[e]))));
+        o.v[e] = Narrow<S>::from(f(pa[u].get(e), pb[u].get(e)));
       store_lanes(o, out, off[u], ln[u]);
     }
   });

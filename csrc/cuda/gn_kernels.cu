@@ -109,7 +109,7 @@ struct GnApply {
     Pack<S, V> in, out;
     in.load(static_cast<const S*>(p.src) + off);
 #pragma unroll
-    for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(math::bn_forward(T(to_float(in.v[e])), co));
+    for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(math::bn_forward(in.get(e), co));
     out.store(static_cast<S*>(p.out) + off);
   }
 };

@@ -143,7 +143,7 @@ __device__ __forceinline__ void load_columns(const ChannelArray& p, bool same, i
     Pack<S, V> v;
     v.load(static_cast<const S*>(p.data) + c);
 #pragma unroll
-    for (int e = 0; e < V; ++e) out[e] = T(to_float(v.v[e]));
+    for (int e = 0; e < V; ++e) out[e] = v.get(e);
   } else {
 #pragma unroll
     for (int e = 0; e < V; ++e) out[e] = T(p.get(c + e, absent));
@@ -185,9 +185,9 @@ __global__ void __launch_bounds__(kBlock, K == 4 ? 4 : 0)  // Note [pass occupan
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       if (!row || threadIdx.x + int64_t(k) * blockDim.x >= nvec) continue;
-      acc.start(p[k].v[0]);
+      acc.start(p[k].get(0));
 #pragma unroll
-      for (int e = 1; e < V; ++e) acc.add(p[k].v[e]);
+      for (int e = 1; e < V; ++e) acc.add(p[k].get(e));
       acc.fold();
     }
     const double shift = double(acc.shift);
@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(kBlock, K == 4 ? 4 : 0)  // Note [pass occupan
       Pack<S, V> out;
 #pragma unroll
       for (int e = 0; e < V; ++e)
-        out.v[e] = Narrow<S>::from(math::ln_forward(T(to_float(p[k].v[e])), mean, rstd, w[e], b[e]));
+        out.v[e] = Narrow<S>::from(math::ln_forward(p[k].get(e), mean, rstd, w[e], b[e]));
       out.store(y + r * a.cols + j * V);
     }
   }
@@ -375,7 +375,7 @@ __global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSum
         T f1 = 0, f2 = 0;
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-          const T d = T(to_float(g.v[e])), xc = math::centered(T(to_float(p.v[e])), m);
+          const T d = g.get(e), xc = math::centered(p.get(e), m);
           const T gw = d * w[e];
           f1 += gw;
           f2 += gw * xc;
@@ -394,7 +394,7 @@ __global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSum
       Pack<S, V> out;
 #pragma unroll
       for (int e = 0; e < V; ++e)
-        out.v[e] = Narrow<S>::from(math::norm_grad_input(T(to_float(g.v[e])) * w[e], T(to_float(p.v[e])), co));
+        out.v[e] = Narrow<S>::from(math::norm_grad_input(g.get(e) * w[e], p.get(e), co));
       out.store(dx + off + j * V);
     });
   }
@@ -424,7 +424,7 @@ struct LnApply {
     in.load(static_cast<const S*>(p.x) + r * p.cols + c);
 #pragma unroll
     for (int e = 0; e < V; ++e)
-      out.v[e] = Narrow<S>::from(math::ln_forward(T(to_float(in.v[e])), mean, rstd,
+      out.v[e] = Narrow<S>::from(math::ln_forward(in.get(e), mean, rstd,
                                                   T(p.weight.get(c + e, 1.0)), T(p.bias.get(c + e, 0.0))));
     out.store(static_cast<S*>(p.y) + r * p.cols + c);
   }
@@ -465,9 +465,9 @@ __global__ void __launch_bounds__(kBlock)
       p.load(x + r * a.cols + c);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const T gw = T(to_float(g.v[e])) * T(a.weight.get(c + e, 1.0));
+        const T gw = g.get(e) * T(a.weight.get(c + e, 1.0));
         s.dy += double(gw);
-        s.dy_xc += double(gw * math::centered(T(to_float(p.v[e])), m));
+        s.dy_xc += double(gw * math::centered(p.get(e), m));
       }
     }
     s = block_merge(s);

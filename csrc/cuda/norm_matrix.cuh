@@ -37,7 +37,7 @@ __device__ __forceinline__ void grad_pack(const void* dy, const void* x, void* d
   g.load(static_cast<const S*>(dy) + off);
   in.load(static_cast<const S*>(x) + off);
 #pragma unroll
-  for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(f(e, T(to_float(g.v[e])), T(to_float(in.v[e]))));
+  for (int e = 0; e < V; ++e) out.v[e] = Narrow<S>::from(f(e, g.get(e), in.get(e)));
   out.store(static_cast<S*>(dx) + off);
 }
 

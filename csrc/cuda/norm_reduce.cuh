@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <initializer_list>
 #include <type_traits>
 
@@ -115,6 +116,18 @@ struct Pack {
     using R = typename RawVec<sizeof(S) * V>::type;
     *reinterpret_cast<R*>(v) = *reinterpret_cast<const R*>(p);
   }
+  // Value e in the compute type.  Note [bf16 pairs]: a bf16 value is the high half of a float, so
+  // the one in the high half of a 32-bit word of the pack converts by masking the word (one
+  // instruction) where extracting the 16-bit value first and shifting it back took two.
+  __device__ __forceinline__ ComputeT<S> get(int e) const {
+    if constexpr (std::is_same_v<S, BFloat16> && V >= 2) {
+      uint32_t w;
+      std::memcpy(&w, &v[e & ~1], sizeof w);
+      return f32_from_bits(e & 1 ? w & 0xFFFF0000u : w << 16);
+    } else {
+      return ComputeT<S>(to_float(v[e]));
+    }
+  }
   __device__ __forceinline__ void store(S* p) const {
     using R = typename RawVec<sizeof(S) * V>::type;
 #if defined(__CUDA_ARCH__)
@@ -200,15 +213,13 @@ struct StatSums {
   T shift = 0;
   double s1 = 0, s2 = 0;
   T f1 = 0, f2 = 0;  // the open run, in the compute type
-  template <class S>
-  __device__ __forceinline__ void start(S x) {
-    const T d = T(to_float(x)) - shift;
+  __device__ __forceinline__ void start(T x) {
+    const T d = x - shift;
     f1 = d;
     f2 = d * d;
   }
-  template <class S>
-  __device__ __forceinline__ void add(S x) {
-    const T d = T(to_float(x)) - shift;
+  __device__ __forceinline__ void add(T x) {
+    const T d = x - shift;
     f1 += d;
     f2 += d * d;
   }
@@ -225,17 +236,13 @@ struct GradAccum {
   math::SplitMean<T> mean{0, 0};
   double dy = 0, dy_xc = 0;
   T f1 = 0, f2 = 0;
-  template <class S>
-  __device__ __forceinline__ void start(S g, S x) {
-    const T d = T(to_float(g));
+  __device__ __forceinline__ void start(T d, T x) {
     f1 = d;
-    f2 = d * math::centered(T(to_float(x)), mean);
+    f2 = d * math::centered(x, mean);
   }
-  template <class S>
-  __device__ __forceinline__ void add(S g, S x) {
-    const T d = T(to_float(g));
+  __device__ __forceinline__ void add(T d, T x) {
     f1 += d;
-    f2 += d * math::centered(T(to_float(x)), mean);
+    f2 += d * math::centered(x, mean);
   }
   __device__ __forceinline__ void fold() {
     dy += double(f1);
@@ -313,7 +320,7 @@ __device__ __forceinline__ void map_walk(Walk w, const S* a, S* out, F f) {
       if (!bt.has(u)) continue;
       Pack<S, V> o;
 #pragma unroll
-      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, T(to_float(pa[u].v[e]))));
+      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, pa[u].get(e)));
       o.store(out + bt.off[u]);
     }
   });
@@ -327,7 +334,7 @@ __device__ __forceinline__ void map_walk(Walk w, const S* a, const S* b, S* out,
       if (!bt.has(u)) continue;
       Pack<S, V> o;
 #pragma unroll
-      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, T(to_float(pa[u].v[e])), T(to_float(pb[u].v[e]))));
+      for (int e = 0; e < V; ++e) o.v[e] = Narrow<S>::from(f(e, pa[u].get(e), pb[u].get(e)));
       o.store(out + bt.off[u]);
     }
   });
@@ -400,16 +407,16 @@ __device__ __forceinline__ void accumulate(Walk w, const S* x, StatSums<T> (&acc
 #pragma unroll
     for (int e = 0; e < V; ++e) {
       if (e < Lanes)
-        acc[e % Lanes].start(p[0].v[e]);
+        acc[e % Lanes].start(p[0].get(e));
       else
-        acc[e % Lanes].add(p[0].v[e]);
+        acc[e % Lanes].add(p[0].get(e));
     }
 #pragma unroll
     for (int u = 1; u < kUnroll; ++u) {
       if (!bt.has(u)) continue;
       count += V / Lanes;
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc[e % Lanes].add(p[u].v[e]);
+      for (int e = 0; e < V; ++e) acc[e % Lanes].add(p[u].get(e));
     }
     n += count;
 #pragma unroll
@@ -422,15 +429,15 @@ __device__ __forceinline__ void accumulate(Walk w, const S* dy, const S* x, Grad
 #pragma unroll
     for (int e = 0; e < V; ++e) {
       if (e < Lanes)
-        acc[e % Lanes].start(g[0].v[e], p[0].v[e]);
+        acc[e % Lanes].start(g[0].get(e), p[0].get(e));
       else
-        acc[e % Lanes].add(g[0].v[e], p[0].v[e]);
+        acc[e % Lanes].add(g[0].get(e), p[0].get(e));
     }
 #pragma unroll
     for (int u = 1; u < kUnroll; ++u) {
       if (!bt.has(u)) continue;
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc[e % Lanes].add(g[u].v[e], p[u].v[e]);
+      for (int e = 0; e < V; ++e) acc[e % Lanes].add(g[u].get(e), p[u].get(e));
     }
 #pragma unroll
     for (int l = 0; l < Lanes; ++l) acc[l].fold();
@@ -450,7 +457,7 @@ __device__ __forceinline__ void accumulate_span(const BnShape& s, const S* x, St
       count += ln[u].hi - ln[u].lo;
 #pragma unroll
       for (int e = 0; e < V; ++e)
-        if (e >= ln[u].lo && e < ln[u].hi) acc.add(p[u].v[e]);
+        if (e >= ln[u].lo && e < ln[u].hi) acc.add(p[u].get(e));
     }
     n += count;
     acc.fold();
@@ -466,7 +473,7 @@ __device__ __forceinline__ void accumulate_span(const BnShape& s, const S* dy, c
       if (off[u] < 0) continue;
 #pragma unroll
       for (int e = 0; e < V; ++e)
-        if (e >= ln[u].lo && e < ln[u].hi) acc.add(g[u].v[e], p[u].v[e]);
+        if (e >= ln[u].lo && e < ln[u].hi) acc.add(g[u].get(e), p[u].get(e));
     }
     acc.fold();
   });
@@ -583,7 +590,7 @@ __global__ void __launch_bounds__(kBlock)
     Pack<S, V> first;
     first.load(x + col * V);
 #pragma unroll
-    for (int e = 0; e < V; ++e) acc[e].shift = T(to_float(first.v[e]));
+    for (int e = 0; e < V; ++e) acc[e].shift = first.get(e);
     accumulate<S, V>(RowsSplit(R, C, col * V, prefetch), x, acc, n);
   }
   Stats st[V];
