@@ -213,6 +213,7 @@ struct StatSums {
   T shift = 0;
   double s1 = 0, s2 = 0;
   T f1 = 0, f2 = 0;  // the open run, in the compute type
+  __device__ __forceinline__ void open() { f1 = f2 = 0; }  // a run whose first value may be absent
   __device__ __forceinline__ void start(T x) {
     const T d = x - shift;
     f1 = d;
@@ -236,6 +237,7 @@ struct GradAccum {
   math::SplitMean<T> mean{0, 0};
   double dy = 0, dy_xc = 0;
   T f1 = 0, f2 = 0;
+  __device__ __forceinline__ void open() { f1 = f2 = 0; }
   __device__ __forceinline__ void start(T d, T x) {
     f1 = d;
     f2 = d * math::centered(x, mean);
@@ -400,17 +402,21 @@ __device__ A block_merge(A v) {
 // 1 in the planar view, where a vector holds one channel's values; Lanes = V down rows, where it
 // spans V channels.  A batch's first vector is always there (Note [batched walk]) and opens each
 // run.
+// A batch's first vector: value e opens the run of accumulator e where e < Lanes, else adds to it.
+template <int Lanes, class A, class... X>
+__device__ __forceinline__ void first_vector_value(A (&acc)[Lanes], int e, X... x) {
+  if (e < Lanes)
+    acc[e % Lanes].start(x...);
+  else
+    acc[e % Lanes].add(x...);
+}
+
 template <class S, int V, int Lanes, class Walk, class T>
 __device__ __forceinline__ void accumulate(Walk w, const S* x, StatSums<T> (&acc)[Lanes], double& n) {
   walk_batches<S, V>(w, x, [&](const auto& bt, const auto& p) {
     int count = V / Lanes;
 #pragma unroll
-    for (int e = 0; e < V; ++e) {
-      if (e < Lanes)
-        acc[e % Lanes].start(p[0].get(e));
-      else
-        acc[e % Lanes].add(p[0].get(e));
-    }
+    for (int e = 0; e < V; ++e) first_vector_value(acc, e, p[0].get(e));
 #pragma unroll
     for (int u = 1; u < kUnroll; ++u) {
       if (!bt.has(u)) continue;
@@ -427,12 +433,7 @@ template <class S, int V, int Lanes, class Walk, class T>
 __device__ __forceinline__ void accumulate(Walk w, const S* dy, const S* x, GradAccum<T> (&acc)[Lanes]) {
   walk_batches<S, V>(w, dy, x, [&](const auto& bt, const auto& g, const auto& p) {
 #pragma unroll
-    for (int e = 0; e < V; ++e) {
-      if (e < Lanes)
-        acc[e % Lanes].start(g[0].get(e), p[0].get(e));
-      else
-        acc[e % Lanes].add(g[0].get(e), p[0].get(e));
-    }
+    for (int e = 0; e < V; ++e) first_vector_value(acc, e, g[0].get(e), p[0].get(e));
 #pragma unroll
     for (int u = 1; u < kUnroll; ++u) {
       if (!bt.has(u)) continue;
@@ -450,7 +451,7 @@ __device__ __forceinline__ void accumulate_span(const BnShape& s, const S* x, St
   span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, x,
                      [&](const auto& off, const auto& ln, const auto& p) {
     int count = 0;
-    acc.f1 = acc.f2 = 0;
+    acc.open();
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (off[u] < 0) continue;
@@ -467,7 +468,7 @@ template <class S, int V, class T>
 __device__ __forceinline__ void accumulate_span(const BnShape& s, const S* dy, const S* x, GradAccum<T>& acc) {
   span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, dy, x,
                      [&](const auto& off, const auto& ln, const auto& g, const auto& p) {
-    acc.f1 = acc.f2 = 0;
+    acc.open();
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (off[u] < 0) continue;
