@@ -36,8 +36,9 @@ struct RowStatsEpilogue {
 // registers of the TPR = blockDim.x threads of a row slot (threadIdx.y; kBlock / TPR slots per
 // block, grid-striding over rows), thread x holding vectors x, x + TPR, ... (K of them). The
 // forward normalizes from those registers (x read once, y written once); the backward sums the
-// row, then reads dy and x again for dx while they are still in L1, and adds each of its columns'
-// dweight / dbias terms to registers, merged over the block's slots in a fixed chain and over
+// row, then computes dx from the same registers (rows of more than 4 vectors per thread read dy
+// and x again, from L1 or L2: Note [held row]), and adds each of its columns' dweight / dbias
+// terms to registers or shared memory, merged over the block's slots in a fixed chain and over
 // blocks by Reduction: dy and x cross device memory once.  Wider or unaligned rows take the
 // planar passes below.
 
@@ -120,13 +121,16 @@ RowsPlan rows_plan(int64_t rows, int64_t cols, std::initializer_list<const void*
   p.grid = p.grid_for(rows, blocks_per_sm);
   return p;
 }
-template <class F>
+// f(K) for a plan's k; a 2-byte row holds at most 4 vectors per thread (32 values), so its
+// kernels of 8 are not compiled.
+template <class S, class F>
 void with_k(int k, F&& f) {
   switch (k) {
     case 1: return f(std::integral_constant<int, 1>{});
     case 2: return f(std::integral_constant<int, 2>{});
     case 4: return f(std::integral_constant<int, 4>{});
-    default: return f(std::integral_constant<int, 8>{});
+    default:
+      if constexpr (16 / sizeof(S) * 8 <= 32) return f(std::integral_constant<int, 8>{});
   }
 }
 
@@ -156,7 +160,7 @@ const void* vector_read(const ChannelArray& p, DType dtype) {
 }
 
 template <class S, int K>
-__global__ void __launch_bounds__(kBlock, K == 4 ? 4 : 0)  // Note [pass occupancy]
+__global__ void __launch_bounds__(kBlock, K == 4 ? 4 : K == 8 ? 3 : 0)  // Note [pass occupancy]
     ln_rows_forward_kernel(LnForwardArgs a, bool prefetch) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
@@ -214,35 +218,69 @@ __global__ void __launch_bounds__(kBlock, K == 4 ? 4 : 0)  // Note [pass occupan
   }
 }
 
-// Calls f(k, j, g, p, w) for this thread's vectors of the row at element offset `off` (vector j
-// of the row is its k-th, Note [register rows]): g and p the vectors of dy and x, w the weight's
-// columns. KB vectors of dy and of x are loaded before any is used.
-template <class S, int V, int K, class F>
-__device__ __forceinline__ void each_row_vector(const LnBackwardArgs& a, bool w_same, int64_t off, F&& f) {
+// Note [held row]: a thread's vectors of a row of dy and x, loaded KB at a time (all KB loads
+// issued before any is used). Where they are one batch (K <= 4: every 2-byte row, fp32 to 4096),
+// the backward's second pass takes them from the registers the first pass loaded, instead of
+// reading dy and x again. The second read was meant to hit L1, but with three blocks' column sums
+// in shared memory an SM's L1 is smaller than the rows its blocks hold (bf16 8192: 96 KB of dy
+// and x beside 192 KB of sums), so it went to L2, at L2's latency, in the pass that writes dx.
+// Holding costs registers: at the 80 of three blocks per SM, ptxas spills a few of the loop's
+// invariants in the 2-byte kernel of 4 vectors with shared column sums (8 words, about ten
+// 4-byte loads a row, where 8 16-byte reloads of dy and x go). Rows of 8 vectors (fp32 8192)
+// reload: holding half of them spilled 64 bytes. dx may alias dy: each value is still read, in
+// the first pass, before its own thread writes it.
+template <class S, int V, int K>
+struct RowBatches {
+  static constexpr int KB = K < 4 ? K : 4;
+  static constexpr bool kHeld = K == KB;
   using T = ComputeT<S>;
-  constexpr int KB = K < 4 ? K : 4;
-  const int64_t nvec = a.cols / V;
+  using Batch = Pack<S, V>[KB];
+  const LnBackwardArgs& a;
+  bool w_same;
+  int64_t off;  // the row's element offset
+  Batch g, p;   // the held batch (kHeld); left uninitialized, as a loaded batch is
+  __device__ RowBatches(const LnBackwardArgs& a, bool w_same, int64_t off) : a(a), w_same(w_same), off(off) {}
+
+  // Calls f(k, j, g, p, w) for the thread's vectors (vector j of the row is its k-th, Note
+  // [register rows]); w: the weight's columns.
+  template <bool kSecond, class F>
+  __device__ __forceinline__ void each(F&& f) {
+    if constexpr (kHeld) {
+      if constexpr (!kSecond) load(0, g, p);
+      visit(0, g, p, f);
+    } else {
 #pragma unroll
-  for (int k0 = 0; k0 < K; k0 += KB) {
-    Pack<S, V> g[KB], p[KB];
-#pragma unroll
-    for (int u = 0; u < KB; ++u) {
-      const int64_t j = threadIdx.x + int64_t(k0 + u) * blockDim.x;
-      if (j < nvec) {
-        g[u].load(static_cast<const S*>(a.dy) + off + j * V);
-        p[u].load(static_cast<const S*>(a.x) + off + j * V);
+      for (int k0 = 0; k0 < K; k0 += KB) {
+        Batch gb, pb;
+        load(k0, gb, pb);
+        visit(k0, gb, pb, f);
       }
     }
+  }
+
+ private:
+  __device__ __forceinline__ void load(int k0, Batch& gb, Batch& pb) const {
 #pragma unroll
     for (int u = 0; u < KB; ++u) {
       const int64_t j = threadIdx.x + int64_t(k0 + u) * blockDim.x;
-      if (j >= nvec) continue;
-      T w[V];
-      load_columns<S, V>(a.weight, w_same, j * V, 1.0, w);
-      f(k0 + u, j, g[u], p[u], w);
+      if (j < a.cols / V) {
+        gb[u].load(static_cast<const S*>(a.dy) + off + j * V);
+        pb[u].load(static_cast<const S*>(a.x) + off + j * V);
+      }
     }
   }
-}
+  template <class F>
+  __device__ __forceinline__ void visit(int k0, const Batch& gb, const Batch& pb, F& f) const {
+#pragma unroll
+    for (int u = 0; u < KB; ++u) {
+      const int64_t j = threadIdx.x + int64_t(k0 + u) * blockDim.x;
+      if (j >= a.cols / V) continue;
+      T w[V];
+      load_columns<S, V>(a.weight, w_same, j * V, 1.0, w);
+      f(k0 + u, j, gb[u], pb[u], w);
+    }
+  }
+};
 
 // Note [column sums in shared memory]: the backward's dweight / dbias terms of a thread's K * V
 // columns, summed over the rows it walks. In registers (kShared false) they take 2 * K * V
@@ -369,9 +407,9 @@ __global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSum
     const auto m = math::split_mean<T>(mean);
     const T rs = T(rstd);
     GradSums sums{0, 0};
+    RowBatches<S, V, K> rb{a, w_same, off};  // Note [held row]
     if (row) {
-      each_row_vector<S, V, K>(a, w_same, off, [&](int k, int64_t, const Pack<S, V>& g, const Pack<S, V>& p,
-                                                   const T (&w)[V]) {
+      rb.template each<false>([&](int k, int64_t, const Pack<S, V>& g, const Pack<S, V>& p, const T (&w)[V]) {
         T f1 = 0, f2 = 0;
 #pragma unroll
         for (int e = 0; e < V; ++e) {
@@ -389,8 +427,7 @@ __global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSum
       return math::norm_grad_coeffs<T>(double(a.cols), a.rms ? 0.0 : s.dy, s.dy_xc, mean, rstd, 1.0);
     });
     if (!row) continue;
-    each_row_vector<S, V, K>(a, w_same, off, [&](int, int64_t j, const Pack<S, V>& g, const Pack<S, V>& p,
-                                                 const T (&w)[V]) {
+    rb.template each<true>([&](int, int64_t j, const Pack<S, V>& g, const Pack<S, V>& p, const T (&w)[V]) {
       Pack<S, V> out;
 #pragma unroll
       for (int e = 0; e < V; ++e)
@@ -438,7 +475,7 @@ void ln_forward_typed(const LnForwardArgs& a, cudaStream_t st) {
   if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.x, a.y, vector_read(a.weight, a.dtype),
                                                        vector_read(a.bias, a.dtype)}, 8, 16); p.tpr) {
     const bool prefetch = row_kernel_options().l2_prefetch;  // Note [row kernel switches]
-    with_k(p.k, [&](auto K) { ln_rows_forward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a, prefetch); });
+    with_k<S>(p.k, [&](auto K) { ln_rows_forward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a, prefetch); });
     count_launch("ln rows forward");
     return;
   }
@@ -544,7 +581,7 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
       p.tpr) {
     constexpr int V = int(16 / sizeof(S));
     const RowKernelOptions options = row_kernel_options();  // Note [row kernel switches]
-    with_k(p.k, [&](auto K) {
+    with_k<S>(p.k, [&](auto K) {
       constexpr int k = decltype(K)::value;
       if (!a.dweight.present()) {
         // No column sums: no splits to keep few, a grid as the forward's.
