@@ -3,10 +3,9 @@ and RMS norm forward+backward at hidden sizes 1024-8192 (16K tokens), group norm
 (32, 256, 56, 56) G=32 NCHW and NHWC; fp32 and bf16. torch runs torch.nn.functional and its
 autograd backward; ours the functional API. Layer/RMS rows also time the backward with the affine
 parameters frozen ("bwd frozen": weight_grads=False against torch's autograd asked for dx alone),
-and ours with the row kernels'
-L2 prefetch and shared-memory column sums each turned off, bf16 channels-last group norm with its
-rows walk prefetch off ("switches", Note [row kernel switches]), so one run tells whether each
-pays."""
+and ours with the row kernels' L2 prefetch and shared-memory column sums each turned off;
+channels-last group norm with its elementwise passes in index order, and in bf16 with its rows
+walk prefetch off ("switches", Note [row kernel switches]), so one run tells whether each pays."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import sys
 import common
 import norm_bench_cuda
 from bench_optim_cuda import cuda_timer
-from norm_bench_cuda import ROW_SWITCHES, ROWS_WALK_SWITCHES, switch_times
+from norm_bench_cuda import ORDER_SWITCHES, ROW_SWITCHES, ROWS_WALK_SWITCHES, switch_times
 
 HIDDEN = (1024, 2048, 4096, 8192)
 
@@ -94,8 +93,9 @@ def measure(session, workload, dtype):
                              "pct_copy_bw": 100.0 * 3 * nbytes / g_ft / copy_bw}
     if kind != "group":
         row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ROW_SWITCHES)
-    elif cl and dtype == torch.bfloat16:
-        row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ROWS_WALK_SWITCHES)
+    elif cl:
+        rows_walk = ROWS_WALK_SWITCHES if dtype == torch.bfloat16 else ()
+        row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ORDER_SWITCHES + rows_walk)
     common.log(f"{label:>32} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
     return row
 

@@ -62,7 +62,8 @@ def batch_norm_lines(doc):
            f"      batch norm fwd+bwd, % of bandwidth at two-pass bytes: lowest "
            f"{min(r['fwd+bwd'].get('pct_two_pass_bw', 0) for r in rows):.0f}, median "
            f"{sorted(r['fwd+bwd'].get('pct_two_pass_bw', 0) for r in rows)[len(rows) // 2]:.0f}"]
-    return out + switch_lines("batch norm rows", rows, ("no_rows_walk_prefetch",))
+    return out + switch_lines("batch norm", rows, ("second_pass_in_order",)) + \
+        switch_lines("batch norm rows", rows, ("no_rows_walk_prefetch",))
 
 
 def layer_norm_lines(doc):
@@ -77,7 +78,7 @@ def layer_norm_lines(doc):
                    min((r["fwd+bwd"]["speedup"] for r in nhwc), default=None), 2.0)] + \
         frozen_lines(rowwise) + \
         switch_lines("layer/RMS", rowwise, ("no_l2_prefetch", "no_shared_column_sums")) + \
-        switch_lines("group norm NHWC", nhwc, ("no_rows_walk_prefetch",))
+        switch_lines("group norm NHWC", nhwc, ("second_pass_in_order", "no_rows_walk_prefetch"))
 
 
 def frozen_lines(rows):

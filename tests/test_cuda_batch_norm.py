@@ -145,17 +145,20 @@ def test_cuda_bn_is_deterministic():
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
+@pytest.mark.parametrize("switch", ["rows_walk_prefetch", "reverse_second_pass"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("shape", [(16, 28, 28, 32), (4099, 1024), (8, 14, 14, 64)], ids=str)
-def test_cuda_rows_walk_prefetch_changes_no_bit(shape, dtype):
+@pytest.mark.parametrize("shape, cl", [((16, 28, 28, 32), True), ((4099, 1024), False), ((8, 14, 14, 64), True),
+                                       ((16, 64, 28, 28), False), ((8, 32, 7, 7), False)], ids=str)
+def test_cuda_row_and_pass_order_switches_change_no_bit(shape, cl, dtype, switch):
     """Note [row kernel switches]: the rows passes' next-batch prefetch (batch norm channels-last
-    and 2-d, group norm channels-last) off gives the same bits, forward and backward."""
+    and 2-d, group norm channels-last) off, and the elementwise passes in index order (Note
+    [second pass in reverse]; planar, masked planar 7x7 and rows), give the same bits, forward
+    and backward."""
     torch.manual_seed(2)
     x = (torch.randn(shape, device="cuda") * 3 + 1).to(dtype)
     dy = torch.randn_like(x)
-    C = shape[-1]
+    C = shape[-1] if cl or len(shape) == 2 else shape[1]
     w, b = torch.rand(C, device="cuda") + 0.5, torch.randn(C, device="cuda")
-    cl = len(shape) == 4
 
     def run():
         rm, rv = torch.zeros(C, device="cuda"), torch.ones(C, device="cuda")
@@ -168,10 +171,10 @@ def test_cuda_rows_walk_prefetch_changes_no_bit(shape, dtype):
 
     want = run()
     try:
-        ft._C._cuda_row_kernel_options(rows_walk_prefetch=False)
+        ft._C._cuda_row_kernel_options(**{switch: False})
         got = run()
     finally:
-        ft._C._cuda_row_kernel_options(True, True, True)
+        ft._C._cuda_row_kernel_options(True, True, True, True)
     assert len(got) == len(want)
     assert all(torch.equal(a, c) for a, c in zip(got, want))
 

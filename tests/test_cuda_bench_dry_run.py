@@ -61,16 +61,18 @@ def test_batch_norm_bench_rows_and_summary(benches):
     for r in rows:
         for kind in ("fwd", "bwd", "fwd+bwd"):
             assert r[kind]["ft_ms"] > 0 and r[kind]["torch_ms"] > 0 and r[kind]["pct_roofline"] > 0
-        # Note [rows walk prefetch]: the bf16 rows passes' A/B timing.
-        want = r["layout"] != "nchw" and r["dtype"] == "bfloat16"
-        assert ("switches" in r) == want
-        if want:
-            assert set(r["switches"]) == {"on_ms", "no_rows_walk_prefetch_ms"}
-    assert ft._C._cuda_row_kernel_options()["rows_walk_prefetch"]  # switched back on
+        # Note [second pass in reverse] on every row; Note [rows walk prefetch]: the bf16 rows
+        # passes' A/B timing.
+        want = {"on_ms", "second_pass_in_order_ms"}
+        if r["layout"] != "nchw" and r["dtype"] == "bfloat16":
+            want.add("no_rows_walk_prefetch_ms")
+        assert set(r["switches"]) == want
+    assert ft._C._cuda_row_kernel_options() == dict.fromkeys(  # switched back on
+        ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass"), True)
     lines = summary.batch_norm_lines({"rows": rows})
     assert any("weak spots" in line for line in lines)
-    assert any(line.strip().startswith("batch norm rows no rows walk prefetch / on: geomean")
-               for line in lines)
+    for label in ("batch norm second pass in order", "batch norm rows no rows walk prefetch"):
+        assert any(line.strip().startswith(label + " / on: geomean") for line in lines), label
 
 
 def test_layer_norm_bench_rows_and_summary(benches):
@@ -88,13 +90,15 @@ def test_layer_norm_bench_rows_and_summary(benches):
         assert r["kind"] == "group" or r["bwd frozen"]["ft_ms"] > 0 < r["bwd frozen"]["torch_ms"]
     names = {r["workload"] + " " + r["dtype"]: set(r.get("switches", ())) for r in rows}
     assert names["layer 64x32 float32"] == {"on_ms", "no_l2_prefetch_ms", "no_shared_column_sums_ms"}
-    assert names["group 2x64x4x4 g32 nhwc bfloat16"] == {"on_ms", "no_rows_walk_prefetch_ms"}
-    assert names["group 2x64x4x4 g32 nhwc float32"] == names["group 2x64x4x4 g32 nchw bfloat16"] == set()
+    assert names["group 2x64x4x4 g32 nhwc bfloat16"] == {"on_ms", "second_pass_in_order_ms",
+                                                          "no_rows_walk_prefetch_ms"}
+    assert names["group 2x64x4x4 g32 nhwc float32"] == {"on_ms", "second_pass_in_order_ms"}
+    assert names["group 2x64x4x4 g32 nchw bfloat16"] == set()
     assert ft._C._cuda_row_kernel_options() == dict.fromkeys(
-        ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch"), True)
+        ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass"), True)
     lines = summary.layer_norm_lines({"rows": rows})
     for label in ("layer/RMS no l2 prefetch", "layer/RMS no shared column sums",
-                  "group norm NHWC no rows walk prefetch"):
+                  "group norm NHWC second pass in order", "group norm NHWC no rows walk prefetch"):
         assert any(line.strip().startswith(label + " / on: geomean") for line in lines), label
     assert any(line.strip().startswith("layer/RMS bwd frozen (weight_grads=False)") for line in lines)
 

@@ -159,10 +159,11 @@ def _grid(cases):
 
 # ---- batch norm
 
-@pytest.mark.parametrize("case, dtype, sms", _grid(BN_CASES))
-def test_batch_norm(emu, case, dtype, sms):
-    emu.emu_set_sm_count(sms)
-    x, w, b, rm, rv, dy = make_inputs(case, dtype, "emu")
+def _bn_emulated(emu, case, dtype, inputs, save=None):
+    """Emulated batch norm forward (training) and backward of `inputs` (make_inputs'): y,
+    save_mean, save_invstd, running mean and var, dx, dweight, dbias.  The backward takes `save`
+    (save_mean, save_invstd) where given, else the forward's."""
+    x, w, b, rm, rv, dy = inputs
     cl, C = case.channels_last, case.channels
     outer, inner = (x.size // C, 1) if cl else (x.shape[0], x.size // (x.shape[0] * C))
     sdt = _stats_dtype(dtype)
@@ -170,24 +171,37 @@ def test_batch_norm(emu, case, dtype, sms):
     rm_e, rv_e = rm.copy(), rv.copy()
     _call(emu, "emu_bn_forward", x, y, CODES[dtype], outer, C, inner, w, b, _code(w), rm_e, rv_e,
           _code(rm), sm, si, CODES[str(np.dtype(sdt))], 1, case.momentum, 1e-5)
-    want = ft.batch_norm_forward(x, w, b, rm, rv, training=True, momentum=case.momentum,
-                                 channels_last=cl)
-    _close(y, want[0], dtype, "y")
-    _close(sm, want[1], "float32" if dtype != "float64" else dtype, "save_mean")
-    _close(si, want[2], "float32" if dtype != "float64" else dtype, "save_invstd")
-    _close(rm_e, rm, str(np.dtype(sdt)), "running_mean")
-    _close(rv_e, rv, str(np.dtype(sdt)), "running_var")
+    save = save or (sm, si)
     dx = _like(x)
     dw = db = None
     if w is not None:
         dw, db = _like(w), _like(b)
     _call(emu, "emu_bn_backward", dy, x, dx, CODES[dtype], outer, C, inner, w, _code(w),
-          want[1], want[2], _code(want[1]), dw, db, _code(dw), None, None, 0, 0.0)
+          save[0], save[1], _code(save[0]), dw, db, _code(dw), None, None, 0, 0.0)
+    return {"y": y, "save_mean": sm, "save_invstd": si, "running_mean": rm_e, "running_var": rv_e,
+            "dx": dx, "dweight": dw, "dbias": db}
+
+
+@pytest.mark.parametrize("case, dtype, sms", _grid(BN_CASES))
+def test_batch_norm(emu, case, dtype, sms):
+    emu.emu_set_sm_count(sms)
+    x, w, b, rm, rv, dy = make_inputs(case, dtype, "emu")
+    cl, C = case.channels_last, case.channels
+    sdt = _stats_dtype(dtype)
+    before = (x, w, b, rm.copy(), rv.copy(), dy)  # the reference updates rm, rv in place
+    want = ft.batch_norm_forward(x, w, b, rm, rv, training=True, momentum=case.momentum,
+                                 channels_last=cl)
+    got = _bn_emulated(emu, case, dtype, before, save=want[1:])
+    _close(got["y"], want[0], dtype, "y")
+    _close(got["save_mean"], want[1], "float32" if dtype != "float64" else dtype, "save_mean")
+    _close(got["save_invstd"], want[2], "float32" if dtype != "float64" else dtype, "save_invstd")
+    _close(got["running_mean"], rm, str(np.dtype(sdt)), "running_mean")
+    _close(got["running_var"], rv, str(np.dtype(sdt)), "running_var")
     dx_w, dw_w, db_w = ft.batch_norm_backward(dy, x, w, want[1], want[2], channels_last=cl)
-    _close(dx, dx_w, dtype, "dx")
+    _close(got["dx"], dx_w, dtype, "dx")
     if w is not None:
-        _close(dw, dw_w, str(np.dtype(sdt)), "dweight", np.sqrt(x.size / C) * 4)
-        _close(db, db_w, str(np.dtype(sdt)), "dbias", np.sqrt(x.size / C) * 4)
+        _close(got["dweight"], dw_w, str(np.dtype(sdt)), "dweight", np.sqrt(x.size / C) * 4)
+        _close(got["dbias"], db_w, str(np.dtype(sdt)), "dbias", np.sqrt(x.size / C) * 4)
 
 
 # ---- layer and RMS norm
@@ -275,14 +289,14 @@ def test_row_kernel_switches(emu, case, dtype):
     want = run()
     try:
         for prefetch, shared in ((0, 1), (1, 0), (0, 0)):
-            emu.emu_set_row_kernel_options(prefetch, shared, 1)
+            emu.emu_set_row_kernel_options(prefetch, shared, 1, 1)
             for name, got in run().items():
                 if shared or name not in ("dweight", "dbias"):
                     assert got.tobytes() == want[name].tobytes(), (name, prefetch, shared)
                 else:
                     _close(got, want[name], str(got.dtype), name, np.sqrt(rows) * 4)
     finally:
-        emu.emu_set_row_kernel_options(1, 1, 1)
+        emu.emu_set_row_kernel_options(1, 1, 1, 1)
 
 
 # ---- group and instance norm
@@ -292,36 +306,79 @@ def _group_shape(case, x):
     return x.shape[0], C, x.size // (x.shape[0] * C)
 
 
+def _gn_emulated(emu, case, dtype, x, w, b, dy, stats=None):
+    """Emulated group norm forward and backward: y, mean, rstd, dx, dweight, dbias.  The
+    backward takes `stats` (mean, rstd) where given, else the forward's."""
+    n, C, hw = _group_shape(case, x)
+    G, cl = case.groups, case.channels_last
+    stat = str(np.dtype(_stats_dtype(dtype)))
+    y, mean, rstd = _like(x), _like((n, G), stat), _like((n, G), stat)
+    _call(emu, "emu_gn_forward", x, y, CODES[dtype], n, C, hw, G, int(cl), w, b, _code(w), mean,
+          rstd, CODES[stat], None, None, 1, 0.1, case.eps)
+    stats = stats or (mean, rstd)
+    dx = _like(x)
+    dw = db = None
+    if w is not None:
+        dw, db = _like(w), _like(b)
+    _call(emu, "emu_gn_backward", dy, x, dx, CODES[dtype], n, C, hw, G, int(cl), w, _code(w),
+          stats[0], stats[1], CODES[stat], dw, db)
+    return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db}
+
+
 @pytest.mark.parametrize("case, dtype, sms", _grid(GROUP_CASES))
 def test_group_norm(emu, case, dtype, sms):
     emu.emu_set_sm_count(sms)
     x, w, b, _, _, dy = group_inputs(case, dtype, "emu")
     n, C, hw = _group_shape(case, x)
     G, cl = case.groups, case.channels_last
-    sdt = _stats_dtype(dtype)
-    stat = str(np.dtype(sdt))
-    y, mean, rstd = _like(x), _like((n, G), sdt), _like((n, G), sdt)
-    _call(emu, "emu_gn_forward", x, y, CODES[dtype], n, C, hw, G, int(cl), w, b, _code(w), mean,
-          rstd, CODES[stat], None, None, 1, 0.1, case.eps)
+    stat = str(np.dtype(_stats_dtype(dtype)))
     want = ft.group_norm_forward(x, G, w, b, eps=case.eps, channels_last=cl)
-    _close(y, want[0], dtype, "y")
-    _close(mean, want[1], stat, "mean")
-    _close(rstd, want[2], stat, "rstd")
-    dx = _like(x)
-    dw = db = None
-    if w is not None:
-        dw, db = _like(w), _like(b)
-    _call(emu, "emu_gn_backward", dy, x, dx, CODES[dtype], n, C, hw, G, int(cl), w, _code(w),
-          want[1], want[2], CODES[stat], dw, db)
+    got = _gn_emulated(emu, case, dtype, x, w, b, dy, stats=want[1:])
+    _close(got["y"], want[0], dtype, "y")
+    _close(got["mean"], want[1], stat, "mean")
+    _close(got["rstd"], want[2], stat, "rstd")
     dx_w, dw_w, db_w = ft.group_norm_backward(dy, x, G, want[1], want[2], w, channels_last=cl)
-    _close(dx, dx_w, dtype, "dx")
+    _close(got["dx"], dx_w, dtype, "dx")
     if w is not None:
-        _close(dw, dw_w, stat, "dweight", np.sqrt(x.size / C) * 4)
-        _close(db, db_w, stat, "dbias", np.sqrt(x.size / C) * 4)
+        _close(got["dweight"], dw_w, stat, "dweight", np.sqrt(x.size / C) * 4)
+        _close(got["dbias"], db_w, stat, "dbias", np.sqrt(x.size / C) * 4)
         frozen = _like(x)  # weight_grads=False: the same dx
         _call(emu, "emu_gn_backward", dy, x, frozen, CODES[dtype], n, C, hw, G, int(cl), w, _code(w),
               want[1], want[2], CODES[stat], None, None)
-        assert frozen.tobytes() == dx.tobytes()
+        assert frozen.tobytes() == got["dx"].tobytes()
+
+
+# Note [second pass in reverse]: batch and group norm's elementwise passes give the same bits
+# walking their grid from its last block as in index order: planar (split and masked 7x7) and
+# rows (2-d, channels-last) batch norm, channels-last group norm, on 2 SMs (several blocks per
+# channel) and 132.
+SECOND_PASS_CASES = (
+    [pytest.param("bn", c, id=f"bn-{c}") for c in BN_CASES
+     if c.id in ("4d-split-2x3x260x260", "4d-6x5x7x7", "2d-64x33-noaffine", "4d-cl-4x40x40x24")]
+    + [pytest.param("gn", c, id=f"gn-{c}") for c in GROUP_CASES
+       if c.id in ("cl-rows-2x128x128x36-g6", "cl-2x5x7x6-g3")])
+
+
+@pytest.mark.parametrize("sms", SM_COUNTS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("kind, case", SECOND_PASS_CASES)
+def test_second_pass_order_changes_no_bit(emu, kind, case, dtype, sms):
+    emu.emu_set_sm_count(sms)
+    if kind == "bn":
+        inputs = make_inputs(case, dtype, "emu")
+        run = lambda: _bn_emulated(emu, case, dtype, inputs)  # noqa: E731
+    else:
+        x, w, b, _, _, dy = group_inputs(case, dtype, "emu")
+        run = lambda: _gn_emulated(emu, case, dtype, x, w, b, dy)  # noqa: E731
+    reversed_ = run()
+    try:
+        emu.emu_set_row_kernel_options(1, 1, 1, 0)
+        in_order = run()
+    finally:
+        emu.emu_set_row_kernel_options(1, 1, 1, 1)
+    for name, got in reversed_.items():
+        if got is not None:
+            assert got.tobytes() == in_order[name].tobytes(), name
 
 
 @pytest.mark.parametrize("use_input_stats", [True, False], ids=["input-stats", "running-stats"])

@@ -75,9 +75,9 @@ __device__ __forceinline__ void store_lanes(const Pack<S, V>& o, S* out, int64_t
     if (e >= l.lo && e < l.hi) out[off + e] = o.v[e];
 }
 template <class S, int V, class F>
-__device__ __forceinline__ void map_span(const BnShape& s, const S* a, S* out, F f) {
+__device__ __forceinline__ void map_span(const BnShape& s, GridPos b, const S* a, S* out, F f) {
   using T = ComputeT<S>;
-  span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, a,
+  span_batches<S, V>(PlanarSpanSplit<V>(s, b), s.outer * s.channels * s.inner, a,
                      [&](const auto& off, const auto& ln, const auto& pa) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -90,9 +90,9 @@ __device__ __forceinline__ void map_span(const BnShape& s, const S* a, S* out, F
   });
 }
 template <class S, int V, class F>
-__device__ __forceinline__ void map_span(const BnShape& s, const S* a, const S* b, S* out, F f) {
+__device__ __forceinline__ void map_span(const BnShape& s, GridPos pos, const S* a, const S* b, S* out, F f) {
   using T = ComputeT<S>;
-  span_batches<S, V>(PlanarSpanSplit<V>(s), s.outer * s.channels * s.inner, a, b,
+  span_batches<S, V>(PlanarSpanSplit<V>(s, pos), s.outer * s.channels * s.inner, a, b,
                      [&](const auto& off, const auto& ln, const auto& pa, const auto& pb) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -120,54 +120,61 @@ __device__ __forceinline__ math::BnBackwardCoeffs<T> backward_coeffs(const doubl
 }
 
 // Elementwise over the planar view, grid (C, splits): every block has one channel, so its
-// coefficients are read once.
+// coefficients are read once.  The elementwise passes walk their grid from its last block where
+// `reverse` (Note [second pass in reverse]).
 template <class S, int V, bool kMasked>
 __global__ void __launch_bounds__(kBlock, vector_pass_blocks<S, V>(4))  // Note [pass occupancy]
-    planar_normalize_kernel(const S* x, S* y, BnShape s, const double* coeffs) {
+    planar_normalize_kernel(const S* x, S* y, BnShape s, const double* coeffs, bool reverse) {
   using T = ComputeT<S>;
-  const auto co = forward_coeffs<T>(coeffs, blockIdx.x);
+  const GridPos b = grid_pos(reverse);
+  const auto co = forward_coeffs<T>(coeffs, b.x);
   auto f = [&](T v) { return math::bn_forward(v, co); };
   if constexpr (kMasked)
-    map_span<S, V>(s, x, y, f);
+    map_span<S, V>(s, b, x, y, f);
   else
-    map_walk<S, V>(PlanarSplit<V>(s), x, y, [&](int, T v) { return f(v); });
+    map_walk<S, V>(PlanarSplit<V>(s, b), x, y, [&](int, T v) { return f(v); });
 }
 
 template <class S, int V, bool kMasked>
 __global__ void __launch_bounds__(kBlock, vector_pass_blocks<S, V>(3))  // Note [pass occupancy]
-    planar_grad_input_kernel(const S* dy, const S* x, S* dx, BnShape s, const double* coeffs) {
+    planar_grad_input_kernel(const S* dy, const S* x, S* dx, BnShape s, const double* coeffs, bool reverse) {
   using T = ComputeT<S>;
-  const auto co = backward_coeffs<T>(coeffs, blockIdx.x);
+  const GridPos b = grid_pos(reverse);
+  const auto co = backward_coeffs<T>(coeffs, b.x);
   auto f = [&](T g, T v) { return math::bn_backward(g, v, co); };
   if constexpr (kMasked)
-    map_span<S, V>(s, dy, x, dx, f);
+    map_span<S, V>(s, b, dy, x, dx, f);
   else
-    map_walk<S, V>(PlanarSplit<V>(s), dy, x, dx, [&](int, T g, T v) { return f(g, v); });
+    map_walk<S, V>(PlanarSplit<V>(s, b), dy, x, dx, [&](int, T g, T v) { return f(g, v); });
 }
 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    rows_normalize_kernel(const S* x, S* y, int64_t R, int64_t C, const double* coeffs, bool prefetch) {
+    rows_normalize_kernel(const S* x, S* y, int64_t R, int64_t C, const double* coeffs, bool prefetch,
+                          bool reverse) {
   using T = ComputeT<S>;
-  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const GridPos b = grid_pos(reverse);
+  const int64_t col = int64_t(b.x) * blockDim.x + threadIdx.x;
   if (col * V >= C) return;
   math::BnForwardCoeffs<T> co[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) co[e] = forward_coeffs<T>(coeffs, col * V + e);
-  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch), x, y, [&](int e, T v) { return math::bn_forward(v, co[e]); });
+  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch, b.y), x, y, [&](int e, T v) { return math::bn_forward(v, co[e]); });
 }
 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     rows_grad_input_kernel(const S* dy, const S* x, S* dx, int64_t R, int64_t C, const double* coeffs,
-                           bool prefetch) {
+                           bool prefetch, bool reverse) {
   using T = ComputeT<S>;
-  const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const GridPos b = grid_pos(reverse);
+  const int64_t col = int64_t(b.x) * blockDim.x + threadIdx.x;
   if (col * V >= C) return;
   math::BnBackwardCoeffs<T> co[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) co[e] = backward_coeffs<T>(coeffs, col * V + e);
-  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch), dy, x, dx, [&](int e, T g, T v) { return math::bn_backward(g, v, co[e]); });
+  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch, b.y), dy, x, dx,
+                 [&](int e, T g, T v) { return math::bn_backward(g, v, co[e]); });
 }
 
 // ---- eval mode coefficients (no reduction), running-stat update
@@ -233,12 +240,12 @@ void forward_typed(const BnForwardArgs& a, cudaStream_t st) {
   if (g.planar) {
     with_planar_width<S>(v, masked_planar<S>(s.inner, v, {x, y}), [&](auto V, auto M) {
       planar_normalize_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
-          x, y, s, coeffs.as<double>());
+          x, y, s, coeffs.as<double>(), reverse_second_pass());
     });
   } else {
     with_width<S>(v, [&](auto V) {
       rows_normalize_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(
-          x, y, s.outer, s.channels, coeffs.as<double>(), rows_prefetch());
+          x, y, s.outer, s.channels, coeffs.as<double>(), rows_prefetch(), reverse_second_pass());
     });
   }
   count_launch("bn normalize");
@@ -281,12 +288,12 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
   if (g.planar) {
     with_planar_width<S>(v, masked_planar<S>(s.inner, v, {dy, x, dx}), [&](auto V, auto M) {
       planar_grad_input_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
-          dy, x, dx, s, coeffs.as<double>());
+          dy, x, dx, s, coeffs.as<double>(), reverse_second_pass());
     });
   } else {
     with_width<S>(v, [&](auto V) {
       rows_grad_input_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(
-          dy, x, dx, s.outer, C, coeffs.as<double>(), rows_prefetch());
+          dy, x, dx, s.outer, C, coeffs.as<double>(), rows_prefetch(), reverse_second_pass());
     });
   }
   count_launch("bn grad input");

@@ -124,38 +124,42 @@ struct GnGradApply {
 };
 
 // Note [gn rows passes]: channels-last, each thread holds the coefficients of its V channels of
-// sample blockIdx.z and walks its split's rows of that sample (Note [view batches]), as batch
-// norm's rows passes do. Looked up per vector instead, they cost V scattered 16-byte loads per 16
-// bytes of data: an L1-bound pass at 4% of an H200's DRAM bandwidth.
+// sample b.z and walks its split's rows of that sample (Note [view batches]), as batch norm's
+// rows passes do (b: the block's GridPos, Note [second pass in reverse]). Looked up per vector
+// instead, they cost V scattered 16-byte loads per 16 bytes of data: an L1-bound pass at 4% of
+// an H200's DRAM bandwidth.
 template <class Co, int V>
-__device__ __forceinline__ bool sample_coeffs(const Co* co, int64_t C, Co (&out)[V], int64_t& col) {
-  col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+__device__ __forceinline__ bool sample_coeffs(const Co* co, int64_t C, GridPos b, Co (&out)[V], int64_t& col) {
+  col = int64_t(b.x) * blockDim.x + threadIdx.x;
   if (col * V >= C) return false;
 #pragma unroll
-  for (int e = 0; e < V; ++e) out[e] = co[int64_t(blockIdx.z) * C + col * V + e];
+  for (int e = 0; e < V; ++e) out[e] = co[int64_t(b.z) * C + col * V + e];
   return true;
 }
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock) gn_rows_normalize_kernel(
     const S* x, S* y, int64_t R, int64_t C, const math::BnForwardCoeffs<ComputeT<S>>* co, bool prefetch,
-    int64_t view_stride) {
+    int64_t view_stride, bool reverse) {
   using T = ComputeT<S>;
+  const GridPos b = grid_pos(reverse);
   math::BnForwardCoeffs<T> k[V];
   int64_t col;
-  if (!sample_coeffs(co, C, k, col)) return;
-  const int64_t off = int64_t(blockIdx.z) * view_stride;
-  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch), x + off, y + off, [&](int e, T v) { return math::bn_forward(v, k[e]); });
+  if (!sample_coeffs(co, C, b, k, col)) return;
+  const int64_t off = int64_t(b.z) * view_stride;
+  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch, b.y), x + off, y + off,
+                 [&](int e, T v) { return math::bn_forward(v, k[e]); });
 }
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock) gn_rows_grad_input_kernel(
     const S* dy, const S* x, S* dx, int64_t R, int64_t C, const math::NormGradCoeffs<ComputeT<S>>* co,
-    bool prefetch, int64_t view_stride) {
+    bool prefetch, int64_t view_stride, bool reverse) {
   using T = ComputeT<S>;
+  const GridPos b = grid_pos(reverse);
   math::NormGradCoeffs<T> k[V];
   int64_t col;
-  if (!sample_coeffs(co, C, k, col)) return;
-  const int64_t off = int64_t(blockIdx.z) * view_stride;
-  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch), dy + off, x + off, dx + off,
+  if (!sample_coeffs(co, C, b, k, col)) return;
+  const int64_t off = int64_t(b.z) * view_stride;
+  map_walk<S, V>(RowsSplit(R, C, col * V, prefetch, b.y), dy + off, x + off, dx + off,
                  [&](int e, T g, T v) { return math::norm_grad_input(g, v, k[e]); });
 }
 
@@ -252,7 +256,7 @@ void gn_forward_typed(const GnForwardArgs& a, cudaStream_t st) {
   gn_elementwise<S, GnApply>(s, a.x, a.x, a.y, cop, {a.x, a.y}, st, "gn normalize",
                              [&](auto V, dim3 grid, dim3 block, int64_t off, const math::BnForwardCoeffs<T>* c) {
                                gn_rows_normalize_kernel<S, decltype(V)::value><<<grid, block, 0, st>>>(
-                                   x + off, y + off, s.hw, s.c, c, rows_prefetch(), s.hw * s.c);
+                                   x + off, y + off, s.hw, s.c, c, rows_prefetch(), s.hw * s.c, reverse_second_pass());
                              });
 }
 
@@ -315,7 +319,8 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
   gn_elementwise<S, GnGradApply>(s, a.dy, a.x, a.dx, cop, {a.dy, a.x, a.dx}, st, "gn grad input",
                                  [&](auto V, dim3 grid, dim3 block, int64_t off, const math::NormGradCoeffs<T>* c) {
                                    gn_rows_grad_input_kernel<S, decltype(V)::value><<<grid, block, 0, st>>>(
-                                       dy + off, x + off, dx + off, s.hw, s.c, c, rows_prefetch(), s.hw * s.c);
+                                       dy + off, x + off, dx + off, s.hw, s.c, c, rows_prefetch(), s.hw * s.c,
+                                       reverse_second_pass());
                                  });
 }
 

@@ -40,6 +40,27 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 #endif
 }
 
+// Note [second pass in reverse]: a normalization reads its input twice, in the pass that sums
+// it (statistics; dy and x for the gradient sums) and in the elementwise pass after it.  Blocks
+// start roughly in the order of their index, and both passes' grids lay their blocks out in
+// memory order (a batch-norm split is a range of samples or rows; a channels-last group-norm
+// block a range of a sample's rows, samples in grid z), so an elementwise pass in index order
+// would first ask for what the pass before it read first: the lines longest in L2, the first
+// evicted once the input is larger than L2 (50 MB on an H100/H200: BatchNorm1d 8192 x 1024
+// fp32's dy and x are 64 MB, fp32 NHWC 256 x 32 x 56 x 56 is 103 MB a tensor).  So the
+// elementwise passes count their blocks from the grid's last (gridDim - 1 - blockIdx in every
+// dimension) and start on what the pass before read last, still in L2.  Which block does which
+// part changes, not what any part computes: these passes sum nothing across blocks.
+// `_C._cuda_row_kernel_options(reverse_second_pass=False)` walks them in index order
+// (Note [row kernel switches]).
+struct GridPos {
+  unsigned x, y, z;
+};
+__device__ __forceinline__ GridPos grid_pos(bool reverse = false) {
+  if (!reverse) return {blockIdx.x, blockIdx.y, blockIdx.z};
+  return {gridDim.x - 1 - blockIdx.x, gridDim.y - 1 - blockIdx.y, gridDim.z - 1 - blockIdx.z};
+}
+
 // The vector range [j0, j1) of channel `c` that block split `split` of `splits` covers.
 __device__ __forceinline__ void split_range(int64_t total, int splits, int split, int64_t& j0, int64_t& j1) {
   j0 = total * split / splits;
@@ -57,8 +78,9 @@ __device__ __forceinline__ void split_range(int64_t total, int splits, int split
 // execution dependencies, 124 registers).  Compiled for batches that are known full, a batch
 // computes no bounds check, selects no sentinel and branches around no vector; and the walks
 // step their offsets by adds instead of forming them by 64-bit multiplies.
-// PlanarSplit walks channel blockIdx.x of the planar view (grid (C, splits)); RowsSplit walks one
-// column vector down the rows of an (R, C) array (block (column vectors, rows)).
+// PlanarSplit walks channel x of the planar view in split y (grid (C, splits); x, y the block's
+// GridPos); RowsSplit walks one column vector down the rows of an (R, C) array (block (column
+// vectors, rows)).
 template <bool kFull>
 struct Batch {
   int64_t off[kUnroll];
@@ -68,8 +90,9 @@ struct Batch {
 template <int V>
 class PlanarSplit {
  public:
-  __device__ __forceinline__ explicit PlanarSplit(const BnShape& s)
-      : w_(first(s), s.inner / V, int64_t(blockDim.x), int64_t(blockIdx.x) * s.inner, s.channels * s.inner) {}
+  // The split of block b (Note [second pass in reverse]).
+  __device__ __forceinline__ explicit PlanarSplit(const BnShape& s, GridPos b = grid_pos())
+      : w_(first(s, b.y), s.inner / V, int64_t(blockDim.x), int64_t(b.x) * s.inner, s.channels * s.inner) {}
   __device__ __forceinline__ bool more() const { return jv_ < j1_; }
   // Whether the next batch holds kUnroll vectors (every batch but a walk's last does).
   __device__ __forceinline__ bool full() const { return jv_ + int64_t(kUnroll - 1) * blockDim.x < j1_; }
@@ -86,10 +109,10 @@ class PlanarSplit {
   __device__ __forceinline__ void prefetch(const S*) const {}  // only rows walks prefetch
 
  private:
-  // Sets this split's range and returns this thread's first vector index.
-  __device__ __forceinline__ int64_t first(const BnShape& s) {
+  // Sets the range of split `split` and returns this thread's first vector index.
+  __device__ __forceinline__ int64_t first(const BnShape& s, unsigned split) {
     int64_t j0;
-    split_range(s.outer * (s.inner / V), gridDim.y, blockIdx.y, j0, j1_);
+    split_range(s.outer * (s.inner / V), gridDim.y, split, j0, j1_);
     jv_ = j0 + threadIdx.x;
     return jv_;
   }
@@ -111,8 +134,8 @@ struct Lanes {
 template <int V>
 class PlanarSpanSplit {
  public:
-  __device__ __forceinline__ explicit PlanarSpanSplit(const BnShape& s)
-      : inner_(s.inner), w_(first(s), slots(s.inner), int64_t(blockDim.x), int64_t(blockIdx.x) * s.inner,
+  __device__ __forceinline__ explicit PlanarSpanSplit(const BnShape& s, GridPos b = grid_pos())
+      : inner_(s.inner), w_(first(s, b.y), slots(s.inner), int64_t(blockDim.x), int64_t(b.x) * s.inner,
                             s.channels * s.inner) {}
   __device__ __forceinline__ static int64_t slots(int64_t inner) { return (inner + 2 * V - 2) / V; }
   __device__ __forceinline__ bool more() const { return jv_ < j1_; }
@@ -133,9 +156,9 @@ class PlanarSpanSplit {
   }
 
  private:
-  __device__ __forceinline__ int64_t first(const BnShape& s) {
+  __device__ __forceinline__ int64_t first(const BnShape& s, unsigned split) {
     int64_t j0;
-    split_range(s.outer * slots(s.inner), gridDim.y, blockIdx.y, j0, j1_);
+    split_range(s.outer * slots(s.inner), gridDim.y, split, j0, j1_);
     jv_ = j0 + threadIdx.x;
     return jv_;
   }
@@ -145,12 +168,13 @@ class PlanarSpanSplit {
 
 class RowsSplit {
  public:
-  // The column vector whose first element is column col0 of an (R, C) array; prefetch: Note
-  // [rows walk prefetch].
-  __device__ __forceinline__ RowsSplit(int64_t R, int64_t C, int64_t col0, bool prefetch = false)
+  // The column vector whose first element is column col0 of an (R, C) array, in the rows of
+  // split `split` (Note [second pass in reverse]); prefetch: Note [rows walk prefetch].
+  __device__ __forceinline__ RowsSplit(int64_t R, int64_t C, int64_t col0, bool prefetch = false,
+                                       unsigned split = blockIdx.y)
       : stride_(int64_t(blockDim.y) * C), prefetch_(prefetch) {
     int64_t r0, r1;
-    split_range(R, gridDim.y, blockIdx.y, r0, r1);
+    split_range(R, gridDim.y, split, r0, r1);
     r0 += threadIdx.y;
     left_ = r1 - r0;
     off_ = r0 * C + col0;

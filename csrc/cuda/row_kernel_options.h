@@ -5,8 +5,9 @@
 
 namespace ft::cuda {
 
-// Note [row kernel switches]: the layer/RMS norm next-row L2 prefetch (Note [next-row prefetch])
-// and the batch/group norm rows walk prefetch (Note [rows walk prefetch]) change no bit; the
+// Note [row kernel switches]: the layer/RMS norm next-row L2 prefetch (Note [next-row prefetch]),
+// the batch/group norm rows walk prefetch (Note [rows walk prefetch]) and the order of their
+// elementwise passes' blocks (Note [second pass in reverse]) change no bit; the
 // layer/RMS backward's column sums in registers instead of shared memory (Note [column sums in
 // shared memory]) launch their own grid, so dweight / dbias are summed in another order (the
 // same to rounding, each way deterministic).  All are on by default; `_C._cuda_row_kernel_options`
@@ -16,6 +17,7 @@ struct RowKernelOptions {
   bool l2_prefetch = true;
   bool shared_column_sums = true;
   bool rows_walk_prefetch = true;
+  bool reverse_second_pass = true;  // Note [second pass in reverse]
 };
 
 inline RowKernelOptions& row_kernel_options() {
@@ -25,5 +27,7 @@ inline RowKernelOptions& row_kernel_options() {
 
 // The rows kernels' prefetch argument (Note [rows walk prefetch]).
 inline bool rows_prefetch() { return row_kernel_options().rows_walk_prefetch; }
+// The elementwise passes' reverse argument (Note [second pass in reverse]).
+inline bool reverse_second_pass() { return row_kernel_options().reverse_second_pass; }
 
 }  // namespace ft::cuda

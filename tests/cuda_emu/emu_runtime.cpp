@@ -194,6 +194,8 @@ void DeviceState::stream_free(void* p, cudaStream_t st) noexcept { cuda::stream_
 }  // namespace ft::cuda
 
 extern "C" void emu_set_sm_count(int n) { ft::cuda::device_state().sm_count = n; }
-extern "C" void emu_set_row_kernel_options(int l2_prefetch, int shared_column_sums, int rows_walk_prefetch) {
-  ft::cuda::row_kernel_options() = {l2_prefetch != 0, shared_column_sums != 0, rows_walk_prefetch != 0};
+extern "C" void emu_set_row_kernel_options(int l2_prefetch, int shared_column_sums, int rows_walk_prefetch,
+                                           int reverse_second_pass) {
+  ft::cuda::row_kernel_options() = {l2_prefetch != 0, shared_column_sums != 0, rows_walk_prefetch != 0,
+                                    reverse_second_pass != 0};
 }
