@@ -2,6 +2,7 @@
 // norm), shared by the CPU and CUDA backends and filled in by the bindings.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "core/dtype.h"
@@ -11,7 +12,9 @@
 namespace ft {
 
 // A per-channel vector (weight, running_mean, save_invstd, ...) of any float dtype, or absent.
-// Channel vectors are C elements, so reading them through doubles costs nothing measurable.
+// Channel vectors are C elements, so reading them through doubles costs nothing measurable next
+// to the tensor; get_run / set_run move a run of channels with one dtype dispatch, for the CPU's
+// per-channel steps (Note [channel runs]).
 struct ChannelArray {
   void* data = nullptr;
   DType dtype = DType::f32;
@@ -35,6 +38,46 @@ struct ChannelArray {
       case DType::f16: static_cast<Half*>(data)[c] = to_half(float(v)); break;
       case DType::bf16: static_cast<BFloat16*>(data)[c] = to_bf16(float(v)); break;
     }
+  }
+  // Channels [c0, c0 + n) into out, as get() gives them.
+  void get_run(int64_t c0, int64_t n, double* out, double absent = 0.0) const {
+    if (!data) {
+      for (int64_t i = 0; i < n; ++i) out[i] = absent;
+      return;
+    }
+    switch (dtype) {
+      case DType::f32: return copy_run(static_cast<const float*>(data) + c0, n, out);
+      case DType::f64: return copy_run(static_cast<const double*>(data) + c0, n, out);
+      case DType::f16: return copy_run(static_cast<const Half*>(data) + c0, n, out);
+      case DType::bf16: return copy_run(static_cast<const BFloat16*>(data) + c0, n, out);
+    }
+  }
+  // Channels [c0, c0 + n) from v, as set() stores them.
+  void set_run(int64_t c0, int64_t n, const double* v) const {
+    if (!data) return;
+    switch (dtype) {
+      case DType::f32: return store_run(v, n, static_cast<float*>(data) + c0);
+      case DType::f64: return store_run(v, n, static_cast<double*>(data) + c0);
+      case DType::f16: return store_run(v, n, static_cast<Half*>(data) + c0);
+      case DType::bf16: return store_run(v, n, static_cast<BFloat16*>(data) + c0);
+    }
+  }
+
+ private:
+  template <class S>
+  static void copy_run(const S* p, int64_t n, double* out) {
+    for (int64_t i = 0; i < n; ++i) out[i] = double(to_float(p[i]));
+  }
+  template <class S>
+  static void store_run(const double* v, int64_t n, S* p) {
+    for (int64_t i = 0; i < n; ++i) p[i] = stored_as<S>(v[i]);
+  }
+  template <class S>
+  static S stored_as(double v) {
+    if constexpr (std::is_same_v<S, double>) return v;
+    else if constexpr (std::is_same_v<S, float>) return float(v);
+    else if constexpr (std::is_same_v<S, Half>) return to_half(float(v));
+    else return to_bf16(float(v));
   }
 };
 

@@ -24,27 +24,52 @@ BnShape canonical(BnShape s) {
 
 // ---------------------------------------------------------------- forward
 
-// Saves the channel's statistics, updates its running stats, and returns its coefficients.
-template <class T>
-math::BnForwardCoeffs<T> forward_channel(const BnForwardArgs& a, int64_t c, const Stats& st) {
-  double mean, var;
+// Note [channel runs]: the per-channel steps between a reduction and its elementwise pass (save
+// the statistics, update the running ones, form the coefficients) take runs of up to kRun
+// channels: each per-channel array is read or written in one loop of its dtype, and the math
+// runs over contiguous doubles, which the compiler vectorizes.  Square root and division are
+// exact in every lane, so each value is what a channel at a time gives (bitwise, every dtype and
+// ISA).  A channel at a time, with a dtype dispatch per array and value and scalar divisions and
+// square roots, they took about 8 ns a channel on this project's VM: a (8, 1024) forward call
+// 16.1 us, now 8.0; BatchNorm1d (512, 1024) about 0.098 ms, now 0.075.  The planar layout, a
+// channel per task, calls them with runs of one.
+constexpr int64_t kRun = 128;
+
+// Saves the statistics of channels [c0, c0 + n) (st: theirs), updates their running stats, and
+// hands out(c, coefficients) each channel's coefficients.
+template <class T, class Out>
+void forward_channels(const BnForwardArgs& a, int64_t c0, int64_t n, const Stats* st, Out&& out) {
+  double mean[kRun], var[kRun], invstd[kRun], w[kRun], b[kRun];
   if (a.training) {
-    mean = st.mean;
-    var = math::biased_var(st);
+    for (int64_t i = 0; i < n; ++i) {
+      mean[i] = st[i].mean;
+      var[i] = math::biased_var(st[i]);
+    }
     if (a.running_mean.present()) {
-      double rm = a.running_mean.get(c), rv = a.running_var.get(c);
-      math::update_running<double>(rm, rv, mean, var, st.count, a.momentum);
-      a.running_mean.set(c, rm);
-      a.running_var.set(c, rv);
+      double rm[kRun], rv[kRun];
+      a.running_mean.get_run(c0, n, rm);
+      a.running_var.get_run(c0, n, rv);
+      for (int64_t i = 0; i < n; ++i)
+        math::update_running<double>(rm[i], rv[i], mean[i], var[i], st[i].count, a.momentum);
+      a.running_mean.set_run(c0, n, rm);
+      a.running_var.set_run(c0, n, rv);
     }
   } else {
-    mean = a.running_mean.get(c);
-    var = a.running_var.get(c);
+    a.running_mean.get_run(c0, n, mean);
+    a.running_var.get_run(c0, n, var);
   }
-  const double invstd = math::inv_std(var, a.eps);
-  a.save_mean.set(c, mean);
-  a.save_invstd.set(c, invstd);
-  return math::bn_forward_coeffs<T>(mean, invstd, a.weight.get(c, 1.0), a.bias.get(c, 0.0));
+  for (int64_t i = 0; i < n; ++i) invstd[i] = math::inv_std(var[i], a.eps);
+  a.save_mean.set_run(c0, n, mean);
+  a.save_invstd.set_run(c0, n, invstd);
+  a.weight.get_run(c0, n, w, 1.0);
+  a.bias.get_run(c0, n, b, 0.0);
+  for (int64_t i = 0; i < n; ++i) out(c0 + i, math::bn_forward_coeffs<T>(mean[i], invstd[i], w[i], b[i]));
+}
+
+// f(c0, n) for the runs of kRun channels that cover [0, C).
+template <class F>
+void each_run(int64_t C, F&& f) {
+  for (int64_t c0 = 0; c0 < C; c0 += kRun) f(c0, std::min(kRun, C - c0));
 }
 
 template <class S>
@@ -61,7 +86,9 @@ void forward_typed(const BnForwardArgs& a) {
         [&](int64_t c, int64_t j0, int64_t j1) {
           return a.training ? planar_stats(x, s, c, j0, j1) : Stats{0, 0, 0};
         },
-        [&](int64_t c, const Stats& st) { co[c] = forward_channel<T>(a, c, st); },
+        [&](int64_t c, const Stats& st) {
+          forward_channels<T>(a, c, 1, &st, [&](int64_t, const auto& k) { co[c] = k; });
+        },
         [&](int64_t c, int64_t j0, int64_t j1) { planar_normalize(x, y, s, c, j0, j1, co[c]); });
     return;
   }
@@ -72,34 +99,45 @@ void forward_typed(const BnForwardArgs& a) {
         if (a.training) rows_stats(x, C, r0, r1, out);
       },
       [&](int64_t, const Stats* st) {
-        for (int64_t c = 0; c < C; ++c) {
-          auto co = forward_channel<T>(a, c, st[c]);
-          k.hi[c] = co.mean.hi;
-          k.lo[c] = co.mean.lo;
-          k.a[c] = co.scale;
-          k.b[c] = co.bias;
-        }
+        each_run(C, [&](int64_t c0, int64_t n) {
+          forward_channels<T>(a, c0, n, st + c0, [&](int64_t c, const auto& co) {
+            k.hi[c] = co.mean.hi;
+            k.lo[c] = co.mean.lo;
+            k.a[c] = co.scale;
+            k.b[c] = co.bias;
+          });
+        });
       },
       [&](int64_t, int64_t r0, int64_t r1) { rows_normalize(x, y, C, r0, r1, k); });
 }
 
 // ---------------------------------------------------------------- backward
 
-template <class T>
-math::BnBackwardCoeffs<T> backward_channel(const BnBackwardArgs& a, int64_t c, double n,
-                                           const GradSums& g) {
-  const double mean = a.save_mean.get(c), invstd = a.save_invstd.get(c);
-  a.dweight.set(c, math::bn_dweight(g.dy_xc, invstd));
-  a.dbias.set(c, g.dy);
-  return math::bn_backward_coeffs<T>(n, g.dy, g.dy_xc, mean, invstd, a.weight.get(c, 1.0));
-}
-
-// The sums a channel's dx is computed from: its own (the reduction's), or the given ones of a
-// larger batch (Note [given sums]).
-GradSums sums_for_dx(const BnBackwardArgs& a, int64_t c, const GradSums& own) {
-  if (!a.given()) return own;
-  return {a.given_sum_dy.get(c),
-          math::bn_sum_dy_xc(a.given_sum_dy_xhat.get(c), a.save_invstd.get(c))};
+// dweight and dbias of channels [c0, c0 + n) from their sums (own: the reduction's, or the given
+// ones of a larger batch, Note [given sums]), and out(c, coefficients) of each channel's dx
+// (Note [channel runs]).
+template <class T, class Out>
+void backward_channels(const BnBackwardArgs& a, int64_t c0, int64_t n, double count, const GradSums* own,
+                       Out&& out) {
+  double mean[kRun], invstd[kRun], w[kRun], dy[kRun], dy_xc[kRun], dw[kRun];
+  a.save_mean.get_run(c0, n, mean);
+  a.save_invstd.get_run(c0, n, invstd);
+  a.weight.get_run(c0, n, w, 1.0);
+  if (a.given()) {
+    a.given_sum_dy.get_run(c0, n, dy);
+    a.given_sum_dy_xhat.get_run(c0, n, dy_xc);
+    for (int64_t i = 0; i < n; ++i) dy_xc[i] = math::bn_sum_dy_xc(dy_xc[i], invstd[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      dy[i] = own[i].dy;
+      dy_xc[i] = own[i].dy_xc;
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) dw[i] = math::bn_dweight(dy_xc[i], invstd[i]);
+  a.dweight.set_run(c0, n, dw);
+  a.dbias.set_run(c0, n, dy);
+  for (int64_t i = 0; i < n; ++i)
+    out(c0 + i, math::bn_backward_coeffs<T>(count, dy[i], dy_xc[i], mean[i], invstd[i], w[i]));
 }
 
 template <class S>
@@ -121,7 +159,9 @@ void backward_typed(const BnBackwardArgs& a) {
           return reduce ? planar_grad_sums(dy, x, s, c, j0, j1, math::split_mean<T>(a.save_mean.get(c)))
                         : GradSums{};
         },
-        [&](int64_t c, const GradSums& g) { co[c] = backward_channel<T>(a, c, n, sums_for_dx(a, c, g)); },
+        [&](int64_t c, const GradSums& g) {
+          backward_channels<T>(a, c, 1, n, &g, [&](int64_t, const auto& k) { co[c] = k; });
+        },
         [&](int64_t c, int64_t j0, int64_t j1) {
           if (apply) planar_grad_input(dy, x, dx, s, c, j0, j1, co[c]);
         });
@@ -139,8 +179,9 @@ void backward_typed(const BnBackwardArgs& a) {
         if (reduce) rows_grad_sums(dy, x, C, r0, r1, k.hi.data(), k.lo.data(), out);
       },
       [&](int64_t, const GradSums* g) {
-        for (int64_t c = 0; c < C; ++c)
-          k.set_grad(c, backward_channel<T>(a, c, n, sums_for_dx(a, c, g[c])));
+        each_run(C, [&](int64_t c0, int64_t m) {
+          backward_channels<T>(a, c0, m, n, g + c0, [&](int64_t c, const auto& co) { k.set_grad(c, co); });
+        });
       },
       [&](int64_t, int64_t r0, int64_t r1) {
         if (apply) rows_grad_input<math::BnBackwardCoeffs>(dy, x, dx, C, r0, r1, k);
