@@ -31,6 +31,8 @@ ROW_CASES = [
     RowCase("64x1024", (64, 1024), (1024,)),
     RowCase("300x96", (300, 96), (96,)),
     RowCase("9x8192", (9, 8192), (8192,)),
+    # CUDA rows kernels of 4 vectors per thread in fp32, 8 in fp64 (Note [held row]).
+    RowCase("5x4096", (5, 4096), (4096,)),
     # A row beyond the cache budget: the forward's statistics in pieces, the backward's one task.
     RowCase("wide-2x300001", (2, 300001), (300001,)),
 ]

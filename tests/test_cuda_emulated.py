@@ -266,9 +266,9 @@ def test_layer_and_rms_norm(emu, case, rms, dtype, sms, same):
 
 # Note [row kernel switches]: the L2 prefetch changes no bit; the column sums in registers instead
 # of shared memory change only the order dweight / dbias are summed in (their own grid), so those
-# agree to rounding. 64x1024 and 9x8192 take the rows kernels, with column sums in shared memory
-# for fp32 8192 and every 16-bit dtype (fp64 of 8192 takes the general path).
-@pytest.mark.parametrize("case", [c for c in ROW_CASES if c.id in ("64x1024", "9x8192")], ids=str)
+# agree to rounding. 64x1024, 5x4096 and 9x8192 take the rows kernels, with column sums in shared
+# memory for fp32 4096-8192, fp64 4096 and every 16-bit dtype (fp64 of 8192 takes the general path).
+@pytest.mark.parametrize("case", [c for c in ROW_CASES if c.id in ("64x1024", "5x4096", "9x8192")], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_row_kernel_switches(emu, case, dtype):
     emu.emu_set_sm_count(SM_COUNTS[0])
