@@ -3,9 +3,10 @@ and RMS norm forward+backward at hidden sizes 1024-8192 (16K tokens), group norm
 (32, 256, 56, 56) G=32 NCHW and NHWC; fp32 and bf16. torch runs torch.nn.functional and its
 autograd backward; ours the functional API. Layer/RMS rows also time the backward with the affine
 parameters frozen ("bwd frozen": weight_grads=False against torch's autograd asked for dx alone),
-and ours with the row kernels' L2 prefetch and shared-memory column sums each turned off;
-channels-last group norm with its elementwise passes in index order, and in bf16 with its rows
-walk prefetch off ("switches", Note [row kernel switches]), so one run tells whether each pays."""
+and ours with the row kernels' L2 prefetch, shared-memory column sums and staged backward rows
+each turned off; channels-last group norm with its elementwise passes in index order, and in bf16
+with its rows walk prefetch off ("switches", Note [row kernel switches]), so one run tells whether
+each pays."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def layer_norm_lines(doc):
             target("group norm NHWC fwd+bwd, slowest vs torch (x)",
                    min((r["fwd+bwd"]["speedup"] for r in nhwc), default=None), 2.0)] + \
         frozen_lines(rowwise) + \
-        switch_lines("layer/RMS", rowwise, ("no_l2_prefetch", "no_shared_column_sums")) + \
+        switch_lines("layer/RMS", rowwise, ("no_l2_prefetch", "no_shared_column_sums", "no_staged_rows")) + \
         switch_lines("group norm NHWC", nhwc, ("second_pass_in_order", "no_rows_walk_prefetch"))
 
 

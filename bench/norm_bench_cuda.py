@@ -12,12 +12,13 @@ from bench_optim_cuda import cuda_timer, geomean_speedup, norm_bench_session, wr
 DEVICE = "cuda"
 
 # Note [row kernel switches]: each latency measure of the row kernels, turned off.  The layer/RMS
-# norm rows kernels have two; batch norm's channels-last and 2-d passes and group norm's
+# norm rows kernels have three (the staged rows: the backward's, Note [staged row]); batch norm's channels-last and 2-d passes and group norm's
 # channels-last ones one, taken by 2-byte values only (Note [rows walk prefetch]).  Batch norm's
 # elementwise passes (every layout) and channels-last group norm's walk their grid from its last
 # block (Note [second pass in reverse]); "second_pass_in_order" times them in index order.
 ROW_SWITCHES = (("no_l2_prefetch", {"l2_prefetch": False}),
-                ("no_shared_column_sums", {"shared_column_sums": False}))
+                ("no_shared_column_sums", {"shared_column_sums": False}),
+                ("no_staged_rows", {"staged_rows": False}))
 ROWS_WALK_SWITCHES = (("no_rows_walk_prefetch", {"rows_walk_prefetch": False}),)
 ORDER_SWITCHES = (("second_pass_in_order", {"reverse_second_pass": False}),)
 

@@ -174,7 +174,7 @@ def test_cuda_row_and_pass_order_switches_change_no_bit(shape, cl, dtype, switch
         ft._C._cuda_row_kernel_options(**{switch: False})
         got = run()
     finally:
-        ft._C._cuda_row_kernel_options(True, True, True, True)
+        ft._C._cuda_row_kernel_options(True, True, True, True, True)
     assert len(got) == len(want)
     assert all(torch.equal(a, c) for a, c in zip(got, want))
 

@@ -68,7 +68,8 @@ def test_batch_norm_bench_rows_and_summary(benches):
             want.add("no_rows_walk_prefetch_ms")
         assert set(r["switches"]) == want
     assert ft._C._cuda_row_kernel_options() == dict.fromkeys(  # switched back on
-        ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass"), True)
+        ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass",
+         "staged_rows"), True)
     lines = summary.batch_norm_lines({"rows": rows})
     assert any("weak spots" in line for line in lines)
     for label in ("batch norm second pass in order", "batch norm rows no rows walk prefetch"):
@@ -89,15 +90,17 @@ def test_layer_norm_bench_rows_and_summary(benches):
         assert ("bwd frozen" in r) == (r["kind"] != "group")
         assert r["kind"] == "group" or r["bwd frozen"]["ft_ms"] > 0 < r["bwd frozen"]["torch_ms"]
     names = {r["workload"] + " " + r["dtype"]: set(r.get("switches", ())) for r in rows}
-    assert names["layer 64x32 float32"] == {"on_ms", "no_l2_prefetch_ms", "no_shared_column_sums_ms"}
+    assert names["layer 64x32 float32"] == {"on_ms", "no_l2_prefetch_ms", "no_shared_column_sums_ms",
+                                            "no_staged_rows_ms"}
     assert names["group 2x64x4x4 g32 nhwc bfloat16"] == {"on_ms", "second_pass_in_order_ms",
                                                           "no_rows_walk_prefetch_ms"}
     assert names["group 2x64x4x4 g32 nhwc float32"] == {"on_ms", "second_pass_in_order_ms"}
     assert names["group 2x64x4x4 g32 nchw bfloat16"] == set()
     assert ft._C._cuda_row_kernel_options() == dict.fromkeys(
-        ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass"), True)
+        ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass",
+         "staged_rows"), True)
     lines = summary.layer_norm_lines({"rows": rows})
-    for label in ("layer/RMS no l2 prefetch", "layer/RMS no shared column sums",
+    for label in ("layer/RMS no l2 prefetch", "layer/RMS no shared column sums", "layer/RMS no staged rows",
                   "group norm NHWC second pass in order", "group norm NHWC no rows walk prefetch"):
         assert any(line.strip().startswith(label + " / on: geomean") for line in lines), label
     assert any(line.strip().startswith("layer/RMS bwd frozen (weight_grads=False)") for line in lines)

@@ -264,10 +264,12 @@ def test_layer_and_rms_norm(emu, case, rms, dtype, sms, same):
         assert frozen.tobytes() == dx.tobytes()
 
 
-# Note [row kernel switches]: the L2 prefetch changes no bit; the column sums in registers instead
-# of shared memory change only the order dweight / dbias are summed in (their own grid), so those
-# agree to rounding. 64x1024, 5x4096 and 9x8192 take the rows kernels, with column sums in shared
-# memory for fp32 4096-8192, fp64 4096 and every 16-bit dtype (fp64 of 8192 takes the general path).
+# Note [row kernel switches]: the L2 prefetch and the staged rows (Note [staged row]) change no bit;
+# the column sums in registers instead of shared memory change only the order dweight / dbias are
+# summed in (their own grid), so those agree to rounding. 64x1024, 5x4096 and 9x8192 take the rows
+# kernels, with column sums in shared memory for fp32 4096-8192, fp64 4096 and every 16-bit dtype
+# (fp64 of 8192 takes the general path); rows of up to 4 vectors a thread are staged, with and
+# without column sums (the frozen backward).
 @pytest.mark.parametrize("case", [c for c in ROW_CASES if c.id in ("64x1024", "5x4096", "9x8192")], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_row_kernel_switches(emu, case, dtype):
@@ -284,19 +286,23 @@ def test_row_kernel_switches(emu, case, dtype):
         dx, dw, db = _like(x), _like(w), _like(b)
         _call(emu, "emu_ln_backward", dy, x, dx, CODES[dtype], rows, cols, 0, w, _code(w), mean,
               rstd, stat, dw, db)
-        return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db}
+        frozen = _like(x)
+        _call(emu, "emu_ln_backward", dy, x, frozen, CODES[dtype], rows, cols, 0, w, _code(w), mean,
+              rstd, stat, None, None)
+        return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db,
+                "frozen dx": frozen}
 
     want = run()
     try:
-        for prefetch, shared in ((0, 1), (1, 0), (0, 0)):
-            emu.emu_set_row_kernel_options(prefetch, shared, 1, 1)
+        for prefetch, shared, staged in ((0, 1, 1), (1, 0, 1), (0, 0, 1), (1, 1, 0), (1, 0, 0)):
+            emu.emu_set_row_kernel_options(prefetch, shared, 1, 1, staged)
             for name, got in run().items():
                 if shared or name not in ("dweight", "dbias"):
-                    assert got.tobytes() == want[name].tobytes(), (name, prefetch, shared)
+                    assert got.tobytes() == want[name].tobytes(), (name, prefetch, shared, staged)
                 else:
                     _close(got, want[name], str(got.dtype), name, np.sqrt(rows) * 4)
     finally:
-        emu.emu_set_row_kernel_options(1, 1, 1, 1)
+        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1)
 
 
 # ---- group and instance norm
@@ -372,10 +378,10 @@ def test_second_pass_order_changes_no_bit(emu, kind, case, dtype, sms):
         run = lambda: _gn_emulated(emu, case, dtype, x, w, b, dy)  # noqa: E731
     reversed_ = run()
     try:
-        emu.emu_set_row_kernel_options(1, 1, 1, 0)
+        emu.emu_set_row_kernel_options(1, 1, 1, 0, 1)
         in_order = run()
     finally:
-        emu.emu_set_row_kernel_options(1, 1, 1, 1)
+        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1)
     for name, got in reversed_.items():
         if got is not None:
             assert got.tobytes() == in_order[name].tobytes(), name

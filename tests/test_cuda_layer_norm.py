@@ -145,8 +145,8 @@ def test_cuda_layer_and_rms_norm_match_torch_at_transformer_sizes(hidden, dtype)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("hidden", [1024, 8192])
 def test_cuda_row_kernel_switches(hidden, dtype):
-    """Note [row kernel switches] on the GPU: the L2 prefetch off gives the same bits; the column
-    sums in registers the same y and dx, dweight / dbias to rounding."""
+    """Note [row kernel switches] on the GPU: the L2 prefetch or the staged rows off give the same
+    bits; the column sums in registers the same y and dx, dweight / dbias to rounding."""
     torch.manual_seed(1)
     x = (torch.randn(1000, hidden, device="cuda") * 2 + 0.5).to(dtype)
     w, b = torch.rand(hidden, device="cuda") + 0.5, torch.randn(hidden, device="cuda")
@@ -158,16 +158,16 @@ def test_cuda_row_kernel_switches(hidden, dtype):
 
     want = run()
     try:
-        for off in ({"l2_prefetch": False}, {"shared_column_sums": False}):
-            ft._C._cuda_row_kernel_options(True, True, True)
+        for off in ({"l2_prefetch": False}, {"shared_column_sums": False}, {"staged_rows": False}):
+            ft._C._cuda_row_kernel_options(True, True, True, True, True)
             ft._C._cuda_row_kernel_options(**off)
             got = run()
-            exact = 6 if "l2_prefetch" in off else 4
+            exact = 4 if "shared_column_sums" in off else 6
             assert all(torch.equal(a, c) for a, c in zip(got[:exact], want[:exact])), off
             for a, c in zip(got[exact:], want[exact:]):
                 torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5 * float(c.abs().max()))
     finally:
-        ft._C._cuda_row_kernel_options(True, True, True)
+        ft._C._cuda_row_kernel_options(True, True, True, True, True)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

@@ -229,7 +229,43 @@ __global__ void __launch_bounds__(kBlock, K == 4 ? 4 : K == 8 ? 3 : 0)  // Note 
 // 4-byte loads a row, where 8 16-byte reloads of dy and x go). Rows of 8 vectors (fp32 8192)
 // reload: holding half of them spilled 64 bytes. dx may alias dy: each value is still read, in
 // the first pass, before its own thread writes it.
+//
+// Note [staged row]: a held row's loads start only when the row does, after the previous row's
+// merge and dx, so each row slot waits out a full DRAM latency per row with nothing in flight
+// (the L2 prefetch of Note [next-row prefetch] shortens the wait to L2's). Staged, a thread copies
+// its vectors of its next row into its own part of shared memory (Note [async row copy]) as soon
+// as the first pass has used the current row, and the copy lands while the slot merges and
+// writes dx; the next row then starts from shared memory. No register holds the copy in flight:
+// 2 * K 16-byte slots a thread, K * 8 KB a block, beside the column sums where three blocks per
+// SM still fit (not bf16 8192: 96 KB a block). Each thread reads back only what it copied, so no
+// barrier guards the stage; a copy is issued after the first pass has consumed every value read
+// from the slot it overwrites. The values are the same, so is every bit of the result.
 template <class S, int V, int K>
+struct RowStage {
+  uint4* base;  // this thread's first slot; slot i is kBlock vectors on; null: not staged
+  __device__ explicit RowStage(uint4* block_stage)
+      : base(block_stage ? block_stage + threadIdx.y * blockDim.x + threadIdx.x : nullptr) {}
+  // Starts the copies of this thread's vectors of dy and x of the row at element offset `off`.
+  __device__ __forceinline__ void issue(const LnBackwardArgs& a, int64_t off) const {
+#pragma unroll
+    for (int u = 0; u < K; ++u) {
+      const int64_t j = threadIdx.x + int64_t(u) * blockDim.x;
+      if (j < a.cols / V) {
+        copy_async_16(base + (2 * u) * kBlock, static_cast<const S*>(a.dy) + off + j * V);
+        copy_async_16(base + (2 * u + 1) * kBlock, static_cast<const S*>(a.x) + off + j * V);
+      }
+    }
+  }
+  __device__ __forceinline__ void take(int u, Pack<S, V>& g, Pack<S, V>& p) const {
+    g.load(reinterpret_cast<const S*>(base + (2 * u) * kBlock));
+    p.load(reinterpret_cast<const S*>(base + (2 * u + 1) * kBlock));
+  }
+};
+// A block's stage for rows of K vectors per thread; 0 where rows are not held (Note [held row]).
+template <class S, int K>
+constexpr size_t row_stage_bytes() { return K <= 4 ? size_t(2 * K * 16 * kBlock) : 0; }
+
+template <class S, int V, int K, bool kStaged = false>
 struct RowBatches {
   static constexpr int KB = K < 4 ? K : 4;
   static constexpr bool kHeld = K == KB;
@@ -238,8 +274,10 @@ struct RowBatches {
   const LnBackwardArgs& a;
   bool w_same;
   int64_t off;  // the row's element offset
+  const RowStage<S, V, K>& stage;  // Note [staged row]: held rows only
   Batch g, p;   // the held batch (kHeld); left uninitialized, as a loaded batch is
-  __device__ RowBatches(const LnBackwardArgs& a, bool w_same, int64_t off) : a(a), w_same(w_same), off(off) {}
+  __device__ RowBatches(const LnBackwardArgs& a, bool w_same, int64_t off, const RowStage<S, V, K>& stage)
+      : a(a), w_same(w_same), off(off), stage(stage) {}
 
   // Calls f(k, j, g, p, w) for the thread's vectors (vector j of the row is its k-th, Note
   // [register rows]); w: the weight's columns.
@@ -260,12 +298,17 @@ struct RowBatches {
 
  private:
   __device__ __forceinline__ void load(int k0, Batch& gb, Batch& pb) const {
+    if constexpr (kStaged) copy_async_wait();
 #pragma unroll
     for (int u = 0; u < KB; ++u) {
       const int64_t j = threadIdx.x + int64_t(k0 + u) * blockDim.x;
       if (j < a.cols / V) {
-        gb[u].load(static_cast<const S*>(a.dy) + off + j * V);
-        pb[u].load(static_cast<const S*>(a.x) + off + j * V);
+        if constexpr (kStaged) {
+          stage.take(u, gb[u], pb[u]);
+        } else {
+          gb[u].load(static_cast<const S*>(a.dy) + off + j * V);
+          pb[u].load(static_cast<const S*>(a.x) + off + j * V);
+        }
       }
     }
   }
@@ -384,10 +427,10 @@ struct ColumnSums<T, K, V, ColumnSumsIn::shared> {
   }
 };
 template <class T, int K, int V>
-constexpr size_t column_sums_bytes() { return sizeof(T) * 2 * K * V * kBlock; }
+__host__ __device__ constexpr size_t column_sums_bytes() { return sizeof(T) * 2 * K * V * kBlock; }
 
 // Note [pass occupancy]; shared column sums: Note [column sums in shared memory].
-template <class S, int K, ColumnSumsIn kSums>
+template <class S, int K, ColumnSumsIn kSums, bool kStaged>
 __global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSums == ColumnSumsIn::none && K >= 4) ? 3 : 0)
     ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials, bool prefetch) {
   using T = ComputeT<S>;
@@ -395,11 +438,21 @@ __global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSum
   S* dx = static_cast<S*>(a.dx);
   const bool w_same = a.weight.dtype == a.dtype;
   ColumnSums<T, K, V, kSums> cols(kSums == ColumnSumsIn::shared ? dynamic_shared<T>() : nullptr);
+  // Note [staged row]: the stage follows the column sums in dynamic shared memory.
+  constexpr size_t kSumsBytes = kSums == ColumnSumsIn::shared ? column_sums_bytes<T, K, V>() : 0;
+  static_assert(!kStaged || RowBatches<S, V, K>::kHeld, "only held rows are staged");
+  const RowStage<S, V, K> stage(kStaged ? reinterpret_cast<uint4*>(dynamic_shared<unsigned char>() + kSumsBytes)
+                                        : nullptr);
+  if constexpr (kStaged) {
+    if (const int64_t first = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; first < a.rows)
+      stage.issue(a, first * a.cols);
+  }
   for (int64_t r0 = int64_t(blockIdx.x) * blockDim.y; r0 < a.rows; r0 += int64_t(gridDim.x) * blockDim.y) {
     const int64_t r = r0 + threadIdx.y;  // uniform loop (barriers)
     const bool row = r < a.rows;
     const int64_t off = (row ? r : 0) * a.cols;
-    if (const int64_t next = r + int64_t(gridDim.x) * blockDim.y; prefetch && next < a.rows) {
+    const int64_t next = r + int64_t(gridDim.x) * blockDim.y;
+    if (prefetch && next < a.rows) {
       prefetch_row_l2(static_cast<const S*>(a.dy) + next * a.cols, a.cols);  // Note [next-row prefetch]
       prefetch_row_l2(static_cast<const S*>(a.x) + next * a.cols, a.cols);
     }
@@ -407,7 +460,7 @@ __global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSum
     const auto m = math::split_mean<T>(mean);
     const T rs = T(rstd);
     GradSums sums{0, 0};
-    RowBatches<S, V, K> rb{a, w_same, off};  // Note [held row]
+    RowBatches<S, V, K, kStaged> rb{a, w_same, off, stage};  // Note [held row]
     if (row) {
       rb.template each<false>([&](int k, int64_t, const Pack<S, V>& g, const Pack<S, V>& p, const T (&w)[V]) {
         T f1 = 0, f2 = 0;
@@ -422,6 +475,9 @@ __global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSum
         sums.dy += double(f1);
         sums.dy_xc += double(f2);
       });
+      if constexpr (kStaged) {
+        if (next < a.rows) stage.issue(a, next * a.cols);  // Note [staged row]
+      }
     }
     const auto co = slot_coeffs<math::NormGradCoeffs<T>>(sums, row, [&](const GradSums& s) {
       return math::norm_grad_coeffs<T>(double(a.cols), a.rms ? 0.0 : s.dy, s.dy_xc, mean, rstd, 1.0);
@@ -568,6 +624,25 @@ struct ParamGradEpilogue {
   }
 };
 
+// The rows backward of K vectors per thread with its column sums in kIn, `blocks` per SM, staged
+// (Note [staged row]) where the switch is on and the stage fits beside those blocks' column sums
+// (compiled where it fits 3 blocks on an SM of 228 KB, an H100's).
+template <class S, int K, ColumnSumsIn kIn>
+void launch_rows_backward(const LnBackwardArgs& a, dim3 block, unsigned grid, int blocks, GradSums* partials,
+                          const RowKernelOptions& options, cudaStream_t st) {
+  constexpr size_t sums = kIn == ColumnSumsIn::shared ? column_sums_bytes<ComputeT<S>, K, int(16 / sizeof(S))>() : 0;
+  constexpr size_t stage = row_stage_bytes<S, K>();
+  if constexpr (stage > 0 && 3 * (sums + stage + 4096) <= (228u << 10)) {
+    if (options.staged_rows && device_state().shared_per_sm >= size_t(blocks) * (sums + stage + 4096)) {
+      allow_dynamic_shared<ln_rows_backward_kernel<S, K, kIn, true>>(sums + stage);
+      ln_rows_backward_kernel<S, K, kIn, true><<<grid, block, sums + stage, st>>>(a, partials, options.l2_prefetch);
+      return;
+    }
+  }
+  allow_dynamic_shared<ln_rows_backward_kernel<S, K, kIn, false>>(sums);
+  ln_rows_backward_kernel<S, K, kIn, false><<<grid, block, sums, st>>>(a, partials, options.l2_prefetch);
+}
+
 template <class S>
 void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
   using T = ComputeT<S>;
@@ -584,9 +659,9 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
     with_k<S>(p.k, [&](auto K) {
       constexpr int k = decltype(K)::value;
       if (!a.dweight.present()) {
-        // No column sums: no splits to keep few, a grid as the forward's.
-        ln_rows_backward_kernel<S, k, ColumnSumsIn::none><<<p.grid_for(a.rows, 16), p.block(), 0, st>>>(
-            a, nullptr, options.l2_prefetch);
+        // No column sums: no splits to keep few, a grid as the forward's (staged where 3 blocks
+        // per SM hold their stages).
+        launch_rows_backward<S, k, ColumnSumsIn::none>(a, p.block(), p.grid_for(a.rows, 16), 3, nullptr, options, st);
         count_launch("ln rows backward");
         return;
       }
@@ -597,15 +672,9 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
       const unsigned grid = shared ? p.grid_for(a.rows, 3) : p.grid;
       Reduction<GradSums> r(int(grid), a.cols, st);
       if constexpr (kWide) {
-        if (shared) {
-          constexpr auto kIn = ColumnSumsIn::shared;
-          allow_dynamic_shared<ln_rows_backward_kernel<S, k, kIn>>(bytes);
-          ln_rows_backward_kernel<S, k, kIn><<<grid, p.block(), bytes, st>>>(a, r.partials, options.l2_prefetch);
-        }
+        if (shared) launch_rows_backward<S, k, ColumnSumsIn::shared>(a, p.block(), grid, 3, r.partials, options, st);
       }
-      if (!shared)
-        ln_rows_backward_kernel<S, k, ColumnSumsIn::registers><<<grid, p.block(), 0, st>>>(a, r.partials,
-                                                                                          options.l2_prefetch);
+      if (!shared) launch_rows_backward<S, k, ColumnSumsIn::registers>(a, p.block(), grid, 2, r.partials, options, st);
       count_launch("ln rows backward");
       r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
     });

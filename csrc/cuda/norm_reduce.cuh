@@ -66,6 +66,31 @@ __device__ __forceinline__ void prefetch_row_l2(const S* row, int64_t cols) {
 #endif
 }
 
+// Note [async row copy]: a 16-byte copy from global to shared memory that the thread issues and
+// goes on (sm_80's cp.async, L2 to shared, bypassing L1), complete only after its
+// copy_async_wait(); the thread's own later reads of the destination then see it. The host
+// emulation defers each copy to that wait, so a read before it sees the 0xFF fill of unset
+// shared memory, as a GPU's would see stale bytes; devices before sm_80 copy at once.
+__device__ __forceinline__ void copy_async_16(void* dst_shared, const void* src_global) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(uint32_t(__cvta_generic_to_shared(dst_shared))),
+               "l"(__cvta_generic_to_global(src_global))
+               : "memory");
+#elif defined(FT_EMU_COPY_ASYNC)
+  FT_EMU_COPY_ASYNC(dst_shared, src_global, 16);
+#else
+  *static_cast<uint4*>(dst_shared) = *static_cast<const uint4*>(src_global);
+#endif
+}
+// Waits for every copy_async_16 this thread issued.
+__device__ __forceinline__ void copy_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#elif defined(FT_EMU_COPY_ASYNC)
+  FT_EMU_COPY_WAIT();
+#endif
+}
+
 // Lets Kernel take `bytes` of dynamic shared memory past the 48 KB a launch gets without asking;
 // once per device (the attribute is the device context's).
 template <auto Kernel>

@@ -5,8 +5,8 @@
 
 namespace ft::cuda {
 
-// Note [row kernel switches]: the layer/RMS norm next-row L2 prefetch (Note [next-row prefetch]),
-// the batch/group norm rows walk prefetch (Note [rows walk prefetch]) and the order of their
+// Note [row kernel switches]: the layer/RMS norm next-row L2 prefetch (Note [next-row prefetch])
+// and backward's staged rows (Note [staged row]), the batch/group norm rows walk prefetch (Note [rows walk prefetch]) and the order of their
 // elementwise passes' blocks (Note [second pass in reverse]) change no bit; the
 // layer/RMS backward's column sums in registers instead of shared memory (Note [column sums in
 // shared memory]) launch their own grid, so dweight / dbias are summed in another order (the
@@ -18,6 +18,7 @@ struct RowKernelOptions {
   bool shared_column_sums = true;
   bool rows_walk_prefetch = true;
   bool reverse_second_pass = true;  // Note [second pass in reverse]
+  bool staged_rows = true;          // Note [staged row]
 };
 
 inline RowKernelOptions& row_kernel_options() {

@@ -94,6 +94,9 @@ void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>&
 // The running block's dynamic shared memory (FT_EMU_DYNAMIC_SHARED, for csrc/cuda's
 // dynamic_shared).
 void* dynamic_shared();
+// Note [async row copy]: the calling thread's copies, held until its wait performs them.
+void copy_async(void* dst, const void* src, size_t bytes);
+void copy_async_wait();
 template <class F>
 void launch(dim3 grid, dim3 block, size_t shared, cudaStream_t, F f) {
   run_grid(grid, block, shared, std::function<void()>(f));
@@ -108,6 +111,8 @@ T shuffle(T v, int delta, bool butterfly) {
 }  // namespace ft_emu
 
 #define FT_EMU_DYNAMIC_SHARED ::ft_emu::dynamic_shared
+#define FT_EMU_COPY_ASYNC ::ft_emu::copy_async
+#define FT_EMU_COPY_WAIT ::ft_emu::copy_async_wait
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 template <class F>
 cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return cudaSuccess; }

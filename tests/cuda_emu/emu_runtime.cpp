@@ -35,6 +35,12 @@ struct Fiber {
   std::vector<char> stack = std::vector<char>(kStack);
   uint3 idx{};
   bool started = false, done = false;
+  struct Copy {
+    void* dst;
+    const void* src;
+    size_t bytes;
+  };
+  std::vector<Copy> copies;  // issued, not yet waited for (Note [async row copy])
 };
 
 struct Barrier {  // arrivals of the live threads of a block or a warp
@@ -104,6 +110,13 @@ void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, boo
 
 void* dynamic_shared() { return g_dynamic.data(); }
 
+void copy_async(void* dst, const void* src, size_t bytes) { g_fibers[size_t(g_cur)].copies.push_back({dst, src, bytes}); }
+void copy_async_wait() {
+  auto& copies = g_fibers[size_t(g_cur)].copies;
+  for (const auto& c : copies) std::memcpy(c.dst, c.src, c.bytes);
+  copies.clear();
+}
+
 void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>& body) {
   g_dynamic.assign((shared + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t), std::max_align_t{});
   gridDim = grid;
@@ -126,6 +139,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>&
         for (int t = 0; t < g_threads; ++t) {
           Fiber& f = g_fibers[size_t(t)];
           f.started = f.done = false;
+          f.copies.clear();
           f.idx = {unsigned(t) % block.x, unsigned(t) / block.x % block.y, unsigned(t) / (block.x * block.y)};
           f.start = blank;
           f.start.uc_stack.ss_sp = f.stack.data();
@@ -195,7 +209,7 @@ void DeviceState::stream_free(void* p, cudaStream_t st) noexcept { cuda::stream_
 
 extern "C" void emu_set_sm_count(int n) { ft::cuda::device_state().sm_count = n; }
 extern "C" void emu_set_row_kernel_options(int l2_prefetch, int shared_column_sums, int rows_walk_prefetch,
-                                           int reverse_second_pass) {
+                                           int reverse_second_pass, int staged_rows) {
   ft::cuda::row_kernel_options() = {l2_prefetch != 0, shared_column_sums != 0, rows_walk_prefetch != 0,
-                                    reverse_second_pass != 0};
+                                    reverse_second_pass != 0, staged_rows != 0};
 }
