@@ -236,10 +236,12 @@ __global__ void __launch_bounds__(kBlock, K == 4 ? 4 : K == 8 ? 3 : 0)  // Note 
 // its vectors of its next row into its own part of shared memory (Note [async row copy]) as soon
 // as the first pass has used the current row, and the copy lands while the slot merges and
 // writes dx; the next row then starts from shared memory. No register holds the copy in flight:
-// 2 * K 16-byte slots a thread, K * 8 KB a block, beside the column sums where three blocks per
-// SM still fit (not bf16 8192: 96 KB a block). Each thread reads back only what it copied, so no
-// barrier guards the stage; a copy is issued after the first pass has consumed every value read
-// from the slot it overwrites. The values are the same, so is every bit of the result.
+// 2 * K 16-byte slots a thread, K * 8 KB a block, beside the column sums where the SM still holds
+// as many blocks (not bf16 8192: 96 KB a block at three per SM). Each thread reads back only what
+// it copied, so no barrier guards the stage; a copy is issued after the first pass has consumed
+// every value read from the slot it overwrites. The values are the same, so is every bit of the
+// result. sm_90: the staged kernels keep the registers of the unstaged ones (the frozen kernels
+// of 1 and 2 vectors by their launch bounds), with no spill.
 template <class S, int V, int K>
 struct RowStage {
   uint4* base;  // this thread's first slot; slot i is kBlock vectors on; null: not staged
@@ -429,9 +431,20 @@ struct ColumnSums<T, K, V, ColumnSumsIn::shared> {
 template <class T, int K, int V>
 __host__ __device__ constexpr size_t column_sums_bytes() { return sizeof(T) * 2 * K * V * kBlock; }
 
-// Note [pass occupancy]; shared column sums: Note [column sums in shared memory].
+// The rows backward's blocks per SM for __launch_bounds__ (Note [pass occupancy]); 0: ptxas's
+// choice. Shared column sums: 3 (Note [column sums in shared memory]); no column sums: 3 from 4
+// vectors on, and a staged kernel the blocks its unstaged twin takes (48 and 64 registers at 1
+// and 2 vectors: 5 and 4 blocks), where ptxas gave it 7-16 registers more (Note [staged row]).
+template <int K, ColumnSumsIn kSums, bool kStaged>
+constexpr int rows_backward_blocks() {
+  if (kSums == ColumnSumsIn::shared || (kSums == ColumnSumsIn::none && K >= 4)) return 3;
+  if (kSums == ColumnSumsIn::none && kStaged) return K == 1 ? 5 : 4;
+  return 0;
+}
+
+// Shared column sums: Note [column sums in shared memory].
 template <class S, int K, ColumnSumsIn kSums, bool kStaged>
-__global__ void __launch_bounds__(kBlock, kSums == ColumnSumsIn::shared || (kSums == ColumnSumsIn::none && K >= 4) ? 3 : 0)
+__global__ void __launch_bounds__(kBlock, rows_backward_blocks<K, kSums, kStaged>())
     ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials, bool prefetch) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
@@ -624,16 +637,19 @@ struct ParamGradEpilogue {
   }
 };
 
-// The rows backward of K vectors per thread with its column sums in kIn, `blocks` per SM, staged
-// (Note [staged row]) where the switch is on and the stage fits beside those blocks' column sums
-// (compiled where it fits 3 blocks on an SM of 228 KB, an H100's).
+// The rows backward of K vectors per thread with its column sums in kIn, staged (Note [staged
+// row]) where the switch is on and the SM holds the stages of its resident blocks beside their
+// column sums (compiled where an SM of 228 KB, an H100's, does): the registers kernel's grid has 2
+// blocks per SM, the others the blocks of their launch bounds.
 template <class S, int K, ColumnSumsIn kIn>
-void launch_rows_backward(const LnBackwardArgs& a, dim3 block, unsigned grid, int blocks, GradSums* partials,
+void launch_rows_backward(const LnBackwardArgs& a, dim3 block, unsigned grid, GradSums* partials,
                           const RowKernelOptions& options, cudaStream_t st) {
   constexpr size_t sums = kIn == ColumnSumsIn::shared ? column_sums_bytes<ComputeT<S>, K, int(16 / sizeof(S))>() : 0;
   constexpr size_t stage = row_stage_bytes<S, K>();
-  if constexpr (stage > 0 && 3 * (sums + stage + 4096) <= (228u << 10)) {
-    if (options.staged_rows && device_state().shared_per_sm >= size_t(blocks) * (sums + stage + 4096)) {
+  constexpr size_t need = size_t(kIn == ColumnSumsIn::registers ? 2 : rows_backward_blocks<K, kIn, true>()) *
+                          (sums + stage + 4096);
+  if constexpr (stage > 0 && need <= (228u << 10)) {
+    if (options.staged_rows && device_state().shared_per_sm >= need) {
       allow_dynamic_shared<ln_rows_backward_kernel<S, K, kIn, true>>(sums + stage);
       ln_rows_backward_kernel<S, K, kIn, true><<<grid, block, sums + stage, st>>>(a, partials, options.l2_prefetch);
       return;
@@ -659,9 +675,8 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
     with_k<S>(p.k, [&](auto K) {
       constexpr int k = decltype(K)::value;
       if (!a.dweight.present()) {
-        // No column sums: no splits to keep few, a grid as the forward's (staged where 3 blocks
-        // per SM hold their stages).
-        launch_rows_backward<S, k, ColumnSumsIn::none>(a, p.block(), p.grid_for(a.rows, 16), 3, nullptr, options, st);
+        // No column sums: no splits to keep few, a grid as the forward's.
+        launch_rows_backward<S, k, ColumnSumsIn::none>(a, p.block(), p.grid_for(a.rows, 16), nullptr, options, st);
         count_launch("ln rows backward");
         return;
       }
@@ -672,9 +687,9 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
       const unsigned grid = shared ? p.grid_for(a.rows, 3) : p.grid;
       Reduction<GradSums> r(int(grid), a.cols, st);
       if constexpr (kWide) {
-        if (shared) launch_rows_backward<S, k, ColumnSumsIn::shared>(a, p.block(), grid, 3, r.partials, options, st);
+        if (shared) launch_rows_backward<S, k, ColumnSumsIn::shared>(a, p.block(), grid, r.partials, options, st);
       }
-      if (!shared) launch_rows_backward<S, k, ColumnSumsIn::registers>(a, p.block(), grid, 2, r.partials, options, st);
+      if (!shared) launch_rows_backward<S, k, ColumnSumsIn::registers>(a, p.block(), grid, r.partials, options, st);
       count_launch("ln rows backward");
       r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
     });
