@@ -170,11 +170,11 @@ def test_cuda_row_and_pass_order_switches_change_no_bit(shape, cl, dtype, switch
         return out
 
     want = run()
+    before = ft._C._cuda_row_kernel_options(**{switch: False})
     try:
-        ft._C._cuda_row_kernel_options(**{switch: False})
         got = run()
     finally:
-        ft._C._cuda_row_kernel_options(True, True, True, True, True)
+        ft._C._cuda_row_kernel_options(**before)
     assert len(got) == len(want)
     assert all(torch.equal(a, c) for a, c in zip(got, want))
 

@@ -157,9 +157,10 @@ def test_cuda_row_kernel_switches(hidden, dtype):
         return (y, mean, rstd) + ft.layer_norm_backward(dy, x, hidden, mean, rstd, w)
 
     want = run()
+    before = ft._C._cuda_row_kernel_options()
     try:
         for off in ({"l2_prefetch": False}, {"shared_column_sums": False}, {"staged_rows": False}):
-            ft._C._cuda_row_kernel_options(True, True, True, True, True)
+            ft._C._cuda_row_kernel_options(**before)
             ft._C._cuda_row_kernel_options(**off)
             got = run()
             exact = 4 if "shared_column_sums" in off else 6
@@ -167,7 +168,7 @@ def test_cuda_row_kernel_switches(hidden, dtype):
             for a, c in zip(got[exact:], want[exact:]):
                 torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5 * float(c.abs().max()))
     finally:
-        ft._C._cuda_row_kernel_options(True, True, True, True, True)
+        ft._C._cuda_row_kernel_options(**before)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

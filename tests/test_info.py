@@ -55,7 +55,7 @@ def test_cuda_row_kernel_options_round_trip():
             settings[name] = False
         assert ft._C._cuda_row_kernel_options() == dict.fromkeys(names, False)
     finally:
-        ft._C._cuda_row_kernel_options(True, True, True, True, True)
+        ft._C._cuda_row_kernel_options(**on)
     assert ft._C._cuda_row_kernel_options() == on
 
 
