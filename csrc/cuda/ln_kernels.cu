@@ -264,7 +264,7 @@ struct RowStage {
   }
 };
 // A block's stage for rows of K vectors per thread; 0 where rows are not held (Note [held row]).
-template <class S, int K>
+template <int K>
 constexpr size_t row_stage_bytes() { return K <= 4 ? size_t(2 * K * 16 * kBlock) : 0; }
 
 template <class S, int V, int K, bool kStaged = false>
@@ -430,6 +430,11 @@ struct ColumnSums<T, K, V, ColumnSumsIn::shared> {
 };
 template <class T, int K, int V>
 __host__ __device__ constexpr size_t column_sums_bytes() { return sizeof(T) * 2 * K * V * kBlock; }
+// The dynamic shared memory a block's column sums in kIn take; the stage follows them.
+template <class S, int K, ColumnSumsIn kIn>
+__host__ __device__ constexpr size_t dynamic_sums_bytes() {
+  return kIn == ColumnSumsIn::shared ? column_sums_bytes<ComputeT<S>, K, int(16 / sizeof(S))>() : 0;
+}
 
 // The rows backward's blocks per SM for __launch_bounds__ (Note [pass occupancy]); 0: ptxas's
 // choice. Shared column sums: 3 (Note [column sums in shared memory]); no column sums: 3 from 4
@@ -451,11 +456,10 @@ __global__ void __launch_bounds__(kBlock, rows_backward_blocks<K, kSums, kStaged
   S* dx = static_cast<S*>(a.dx);
   const bool w_same = a.weight.dtype == a.dtype;
   ColumnSums<T, K, V, kSums> cols(kSums == ColumnSumsIn::shared ? dynamic_shared<T>() : nullptr);
-  // Note [staged row]: the stage follows the column sums in dynamic shared memory.
-  constexpr size_t kSumsBytes = kSums == ColumnSumsIn::shared ? column_sums_bytes<T, K, V>() : 0;
   static_assert(!kStaged || RowBatches<S, V, K>::kHeld, "only held rows are staged");
-  const RowStage<S, V, K> stage(kStaged ? reinterpret_cast<uint4*>(dynamic_shared<unsigned char>() + kSumsBytes)
-                                        : nullptr);
+  const RowStage<S, V, K> stage(
+      kStaged ? reinterpret_cast<uint4*>(dynamic_shared<unsigned char>() + dynamic_sums_bytes<S, K, kSums>())
+              : nullptr);
   if constexpr (kStaged) {
     if (const int64_t first = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; first < a.rows)
       stage.issue(a, first * a.cols);
@@ -644,8 +648,8 @@ struct ParamGradEpilogue {
 template <class S, int K, ColumnSumsIn kIn>
 void launch_rows_backward(const LnBackwardArgs& a, dim3 block, unsigned grid, GradSums* partials,
                           const RowKernelOptions& options, cudaStream_t st) {
-  constexpr size_t sums = kIn == ColumnSumsIn::shared ? column_sums_bytes<ComputeT<S>, K, int(16 / sizeof(S))>() : 0;
-  constexpr size_t stage = row_stage_bytes<S, K>();
+  constexpr size_t sums = dynamic_sums_bytes<S, K, kIn>();
+  constexpr size_t stage = row_stage_bytes<K>();
   constexpr size_t need = size_t(kIn == ColumnSumsIn::registers ? 2 : rows_backward_blocks<K, kIn, true>()) *
                           (sums + stage + 4096);
   if constexpr (stage > 0 && need <= (228u << 10)) {
