@@ -118,16 +118,22 @@ def main():
         outputs += p + d + [hist]
 
     # Layer / RMS norm (rows in registers: 1-8 row slots, 1-8 vectors per thread, column sums in
-    # registers and in shared memory; odd rows, a row of one) and group / instance norm (both layouts, instance running statistics both
-    # ways), every dtype.
+    # registers and in shared memory or none (frozen weights), rows staged and not (Note [staged
+    # row]); odd rows, a row of one) and group / instance norm (both layouts, instance running
+    # statistics both ways), every dtype.
     for dtype in (np.float32, bf16, np.float16, np.float64):
         sdt = np.float64 if dtype is np.float64 else np.float32
-        for shape in [(33, 64), (40, 1024), (9, 2048), (6, 8192), (7, 4097), (5, 1)]:
-            x, w, b = rand(shape, dtype, 2.0), rand(shape[-1], sdt), rand(shape[-1], sdt)
-            y, mean, rstd = ft.layer_norm_forward(x, shape[-1], w, b)
-            outputs += [y, mean, rstd, *ft.layer_norm_backward(rand(shape, dtype), x, shape[-1], mean, rstd, w)]
-            y, rstd = ft.rms_norm_forward(x, shape[-1], w)
-            outputs += [y, rstd, *ft.rms_norm_backward(rand(shape, dtype), x, shape[-1], rstd, w)]
+        for staged in (True, False):
+            before = ft._C._cuda_row_kernel_options(staged_rows=staged)
+            for shape in [(33, 64), (40, 1024), (9, 2048), (6, 8192), (7, 4097), (5, 1)]:
+                x, w, b = rand(shape, dtype, 2.0), rand(shape[-1], sdt), rand(shape[-1], sdt)
+                dy = rand(shape, dtype)
+                y, mean, rstd = ft.layer_norm_forward(x, shape[-1], w, b)
+                outputs += [y, mean, rstd, *ft.layer_norm_backward(dy, x, shape[-1], mean, rstd, w)]
+                outputs.append(ft.layer_norm_backward(dy, x, shape[-1], mean, rstd, w, weight_grads=False)[0])
+                y, rstd = ft.rms_norm_forward(x, shape[-1], w)
+                outputs += [y, rstd, *ft.rms_norm_backward(dy, x, shape[-1], rstd, w)]
+            ft._C._cuda_row_kernel_options(**before)
         for shape, groups, cl in [((4, 8, 5, 7), 4, False), ((3, 5, 7, 16), 8, True), ((2, 6, 1), 3, False)]:
             C = shape[-1] if cl else shape[1]
             x, w, b = rand(shape, dtype, 2.0), rand(C, sdt), rand(C, sdt)
