@@ -6,13 +6,13 @@
 namespace ft::cuda {
 
 // Note [row kernel switches]: the layer/RMS norm next-row L2 prefetch (Note [next-row prefetch])
-// and backward's staged rows (Note [staged row]), the batch/group norm rows walk prefetch (Note [rows walk prefetch]) and the order of their
-// elementwise passes' blocks (Note [second pass in reverse]) change no bit; the
-// layer/RMS backward's column sums in registers instead of shared memory (Note [column sums in
-// shared memory]) launch their own grid, so dweight / dbias are summed in another order (the
-// same to rounding, each way deterministic).  All are on by default; `_C._cuda_row_kernel_options`
-// turns any off for the A/B rows of bench/bench_ln_cuda.py and bench/bench_bn_cuda.py.  Read on
-// the host at each launch.
+// and backward's staged rows (Note [staged row]), the batch/group norm rows walk prefetch (Note
+// [rows walk prefetch]) and the order of their elementwise passes' blocks (Note [second pass in
+// reverse]) change no bit; the layer/RMS backward's column sums in registers instead of shared
+// memory (Note [column sums in shared memory]) launch their own grid, so dweight / dbias are
+// summed in another order (the same to rounding, each way deterministic).  All are on by default;
+// `_C._cuda_row_kernel_options` turns any off for the A/B rows of bench/bench_ln_cuda.py and
+// bench/bench_bn_cuda.py.  Read on the host at each launch.
 struct RowKernelOptions {
   bool l2_prefetch = true;
   bool shared_column_sums = true;
