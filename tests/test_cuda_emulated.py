@@ -269,7 +269,8 @@ def test_layer_and_rms_norm(emu, case, rms, dtype, sms, same):
 # summed in (their own grid), so those agree to rounding. 64x1024, 5x4096 and 9x8192 take the rows
 # kernels, with column sums in shared memory for fp32 4096-8192, fp64 4096 and every 16-bit dtype
 # (fp64 of 8192 takes the general path); rows of up to 4 vectors a thread are staged, with and
-# without column sums (the frozen backward).
+# without column sums (the frozen backward). Without dbias the kernels keep one sum a column (Note
+# [one column sum]) and give the same dx and dweight bits.
 @pytest.mark.parametrize("case", [c for c in ROW_CASES if c.id in ("64x1024", "5x4096", "9x8192")], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_row_kernel_switches(emu, case, dtype):
@@ -289,6 +290,10 @@ def test_row_kernel_switches(emu, case, dtype):
         frozen = _like(x)
         _call(emu, "emu_ln_backward", dy, x, frozen, CODES[dtype], rows, cols, 0, w, _code(w), mean,
               rstd, stat, None, None)
+        alone_dx, alone = _like(x), _like(w)  # no dbias: one sum a column (Note [one column sum])
+        _call(emu, "emu_ln_backward", dy, x, alone_dx, CODES[dtype], rows, cols, 0, w, _code(w),
+              mean, rstd, stat, alone, None)
+        assert alone_dx.tobytes() == dx.tobytes() and alone.tobytes() == dw.tobytes()
         return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db,
                 "frozen dx": frozen}
 

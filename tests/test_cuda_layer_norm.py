@@ -146,15 +146,21 @@ def test_cuda_layer_and_rms_norm_match_torch_at_transformer_sizes(hidden, dtype)
 @pytest.mark.parametrize("hidden", [1024, 8192])
 def test_cuda_row_kernel_switches(hidden, dtype):
     """Note [row kernel switches] on the GPU: the L2 prefetch or the staged rows off give the same
-    bits; the column sums in registers the same y and dx, dweight / dbias to rounding."""
+    bits; the column sums in registers the same y and dx, dweight / dbias to rounding. The RMS norm
+    keeps one sum a column (Note [one column sum])."""
     torch.manual_seed(1)
     x = (torch.randn(1000, hidden, device="cuda") * 2 + 0.5).to(dtype)
     w, b = torch.rand(hidden, device="cuda") + 0.5, torch.randn(hidden, device="cuda")
     dy = torch.randn_like(x)
+    sums = ("dweight", "dbias", "rms dweight")
 
     def run():
         y, mean, rstd = ft.layer_norm_forward(x, hidden, w, b)
-        return (y, mean, rstd) + ft.layer_norm_backward(dy, x, hidden, mean, rstd, w)
+        dx, dw, db = ft.layer_norm_backward(dy, x, hidden, mean, rstd, w)
+        ry, rrstd = ft.rms_norm_forward(x, hidden, w)
+        rdx, rdw = ft.rms_norm_backward(dy, x, hidden, rrstd, w)
+        return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db,
+                "rms y": ry, "rms rstd": rrstd, "rms dx": rdx, "rms dweight": rdw}
 
     want = run()
     before = ft._C._cuda_row_kernel_options()
@@ -162,11 +168,12 @@ def test_cuda_row_kernel_switches(hidden, dtype):
         for off in ({"l2_prefetch": False}, {"shared_column_sums": False}, {"staged_rows": False}):
             ft._C._cuda_row_kernel_options(**before)
             ft._C._cuda_row_kernel_options(**off)
-            got = run()
-            exact = 4 if "shared_column_sums" in off else 6
-            assert all(torch.equal(a, c) for a, c in zip(got[:exact], want[:exact])), off
-            for a, c in zip(got[exact:], want[exact:]):
-                torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5 * float(c.abs().max()))
+            for name, got in run().items():
+                c = want[name]
+                if "shared_column_sums" in off and name in sums:
+                    torch.testing.assert_close(got, c, rtol=1e-5, atol=1e-5 * float(c.abs().max()))
+                else:
+                    assert torch.equal(got, c), (off, name)
     finally:
         ft._C._cuda_row_kernel_options(**before)
 

@@ -237,11 +237,13 @@ __global__ void __launch_bounds__(kBlock, K == 4 ? 4 : K == 8 ? 3 : 0)  // Note 
 // as the first pass has used the current row, and the copy lands while the slot merges and
 // writes dx; the next row then starts from shared memory. No register holds the copy in flight:
 // 2 * K 16-byte slots a thread, K * 8 KB a block, beside the column sums where the SM still holds
-// as many blocks (not bf16 8192: 96 KB a block at three per SM). Each thread reads back only what
-// it copied, so no barrier guards the stage; a copy is issued after the first pass has consumed
-// every value read from the slot it overwrites. The values are the same, so is every bit of the
-// result. sm_90: the staged kernels keep the registers of the unstaged ones (the frozen kernels
-// of 1 and 2 vectors by their launch bounds), with no spill.
+// as many blocks (not layer norm's bf16 8192: 96 KB a block at three per SM; RMS norm's, with one
+// sum a column, Note [one column sum], takes 64 KB). Each thread reads back only what it copied,
+// so no barrier guards the stage; a copy is issued after the first pass has consumed every value
+// read from the slot it overwrites. The values are the same, so is every bit of the result.
+// sm_90: the staged kernels keep the registers of the unstaged ones (the frozen kernels of 1 and 2
+// vectors by their launch bounds), with no spill but in the 2-byte kernel of 4 vectors (RMS norm
+// 8192: 20 bytes stored, 52 loaded, as its unstaged layer norm twin's 32 and 48).
 template <class S, int V, int K>
 struct RowStage {
   uint4* base;  // this thread's first slot; slot i is kBlock vectors on; null: not staged
@@ -340,44 +342,48 @@ struct RowBatches {
 // [cuda norm passes] asks. A backward asked for no weight gradients (`weight_grads=False`: frozen
 // affine parameters) keeps no column sums at all, and its registers go to the loads.
 enum class ColumnSumsIn { none, registers, shared };
-template <class T, int K, int V, ColumnSumsIn kIn>
+// kN: the sums a column keeps, 2 (dweight, dbias) or 1 (dweight alone: an RMS norm has no bias).
+// Note [one column sum]: a backward with no dbias to write keeps no dbias sums, so an RMS norm's
+// sums take half the registers or shared memory and half the shared loads and stores per term.
+template <class T, int K, int V, ColumnSumsIn kIn, int kN>
 struct ColumnSums {
-  T dw[K][V], db[K][V];
+  T sum[kN][K][V];  // [0]: dweight, [1]: dbias
   __device__ explicit ColumnSums(T*) {
 #pragma unroll
-    for (int k = 0; k < K; ++k)
+    for (int i = 0; i < kN; ++i)
 #pragma unroll
-      for (int e = 0; e < V; ++e) dw[k][e] = db[k][e] = T(0);
+      for (int k = 0; k < K; ++k)
+#pragma unroll
+        for (int e = 0; e < V; ++e) sum[i][k][e] = T(0);
   }
   __device__ __forceinline__ void add(int k, int e, T w, T b) {
-    dw[k][e] += w;
-    db[k][e] += b;
+    sum[0][k][e] += w;
+    if constexpr (kN == 2) sum[1][k][e] += b;
   }
-  // dweight and dbias of column (k, e) merged over the block's slots, in thread (x, slot 0).
+  // dweight and dbias (0 where kN is 1) of column (k, e) merged over the block's slots, in thread
+  // (x, slot 0).
   template <class Out>
   __device__ void merge_slots(Out out) {
     // Chained from the last slot to slot 0 (several slots only when TPR <= 128, so K <= 4).
     if constexpr (K <= 4) {
-      __shared__ T chain[2 * 4 * (kBlock / 2) * V];
+      __shared__ T chain[kN * 4 * (kBlock / 2) * V];
       for (int src = int(blockDim.y) - 1; src > 0; --src) {
         if (int(threadIdx.y) == src) {
 #pragma unroll
           for (int k = 0; k < K; ++k)
 #pragma unroll
-            for (int e = 0; e < V; ++e) {
-              chain[(2 * (k * V + e)) * blockDim.x + threadIdx.x] = dw[k][e];
-              chain[(2 * (k * V + e) + 1) * blockDim.x + threadIdx.x] = db[k][e];
-            }
+            for (int e = 0; e < V; ++e)
+#pragma unroll
+              for (int i = 0; i < kN; ++i) chain[(kN * (k * V + e) + i) * blockDim.x + threadIdx.x] = sum[i][k][e];
         }
         __syncthreads();
         if (int(threadIdx.y) == src - 1) {
 #pragma unroll
           for (int k = 0; k < K; ++k)
 #pragma unroll
-            for (int e = 0; e < V; ++e) {
-              dw[k][e] += chain[(2 * (k * V + e)) * blockDim.x + threadIdx.x];
-              db[k][e] += chain[(2 * (k * V + e) + 1) * blockDim.x + threadIdx.x];
-            }
+            for (int e = 0; e < V; ++e)
+#pragma unroll
+              for (int i = 0; i < kN; ++i) sum[i][k][e] += chain[(kN * (k * V + e) + i) * blockDim.x + threadIdx.x];
         }
         __syncthreads();
       }
@@ -386,27 +392,27 @@ struct ColumnSums {
 #pragma unroll
     for (int k = 0; k < K; ++k)
 #pragma unroll
-      for (int e = 0; e < V; ++e) out(k, e, dw[k][e], db[k][e]);
+      for (int e = 0; e < V; ++e) out(k, e, sum[0][k][e], kN == 2 ? sum[kN - 1][k][e] : T(0));
   }
 };
-template <class T, int K, int V>
-struct ColumnSums<T, K, V, ColumnSumsIn::none> {
+template <class T, int K, int V, int kN>
+struct ColumnSums<T, K, V, ColumnSumsIn::none, kN> {
   __device__ explicit ColumnSums(T*) {}
   __device__ __forceinline__ void add(int, int, T, T) {}
   template <class Out>
   __device__ void merge_slots(Out) {}
 };
-template <class T, int K, int V>
-struct ColumnSums<T, K, V, ColumnSumsIn::shared> {
-  T* s;  // 2 * K * V rows of kBlock values (the launch's dynamic shared memory)
+template <class T, int K, int V, int kN>
+struct ColumnSums<T, K, V, ColumnSumsIn::shared, kN> {
+  T* s;  // kN * K * V rows of kBlock values (the launch's dynamic shared memory)
   int t;
   __device__ explicit ColumnSums(T* shared) : s(shared), t(int(threadIdx.y * blockDim.x + threadIdx.x)) {
 #pragma unroll
-    for (int j = 0; j < 2 * K * V; ++j) s[j * kBlock + t] = T(0);
+    for (int j = 0; j < kN * K * V; ++j) s[j * kBlock + t] = T(0);
   }
   __device__ __forceinline__ void add(int k, int e, T w, T b) {
-    s[(2 * (k * V + e)) * kBlock + t] += w;
-    s[(2 * (k * V + e) + 1) * kBlock + t] += b;
+    s[(kN * (k * V + e)) * kBlock + t] += w;
+    if constexpr (kN == 2) s[(kN * (k * V + e) + 1) * kBlock + t] += b;
   }
   template <class Out>
   __device__ void merge_slots(Out out) {
@@ -417,23 +423,23 @@ struct ColumnSums<T, K, V, ColumnSumsIn::shared> {
     for (int k = 0; k < K; ++k)
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const T* w = s + (2 * (k * V + e)) * kBlock + x;
-        const T* b = w + kBlock;
-        T dw = w[last * tc], db = b[last * tc];
-        for (int y = last - 1; y >= 0; --y) {
-          dw = w[y * tc] + dw;
-          db = b[y * tc] + db;
-        }
-        out(k, e, dw, db);
+        const T* c = s + (kN * (k * V + e)) * kBlock + x;
+        T v[kN];
+#pragma unroll
+        for (int i = 0; i < kN; ++i) v[i] = c[i * kBlock + last * tc];
+        for (int y = last - 1; y >= 0; --y)
+#pragma unroll
+          for (int i = 0; i < kN; ++i) v[i] = c[i * kBlock + y * tc] + v[i];
+        out(k, e, v[0], kN == 2 ? v[kN - 1] : T(0));
       }
   }
 };
-template <class T, int K, int V>
-__host__ __device__ constexpr size_t column_sums_bytes() { return sizeof(T) * 2 * K * V * kBlock; }
+template <class T, int K, int V, int kN>
+__host__ __device__ constexpr size_t column_sums_bytes() { return sizeof(T) * kN * K * V * kBlock; }
 // The dynamic shared memory a block's column sums in kIn take; the stage follows them.
-template <class S, int K, ColumnSumsIn kIn>
+template <class S, int K, ColumnSumsIn kIn, int kN>
 __host__ __device__ constexpr size_t dynamic_sums_bytes() {
-  return kIn == ColumnSumsIn::shared ? column_sums_bytes<ComputeT<S>, K, int(16 / sizeof(S))>() : 0;
+  return kIn == ColumnSumsIn::shared ? column_sums_bytes<ComputeT<S>, K, int(16 / sizeof(S)), kN>() : 0;
 }
 
 // The rows backward's blocks per SM for __launch_bounds__ (Note [pass occupancy]); 0: ptxas's
@@ -448,17 +454,17 @@ constexpr int rows_backward_blocks() {
 }
 
 // Shared column sums: Note [column sums in shared memory].
-template <class S, int K, ColumnSumsIn kSums, bool kStaged>
+template <class S, int K, ColumnSumsIn kSums, int kN, bool kStaged>
 __global__ void __launch_bounds__(kBlock, rows_backward_blocks<K, kSums, kStaged>())
     ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials, bool prefetch) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
   S* dx = static_cast<S*>(a.dx);
   const bool w_same = a.weight.dtype == a.dtype;
-  ColumnSums<T, K, V, kSums> cols(kSums == ColumnSumsIn::shared ? dynamic_shared<T>() : nullptr);
+  ColumnSums<T, K, V, kSums, kN> cols(kSums == ColumnSumsIn::shared ? dynamic_shared<T>() : nullptr);
   static_assert(!kStaged || RowBatches<S, V, K>::kHeld, "only held rows are staged");
   const RowStage<S, V, K> stage(
-      kStaged ? reinterpret_cast<uint4*>(dynamic_shared<unsigned char>() + dynamic_sums_bytes<S, K, kSums>())
+      kStaged ? reinterpret_cast<uint4*>(dynamic_shared<unsigned char>() + dynamic_sums_bytes<S, K, kSums, kN>())
               : nullptr);
   if constexpr (kStaged) {
     if (const int64_t first = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; first < a.rows)
@@ -641,26 +647,49 @@ struct ParamGradEpilogue {
   }
 };
 
-// The rows backward of K vectors per thread with its column sums in kIn, staged (Note [staged
+// The rows backward of K vectors per thread with kN sums a column in kIn, staged (Note [staged
 // row]) where the switch is on and the SM holds the stages of its resident blocks beside their
 // column sums (compiled where an SM of 228 KB, an H100's, does): the registers kernel's grid has 2
 // blocks per SM, the others the blocks of their launch bounds.
-template <class S, int K, ColumnSumsIn kIn>
+template <class S, int K, ColumnSumsIn kIn, int kN>
 void launch_rows_backward(const LnBackwardArgs& a, dim3 block, unsigned grid, GradSums* partials,
                           const RowKernelOptions& options, cudaStream_t st) {
-  constexpr size_t sums = dynamic_sums_bytes<S, K, kIn>();
+  constexpr size_t sums = dynamic_sums_bytes<S, K, kIn, kN>();
   constexpr size_t stage = row_stage_bytes<K>();
   constexpr size_t need = size_t(kIn == ColumnSumsIn::registers ? 2 : rows_backward_blocks<K, kIn, true>()) *
                           (sums + stage + 4096);
   if constexpr (stage > 0 && need <= (228u << 10)) {
     if (options.staged_rows && device_state().shared_per_sm >= need) {
-      allow_dynamic_shared<ln_rows_backward_kernel<S, K, kIn, true>>(sums + stage);
-      ln_rows_backward_kernel<S, K, kIn, true><<<grid, block, sums + stage, st>>>(a, partials, options.l2_prefetch);
+      allow_dynamic_shared<ln_rows_backward_kernel<S, K, kIn, kN, true>>(sums + stage);
+      ln_rows_backward_kernel<S, K, kIn, kN, true><<<grid, block, sums + stage, st>>>(a, partials, options.l2_prefetch);
       return;
     }
   }
-  allow_dynamic_shared<ln_rows_backward_kernel<S, K, kIn, false>>(sums);
-  ln_rows_backward_kernel<S, K, kIn, false><<<grid, block, sums, st>>>(a, partials, options.l2_prefetch);
+  allow_dynamic_shared<ln_rows_backward_kernel<S, K, kIn, kN, false>>(sums);
+  ln_rows_backward_kernel<S, K, kIn, kN, false><<<grid, block, sums, st>>>(a, partials, options.l2_prefetch);
+}
+
+// The rows backward with column sums, kN of them a column (Note [one column sum]). Few blocks per
+// SM: each block's column sums are one split of the dweight reduction. The sums take kN * K * V
+// values in registers, or where both sums would take 32 registers or more, in shared memory, for
+// three blocks per SM where the SM holds three blocks' worth (Note [column sums in shared
+// memory]); the place does not depend on kN, so one sum only frees room.
+template <class S, int K, int kN>
+void rows_backward_with_sums(const LnBackwardArgs& a, const RowsPlan& p, const RowKernelOptions& options,
+                             cudaStream_t st) {
+  using T = ComputeT<S>;
+  constexpr int V = int(16 / sizeof(S));
+  constexpr bool kWide = column_sums_bytes<T, K, V, 2>() >= 128 * kBlock;
+  const bool shared = kWide && options.shared_column_sums &&
+                      device_state().shared_per_sm >= 3 * (column_sums_bytes<T, K, V, kN>() + 4096);
+  const unsigned grid = shared ? p.grid_for(a.rows, 3) : p.grid;
+  Reduction<GradSums> r(int(grid), a.cols, st);
+  if constexpr (kWide) {
+    if (shared) launch_rows_backward<S, K, ColumnSumsIn::shared, kN>(a, p.block(), grid, r.partials, options, st);
+  }
+  if (!shared) launch_rows_backward<S, K, ColumnSumsIn::registers, kN>(a, p.block(), grid, r.partials, options, st);
+  count_launch("ln rows backward");
+  r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
 }
 
 template <class S>
@@ -668,34 +697,21 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
   using T = ComputeT<S>;
   const auto* dy = static_cast<const S*>(a.dy);
   const auto* x = static_cast<const S*>(a.x);
-  // Few blocks per SM: each block's column sums are one split of the dweight reduction.
-  // Two vectors per thread: the column sums take 2 * K * V values in registers, or from 32
-  // registers' worth on, in shared memory, for three blocks per SM where the SM holds three
-  // blocks' worth (Note [column sums in shared memory]).
+  // Two vectors per thread (Note [register rows]).
   if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.dy, a.x, a.dx, vector_read(a.weight, a.dtype)}, 2, 2);
       p.tpr) {
-    constexpr int V = int(16 / sizeof(S));
     const RowKernelOptions options = row_kernel_options();  // Note [row kernel switches]
     with_k<S>(p.k, [&](auto K) {
       constexpr int k = decltype(K)::value;
       if (!a.dweight.present()) {
         // No column sums: no splits to keep few, a grid as the forward's.
-        launch_rows_backward<S, k, ColumnSumsIn::none>(a, p.block(), p.grid_for(a.rows, 16), nullptr, options, st);
+        launch_rows_backward<S, k, ColumnSumsIn::none, 1>(a, p.block(), p.grid_for(a.rows, 16), nullptr, options, st);
         count_launch("ln rows backward");
-        return;
+      } else if (a.dbias.present()) {
+        rows_backward_with_sums<S, k, 2>(a, p, options, st);
+      } else {
+        rows_backward_with_sums<S, k, 1>(a, p, options, st);
       }
-      constexpr size_t bytes = column_sums_bytes<T, k, V>();
-      constexpr bool kWide = bytes >= 128 * kBlock;  // 32 registers' worth or more
-      const bool shared = kWide && options.shared_column_sums &&
-                          device_state().shared_per_sm >= 3 * (bytes + 4096);
-      const unsigned grid = shared ? p.grid_for(a.rows, 3) : p.grid;
-      Reduction<GradSums> r(int(grid), a.cols, st);
-      if constexpr (kWide) {
-        if (shared) launch_rows_backward<S, k, ColumnSumsIn::shared>(a, p.block(), grid, r.partials, options, st);
-      }
-      if (!shared) launch_rows_backward<S, k, ColumnSumsIn::registers>(a, p.block(), grid, r.partials, options, st);
-      count_launch("ln rows backward");
-      r.finalize(ParamGradEpilogue{a.dweight, a.dbias}, st);
     });
     return;
   }
