@@ -3,7 +3,8 @@ and RMS norm forward+backward at hidden sizes 1024-8192 (16K tokens), group norm
 (32, 256, 56, 56) G=32 NCHW and NHWC; fp32 and bf16. torch runs torch.nn.functional and its
 autograd backward; ours the functional API. Layer/RMS rows also time the backward with the affine
 parameters frozen ("bwd frozen": weight_grads=False against torch's autograd asked for dx alone),
-and ours with the row kernels' L2 prefetch, shared-memory column sums and staged backward rows
+layer rows without a bias ("bwd no dbias": bias_grads=False against torch's layer norm without
+one), and ours with the row kernels' L2 prefetch, shared-memory column sums and staged backward rows
 each turned off; channels-last group norm with its elementwise passes in index order, and in bf16
 with its rows walk prefetch off ("switches", Note [row kernel switches]), so one run tells whether
 each pays."""
@@ -30,9 +31,10 @@ def workloads(quick):
 
 
 def calls(torch, ft, kind, shape, channels_last, dtype):
-    """(ours: fwd, bwd, both), (torch: fwd, bwd, both) on the same data, and for layer/RMS norm
-    (ours, torch) backward with the affine parameters frozen (weight_grads=False; torch's
-    autograd asked for dx alone), else None."""
+    """(ours: fwd, bwd, both), (torch: fwd, bwd, both) on the same data, and the backward variants
+    {name: (ours, torch)}: for layer/RMS norm with the affine parameters frozen ("bwd frozen":
+    weight_grads=False; torch's autograd asked for dx alone), for layer norm without a bias ("bwd
+    no dbias": bias_grads=False; torch's layer norm without one)."""
     F = torch.nn.functional
     x = torch.randn(shape, device=norm_bench_cuda.DEVICE, dtype=dtype) * 2 + 0.5
     if channels_last:
@@ -51,7 +53,8 @@ def calls(torch, ft, kind, shape, channels_last, dtype):
         t_fwd = lambda xt, wt, bt: F.group_norm(xt, 32, wt, bt)  # noqa: E731
     elif kind == "layer":
         fwd = lambda: ft.layer_norm_forward(x, H, w, b)  # noqa: E731
-        bwd_of = lambda s, grads=True: ft.layer_norm_backward(dy, x, H, s[1], s[2], w, weight_grads=grads)  # noqa: E731
+        bwd_of = lambda s, grads=True, bias=True: ft.layer_norm_backward(  # noqa: E731
+            dy, x, H, s[1], s[2], w, weight_grads=grads, bias_grads=bias)
         t_fwd = lambda xt, wt, bt: F.layer_norm(xt, (H,), wt, bt)  # noqa: E731
     else:
         fwd = lambda: ft.rms_norm_forward(x, H, w)  # noqa: E731
@@ -65,19 +68,23 @@ def calls(torch, ft, kind, shape, channels_last, dtype):
     theirs = (lambda: t_fwd(xt, wt, bt),
               lambda: torch.autograd.grad(t_saved, inputs, dy, retain_graph=True),
               lambda: torch.autograd.grad(t_fwd(xt, wt, bt), inputs, dy))
-    frozen = None
+    variants = {}
     if kind != "group":
         x_only = x.detach().clone().requires_grad_(True)
         f_saved = t_fwd(x_only, w, b)
-        frozen = (lambda: bwd_of(saved, False),
-                  lambda: torch.autograd.grad(f_saved, (x_only,), dy, retain_graph=True))
-    return ours, theirs, frozen, x.numel() * x.element_size()
+        variants["bwd frozen"] = (lambda: bwd_of(saved, False),
+                                  lambda: torch.autograd.grad(f_saved, (x_only,), dy, retain_graph=True))
+    if kind == "layer":
+        nb_saved = t_fwd(xt, wt, None)
+        variants["bwd no dbias"] = (lambda: bwd_of(saved, True, False),
+                                    lambda: torch.autograd.grad(nb_saved, (xt, wt), dy, retain_graph=True))
+    return ours, theirs, variants, x.numel() * x.element_size()
 
 
 def measure(session, workload, dtype):
     torch, ft, steps, flush, copy_bw = session
     label, kind, shape, cl = workload
-    ours, theirs, frozen, nbytes = calls(torch, ft, kind, shape, cl, dtype)
+    ours, theirs, variants, nbytes = calls(torch, ft, kind, shape, cl, dtype)
     row = {"workload": label, "kind": kind, "shape": list(shape), "channels_last": cl,
            "dtype": str(dtype).replace("torch.", "")}
     # Roofline bytes: every tensor read or written once (x, y: 2; dy, x, dx: 3).
@@ -87,11 +94,11 @@ def measure(session, workload, dtype):
         row[name] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
                      "ft_host_ms": h_ft * 1e3, "torch_host_ms": h_t * 1e3,
                      "pct_copy_bw": 100.0 * arrays * nbytes / g_ft / copy_bw}
-    if frozen:
-        g_ft, _ = cuda_timer(torch, frozen[0], steps, flush)
-        g_t, _ = cuda_timer(torch, frozen[1], steps, flush)
-        row["bwd frozen"] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
-                             "pct_copy_bw": 100.0 * 3 * nbytes / g_ft / copy_bw}
+    for name, (f_ft, f_t) in variants.items():
+        g_ft, _ = cuda_timer(torch, f_ft, steps, flush)
+        g_t, _ = cuda_timer(torch, f_t, steps, flush)
+        row[name] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
+                     "pct_copy_bw": 100.0 * 3 * nbytes / g_ft / copy_bw}
     if kind != "group":
         row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ROW_SWITCHES)
     elif cl:

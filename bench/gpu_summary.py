@@ -83,16 +83,20 @@ def layer_norm_lines(doc):
 
 def frozen_lines(rows):
     """Layer/RMS backward with frozen affine parameters (weight_grads=False) against torch's dx-only
-    backward, and against our own backward with the weight gradients."""
-    rows = [r for r in rows if "bwd frozen" in r]
-    if not rows:
-        return []
-    lo = min(rows, key=lambda r: r["bwd frozen"]["speedup"])
-    own = [r["bwd"]["ft_ms"] / r["bwd frozen"]["ft_ms"] for r in rows]
-    return [f"      layer/RMS bwd frozen (weight_grads=False) vs torch dx only: slowest "
-            f"{lo['bwd frozen']['speedup']:.2f} ({lo['workload']} {lo['dtype']}), lowest % copy bw "
-            f"{min(r['bwd frozen']['pct_copy_bw'] for r in rows):.0f}, own bwd / frozen "
-            f"{min(own):.2f} to {max(own):.2f}"]
+    backward, and layer norm's without dbias (bias_grads=False) against torch's without a bias;
+    each also against our own backward with every weight gradient."""
+    out = []
+    for key, label in (("bwd frozen", "layer/RMS bwd frozen (weight_grads=False) vs torch dx only"),
+                       ("bwd no dbias", "layer bwd no dbias (bias_grads=False) vs torch without bias")):
+        have = [r for r in rows if key in r]
+        if not have:
+            continue
+        lo = min(have, key=lambda r: r[key]["speedup"])
+        own = [r["bwd"]["ft_ms"] / r[key]["ft_ms"] for r in have]
+        out.append(f"      {label}: slowest {lo[key]['speedup']:.2f} ({lo['workload']} {lo['dtype']}), "
+                   f"lowest % copy bw {min(r[key]['pct_copy_bw'] for r in have):.0f}, own bwd / this "
+                   f"{min(own):.2f} to {max(own):.2f}")
+    return out
 
 
 def switch_lines(label, rows, names):

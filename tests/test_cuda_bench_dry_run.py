@@ -89,6 +89,8 @@ def test_layer_norm_bench_rows_and_summary(benches):
     for r in rows:
         assert ("bwd frozen" in r) == (r["kind"] != "group")
         assert r["kind"] == "group" or r["bwd frozen"]["ft_ms"] > 0 < r["bwd frozen"]["torch_ms"]
+        assert ("bwd no dbias" in r) == (r["kind"] == "layer")
+        assert r["kind"] != "layer" or r["bwd no dbias"]["ft_ms"] > 0 < r["bwd no dbias"]["torch_ms"]
     names = {r["workload"] + " " + r["dtype"]: set(r.get("switches", ())) for r in rows}
     assert names["layer 64x32 float32"] == {"on_ms", "no_l2_prefetch_ms", "no_shared_column_sums_ms",
                                             "no_staged_rows_ms"}
@@ -104,6 +106,7 @@ def test_layer_norm_bench_rows_and_summary(benches):
                   "group norm NHWC second pass in order", "group norm NHWC no rows walk prefetch"):
         assert any(line.strip().startswith(label + " / on: geomean") for line in lines), label
     assert any(line.strip().startswith("layer/RMS bwd frozen (weight_grads=False)") for line in lines)
+    assert any(line.strip().startswith("layer bwd no dbias (bias_grads=False)") for line in lines)
 
 
 def test_norm_bench_mains_write_what_the_summary_reads(benches, tmp_path, monkeypatch, capsys):

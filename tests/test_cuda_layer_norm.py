@@ -208,7 +208,8 @@ def test_cuda_group_norm_matches_torch_and_is_deterministic(channels_last):
 @pytest.mark.parametrize("shape", [(300, 1024), (64, 4096), (33, 100)], ids=str)
 def test_cuda_backward_without_weight_grads(shape, dtype):
     """weight_grads=False on the GPU: no column sums, dx the same bits, the weight grads None;
-    row kernels (vector rows), the planar passes (100 columns) and channels-last group norm."""
+    row kernels (vector rows), the planar passes (100 columns) and channels-last group norm. And
+    bias_grads=False: dbias None, dx and dweight the same bits."""
     torch.manual_seed(3)
     x = (torch.randn(shape, device="cuda") * 2 + 0.5).to(dtype)
     dy = torch.randn_like(x)
@@ -225,6 +226,10 @@ def test_cuda_backward_without_weight_grads(shape, dtype):
     for call in calls:
         full, frozen = call(True), call(False)
         assert torch.equal(frozen[0], full[0]) and all(t is None for t in frozen[1:])
+    # bias_grads=False: one sum a column (Note [one column sum]), dx and dweight the same bits.
+    full = ft.layer_norm_backward(dy, x, H, mean, rstd, w)
+    alone = ft.layer_norm_backward(dy, x, H, mean, rstd, w, bias_grads=False)
+    assert torch.equal(alone[0], full[0]) and torch.equal(alone[1], full[1]) and alone[2] is None
 
 
 def test_cuda_empty_inputs_and_zero_param_grads():

@@ -573,6 +573,8 @@ def ln_calls(draw, target):
             call.args = [_maybe(draw, call, dy, "dy"), _maybe(draw, call, x, "x"),
                          normalized, *stats, _maybe(draw, call, w, "weight")]
             call.kwargs = {"weight_grads": _hyper(draw, call, "weight_grads", st.booleans())}
+            if not rms:
+                call.kwargs["bias_grads"] = _hyper(draw, call, "bias_grads", st.booleans())
         return call
     shape, C, cl = _bn_shape(draw)
     call.compare = call.compare and int(np.prod(shape)) > 0

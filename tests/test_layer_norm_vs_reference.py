@@ -152,6 +152,21 @@ def test_backward_without_weight_grads(kind, case_dtype, isa):
     assert all(g is None for g in frozen[1:]) and all(g is None for g in theirs(False)[1:])
 
 
+@pytest.mark.parametrize("case_dtype", ROW_GRID, ids=_ids)
+def test_layer_norm_backward_without_bias_grads(case_dtype, isa):
+    """bias_grads=False (a layer without a bias, or a frozen one): dbias is None, as the
+    reference's, and dx and dweight are the same bits as with dbias (its sums are skipped)."""
+    case, dtype = case_dtype
+    x, w, b, dy = row_inputs(case, dtype, "layer")
+    _, mean, rstd = ft.layer_norm_forward(x, case.normalized, w, b)
+    args = (dy, x, case.normalized, mean, rstd, w)
+    full, alone = ft.layer_norm_backward(*args), ft.layer_norm_backward(*args, bias_grads=False)
+    assert alone[2] is None and ref.layer_norm_backward(*args, bias_grads=False)[2] is None
+    assert (full[2] is None) == (w is None)
+    for got, want in zip(alone[:2], full[:2]):
+        assert (got is None and want is None) or got.tobytes() == want.tobytes()
+
+
 INSTANCE = [c for c in GROUP_SMALL if int(np.prod(c.shape)) // (c.shape[0] * c.channels) > 1]
 
 

@@ -73,6 +73,21 @@ def test_frozen_parameters_match_torch_and_skip_the_weight_grads(name, shape, kw
     assert not any(asked)
 
 
+@pytest.mark.parametrize("frozen_bias", [False, True], ids=["no bias", "frozen bias"])
+def test_layer_norm_without_bias_grads_matches_torch_and_skips_dbias(frozen_bias, monkeypatch):
+    """A LayerNorm without a bias, or with its bias frozen, asks the backward for no dbias
+    (bias_grads=False) and gets torch's input and weight grads."""
+    ref, ours = _pair("LayerNorm", dict(normalized_shape=12, bias=frozen_bias))
+    if frozen_bias:
+        ref.bias.requires_grad_(False), ours.bias.requires_grad_(False)
+    asked = []
+    real = ft.layer_norm_backward
+    monkeypatch.setattr(ft, "layer_norm_backward",
+                        lambda *a, **k: asked.append(k["bias_grads"]) or real(*a, **k))
+    compare_modules(ref, ours, (8, 5, 12), seeds=range(2))
+    assert asked and not any(asked)
+
+
 @pytest.mark.parametrize("name,kw", [("GroupNorm", dict(num_groups=2, num_channels=8)),
                                      ("InstanceNorm2d", dict(num_features=8, affine=True,
                                                              track_running_stats=True))])

@@ -18,7 +18,8 @@ const std::initializer_list<DType> kAnyFloat = {DType::f32, DType::f64, DType::f
 std::string num(int64_t v) { return std::to_string(v); }
 
 // The arrays of a layer- or group-norm backward: dy, the saved statistics (no mean for RMS
-// norm: `centred` false), the weight, dx, and with a weight its grads (no bias for RMS norm).
+// norm: `centred` false), the weight, dx, and with a weight its grads (no bias for RMS norm;
+// dweight, or dbias, None: not asked for).
 struct BackwardHandles {
   py::handle dy, mean, rstd, weight, dx, dweight, dbias;
 };
@@ -32,11 +33,12 @@ void backward_arrays(NormCall& call, Args& a, const TensorView& x, const Backwar
   a.rstd = call.channels(h.rstd, "rstd", Access::read, stats, kAnyFloat, false);
   a.weight = call.channels(h.weight, "weight", Access::read, params, {x.dtype, DType::f32}, true);
   a.dx = call.output(h.dx, "dx", x);
-  // Without dweight (the Python layer's weight_grads=False) the kernels skip the column sums.
+  // Without dweight (the Python layer's weight_grads=False) the kernels skip the column sums;
+  // without dbias (bias_grads=False) they skip its sums where they can.
   if (!a.weight.present()) return;
   a.dweight = call.channels(h.dweight, "dweight", Access::write, params, {a.weight.dtype}, true);
   if (centred && a.dweight.present())
-    a.dbias = call.channels(h.dbias, "dbias", Access::write, params, {a.weight.dtype}, false);
+    a.dbias = call.channels(h.dbias, "dbias", Access::write, params, {a.weight.dtype}, true);
 }
 
 // ---------------------------------------------------------------- layer and RMS norm

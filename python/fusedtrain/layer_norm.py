@@ -89,23 +89,26 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, *, eps=1e-5,
 
 
 def layer_norm_backward(dy, x, normalized_shape, mean, rstd, weight=None, *, weight_grads=True,
-                        stream=None):
+                        bias_grads=True, stream=None):
     """Gradients of :func:`layer_norm_forward`; returns ``(dx, dweight, dbias)``.
 
     With ``xhat = (x - mean) * rstd`` and ``g = weight * dy`` over each row of H values:
     ``dx = rstd * (g - sum(g) / H - xhat * sum(g * xhat) / H)``, ``dweight = sum(dy * xhat)``
     and ``dbias = sum(dy)`` over the rows. ``dweight`` and ``dbias`` have ``weight``'s shape
     and dtype, and are None when ``weight`` is None or ``weight_grads=False`` (a frozen weight:
-    the column sums are skipped, dx is the same).
+    the column sums are skipped, dx is the same). ``bias_grads=False`` (a layer without a bias,
+    or a frozen one) leaves ``dbias`` None and skips its sums; dx and dweight are the same.
     """
     fn = "layer_norm_backward"
     weight_grads = chk.flag(fn, "weight_grads", weight_grads)
+    bias_grads = chk.flag(fn, "bias_grads", bias_grads)
     k, shape = _normalized_dims(fn, x, normalized_shape)
     dx = _empty(x, shape)
     dweight = dbias = None
     if weight is not None and weight_grads:
         pshape = _shape_of(fn, "weight", weight)
-        dweight, dbias = _empty(weight, pshape), _empty(weight, pshape)
+        dweight = _empty(weight, pshape)
+        dbias = _empty(weight, pshape) if bias_grads else None
     _C.ln_backward(dy, x, k, mean, rstd, weight, dx, dweight, dbias, False, fn,
                    launch_stream([x], stream))
     return dx, dweight, dbias

@@ -63,11 +63,13 @@ def _row_grad(dy, x, normalized_shape, mean, rstd, weight, centered):
     return dx.reshape(np.shape(x)).astype(np.asarray(x).dtype), dw, db
 
 
-def layer_norm_backward(dy, x, normalized_shape, mean, rstd, weight=None, *, weight_grads=True):
+def layer_norm_backward(dy, x, normalized_shape, mean, rstd, weight=None, *, weight_grads=True,
+                        bias_grads=True):
     """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = weight * dy; dweight = sum over rows
-    of dy * xhat; dbias = sum over rows of dy (None without weight_grads)."""
+    of dy * xhat; dbias = sum over rows of dy (None without weight_grads; dbias None without
+    bias_grads)."""
     dx, dw, db = _row_grad(dy, x, normalized_shape, mean, rstd, weight, True)
-    return (dx, dw, db) if weight_grads else (dx, None, None)
+    return (dx, dw, db if bias_grads else None) if weight_grads else (dx, None, None)
 
 
 def rms_norm_forward(x, normalized_shape, weight=None, *, eps=None):

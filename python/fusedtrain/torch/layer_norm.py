@@ -42,7 +42,8 @@ class _LayerNormFunction(torch.autograd.Function):
             dbias = None
         else:
             dx, dweight, dbias = ft.layer_norm_backward(dy, x_in, ctx.normalized_shape, mean, rstd, w,
-                                                        weight_grads=wg)
+                                                        weight_grads=wg,
+                                                        bias_grads=ctx.needs_input_grad[2])
         return _needed(ctx, dx, dweight, dbias) + (None, None, None)
 
 
