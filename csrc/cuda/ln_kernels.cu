@@ -342,9 +342,10 @@ struct RowBatches {
 // [cuda norm passes] asks. A backward asked for no weight gradients (`weight_grads=False`: frozen
 // affine parameters) keeps no column sums at all, and its registers go to the loads.
 enum class ColumnSumsIn { none, registers, shared };
-// kN: the sums a column keeps, 2 (dweight, dbias) or 1 (dweight alone: an RMS norm has no bias).
-// Note [one column sum]: a backward with no dbias to write keeps no dbias sums, so an RMS norm's
-// sums take half the registers or shared memory and half the shared loads and stores per term.
+// kN: the sums a column keeps, 2 (dweight, dbias) or 1 (dweight alone).
+// Note [one column sum]: a backward with no dbias to write (every RMS norm; a layer norm asked
+// for none, `bias_grads=False`) keeps no dbias sums: half the registers or shared memory, and half
+// the shared loads and stores per term. dweight's sums, and so its bits, are the same.
 template <class T, int K, int V, ColumnSumsIn kIn, int kN>
 struct ColumnSums {
   T sum[kN][K][V];  // [0]: dweight, [1]: dbias
@@ -392,7 +393,7 @@ struct ColumnSums {
 #pragma unroll
     for (int k = 0; k < K; ++k)
 #pragma unroll
-      for (int e = 0; e < V; ++e) out(k, e, sum[0][k][e], kN == 2 ? sum[kN - 1][k][e] : T(0));
+      for (int e = 0; e < V; ++e) out(k, e, sum[0][k][e], kN == 2 ? sum[kN - 1][k][e] : T(0));  // [1] if any
   }
 };
 template <class T, int K, int V, int kN>
