@@ -78,7 +78,7 @@ def write_cpu_results(benchmark: str, stem: str, ft_info: dict, torch_module, js
     bench/results/<stem>_<cpu>.json; logs and returns the path."""
     doc = cpu_doc(benchmark, ft_info, torch_module)
     doc.update(fields)
-    path = write_json(json_path or RESULTS_DIR / f"{stem}_{slug(doc['device']['name'])}.json", doc)
+    path = write_json(json_path or RESULTS_DIR / f"{stem}_{slug(doc['device']['model'])}.json", doc)
     log(f"wrote {path}")
     return path
 
