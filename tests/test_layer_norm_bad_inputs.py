@@ -88,6 +88,8 @@ CASES = [
     Bad(LB, "mean-shape", set_arg("mean", np.zeros(6, np.float32)), ValueError, ("mean",)),
     Bad(LB, "rstd-none", set_arg("rstd", None), TypeError, ("rstd",)),
     Bad(LB, "weight-shape", set_arg("weight", np.ones((5, 4), np.float32)), ValueError, ("weight",)),
+    Bad(LB, "bias_grads-str", set_arg("bias_grads", "no"), TypeError, ("bias_grads",)),
+    Bad(LB, "weight_grads-none", set_arg("weight_grads", None), TypeError, ("weight_grads",)),
     Bad(RF, "shape-mismatch", set_arg("normalized_shape", 4), ValueError, ("normalized_shape",)),
     Bad(RF, "eps-inf", set_arg("eps", float("inf")), ValueError, ("eps",)),
     Bad(RF, "weight-2d", set_arg("weight", np.ones((1, 5), np.float32)), ValueError, ("weight",)),
