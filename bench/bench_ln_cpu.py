@@ -1,7 +1,8 @@
 """Times fusedtrain layer, RMS and group norm (forward, backward, forward+backward) on CPU against
 PyTorch's own kernels in one run: aten.native_layer_norm(_backward), aten.native_group_norm(_backward)
 on the same memory (channels-last tensors for NHWC), and for RMS norm torch.nn.functional.rms_norm
-with its autograd backward (torch has no CPU kernel of _fused_rms_norm_backward)."""
+with its autograd backward (torch has no CPU kernel of _fused_rms_norm_backward). Layer norm also
+without a bias (ours bias_grads=False, torch's backward not asked for the bias grad)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Workload:
     target_fwd_bwd: float   # required fusedtrain speedup over torch for forward+backward
     groups: int = 0
     channels_last: bool = False
+    bias: bool = True       # layer norm: False is a layer without a bias (bias_grads=False)
     row: dict = field(default_factory=dict)
 
     @property
@@ -33,6 +35,7 @@ class Workload:
 
 WORKLOADS = (
     Workload("layernorm 8192x1024", "layer", (8192, 1024), 1.5),
+    Workload("layernorm 8192x1024 no bias", "layer", (8192, 1024), 1.5, bias=False, row={"bias": False}),
     Workload("rmsnorm 8192x4096", "rms", (8192, 4096), 2.0),
     Workload("groupnorm 32x256x56x56 g32 nchw", "group", (32, 256, 56, 56), 2.0, groups=32,
              row={"channels_last": False}),
@@ -50,8 +53,9 @@ def _fwd_bwd(fwd, bwd_of):
 def ft_calls(ft, w, x, dy, weight, bias):
     H = w.shape[-1]
     if w.kind == "layer":
-        return _fwd_bwd(lambda: ft.layer_norm_forward(x, H, weight, bias, eps=EPS),
-                        lambda s: ft.layer_norm_backward(dy, x, H, s[1], s[2], weight))
+        b = bias if w.bias else None
+        return _fwd_bwd(lambda: ft.layer_norm_forward(x, H, weight, b, eps=EPS),
+                        lambda s: ft.layer_norm_backward(dy, x, H, s[1], s[2], weight, bias_grads=w.bias))
     if w.kind == "rms":
         return _fwd_bwd(lambda: ft.rms_norm_forward(x, H, weight, eps=EPS),
                         lambda s: ft.rms_norm_backward(dy, x, H, s[1], weight))
@@ -65,9 +69,10 @@ def torch_calls(w, x, dy, weight, bias):
     tx, tdy, tw, tb = (torch.from_numpy(a) for a in (x, dy, weight, bias))
     H = w.shape[-1]
     if w.kind == "layer":
-        return _fwd_bwd(lambda: aten.native_layer_norm(tx, [H], tw, tb, EPS),
-                        lambda s: aten.native_layer_norm_backward(tdy, tx, [H], s[1], s[2], tw, tb,
-                                                                  [True, True, True]))
+        b = tb if w.bias else None
+        return _fwd_bwd(lambda: aten.native_layer_norm(tx, [H], tw, b, EPS),
+                        lambda s: aten.native_layer_norm_backward(tdy, tx, [H], s[1], s[2], tw, b,
+                                                                  [True, True, w.bias]))
     if w.kind == "rms":
         txg, twg = tx.clone().requires_grad_(True), tw.clone().requires_grad_(True)
         return _fwd_bwd(lambda: torch.nn.functional.rms_norm(txg, [H], twg, EPS),
