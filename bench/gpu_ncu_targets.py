@@ -2,9 +2,11 @@
 counters of: an AdamW step on 64M params; batch norm forward + backward on the shapes that
 stress each path (planar with 16-byte vectors, planar with an odd inner size, rows with a narrow
 and a wide C) and on the shortest of the last run (7x7 channels-last bfloat16, BatchNorm1d
-8192x1024 bfloat16, and 256x512x7x7 float32 NCHW, whose forward alone was 0.75x torch); layer and RMS norm forward + backward at hidden 1024, 4096 (bfloat16) and
-8192; group norm channels-last, bfloat16.  Usage: ncu --clock-control none -k regex:... python
-bench/gpu_ncu_targets.py [--only bn,ln]"""
+8192x1024 bfloat16, and 256x512x7x7 float32 NCHW, whose forward alone was 0.75x torch); layer
+and RMS norm forward + backward at hidden 1024, 4096, 8192 (bfloat16: layer norm's backward
+unstaged, RMS norm's staged with one column sum) and 8192 float32; group norm channels-last,
+bfloat16.  Usage: ncu --clock-control none -k regex:... python bench/gpu_ncu_targets.py
+[--only bn,ln]"""
 
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def batch_norm(torch, ft):
 
 
 def layer_norms(torch, ft):
-    for hidden, dtype in [(1024, torch.bfloat16), (4096, torch.bfloat16), (8192, torch.float32)]:
+    for hidden, dtype in [(1024, torch.bfloat16), (4096, torch.bfloat16), (8192, torch.bfloat16),
+                          (8192, torch.float32)]:
         x = torch.randn(16384, hidden, device="cuda", dtype=dtype)
         dy = torch.randn_like(x)
         w = torch.rand(hidden, device="cuda", dtype=dtype) + 0.5
