@@ -443,6 +443,25 @@ __host__ __device__ constexpr size_t dynamic_sums_bytes() {
   return kIn == ColumnSumsIn::shared ? column_sums_bytes<ComputeT<S>, K, int(16 / sizeof(S)), kN>() : 0;
 }
 
+// Note [column partials]: a block's merged column sums, one partial per (column, block) for
+// Reduction, stored in the compute type they were summed in and widened to double by the
+// finalize (exact: the same bits as storing doubles), with no dbias where kN is 1. The partials
+// are 2 * 8 bytes a column per block, 3 blocks per SM: at hidden 8192 on an H200 52 MB written
+// and read again, beside the 805 MB of a bf16 16384-row backward; as floats, 26 MB, and an RMS
+// norm's 13 MB.
+template <class T, int kN>
+struct ColumnPartial {
+  T dw, db;
+};
+template <class T>
+struct ColumnPartial<T, 1> {
+  T dw;
+};
+template <class T>
+__device__ __forceinline__ GradSums widen(const ColumnPartial<T, 2>& p) { return {double(p.db), double(p.dw)}; }
+template <class T>
+__device__ __forceinline__ GradSums widen(const ColumnPartial<T, 1>& p) { return {0.0, double(p.dw)}; }
+
 // The rows backward's blocks per SM for __launch_bounds__ (Note [pass occupancy]); 0: ptxas's
 // choice. Shared column sums: 3 (Note [column sums in shared memory]); no column sums: 3 from 4
 // vectors on, and a staged kernel the blocks its unstaged twin takes (48 and 64 registers at 1
@@ -457,7 +476,7 @@ constexpr int rows_backward_blocks() {
 // Shared column sums: Note [column sums in shared memory].
 template <class S, int K, ColumnSumsIn kSums, int kN, bool kStaged>
 __global__ void __launch_bounds__(kBlock, rows_backward_blocks<K, kSums, kStaged>())
-    ln_rows_backward_kernel(LnBackwardArgs a, GradSums* partials, bool prefetch) {
+    ln_rows_backward_kernel(LnBackwardArgs a, ColumnPartial<ComputeT<S>, kN>* partials, bool prefetch) {
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
   S* dx = static_cast<S*>(a.dx);
@@ -519,7 +538,12 @@ __global__ void __launch_bounds__(kBlock, rows_backward_blocks<K, kSums, kStaged
   // Slot 0's sums are this block's split of each column.
   cols.merge_slots([&](int k, int e, T dw, T db) {
     const int64_t c = (threadIdx.x + int64_t(k) * blockDim.x) * V + e;
-    if (c < a.cols) partials[c * gridDim.x + blockIdx.x] = GradSums{double(db), double(dw)};
+    if (c >= a.cols) return;
+    if constexpr (kN == 2) {
+      partials[c * gridDim.x + blockIdx.x] = {dw, db};  // Note [column partials]
+    } else {
+      partials[c * gridDim.x + blockIdx.x] = {dw};
+    }
   });
 }
 
@@ -653,7 +677,8 @@ struct ParamGradEpilogue {
 // column sums (compiled where an SM of 228 KB, an H100's, does): the registers kernel's grid has 2
 // blocks per SM, the others the blocks of their launch bounds.
 template <class S, int K, ColumnSumsIn kIn, int kN>
-void launch_rows_backward(const LnBackwardArgs& a, dim3 block, unsigned grid, GradSums* partials,
+void launch_rows_backward(const LnBackwardArgs& a, dim3 block, unsigned grid,
+                          ColumnPartial<ComputeT<S>, kN>* partials,
                           const RowKernelOptions& options, cudaStream_t st) {
   constexpr size_t sums = dynamic_sums_bytes<S, K, kIn, kN>();
   constexpr size_t stage = row_stage_bytes<K>();
@@ -684,7 +709,7 @@ void rows_backward_with_sums(const LnBackwardArgs& a, const RowsPlan& p, const R
   const bool shared = kWide && options.shared_column_sums &&
                       device_state().shared_per_sm >= 3 * (column_sums_bytes<T, K, V, kN>() + 4096);
   const unsigned grid = shared ? p.grid_for(a.rows, 3) : p.grid;
-  Reduction<GradSums> r(int(grid), a.cols, st);
+  Reduction<ColumnPartial<T, kN>> r(int(grid), a.cols, st);
   if constexpr (kWide) {
     if (shared) launch_rows_backward<S, K, ColumnSumsIn::shared, kN>(a, p.block(), grid, r.partials, options, st);
   }

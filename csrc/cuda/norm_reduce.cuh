@@ -286,15 +286,19 @@ struct GradAccum {
 // in a fixed order (lane l takes splits l, l + 32, ... in turn, then a fixed shuffle tree) and
 // runs the epilogue.  The result does not depend on which block ran when, and every channel's
 // merge runs in parallel with the others'.
-template <class A, class Epilogue>
+// A partial may be stored narrower than it merges (widen: what it merges as; itself by default).
+template <class A>
+__device__ __forceinline__ A widen(const A& a) { return a; }
+template <class P, class Epilogue>
 __global__ void __launch_bounds__(kBlock)
-    finalize_kernel(const A* partials, int64_t C, int splits, Epilogue epi) {
+    finalize_kernel(const P* partials, int64_t C, int splits, Epilogue epi) {
+  using A = decltype(widen(*partials));
   const int lane = threadIdx.x % 32;
   const int64_t c = (int64_t(blockIdx.x) * kBlock + threadIdx.x) / 32;
   if (c >= C) return;
-  const A* p = partials + c * splits;
-  A acc = lane < splits ? p[lane] : A{};
-  for (int j = lane + 32; j < splits; j += 32) acc = merge(acc, p[j]);
+  const P* p = partials + c * splits;
+  A acc = lane < splits ? widen(p[lane]) : A{};
+  for (int j = lane + 32; j < splits; j += 32) acc = merge(acc, widen(p[j]));
   for (int off = 16; off > 0; off >>= 1) acc = merge(acc, shfl_down(acc, off));
   if (lane == 0) epi(c, acc);
 }
@@ -716,7 +720,7 @@ Geometry elementwise_geometry(const BnShape& s, int v) {
 }
 
 // Scratch of one channel reduction: partials per (channel, split), freed in stream order; and
-// its second launch (Note [split merges]).
+// its second launch (Note [split merges]). A: a partial as stored.
 template <class A>
 struct Reduction {
   Scratch mem;
