@@ -76,12 +76,12 @@ def layer_norm_lines(doc):
                    min((r["fwd+bwd"]["pct_copy_bw"] for r in rowwise), default=None), 80, "{:.0f}"),
             target("group norm NHWC fwd+bwd, slowest vs torch (x)",
                    min((r["fwd+bwd"]["speedup"] for r in nhwc), default=None), 2.0)] + \
-        frozen_lines(rowwise) + \
+        backward_variant_lines(rowwise) + \
         switch_lines("layer/RMS", rowwise, ("no_l2_prefetch", "no_shared_column_sums", "no_staged_rows")) + \
         switch_lines("group norm NHWC", nhwc, ("second_pass_in_order", "no_rows_walk_prefetch"))
 
 
-def frozen_lines(rows):
+def backward_variant_lines(rows):
     """Layer/RMS backward with frozen affine parameters (weight_grads=False) against torch's dx-only
     backward, and layer norm's without dbias (bias_grads=False) against torch's without a bias;
     each also against our own backward with every weight gradient."""
