@@ -56,8 +56,8 @@ __device__ A row_slot_merge(A v) {
   return v;
 }
 
-// A row's shifted sums (Note [bn statistics]): every thread of a row shifts by the row's first
-// value, so they merge by adding, with no Chan step (a division per merge) in the shuffle tree.
+// A row's shifted sums, merged by adding (Note [shared shift], norm_reduce.cuh: every thread of a
+// row shifts by the row's first value); no count, which is the row's length.
 struct RowSums {
   double s1, s2;
 };

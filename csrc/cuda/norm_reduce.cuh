@@ -220,8 +220,21 @@ struct GradSums {
   double dy, dy_xc;
 };
 
+// Note [shared shift]: every thread that sums a channel's values shifts them by the same value,
+// the channel's first, so the threads' shifted sums merge by adding (count, s1, s2) in a fixed
+// order, where merging their statistics takes a Chan step, a double division, per merge.  A
+// block's reduction then turns into statistics once per channel (stats()), the partial its
+// finalize merges by Chan's rule.
+struct ShiftedSums {
+  double n, s1, s2;
+  __device__ Stats stats(double shift) const { return math::from_shifted_sums(n, shift, s1, s2); }
+};
+
 __device__ Stats merge(const Stats& a, const Stats& b) { return math::chan_merge(a, b); }
 __device__ GradSums merge(const GradSums& a, const GradSums& b) { return {a.dy + b.dy, a.dy_xc + b.dy_xc}; }
+__device__ ShiftedSums merge(const ShiftedSums& a, const ShiftedSums& b) {
+  return {a.n + b.n, a.s1 + b.s1, a.s2 + b.s2};
+}
 
 __device__ Stats shfl_down(const Stats& s, int off) {
   return {__shfl_down_sync(0xffffffffu, s.count, off), __shfl_down_sync(0xffffffffu, s.mean, off),
@@ -229,6 +242,10 @@ __device__ Stats shfl_down(const Stats& s, int off) {
 }
 __device__ GradSums shfl_down(const GradSums& s, int off) {
   return {__shfl_down_sync(0xffffffffu, s.dy, off), __shfl_down_sync(0xffffffffu, s.dy_xc, off)};
+}
+__device__ ShiftedSums shfl_down(const ShiftedSums& s, int off) {
+  return {__shfl_down_sync(0xffffffffu, s.n, off), __shfl_down_sync(0xffffffffu, s.s1, off),
+          __shfl_down_sync(0xffffffffu, s.s2, off)};
 }
 
 // Per-thread sums of one channel's values: shifted sums for statistics (Note [bn statistics]),
@@ -257,7 +274,7 @@ struct StatSums {
     s1 += double(f1);
     s2 += double(f2);
   }
-  __device__ Stats result(double n) const { return math::from_shifted_sums(n, double(shift), s1, s2); }
+  __device__ ShiftedSums sums(double n) const { return {n, s1, s2}; }  // Note [shared shift]
 };
 
 template <class T>
@@ -519,14 +536,14 @@ __global__ void __launch_bounds__(kBlock)
   using T = ComputeT<S>;
   const int64_t c = blockIdx.x;
   StatSums<T> acc[1];
-  acc[0].shift = T(to_float(x[c * s.inner]));
+  acc[0].shift = T(to_float(x[c * s.inner]));  // Note [shared shift]
   double n = 0;
   if constexpr (kMasked)
     accumulate_span<S, V>(s, x, acc[0], n);
   else
     accumulate<S, V>(PlanarSplit<V>(s), x, acc, n);
-  const Stats st = block_merge(acc[0].result(n));
-  if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = st;
+  const ShiftedSums sums = block_merge(acc[0].sums(n));
+  if (threadIdx.x == 0) partials[c * gridDim.y + blockIdx.y] = sums.stats(double(acc[0].shift));
 }
 
 template <class S, int V, bool kMasked = false>
@@ -620,18 +637,18 @@ __global__ void __launch_bounds__(kBlock)
   StatSums<T> acc[V];
   double n = 0;  // values of each of the thread's channels
   if (ok) {
-    Pack<S, V> first;
+    Pack<S, V> first;  // each channel's shift: its value in row 0 (Note [shared shift])
     first.load(x + col * V);
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e].shift = first.get(e);
     accumulate<S, V>(RowsSplit(R, C, col * V, prefetch), x, acc, n);
   }
-  Stats st[V];
+  ShiftedSums sums[V];
 #pragma unroll
-  for (int e = 0; e < V; ++e) st[e] = ok ? acc[e].result(n) : Stats{0, 0, 0};
-  rows_merge<S>(st, [&](int tx, int e, const Stats& m) {  // Note [rows merge]
+  for (int e = 0; e < V; ++e) sums[e] = ok ? acc[e].sums(n) : ShiftedSums{0, 0, 0};
+  rows_merge<S>(sums, [&](int tx, int e, const ShiftedSums& m) {  // Note [rows merge]
     const int64_t c = (int64_t(blockIdx.x) * blockDim.x + tx) * V + e;
-    if (c < C) partials[c * gridDim.y + blockIdx.y] = m;
+    if (c < C) partials[c * gridDim.y + blockIdx.y] = m.stats(double(T(to_float(x[c]))));
   });
 }
 
