@@ -1,7 +1,8 @@
 """Times fusedtrain batch norm on CUDA against torch (same GPU, same run): the ResNet-50 BN
 shapes at batch 256, fp32 and bf16, NCHW and NHWC, plus BatchNorm1d with a large batch. Every row
-also times ours with the elementwise passes in index order, and the bf16 channels-last and 2-d
-rows with the rows walk prefetch off ("switches", Note [row kernel switches])."""
+also times ours with the elementwise passes in index order and with its kernels launched as
+usual instead of as dependents, and the bf16 channels-last and 2-d rows with the rows walk
+prefetch off ("switches", Note [row kernel switches])."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import common
 import norm_bench_cuda
 from bench_optim_cuda import cuda_timer
-from norm_bench_cuda import ORDER_SWITCHES, ROWS_WALK_SWITCHES, switch_times
+from norm_bench_cuda import LAUNCH_SWITCHES, ORDER_SWITCHES, ROWS_WALK_SWITCHES, switch_times
 
 RESNET50 = [(64, 112), (64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14),
             (512, 7), (2048, 7)]
@@ -86,7 +87,7 @@ def measure(session, workload, dtype):
                      "pct_roofline": 100 * nbytes / g_ft / copy_bw,
                      "pct_two_pass_bw": 100 * two_pass / g_ft / copy_bw}
     rows_walk = ROWS_WALK_SWITCHES if layout != "nchw" and dtype == torch.bfloat16 else ()
-    row["switches"] = switch_times(torch, ft, ft_both, steps, flush, ORDER_SWITCHES + rows_walk)
+    row["switches"] = switch_times(torch, ft, ft_both, steps, flush, ORDER_SWITCHES + LAUNCH_SWITCHES + rows_walk)
     common.log(f"{label:>22} {layout} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
     return row
 

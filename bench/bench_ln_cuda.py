@@ -4,10 +4,10 @@ and RMS norm forward+backward at hidden sizes 1024-8192 (16K tokens), group norm
 autograd backward; ours the functional API. Layer/RMS rows also time the backward with the affine
 parameters frozen ("bwd frozen": weight_grads=False against torch's autograd asked for dx alone),
 layer rows without a bias ("bwd no dbias": bias_grads=False against torch's layer norm without
-one), and ours with the row kernels' L2 prefetch, shared-memory column sums and staged backward rows
-each turned off; channels-last group norm with its elementwise passes in index order, and in bf16
-with its rows walk prefetch off ("switches", Note [row kernel switches]), so one run tells whether
-each pays."""
+one), and ours with the row kernels' L2 prefetch, shared-memory column sums, staged backward rows
+and dependent launch each turned off; channels-last group norm with its elementwise passes in
+index order, launched as usual, and in bf16 with its rows walk prefetch off ("switches", Note
+[row kernel switches]), so one run tells whether each pays."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 import common
 import norm_bench_cuda
 from bench_optim_cuda import cuda_timer
-from norm_bench_cuda import ORDER_SWITCHES, ROW_SWITCHES, ROWS_WALK_SWITCHES, switch_times
+from norm_bench_cuda import LAUNCH_SWITCHES, ORDER_SWITCHES, ROW_SWITCHES, ROWS_WALK_SWITCHES, switch_times
 
 HIDDEN = (1024, 2048, 4096, 8192)
 
@@ -100,10 +100,10 @@ def measure(session, workload, dtype):
         row[name] = {"ft_ms": g_ft * 1e3, "torch_ms": g_t * 1e3, "speedup": g_t / g_ft,
                      "pct_copy_bw": 100.0 * 3 * nbytes / g_ft / copy_bw}
     if kind != "group":
-        row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ROW_SWITCHES)
+        row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ROW_SWITCHES + LAUNCH_SWITCHES)
     elif cl:
         rows_walk = ROWS_WALK_SWITCHES if dtype == torch.bfloat16 else ()
-        row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ORDER_SWITCHES + rows_walk)
+        row["switches"] = switch_times(torch, ft, ours[2], steps, flush, ORDER_SWITCHES + LAUNCH_SWITCHES + rows_walk)
     common.log(f"{label:>32} {row['dtype']:>8}: fwd+bwd x{row['fwd+bwd']['speedup']:.2f}")
     return row
 

@@ -62,7 +62,7 @@ def batch_norm_lines(doc):
            f"      batch norm fwd+bwd, % of bandwidth at two-pass bytes: lowest "
            f"{min(r['fwd+bwd'].get('pct_two_pass_bw', 0) for r in rows):.0f}, median "
            f"{sorted(r['fwd+bwd'].get('pct_two_pass_bw', 0) for r in rows)[len(rows) // 2]:.0f}"]
-    return out + switch_lines("batch norm", rows, ("second_pass_in_order",)) + \
+    return out + switch_lines("batch norm", rows, ("second_pass_in_order", "no_dependent_launch")) + \
         switch_lines("batch norm rows", rows, ("no_rows_walk_prefetch",))
 
 
@@ -77,8 +77,9 @@ def layer_norm_lines(doc):
             target("group norm NHWC fwd+bwd, slowest vs torch (x)",
                    min((r["fwd+bwd"]["speedup"] for r in nhwc), default=None), 2.0)] + \
         backward_variant_lines(rowwise) + \
-        switch_lines("layer/RMS", rowwise, ("no_l2_prefetch", "no_shared_column_sums", "no_staged_rows")) + \
-        switch_lines("group norm NHWC", nhwc, ("second_pass_in_order", "no_rows_walk_prefetch"))
+        switch_lines("layer/RMS", rowwise, ("no_l2_prefetch", "no_shared_column_sums", "no_staged_rows",
+                                            "no_dependent_launch")) + \
+        switch_lines("group norm NHWC", nhwc, ("second_pass_in_order", "no_rows_walk_prefetch", "no_dependent_launch"))
 
 
 def backward_variant_lines(rows):

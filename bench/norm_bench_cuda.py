@@ -21,6 +21,9 @@ ROW_SWITCHES = (("no_l2_prefetch", {"l2_prefetch": False}),
                 ("no_staged_rows", {"staged_rows": False}))
 ROWS_WALK_SWITCHES = (("no_rows_walk_prefetch", {"rows_walk_prefetch": False}),)
 ORDER_SWITCHES = (("second_pass_in_order", {"reverse_second_pass": False}),)
+# Every normalization kernel launches as a dependent of the one before it on sm_90 (Note
+# [dependent launch]); "no_dependent_launch" times them launched as usual.
+LAUNCH_SWITCHES = (("no_dependent_launch", {"dependent_launch": False}),)
 
 
 def switch_times(torch, ft, both, steps, flush, switches):

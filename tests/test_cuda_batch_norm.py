@@ -145,15 +145,16 @@ def test_cuda_bn_is_deterministic():
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
-@pytest.mark.parametrize("switch", ["rows_walk_prefetch", "reverse_second_pass"])
+@pytest.mark.parametrize("switch", ["rows_walk_prefetch", "reverse_second_pass", "dependent_launch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape, cl", [((16, 28, 28, 32), True), ((4099, 1024), False), ((8, 14, 14, 64), True),
                                        ((16, 64, 28, 28), False), ((8, 32, 7, 7), False)], ids=str)
 def test_cuda_row_and_pass_order_switches_change_no_bit(shape, cl, dtype, switch):
     """Note [row kernel switches]: the rows passes' next-batch prefetch (batch norm channels-last
-    and 2-d, group norm channels-last) off, and the elementwise passes in index order (Note
-    [second pass in reverse]; planar, masked planar 7x7 and rows), give the same bits, forward
-    and backward."""
+    and 2-d, group norm channels-last) off, the elementwise passes in index order (Note [second
+    pass in reverse]; planar, masked planar 7x7 and rows), and the kernels launched as usual
+    rather than as dependents (Note [dependent launch]) give the same bits, forward and
+    backward."""
     torch.manual_seed(2)
     x = (torch.randn(shape, device="cuda") * 3 + 1).to(dtype)
     dy = torch.randn_like(x)
@@ -177,6 +178,52 @@ def test_cuda_row_and_pass_order_switches_change_no_bit(shape, cl, dtype, switch
         ft._C._cuda_row_kernel_options(**before)
     assert len(got) == len(want)
     assert all(torch.equal(a, c) for a, c in zip(got, want))
+
+
+@pytest.mark.parametrize("dependent", [True, False], ids=["dependent-launch", "plain-launch"])
+def test_cuda_norms_captured_in_a_graph_equal_eager(dependent):
+    """Batch (planar, masked 7x7, channels-last), layer and group norm forward + backward captured
+    in a CUDA graph (their scratch then comes from the graph's allocations, and on sm_90 their
+    kernels are dependent launches, Note [dependent launch]) and replayed on new inputs: the same
+    bits as eager calls on those inputs."""
+    torch.manual_seed(4)
+    before = ft._C._cuda_row_kernel_options(dependent_launch=dependent)
+    try:
+        cases = [((8, 32, 14, 14), False), ((16, 64, 7, 7), False), ((8, 14, 14, 64), True)]
+        xs = [torch.randn(shape, device="cuda") for shape, _ in cases] + [torch.randn(96, 1024, device="cuda")]
+        dys = [torch.randn_like(x) for x in xs]
+        w = torch.rand(1024, device="cuda") + 0.5
+        b = torch.randn(1024, device="cuda")
+
+        def step():
+            out = []
+            for (shape, cl), x, dy in zip(cases, xs, dys):
+                C = shape[-1] if cl else shape[1]
+                y, sm, si = ft.batch_norm_forward(x, w[:C], b[:C], training=True, channels_last=cl)
+                out += [y, sm, si, *ft.batch_norm_backward(dy, x, w[:C], sm, si, channels_last=cl)]
+                if cl:
+                    y, mean, rstd = ft.group_norm_forward(x, 8, w[:C], b[:C], channels_last=True)
+                    out += [y, mean, rstd, *ft.group_norm_backward(dy, x, 8, mean, rstd, w[:C], channels_last=True)]
+            y, mean, rstd = ft.layer_norm_forward(xs[-1], 1024, w, b)
+            return out + [y, mean, rstd, *ft.layer_norm_backward(dys[-1], xs[-1], 1024, mean, rstd, w)]
+
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            step()  # warm-up outside the capture
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, stream=s):
+                captured = step()
+        torch.cuda.current_stream().wait_stream(s)
+        for t in xs + dys:
+            t.copy_(torch.randn_like(t) * 2 + 1)
+        g.replay()
+        eager = step()
+        torch.cuda.synchronize()
+        assert len(captured) == len(eager)
+        assert all(torch.equal(a, e) for a, e in zip(captured, eager))
+    finally:
+        ft._C._cuda_row_kernel_options(**before)
 
 
 @pytest.mark.parametrize("shape", [(0, 5, 3, 3), (0, 5)])

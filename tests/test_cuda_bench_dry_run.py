@@ -61,18 +61,19 @@ def test_batch_norm_bench_rows_and_summary(benches):
     for r in rows:
         for kind in ("fwd", "bwd", "fwd+bwd"):
             assert r[kind]["ft_ms"] > 0 and r[kind]["torch_ms"] > 0 and r[kind]["pct_roofline"] > 0
-        # Note [second pass in reverse] on every row; Note [rows walk prefetch]: the bf16 rows
-        # passes' A/B timing.
-        want = {"on_ms", "second_pass_in_order_ms"}
+        # Note [second pass in reverse] and Note [dependent launch] on every row; Note [rows walk
+        # prefetch]: the bf16 rows passes' A/B timing.
+        want = {"on_ms", "second_pass_in_order_ms", "no_dependent_launch_ms"}
         if r["layout"] != "nchw" and r["dtype"] == "bfloat16":
             want.add("no_rows_walk_prefetch_ms")
         assert set(r["switches"]) == want
     assert ft._C._cuda_row_kernel_options() == dict.fromkeys(  # switched back on
         ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass",
-         "staged_rows"), True)
+         "staged_rows", "dependent_launch"), True)
     lines = summary.batch_norm_lines({"rows": rows})
     assert any("weak spots" in line for line in lines)
-    for label in ("batch norm second pass in order", "batch norm rows no rows walk prefetch"):
+    for label in ("batch norm second pass in order", "batch norm no dependent launch",
+                  "batch norm rows no rows walk prefetch"):
         assert any(line.strip().startswith(label + " / on: geomean") for line in lines), label
 
 
@@ -93,17 +94,19 @@ def test_layer_norm_bench_rows_and_summary(benches):
         assert r["kind"] != "layer" or r["bwd no dbias"]["ft_ms"] > 0 < r["bwd no dbias"]["torch_ms"]
     names = {r["workload"] + " " + r["dtype"]: set(r.get("switches", ())) for r in rows}
     assert names["layer 64x32 float32"] == {"on_ms", "no_l2_prefetch_ms", "no_shared_column_sums_ms",
-                                            "no_staged_rows_ms"}
+                                            "no_staged_rows_ms", "no_dependent_launch_ms"}
     assert names["group 2x64x4x4 g32 nhwc bfloat16"] == {"on_ms", "second_pass_in_order_ms",
-                                                          "no_rows_walk_prefetch_ms"}
-    assert names["group 2x64x4x4 g32 nhwc float32"] == {"on_ms", "second_pass_in_order_ms"}
+                                                          "no_dependent_launch_ms", "no_rows_walk_prefetch_ms"}
+    assert names["group 2x64x4x4 g32 nhwc float32"] == {"on_ms", "second_pass_in_order_ms",
+                                                        "no_dependent_launch_ms"}
     assert names["group 2x64x4x4 g32 nchw bfloat16"] == set()
     assert ft._C._cuda_row_kernel_options() == dict.fromkeys(
         ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass",
-         "staged_rows"), True)
+         "staged_rows", "dependent_launch"), True)
     lines = summary.layer_norm_lines({"rows": rows})
     for label in ("layer/RMS no l2 prefetch", "layer/RMS no shared column sums", "layer/RMS no staged rows",
-                  "group norm NHWC second pass in order", "group norm NHWC no rows walk prefetch"):
+                  "layer/RMS no dependent launch", "group norm NHWC second pass in order",
+                  "group norm NHWC no rows walk prefetch", "group norm NHWC no dependent launch"):
         assert any(line.strip().startswith(label + " / on: geomean") for line in lines), label
     assert any(line.strip().startswith("layer/RMS bwd frozen (weight_grads=False)") for line in lines)
     assert any(line.strip().startswith("layer bwd no dbias (bias_grads=False)") for line in lines)

@@ -300,14 +300,14 @@ def test_row_kernel_switches(emu, case, dtype):
     want = run()
     try:
         for prefetch, shared, staged in ((0, 1, 1), (1, 0, 1), (0, 0, 1), (1, 1, 0), (1, 0, 0)):
-            emu.emu_set_row_kernel_options(prefetch, shared, 1, 1, staged)
+            emu.emu_set_row_kernel_options(prefetch, shared, 1, 1, staged, 1)
             for name, got in run().items():
                 if shared or name not in ("dweight", "dbias"):
                     assert got.tobytes() == want[name].tobytes(), (name, prefetch, shared, staged)
                 else:
                     _close(got, want[name], str(got.dtype), name, np.sqrt(rows) * 4)
     finally:
-        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1)
+        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1, 1)
 
 
 # ---- group and instance norm
@@ -383,13 +383,41 @@ def test_second_pass_order_changes_no_bit(emu, kind, case, dtype, sms):
         run = lambda: _gn_emulated(emu, case, dtype, x, w, b, dy)  # noqa: E731
     reversed_ = run()
     try:
-        emu.emu_set_row_kernel_options(1, 1, 1, 0, 1)
+        emu.emu_set_row_kernel_options(1, 1, 1, 0, 1, 1)
         in_order = run()
     finally:
-        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1)
+        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1, 1)
     for name, got in reversed_.items():
         if got is not None:
             assert got.tobytes() == in_order[name].tobytes(), name
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("kind, case", SECOND_PASS_CASES)
+def test_dependent_launch_changes_no_bit(emu, kind, case, dtype):
+    """Note [dependent launch]: every kernel of a batch or group norm goes through the dependent
+    launch where the switch allows it (the emulated device is sm_90), and none where it is off;
+    the same bits either way."""
+    emu.emu_set_sm_count(SM_COUNTS[0])
+    if kind == "bn":
+        inputs = make_inputs(case, dtype, "emu")
+        run = lambda: _bn_emulated(emu, case, dtype, inputs)  # noqa: E731
+    else:
+        x, w, b, _, _, dy = group_inputs(case, dtype, "emu")
+        run = lambda: _gn_emulated(emu, case, dtype, x, w, b, dy)  # noqa: E731
+    before = emu.emu_dependent_launches()
+    dependent = run()
+    assert emu.emu_dependent_launches() > before
+    try:
+        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1, 0)
+        before = emu.emu_dependent_launches()
+        plain = run()
+        assert emu.emu_dependent_launches() == before
+    finally:
+        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1, 1)
+    for name, got in dependent.items():
+        if got is not None:
+            assert got.tobytes() == plain[name].tobytes(), name
 
 
 @pytest.mark.parametrize("use_input_stats", [True, False], ids=["input-stats", "running-stats"])

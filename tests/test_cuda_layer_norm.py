@@ -145,8 +145,9 @@ def test_cuda_layer_and_rms_norm_match_torch_at_transformer_sizes(hidden, dtype)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("hidden", [1024, 8192])
 def test_cuda_row_kernel_switches(hidden, dtype):
-    """Note [row kernel switches] on the GPU: the L2 prefetch or the staged rows off give the same
-    bits; the column sums in registers the same y and dx, dweight / dbias to rounding. The RMS norm
+    """Note [row kernel switches] on the GPU: the L2 prefetch, the staged rows or the dependent
+    launch off give the same bits; the column sums in registers the same y and dx, dweight /
+    dbias to rounding. The RMS norm
     keeps one sum a column (Note [one column sum])."""
     torch.manual_seed(1)
     x = (torch.randn(1000, hidden, device="cuda") * 2 + 0.5).to(dtype)
@@ -165,7 +166,8 @@ def test_cuda_row_kernel_switches(hidden, dtype):
     want = run()
     before = ft._C._cuda_row_kernel_options()
     try:
-        for off in ({"l2_prefetch": False}, {"shared_column_sums": False}, {"staged_rows": False}):
+        for off in ({"l2_prefetch": False}, {"shared_column_sums": False}, {"staged_rows": False},
+                    {"dependent_launch": False}):
             ft._C._cuda_row_kernel_options(**before)
             ft._C._cuda_row_kernel_options(**off)
             for name, got in run().items():

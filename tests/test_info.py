@@ -45,7 +45,8 @@ def test_bad_thread_count_raises(n, error):
 def test_cuda_row_kernel_options_round_trip():
     """Note [row kernel switches]: set in any build (CPU-only ones included), each call returns
     the settings before it, None leaves a setting as it is."""
-    names = ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass", "staged_rows")
+    names = ("l2_prefetch", "shared_column_sums", "rows_walk_prefetch", "reverse_second_pass", "staged_rows",
+             "dependent_launch")
     on = dict.fromkeys(names, True)
     try:
         assert ft._C._cuda_row_kernel_options() == on

@@ -51,7 +51,7 @@ void init_runtime(py::module_& m) {
       "_cuda_row_kernel_options",
       [](std::optional<bool> l2_prefetch, std::optional<bool> shared_column_sums,
          std::optional<bool> rows_walk_prefetch, std::optional<bool> reverse_second_pass,
-         std::optional<bool> staged_rows) {
+         std::optional<bool> staged_rows, std::optional<bool> dependent_launch) {
         cuda::RowKernelOptions& o = cuda::row_kernel_options();
         py::dict before;
         before["l2_prefetch"] = o.l2_prefetch;
@@ -59,19 +59,22 @@ void init_runtime(py::module_& m) {
         before["rows_walk_prefetch"] = o.rows_walk_prefetch;
         before["reverse_second_pass"] = o.reverse_second_pass;
         before["staged_rows"] = o.staged_rows;
+        before["dependent_launch"] = o.dependent_launch;
         if (l2_prefetch) o.l2_prefetch = *l2_prefetch;
         if (shared_column_sums) o.shared_column_sums = *shared_column_sums;
         if (rows_walk_prefetch) o.rows_walk_prefetch = *rows_walk_prefetch;
         if (reverse_second_pass) o.reverse_second_pass = *reverse_second_pass;
         if (staged_rows) o.staged_rows = *staged_rows;
+        if (dependent_launch) o.dependent_launch = *dependent_launch;
         return before;
       },
       py::arg("l2_prefetch") = py::none(), py::arg("shared_column_sums") = py::none(),
       py::arg("rows_walk_prefetch") = py::none(), py::arg("reverse_second_pass") = py::none(),
-      py::arg("staged_rows") = py::none(),
+      py::arg("staged_rows") = py::none(), py::arg("dependent_launch") = py::none(),
       "Turns the layer/RMS norm CUDA row kernels' next-row L2 prefetch, shared-memory column "
       "sums or staged backward rows, the batch/group norm rows passes' next-batch prefetch, or "
-      "the batch/group norm elementwise passes' walk from the grid's last block, on or off (None: "
+      "the batch/group norm elementwise passes' walk from the grid's last block, or the "
+      "normalization kernels' dependent launch (sm_90), on or off (None: "
       "unchanged) and returns the settings before the call (Note [row kernel switches]: without "
       "shared column sums dweight / dbias are summed in another order). For benchmarks.");
   // Note [huge pages]: for the outputs the Python layer allocates through torch on the CPU.

@@ -125,6 +125,7 @@ __device__ __forceinline__ math::BnBackwardCoeffs<T> backward_coeffs(const doubl
 template <class S, int V, bool kMasked>
 __global__ void __launch_bounds__(kBlock, vector_pass_blocks<S, V>(4))  // Note [pass occupancy]
     planar_normalize_kernel(const S* x, S* y, BnShape s, const double* coeffs, bool reverse) {
+  grid_dependency();
   using T = ComputeT<S>;
   const GridPos b = grid_pos(reverse);
   const auto co = forward_coeffs<T>(coeffs, b.x);
@@ -138,6 +139,7 @@ __global__ void __launch_bounds__(kBlock, vector_pass_blocks<S, V>(4))  // Note 
 template <class S, int V, bool kMasked>
 __global__ void __launch_bounds__(kBlock, vector_pass_blocks<S, V>(3))  // Note [pass occupancy]
     planar_grad_input_kernel(const S* dy, const S* x, S* dx, BnShape s, const double* coeffs, bool reverse) {
+  grid_dependency();
   using T = ComputeT<S>;
   const GridPos b = grid_pos(reverse);
   const auto co = backward_coeffs<T>(coeffs, b.x);
@@ -152,6 +154,7 @@ template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     rows_normalize_kernel(const S* x, S* y, int64_t R, int64_t C, const double* coeffs, bool prefetch,
                           bool reverse) {
+  grid_dependency();
   using T = ComputeT<S>;
   const GridPos b = grid_pos(reverse);
   const int64_t col = int64_t(b.x) * blockDim.x + threadIdx.x;
@@ -166,6 +169,7 @@ template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     rows_grad_input_kernel(const S* dy, const S* x, S* dx, int64_t R, int64_t C, const double* coeffs,
                            bool prefetch, bool reverse) {
+  grid_dependency();
   using T = ComputeT<S>;
   const GridPos b = grid_pos(reverse);
   const int64_t col = int64_t(b.x) * blockDim.x + threadIdx.x;
@@ -180,17 +184,20 @@ __global__ void __launch_bounds__(kBlock)
 // ---- eval mode coefficients (no reduction), running-stat update
 
 __global__ void eval_coeffs_kernel(int64_t C, ForwardEpilogue epi) {
+  grid_dependency();
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < C) epi(c, Stats{0, 0, 0});
 }
 
 // Note [given sums]: the coefficients of dx from the given sums, no reduction.
 __global__ void given_coeffs_kernel(int64_t C, BackwardEpilogue epi) {
+  grid_dependency();
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < C) epi(c, GradSums{0, 0});
 }
 
 __global__ void update_running_kernel(BnRunningArgs a) {
+  grid_dependency();
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= a.channels) return;
   double rm = a.running_mean.get(c, 0), rv = a.running_var.get(c, 1);
@@ -207,13 +214,13 @@ void stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epilogue& e
   Reduction<Stats> r(g, s.channels, st);
   if (g.planar) {
     with_planar_width<S>(v, masked_planar<S>(s.inner, v, {x}), [&](auto V, auto M) {
-      planar_stats_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
-          x, s, r.partials);
+      launch_kernel(planar_stats_kernel<S, decltype(V)::value, decltype(M)::value>, g.grid(), g.block(), 0,
+                    st, x, s, r.partials);
     });
   } else {
     with_width<S>(v, [&](auto V) {
-      rows_stats_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(x, s.outer, s.channels,
-                                                                              r.partials, rows_prefetch());
+      launch_kernel(rows_stats_kernel<S, decltype(V)::value>, g.grid(), g.block(), 0, st, x, s.outer,
+                    s.channels, r.partials, rows_prefetch(), int64_t(0));
     });
   }
   count_launch("bn stats");
@@ -231,7 +238,7 @@ void forward_typed(const BnForwardArgs& a, cudaStream_t st) {
     stats_pass(x, s, st, epi);
   } else {
     // Eval mode writes save_mean / save_invstd from the running stats even for an empty batch.
-    eval_coeffs_kernel<<<unsigned((s.channels + 255) / 256), 256, 0, st>>>(s.channels, epi);
+    launch_kernel(eval_coeffs_kernel, unsigned((s.channels + 255) / 256), 256, 0, st, s.channels, epi);
     count_launch("bn eval coeffs");
   }
   if (s.per_channel() == 0) return;
@@ -239,13 +246,13 @@ void forward_typed(const BnForwardArgs& a, cudaStream_t st) {
   const Geometry g = elementwise_geometry<S>(s, v);
   if (g.planar) {
     with_planar_width<S>(v, masked_planar<S>(s.inner, v, {x, y}), [&](auto V, auto M) {
-      planar_normalize_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
-          x, y, s, coeffs.as<double>(), reverse_second_pass());
+      launch_kernel(planar_normalize_kernel<S, decltype(V)::value, decltype(M)::value>, g.grid(), g.block(), 0,
+                    st, x, y, s, coeffs.as<double>(), reverse_second_pass());
     });
   } else {
     with_width<S>(v, [&](auto V) {
-      rows_normalize_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(
-          x, y, s.outer, s.channels, coeffs.as<double>(), rows_prefetch(), reverse_second_pass());
+      launch_kernel(rows_normalize_kernel<S, decltype(V)::value>, g.grid(), g.block(), 0, st, x, y, s.outer,
+                    s.channels, coeffs.as<double>(), rows_prefetch(), reverse_second_pass());
     });
   }
   count_launch("bn normalize");
@@ -262,7 +269,7 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
   BackwardEpilogue epi{a, a.given() ? a.given_count : double(s.per_channel()), coeffs.as<double>()};
   const int64_t extent = s.inner > 1 ? s.inner : C;
   if (a.given()) {  // Note [given sums]
-    given_coeffs_kernel<<<unsigned((C + 255) / 256), 256, 0, st>>>(C, epi);
+    launch_kernel(given_coeffs_kernel, unsigned((C + 255) / 256), 256, 0, st, C, epi);
     count_launch("bn given coeffs");
   } else {
     const int v = vec_width<S>(extent, {dy, x});
@@ -270,13 +277,13 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
     Reduction<GradSums> r(g, C, st);
     if (g.planar) {
       with_planar_width<S>(v, masked_planar<S>(s.inner, v, {dy, x}), [&](auto V, auto M) {
-        planar_grad_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
-            dy, x, s, a.save_mean, r.partials);
+        launch_kernel(planar_grad_kernel<S, decltype(V)::value, decltype(M)::value>, g.grid(), g.block(), 0,
+                      st, dy, x, s, a.save_mean, r.partials);
       });
     } else {
       with_width<S>(v, [&](auto V) {
-        rows_grad_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(dy, x, s.outer, C, a.save_mean,
-                                                                                r.partials, rows_prefetch());
+        launch_kernel(rows_grad_kernel<S, decltype(V)::value>, g.grid(), g.block(), 0, st, dy, x, s.outer, C,
+                      a.save_mean, r.partials, rows_prefetch(), int64_t(0));
       });
     }
     count_launch("bn grad sums");
@@ -287,13 +294,13 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
   const Geometry g = elementwise_geometry<S>(s, v);
   if (g.planar) {
     with_planar_width<S>(v, masked_planar<S>(s.inner, v, {dy, x, dx}), [&](auto V, auto M) {
-      planar_grad_input_kernel<S, decltype(V)::value, decltype(M)::value><<<g.grid(), g.block(), 0, st>>>(
-          dy, x, dx, s, coeffs.as<double>(), reverse_second_pass());
+      launch_kernel(planar_grad_input_kernel<S, decltype(V)::value, decltype(M)::value>, g.grid(), g.block(), 0,
+                    st, dy, x, dx, s, coeffs.as<double>(), reverse_second_pass());
     });
   } else {
     with_width<S>(v, [&](auto V) {
-      rows_grad_input_kernel<S, decltype(V)::value><<<g.grid(), g.block(), 0, st>>>(
-          dy, x, dx, s.outer, C, coeffs.as<double>(), rows_prefetch(), reverse_second_pass());
+      launch_kernel(rows_grad_input_kernel<S, decltype(V)::value>, g.grid(), g.block(), 0, st, dy, x, dx,
+                    s.outer, C, coeffs.as<double>(), rows_prefetch(), reverse_second_pass());
     });
   }
   count_launch("bn grad input");
@@ -332,7 +339,7 @@ void bn_stats(const BnStatsArgs& a, Stream st) {
 
 void bn_update_running(const BnRunningArgs& a, Stream st) {
   if (a.channels == 0) return;
-  update_running_kernel<<<unsigned((a.channels + 255) / 256), 256, 0, static_cast<cudaStream_t>(st)>>>(a);
+  launch_kernel(update_running_kernel, unsigned((a.channels + 255) / 256), 256, 0, static_cast<cudaStream_t>(st), a);
   count_launch("bn update running");
 }
 

@@ -37,6 +37,9 @@ std::unique_ptr<DeviceState> make_state(int device) {
   int shared = 0;
   FT_CUDA_CHECK(cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
   d->shared_per_sm = size_t(shared);
+  int major = 0;
+  FT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  d->dependent_launch = major >= 9;
   cudaMemPoolProps props = {};
   props.allocType = cudaMemAllocationTypePinned;
   props.location.type = cudaMemLocationTypeDevice;

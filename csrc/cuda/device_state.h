@@ -3,6 +3,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstddef>
 
 namespace ft::cuda {
@@ -11,6 +12,8 @@ struct DeviceState {
   int device = 0;
   int sm_count = 0;
   size_t shared_per_sm = 0;        // bytes of shared memory an SM holds, for its blocks together
+  // sm_90 or newer, and no launch with the attribute refused yet (Note [dependent launch]).
+  std::atomic<bool> dependent_launch{false};
   cudaMemPool_t pool = nullptr;     // Note [memory pool]
   cudaStream_t upload = nullptr;    // non-blocking, private: uploads that must land before use
 

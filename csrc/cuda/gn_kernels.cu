@@ -140,6 +140,7 @@ template <class S, int V>
 __global__ void __launch_bounds__(kBlock) gn_rows_normalize_kernel(
     const S* x, S* y, int64_t R, int64_t C, const math::BnForwardCoeffs<ComputeT<S>>* co, bool prefetch,
     int64_t view_stride, bool reverse) {
+  grid_dependency();
   using T = ComputeT<S>;
   const GridPos b = grid_pos(reverse);
   math::BnForwardCoeffs<T> k[V];
@@ -153,6 +154,7 @@ template <class S, int V>
 __global__ void __launch_bounds__(kBlock) gn_rows_grad_input_kernel(
     const S* dy, const S* x, S* dx, int64_t R, int64_t C, const math::NormGradCoeffs<ComputeT<S>>* co,
     bool prefetch, int64_t view_stride, bool reverse) {
+  grid_dependency();
   using T = ComputeT<S>;
   const GridPos b = grid_pos(reverse);
   math::NormGradCoeffs<T> k[V];
@@ -229,8 +231,8 @@ void group_stats(const GnForwardArgs& a, double* coeffs, double* inst, cudaStrea
   Reduction<Stats> r(g, NC, st);
   each_view_batch(s.n, [&](int64_t n, unsigned views) {
     with_width<S>(v, [&](auto V) {
-      rows_stats_kernel<S, decltype(V)::value><<<dim3(g.grid().x, g.grid().y, views), g.block(), 0, st>>>(
-          x + n * stride, s.hw, s.c, r.partials + n * s.c * g.splits, rows_prefetch(), stride);
+      launch_kernel(rows_stats_kernel<S, decltype(V)::value>, dim3(g.grid().x, g.grid().y, views), g.block(),
+                    0, st, x + n * stride, s.hw, s.c, r.partials + n * s.c * g.splits, rows_prefetch(), stride);
     });
     count_launch("gn channel stats");
   });
@@ -255,8 +257,9 @@ void gn_forward_typed(const GnForwardArgs& a, cudaStream_t st) {
   auto* y = static_cast<S*>(a.y);
   gn_elementwise<S, GnApply>(s, a.x, a.x, a.y, cop, {a.x, a.y}, st, "gn normalize",
                              [&](auto V, dim3 grid, dim3 block, int64_t off, const math::BnForwardCoeffs<T>* c) {
-                               gn_rows_normalize_kernel<S, decltype(V)::value><<<grid, block, 0, st>>>(
-                                   x + off, y + off, s.hw, s.c, c, rows_prefetch(), s.hw * s.c, reverse_second_pass());
+                               launch_kernel(gn_rows_normalize_kernel<S, decltype(V)::value>, grid, block, 0, st,
+                                             x + off, y + off, s.hw, s.c, c, rows_prefetch(), s.hw * s.c,
+                                             reverse_second_pass());
                              });
 }
 
@@ -288,8 +291,8 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
       const int splits = planar_splits(NC, s.hw);
       Reduction<GradSums> r(splits, NC, st);
       with_width<S>(v, [&](auto V) {
-        planar_grad_kernel<S, decltype(V)::value><<<dim3(unsigned(NC), unsigned(splits)), kBlock, 0, st>>>(
-            dy, x, shape, ChannelArray{mp, DType::f64}, r.partials);
+        launch_kernel(planar_grad_kernel<S, decltype(V)::value>, dim3(unsigned(NC), unsigned(splits)), kBlock, 0,
+                      st, dy, x, shape, ChannelArray{mp, DType::f64}, r.partials);
       });
       count_launch("gn grad sums");
       r.finalize(ChannelSumsEpilogue{sp}, st);
@@ -301,9 +304,9 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
       const int64_t stride = s.hw * s.c;
       each_view_batch(s.n, [&](int64_t n, unsigned views) {
         with_width<S>(v, [&](auto V) {
-          rows_grad_kernel<S, decltype(V)::value><<<dim3(g.grid().x, g.grid().y, views), g.block(), 0, st>>>(
-              dy + n * stride, x + n * stride, s.hw, s.c, ChannelArray{mp + n * s.c, DType::f64},
-              r.partials + n * s.c * g.splits, rows_prefetch(), stride);
+          launch_kernel(rows_grad_kernel<S, decltype(V)::value>, dim3(g.grid().x, g.grid().y, views), g.block(),
+                        0, st, dy + n * stride, x + n * stride, s.hw, s.c, ChannelArray{mp + n * s.c, DType::f64},
+                        r.partials + n * s.c * g.splits, rows_prefetch(), stride);
         });
         count_launch("gn grad sums");
       });
@@ -318,9 +321,9 @@ void gn_backward_typed(const GnBackwardArgs& a, cudaStream_t st) {
   auto* dx = static_cast<S*>(a.dx);
   gn_elementwise<S, GnGradApply>(s, a.dy, a.x, a.dx, cop, {a.dy, a.x, a.dx}, st, "gn grad input",
                                  [&](auto V, dim3 grid, dim3 block, int64_t off, const math::NormGradCoeffs<T>* c) {
-                                   gn_rows_grad_input_kernel<S, decltype(V)::value><<<grid, block, 0, st>>>(
-                                       dy + off, x + off, dx + off, s.hw, s.c, c, rows_prefetch(), s.hw * s.c,
-                                       reverse_second_pass());
+                                   launch_kernel(gn_rows_grad_input_kernel<S, decltype(V)::value>, grid, block, 0,
+                                                 st, dy + off, x + off, dx + off, s.hw, s.c, c, rows_prefetch(),
+                                                 s.hw * s.c, reverse_second_pass());
                                  });
 }
 

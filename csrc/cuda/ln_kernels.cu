@@ -162,6 +162,7 @@ const void* vector_read(const ChannelArray& p, DType dtype) {
 template <class S, int K>
 __global__ void __launch_bounds__(kBlock, K == 4 ? 4 : K == 8 ? 3 : 0)  // Note [pass occupancy]
     ln_rows_forward_kernel(LnForwardArgs a, bool prefetch) {
+  grid_dependency();
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
   const S* x = static_cast<const S*>(a.x);
@@ -477,6 +478,7 @@ constexpr int rows_backward_blocks() {
 template <class S, int K, ColumnSumsIn kSums, int kN, bool kStaged>
 __global__ void __launch_bounds__(kBlock, rows_backward_blocks<K, kSums, kStaged>())
     ln_rows_backward_kernel(LnBackwardArgs a, ColumnPartial<ComputeT<S>, kN>* partials, bool prefetch) {
+  grid_dependency();
   using T = ComputeT<S>;
   constexpr int V = int(16 / sizeof(S));
   S* dx = static_cast<S*>(a.dx);
@@ -579,7 +581,9 @@ void ln_forward_typed(const LnForwardArgs& a, cudaStream_t st) {
   if (const RowsPlan p = rows_plan<S>(a.rows, a.cols, {a.x, a.y, vector_read(a.weight, a.dtype),
                                                        vector_read(a.bias, a.dtype)}, 8, 16); p.tpr) {
     const bool prefetch = row_kernel_options().l2_prefetch;  // Note [row kernel switches]
-    with_k<S>(p.k, [&](auto K) { ln_rows_forward_kernel<S, decltype(K)::value><<<p.grid, p.block(), 0, st>>>(a, prefetch); });
+    with_k<S>(p.k, [&](auto K) {
+      launch_kernel(ln_rows_forward_kernel<S, decltype(K)::value>, p.grid, p.block(), 0, st, a, prefetch);
+    });
     count_launch("ln rows forward");
     return;
   }
@@ -595,6 +599,7 @@ void ln_forward_typed(const LnForwardArgs& a, cudaStream_t st) {
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     row_grad_kernel(const S* dy, const S* x, LnBackwardArgs a, math::NormGradCoeffs<ComputeT<S>>* co) {
+  grid_dependency();
   using T = ComputeT<S>;
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     const double mean = a.rms ? 0.0 : a.mean.get(r, 0.0), rstd = a.rstd.get(r, 0.0);
@@ -646,6 +651,7 @@ constexpr int kColTile = 32;
 template <class S>
 __global__ void __launch_bounds__(kBlock) col_grad_kernel(const S* dy, const S* x, LnBackwardArgs a,
                                                           GradSums* partials) {
+  grid_dependency();
   using T = ComputeT<S>;
   const int64_t c = int64_t(blockIdx.x) * kColTile + threadIdx.x;
   int64_t r0, r1;
@@ -687,12 +693,14 @@ void launch_rows_backward(const LnBackwardArgs& a, dim3 block, unsigned grid,
   if constexpr (stage > 0 && need <= (228u << 10)) {
     if (options.staged_rows && device_state().shared_per_sm >= need) {
       allow_dynamic_shared<ln_rows_backward_kernel<S, K, kIn, kN, true>>(sums + stage);
-      ln_rows_backward_kernel<S, K, kIn, kN, true><<<grid, block, sums + stage, st>>>(a, partials, options.l2_prefetch);
+      launch_kernel(ln_rows_backward_kernel<S, K, kIn, kN, true>, grid, block, sums + stage, st, a, partials,
+                    options.l2_prefetch);
       return;
     }
   }
   allow_dynamic_shared<ln_rows_backward_kernel<S, K, kIn, kN, false>>(sums);
-  ln_rows_backward_kernel<S, K, kIn, kN, false><<<grid, block, sums, st>>>(a, partials, options.l2_prefetch);
+  launch_kernel(ln_rows_backward_kernel<S, K, kIn, kN, false>, grid, block, sums, st, a, partials,
+                options.l2_prefetch);
 }
 
 // The rows backward with column sums, kN of them a column (Note [one column sum]). Few blocks per
@@ -747,7 +755,7 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
     const int v = vec_width<S>(a.cols, {dy, x});
     const unsigned blocks = unsigned(std::min<int64_t>(a.rows, 65535LL * 16));
     with_width<S>(v, [&](auto V) {
-      row_grad_kernel<S, decltype(V)::value><<<blocks, kBlock, 0, st>>>(dy, x, a, cop);
+      launch_kernel(row_grad_kernel<S, decltype(V)::value>, blocks, kBlock, 0, st, dy, x, a, cop);
     });
     count_launch("ln grad sums");
     launch_matrix<S, LnGradApply>(a.rows, a.cols, {a.dy, a.x, a.dx},
@@ -760,8 +768,8 @@ void ln_backward_typed(const LnBackwardArgs& a, cudaStream_t st) {
   sp = std::max<int64_t>(1, std::min<int64_t>({sp, a.rows / 64, 65535}));
   Reduction<GradSums> r(int(sp), a.cols, st);
   if (a.rows > 0) {
-    col_grad_kernel<S><<<dim3(unsigned(tiles), unsigned(sp)), dim3(kColTile, kBlock / kColTile), 0, st>>>(
-        dy, x, a, r.partials);
+    launch_kernel(col_grad_kernel<S>, dim3(unsigned(tiles), unsigned(sp)), dim3(kColTile, kBlock / kColTile), 0,
+                  st, dy, x, a, r.partials);
     count_launch("ln param grads");
   } else {
     cudaMemsetAsync(r.partials, 0, sizeof(GradSums) * size_t(a.cols) * size_t(sp), st);

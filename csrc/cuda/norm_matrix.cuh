@@ -21,6 +21,7 @@ namespace {
 // striding over row tiles. op.apply(r, c) maps columns [c, c + V) of row r.
 template <int V, class Op>
 __global__ void __launch_bounds__(kBlock) matrix_kernel(int64_t rows, int64_t cols, Op op) {
+  grid_dependency();
   const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * V;
   if (c >= cols) return;
   for (int64_t r = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
@@ -55,7 +56,7 @@ void launch_matrix(int64_t rows, int64_t cols, std::initializer_list<const void*
                   unsigned(std::min<int64_t>((rows + ty - 1) / ty, 65535)));
   with_width<S>(v, [&](auto V) {
     constexpr int W = decltype(V)::value;
-    matrix_kernel<W, Op<S, W>><<<grid, dim3(tx, ty), 0, st>>>(rows, cols, Op<S, W>{p});
+    launch_kernel(matrix_kernel<W, Op<S, W>>, grid, dim3(tx, ty), 0, st, rows, cols, Op<S, W>{p});
   });
   count_launch(name);
 }
@@ -64,13 +65,14 @@ void launch_matrix(int64_t rows, int64_t cols, std::initializer_list<const void*
 // or per-group loops below).
 template <class F>
 __global__ void each_kernel(int64_t n, F f) {
+  grid_dependency();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) f(i);
 }
 template <class F>
 void launch_each(int64_t n, const F& f, cudaStream_t st, const char* name) {
   if (n == 0) return;
-  each_kernel<<<unsigned((n + 255) / 256), 256, 0, st>>>(n, f);
+  launch_kernel(each_kernel<F>, unsigned((n + 255) / 256), 256, 0, st, n, f);
   count_launch(name);
 }
 
@@ -99,8 +101,8 @@ void planar_stats_pass(const S* x, const BnShape& s, cudaStream_t st, const Epil
   const int splits = planar_splits(s.channels, s.per_channel());
   Reduction<Stats> r(splits, s.channels, st);
   with_width<S>(v, [&](auto V) {
-    planar_stats_kernel<S, decltype(V)::value><<<dim3(unsigned(s.channels), unsigned(splits)), kBlock, 0, st>>>(
-        x, s, r.partials);
+    launch_kernel(planar_stats_kernel<S, decltype(V)::value>, dim3(unsigned(s.channels), unsigned(splits)),
+                  kBlock, 0, st, x, s, r.partials);
   });
   count_launch("norm stats");
   r.finalize(epi, st);

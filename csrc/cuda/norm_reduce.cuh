@@ -17,6 +17,7 @@
 #include "core/half.h"
 #include "core/norm_args.h"
 #include "cuda/check.h"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_state.h"
 #include "cuda/norm_walk.cuh"
 #include "cuda/row_kernel_options.h"
@@ -309,6 +310,7 @@ __device__ __forceinline__ A widen(const A& a) { return a; }
 template <class P, class Epilogue>
 __global__ void __launch_bounds__(kBlock)
     finalize_kernel(const P* partials, int64_t C, int splits, Epilogue epi) {
+  grid_dependency();
   using A = decltype(widen(*partials));
   const int lane = threadIdx.x % 32;
   const int64_t c = (int64_t(blockIdx.x) * kBlock + threadIdx.x) / 32;
@@ -533,6 +535,7 @@ __device__ __forceinline__ void accumulate_span(const BnShape& s, const S* dy, c
 template <class S, int V, bool kMasked = false>
 __global__ void __launch_bounds__(kBlock)
     planar_stats_kernel(const S* x, BnShape s, Stats* partials) {
+  grid_dependency();
   using T = ComputeT<S>;
   const int64_t c = blockIdx.x;
   StatSums<T> acc[1];
@@ -550,6 +553,7 @@ template <class S, int V, bool kMasked = false>
 __global__ void __launch_bounds__(kBlock)
     planar_grad_kernel(const S* dy, const S* x, BnShape s, ChannelArray save_mean,
                        GradSums* partials) {
+  grid_dependency();
   using T = ComputeT<S>;
   const int64_t c = blockIdx.x;
   GradAccum<T> acc[1];
@@ -629,6 +633,7 @@ __device__ __forceinline__ void rows_range(int64_t R, int64_t& r0, int64_t& r1) 
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
     rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials, bool prefetch, int64_t view_stride = 0) {
+  grid_dependency();
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector column
   const bool ok = col * V < C;
@@ -656,6 +661,7 @@ template <class S, int V>
 __global__ void __launch_bounds__(kBlock, sizeof(S) == 2 ? vector_pass_blocks<S, V>(2) : 3)  // Note [pass occupancy]
     rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C, ChannelArray save_mean,
                      GradSums* partials, bool prefetch, int64_t view_stride = 0) {
+  grid_dependency();
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool ok = col * V < C;
@@ -752,7 +758,7 @@ struct Reduction {
   template <class Epilogue>
   void finalize(const Epilogue& epi, cudaStream_t st) const {
     const unsigned blocks = unsigned((C * 32 + kBlock - 1) / kBlock);
-    finalize_kernel<A, Epilogue><<<blocks, kBlock, 0, st>>>(partials, C, splits, epi);
+    launch_kernel(finalize_kernel<A, Epilogue>, blocks, kBlock, 0, st, partials, C, splits, epi);
     count_launch("bn finalize");
   }
 };

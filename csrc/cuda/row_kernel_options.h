@@ -8,7 +8,8 @@ namespace ft::cuda {
 // Note [row kernel switches]: the layer/RMS norm next-row L2 prefetch (Note [next-row prefetch])
 // and backward's staged rows (Note [staged row]), the batch/group norm rows walk prefetch (Note
 // [rows walk prefetch]) and the order of their elementwise passes' blocks (Note [second pass in
-// reverse]) change no bit; the layer/RMS backward's column sums in registers instead of shared
+// reverse]) and the normalization kernels' dependent launch (Note [dependent launch]) change no
+// bit; the layer/RMS backward's column sums in registers instead of shared
 // memory (Note [column sums in shared memory]) launch their own grid, so dweight / dbias are
 // summed in another order (the same to rounding, each way deterministic).  All are on by default;
 // `_C._cuda_row_kernel_options` turns any off for the A/B rows of bench/bench_ln_cuda.py and
@@ -19,6 +20,7 @@ struct RowKernelOptions {
   bool rows_walk_prefetch = true;
   bool reverse_second_pass = true;  // Note [second pass in reverse]
   bool staged_rows = true;          // Note [staged row]
+  bool dependent_launch = true;     // Note [dependent launch]
 };
 
 inline RowKernelOptions& row_kernel_options() {

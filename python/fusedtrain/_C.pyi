@@ -185,7 +185,8 @@ def _cuda_row_kernel_options(l2_prefetch: Optional[bool] = None,
                              shared_column_sums: Optional[bool] = None,
                              rows_walk_prefetch: Optional[bool] = None,
                              reverse_second_pass: Optional[bool] = None,
-                             staged_rows: Optional[bool] = None) -> dict[str, bool]: ...
+                             staged_rows: Optional[bool] = None,
+                             dependent_launch: Optional[bool] = None) -> dict[str, bool]: ...
 
 # Import introspection (tests, bench/bench_torch_user_path.py): each array as a kernel sees it.
 def _import_views(arrays: Arrays, write: bool = True, describe: bool = True) -> Any: ...

@@ -114,6 +114,28 @@ T shuffle(T v, int delta, bool butterfly) {
 #define FT_EMU_COPY_ASYNC ::ft_emu::copy_async
 #define FT_EMU_COPY_WAIT ::ft_emu::copy_async_wait
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+// Dependent launch (Note [dependent launch]): blocks run one after another here, so a kernel
+// launched as a dependent runs as any other.
+enum cudaLaunchAttributeID { cudaLaunchAttributeProgrammaticStreamSerialization = 6 };
+union cudaLaunchAttributeValue { int programmaticStreamSerializationAllowed; };
+struct cudaLaunchAttribute {
+  cudaLaunchAttributeID id;
+  cudaLaunchAttributeValue val;
+};
+struct cudaLaunchConfig_t {
+  dim3 gridDim, blockDim;
+  size_t dynamicSmemBytes;
+  cudaStream_t stream;
+  cudaLaunchAttribute* attrs;
+  unsigned numAttrs;
+};
+extern int ft_emu_dependent_launches;  // launches through cudaLaunchKernelEx, for the tests
+template <class... P, class... A>
+cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* c, void (*kernel)(P...), const A&... args) {
+  ++ft_emu_dependent_launches;
+  ft_emu::launch(c->gridDim, c->blockDim, c->dynamicSmemBytes, c->stream, [&] { kernel(args...); });
+  return cudaSuccess;
+}
 template <class F>
 cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return cudaSuccess; }
 

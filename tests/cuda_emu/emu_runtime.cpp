@@ -181,6 +181,7 @@ DeviceState& device_state() {
     const char* env = std::getenv("FT_EMU_SM_COUNT");
     s.sm_count = env ? std::atoi(env) : 2;
     s.shared_per_sm = 228 << 10;  // an H100's
+    s.dependent_launch = true;    // sm_90 (Note [dependent launch])
   }
   return s;
 }
@@ -207,9 +208,12 @@ void DeviceState::stream_free(void* p, cudaStream_t st) noexcept { cuda::stream_
 
 }  // namespace ft::cuda
 
+int ft_emu_dependent_launches = 0;
+
 extern "C" void emu_set_sm_count(int n) { ft::cuda::device_state().sm_count = n; }
 extern "C" void emu_set_row_kernel_options(int l2_prefetch, int shared_column_sums, int rows_walk_prefetch,
-                                           int reverse_second_pass, int staged_rows) {
+                                           int reverse_second_pass, int staged_rows, int dependent_launch) {
   ft::cuda::row_kernel_options() = {l2_prefetch != 0, shared_column_sums != 0, rows_walk_prefetch != 0,
-                                    reverse_second_pass != 0, staged_rows != 0};
+                                    reverse_second_pass != 0, staged_rows != 0, dependent_launch != 0};
 }
+extern "C" int emu_dependent_launches() { return ft_emu_dependent_launches; }
