@@ -370,26 +370,37 @@ SECOND_PASS_CASES = (
        if c.id in ("cl-rows-2x128x128x36-g6", "cl-2x5x7x6-g3")])
 
 
+def _second_pass_run(emu, kind, case, dtype):
+    """A call that runs one of SECOND_PASS_CASES forward and backward, returning its arrays."""
+    if kind == "bn":
+        inputs = make_inputs(case, dtype, "emu")
+        return lambda: _bn_emulated(emu, case, dtype, inputs)
+    x, w, b, _, _, dy = group_inputs(case, dtype, "emu")
+    return lambda: _gn_emulated(emu, case, dtype, x, w, b, dy)
+
+
+def _with_options(emu, run, *options):
+    """run() under emu_set_row_kernel_options(*options), every switch on again after."""
+    try:
+        emu.emu_set_row_kernel_options(*options)
+        return run()
+    finally:
+        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1, 1)
+
+
+def _assert_same_bits(got, want):
+    for name, a in got.items():
+        if a is not None:
+            assert a.tobytes() == want[name].tobytes(), name
+
+
 @pytest.mark.parametrize("sms", SM_COUNTS)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("kind, case", SECOND_PASS_CASES)
 def test_second_pass_order_changes_no_bit(emu, kind, case, dtype, sms):
     emu.emu_set_sm_count(sms)
-    if kind == "bn":
-        inputs = make_inputs(case, dtype, "emu")
-        run = lambda: _bn_emulated(emu, case, dtype, inputs)  # noqa: E731
-    else:
-        x, w, b, _, _, dy = group_inputs(case, dtype, "emu")
-        run = lambda: _gn_emulated(emu, case, dtype, x, w, b, dy)  # noqa: E731
-    reversed_ = run()
-    try:
-        emu.emu_set_row_kernel_options(1, 1, 1, 0, 1, 1)
-        in_order = run()
-    finally:
-        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1, 1)
-    for name, got in reversed_.items():
-        if got is not None:
-            assert got.tobytes() == in_order[name].tobytes(), name
+    run = _second_pass_run(emu, kind, case, dtype)
+    _assert_same_bits(run(), _with_options(emu, run, 1, 1, 1, 0, 1, 1))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -399,25 +410,14 @@ def test_dependent_launch_changes_no_bit(emu, kind, case, dtype):
     launch where the switch allows it (the emulated device is sm_90), and none where it is off;
     the same bits either way."""
     emu.emu_set_sm_count(SM_COUNTS[0])
-    if kind == "bn":
-        inputs = make_inputs(case, dtype, "emu")
-        run = lambda: _bn_emulated(emu, case, dtype, inputs)  # noqa: E731
-    else:
-        x, w, b, _, _, dy = group_inputs(case, dtype, "emu")
-        run = lambda: _gn_emulated(emu, case, dtype, x, w, b, dy)  # noqa: E731
+    run = _second_pass_run(emu, kind, case, dtype)
     before = emu.emu_dependent_launches()
     dependent = run()
     assert emu.emu_dependent_launches() > before
-    try:
-        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1, 0)
-        before = emu.emu_dependent_launches()
-        plain = run()
-        assert emu.emu_dependent_launches() == before
-    finally:
-        emu.emu_set_row_kernel_options(1, 1, 1, 1, 1, 1)
-    for name, got in dependent.items():
-        if got is not None:
-            assert got.tobytes() == plain[name].tobytes(), name
+    before = emu.emu_dependent_launches()
+    plain = _with_options(emu, run, 1, 1, 1, 1, 1, 0)
+    assert emu.emu_dependent_launches() == before
+    _assert_same_bits(dependent, plain)
 
 
 @pytest.mark.parametrize("use_input_stats", [True, False], ids=["input-stats", "running-stats"])
