@@ -632,7 +632,7 @@ __device__ __forceinline__ void rows_range(int64_t R, int64_t& r0, int64_t& r1) 
 // norm's channels-last input.
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock)
-    rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials, bool prefetch, int64_t view_stride = 0) {
+    rows_stats_kernel(const S* x, int64_t R, int64_t C, Stats* partials, bool prefetch, int64_t view_stride) {
   grid_dependency();
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector column
@@ -660,7 +660,7 @@ __global__ void __launch_bounds__(kBlock)
 template <class S, int V>
 __global__ void __launch_bounds__(kBlock, sizeof(S) == 2 ? vector_pass_blocks<S, V>(2) : 3)  // Note [pass occupancy]
     rows_grad_kernel(const S* dy, const S* x, int64_t R, int64_t C, ChannelArray save_mean,
-                     GradSums* partials, bool prefetch, int64_t view_stride = 0) {
+                     GradSums* partials, bool prefetch, int64_t view_stride) {
   grid_dependency();
   using T = ComputeT<S>;
   const int64_t col = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
