@@ -28,6 +28,16 @@ def _strip_comments(text):
     return re.sub(r"//[^\n]*", "", text)
 
 
+def _closing(text, i):
+    """The index of the parenthesis that closes the one at text[i]."""
+    depth = 0
+    while True:
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+        i += 1
+
+
 def _kernels(text):
     """(name, first statement of the body) of each __global__ function."""
     out = []
@@ -36,21 +46,9 @@ def _kernels(text):
         lb = text.find("__launch_bounds__", i)
         paren = text.index("(", i)
         if lb != -1 and lb < paren:  # past __launch_bounds__(...)
-            depth, k = 0, text.index("(", lb)
-            while True:
-                depth += {"(": 1, ")": -1}.get(text[k], 0)
-                if depth == 0:
-                    break
-                k += 1
-            paren = text.index("(", k + 1)
+            paren = text.index("(", _closing(text, text.index("(", lb)) + 1)
         name = re.findall(r"(\w+)\s*$", text[i:paren])[0]
-        depth, k = 0, paren
-        while True:
-            depth += {"(": 1, ")": -1}.get(text[k], 0)
-            if depth == 0:
-                break
-            k += 1
-        brace = text.index("{", k)
+        brace = text.index("{", _closing(text, paren))
         out.append((name, text[brace + 1:text.index(";", brace) + 1].strip()))
     return out
 
