@@ -30,7 +30,7 @@ from source_tree import host_compiler, source_path
 HERE = pathlib.Path(__file__).resolve().parent
 EMU = HERE / "cuda_emu"
 SOURCES = ["bn_kernels.cu", "ln_kernels.cu", "gn_kernels.cu", "fullbatch_kernels.cu",
-           "multi_tensor_table.cu", "optim_kernels.cu"]
+           "multi_tensor_table.cu", "norm_kernels.cu", "optim_kernels.cu"]
 CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
 SM_COUNTS = [2, 132]
 ULP = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
@@ -116,6 +116,7 @@ def emu():
     lib.emu_fb.argtypes = [i64, i64, i64, p, p, i64, i64, i64, dbl, dbl, dbl, p, p, p, p]
     lib.emu_rule.argtypes = [ctypes.c_char_p, i64, i64, i64, p, p, i64, p, p, i64, dbl,
                              p, i64, p, i64, p, i64, p, i64]
+    lib.emu_norm.argtypes = [i64, p, p, p, dbl, p, dbl, p, i64, dbl, p, p]
     return lib
 
 
@@ -271,37 +272,49 @@ def test_layer_and_rms_norm(emu, case, rms, dtype, sms, same):
 # (fp64 of 8192 takes the general path); rows of up to 4 vectors a thread are staged, with and
 # without column sums (the frozen backward). Without dbias the kernels keep one sum a column (Note
 # [one column sum]) and give the same dx and dweight bits.
-@pytest.mark.parametrize("case", [c for c in ROW_CASES if c.id in ("64x1024", "5x4096", "9x8192")], ids=str)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_row_kernel_switches(emu, case, dtype):
-    emu.emu_set_sm_count(SM_COUNTS[0])
+ROW_SWITCH_CASES = [c for c in ROW_CASES if c.id in ("64x1024", "5x4096", "9x8192")]
+
+
+def _ln_emulated(emu, case, dtype, rms=False):
+    """Emulated layer (RMS) norm forward and backward of row_inputs(case, dtype): y, mean, rstd,
+    dx, dweight, dbias, and dx with weight_grads=False; a layer norm's backward without dbias is
+    checked to give the same dx and dweight bits (Note [one column sum])."""
     x, w, b, dy = row_inputs(case, dtype, "emu")
+    b = None if rms else b
     cols = int(np.prod(case.normalized))
     rows, sdt = x.size // cols, _stats_dtype(dtype)
     stat = CODES[str(np.dtype(sdt))]
+    y, mean, rstd = _like(x), None if rms else _like((rows,), sdt), _like((rows,), sdt)
+    _call(emu, "emu_ln_forward", x, y, CODES[dtype], rows, cols, int(rms), w, b, _code(w), mean,
+          rstd, stat, case.eps)
 
-    def run():
-        y, mean, rstd = _like(x), _like((rows,), sdt), _like((rows,), sdt)
-        _call(emu, "emu_ln_forward", x, y, CODES[dtype], rows, cols, 0, w, b, _code(w), mean, rstd,
-              stat, case.eps)
-        dx, dw, db = _like(x), _like(w), _like(b)
-        _call(emu, "emu_ln_backward", dy, x, dx, CODES[dtype], rows, cols, 0, w, _code(w), mean,
-              rstd, stat, dw, db)
-        frozen = _like(x)
-        _call(emu, "emu_ln_backward", dy, x, frozen, CODES[dtype], rows, cols, 0, w, _code(w), mean,
-              rstd, stat, None, None)
-        alone_dx, alone = _like(x), _like(w)  # no dbias: one sum a column (Note [one column sum])
-        _call(emu, "emu_ln_backward", dy, x, alone_dx, CODES[dtype], rows, cols, 0, w, _code(w),
-              mean, rstd, stat, alone, None)
+    def backward(weight_grads=True, bias_grads=True):
+        dx = _like(x)
+        dw = _like(w) if weight_grads and w is not None else None
+        db = _like(b) if weight_grads and bias_grads and b is not None else None
+        _call(emu, "emu_ln_backward", dy, x, dx, CODES[dtype], rows, cols, int(rms), w, _code(w),
+              mean, rstd, stat, dw, db)
+        return dx, dw, db
+
+    dx, dw, db = backward()
+    frozen, _, _ = backward(weight_grads=False)
+    if b is not None:
+        alone_dx, alone, _ = backward(bias_grads=False)
         assert alone_dx.tobytes() == dx.tobytes() and alone.tobytes() == dw.tobytes()
-        return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db,
-                "frozen dx": frozen}
+    return {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db,
+            "frozen dx": frozen}
 
-    want = run()
+
+@pytest.mark.parametrize("case", ROW_SWITCH_CASES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_kernel_switches(emu, case, dtype):
+    emu.emu_set_sm_count(SM_COUNTS[0])
+    rows = row_inputs(case, dtype, "emu")[0].size // int(np.prod(case.normalized))
+    want = _ln_emulated(emu, case, dtype)
     try:
         for prefetch, shared, staged in ((0, 1, 1), (1, 0, 1), (0, 0, 1), (1, 1, 0), (1, 0, 0)):
             emu.emu_set_row_kernel_options(prefetch, shared, 1, 1, staged, 1)
-            for name, got in run().items():
+            for name, got in _ln_emulated(emu, case, dtype).items():
                 if shared or name not in ("dweight", "dbias"):
                     assert got.tobytes() == want[name].tobytes(), (name, prefetch, shared, staged)
                 else:
@@ -370,11 +383,14 @@ SECOND_PASS_CASES = (
        if c.id in ("cl-rows-2x128x128x36-g6", "cl-2x5x7x6-g3")])
 
 
-def _second_pass_run(emu, kind, case, dtype):
-    """A call that runs one of SECOND_PASS_CASES forward and backward, returning its arrays."""
+def _kernel_run(emu, kind, case, dtype):
+    """A call that runs batch norm ("bn"), group norm ("gn"), layer norm ("ln") or RMS norm
+    ("rms") of `case` forward and backward, returning its arrays."""
     if kind == "bn":
         inputs = make_inputs(case, dtype, "emu")
         return lambda: _bn_emulated(emu, case, dtype, inputs)
+    if kind in ("ln", "rms"):
+        return lambda: _ln_emulated(emu, case, dtype, rms=kind == "rms")
     x, w, b, _, _, dy = group_inputs(case, dtype, "emu")
     return lambda: _gn_emulated(emu, case, dtype, x, w, b, dy)
 
@@ -399,7 +415,7 @@ def _assert_same_bits(got, want):
 @pytest.mark.parametrize("kind, case", SECOND_PASS_CASES)
 def test_second_pass_order_changes_no_bit(emu, kind, case, dtype, sms):
     emu.emu_set_sm_count(sms)
-    run = _second_pass_run(emu, kind, case, dtype)
+    run = _kernel_run(emu, kind, case, dtype)
     _assert_same_bits(run(), _with_options(emu, run, 1, 1, 1, 0, 1, 1))
 
 
@@ -410,7 +426,7 @@ def test_dependent_launch_changes_no_bit(emu, kind, case, dtype):
     launch where the switch allows it (the emulated device is sm_90), and none where it is off;
     the same bits either way."""
     emu.emu_set_sm_count(SM_COUNTS[0])
-    run = _second_pass_run(emu, kind, case, dtype)
+    run = _kernel_run(emu, kind, case, dtype)
     before = emu.emu_dependent_launches()
     dependent = run()
     assert emu.emu_dependent_launches() > before
@@ -801,3 +817,100 @@ def test_optimizer_device_scalars(emu, monkeypatch, fn, found_inf):
             np.testing.assert_array_equal(p_emu[i], start[i])
         for j, name in enumerate(spec.states):
             _close(s_emu[j][i], s_cpu[j][i], "float32", f"{name[0]}[{i}]")
+
+
+# ---- global norm and the clip outputs (csrc/cuda/norm_kernels.cu): per-chunk partials of each
+# dtype's arrays, then one block over them
+
+def _emu_norm(emu, arrays, p, max_norm=-1.0, grad_scale=None, host_scale=1.0):
+    """(norm, clip coefficient, divisor) of the emulated kernels; NaN where not written."""
+    numel = np.array([a.size for a in arrays], np.int64)
+    ptrs = np.array([a.ctypes.data for a in arrays], np.uintp)
+    codes = np.array([CODES[str(a.dtype)] for a in arrays], np.int64)
+    out, coef, divisor = np.full(1, np.nan), np.full(1, np.nan, np.float32), np.full(1, np.nan, np.float32)
+    scale_ptr, scale_code = _device_scalar(grad_scale)
+    if emu.emu_norm(len(arrays), numel.ctypes.data, ptrs.ctypes.data, codes.ctypes.data, p,
+                    out.ctypes.data, max_norm, scale_ptr, scale_code, host_scale, coef.ctypes.data,
+                    divisor.ctypes.data) != 0:
+        raise RuntimeError(emu.emu_error().decode())
+    return out[0], coef[0], divisor[0]
+
+
+NORM_DTYPES = {"float32": ["float32"], "float64": ["float64"], "bfloat16": ["bfloat16"],
+               "mixed": ["float16", "float32", "bfloat16", "float64"]}
+
+
+def _norm_arrays(kind, seed=21):
+    dtypes = NORM_DTYPES[kind]
+    return [a.astype(dtype_named(dtypes[i % len(dtypes)]))
+            for i, a in enumerate(_fb_rand("float32", seed, FB_SHAPES * 2, scale=3.0))]
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, float("inf"), 3.0, 0.5])
+@pytest.mark.parametrize("kind", list(NORM_DTYPES))
+def test_global_norm(emu, kind, p):
+    arrays = _norm_arrays(kind)
+    got, coef, divisor = _emu_norm(emu, arrays, p)
+    flat = np.concatenate([a.astype(np.float64).ravel() for a in arrays])
+    want = np.max(np.abs(flat)) if p == float("inf") else np.sum(np.abs(flat) ** p) ** (1 / p)
+    assert got == pytest.approx(want, rel=1e-12)
+    # The CPU kernels sum float32 values in float32 lanes.
+    assert got == pytest.approx(ft.global_norm(arrays, p), rel=1e-12 if kind == "float64" else 1e-6)
+    assert np.isnan(coef) and np.isnan(divisor)  # no clipping asked for: not written
+
+
+# The AMP scale: (device scalar, host scale, the scale in effect); a device scale wins.
+CLIP_SCALES = {"unscaled": (None, 1.0, 1.0), "host": (None, 1024.0, 1024.0),
+               "device": (np.array([2048.0], np.float32), 99.0, 2048.0)}
+
+
+@pytest.mark.parametrize("scale", list(CLIP_SCALES))
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_outputs(emu, max_norm, scale):
+    """coef = min(1, max_norm / (norm / scale + 1e-6)) on the norm of the AMP-scaled grads,
+    divisor = scale / coef (the update divides the grads by it), both float32."""
+    device, host, s = CLIP_SCALES[scale]
+    norm, coef, divisor = _emu_norm(emu, _norm_arrays("mixed", seed=22), 2.0, max_norm, device, host)
+    want = min(1.0, max_norm / (norm / s + 1e-6))
+    assert coef == np.float32(want)
+    assert divisor == np.float32(s / want)
+
+
+# ---- schedules (Note [emulated schedules]): a kernel that reads what another thread of its block
+# writes between the same two barriers, or what another block of its launch writes, gets other
+# bits when the emulation runs threads and blocks in another order. Every batch, group, layer and
+# RMS norm case of the tables (but the widest row, 13 s a run) in every dtype, forward and
+# backward (with and without weight gradients, layer norm also without dbias), the full-batch
+# dots and the global norm: every kernel that shares memory between threads.
+SCHEDULE_CASES = ([pytest.param("bn", c, id=f"bn-{c}") for c in BN_CASES]
+                  + [pytest.param("gn", c, id=f"gn-{c}") for c in GROUP_CASES]
+                  + [pytest.param(kind, c, id=f"{kind}-{c}") for c in ROW_CASES
+                     if not c.id.startswith("wide") for kind in ("ln", "rms")]
+                  + [pytest.param("dots", None, id="dots"), pytest.param("norm", None, id="norm")])
+
+
+def _dots_run(emu, dtype):
+    x, others = _fb_rand(dtype, 1), [_fb_rand(dtype, 2 + j) for j in range(3)]
+    return lambda: {"dots": _fb(emu, 2, dtype, [x, *others], count=3)[0]}
+
+
+def _norm_run(emu, dtype):
+    arrays = _norm_arrays("float64" if dtype == "float64" else "mixed")
+    return lambda: {"norm": np.array(_emu_norm(emu, arrays, 2.0, 1.0))}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind, case", SCHEDULE_CASES)
+def test_schedule_changes_no_bit(emu, kind, case, dtype):
+    if kind in ("dots", "norm") and dtype not in ("float32", "float64"):
+        pytest.skip("the full-batch passes take float32 and float64; the norm mixes dtypes")
+    emu.emu_set_sm_count(SM_COUNTS[0])
+    run = {"dots": _dots_run, "norm": _norm_run}[kind](emu, dtype) if case is None else \
+        _kernel_run(emu, kind, case, dtype)
+    want = run()
+    try:
+        for schedule in (1, 7):  # reversed; shuffled
+            emu.emu_set_schedule(schedule)
+            _assert_same_bits(run(), want)
+    finally:
+        emu.emu_set_schedule(-1)  # back to FT_EMU_SCHEDULE's, 0 where unset

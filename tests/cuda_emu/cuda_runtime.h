@@ -1,9 +1,10 @@
 // Stand-in for <cuda_runtime.h> that runs fusedtrain's CUDA kernels on the host, for tests on
 // machines without a GPU (tests/test_cuda_emulated.py). Note [host emulation]: each block's
 // threads are fibers on one OS thread, switched at __syncthreads and warp shuffles, so barriers,
-// shared memory and shuffles keep their meaning; blocks run one after another; device memory is
-// host memory; streams, events and pools are no-ops. It checks index arithmetic, barriers and
-// reduction logic, not timing, memory coalescing or data races between blocks.
+// shared memory and shuffles keep their meaning; blocks run one after another, threads and blocks
+// in the order Note [emulated schedules] (emu_runtime.cpp) sets; device memory is host memory;
+// streams, events and pools are no-ops. It checks index arithmetic, barriers and reduction logic,
+// not timing or memory coalescing.
 #pragma once
 #include <cstddef>
 #include <cstdint>

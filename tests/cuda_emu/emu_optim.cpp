@@ -73,3 +73,31 @@ extern "C" int emu_rule(const char* rule, int64_t param_dtype, int64_t grad_dtyp
     return -1;
   }
 }
+
+// The global norm of n arrays (each its own dtype code) into *out_norm, and where max_norm >= 0
+// the clip outputs (the AMP scale from grad_scale when given, else host_grad_scale) into
+// *coef_out and *divisor_out.
+extern "C" int emu_norm(int64_t n, const int64_t* numel, void* const* ptrs, const int64_t* dtypes,
+                        double p, double* out_norm, double max_norm, void* grad_scale,
+                        int64_t grad_scale_dtype, double host_grad_scale, float* coef_out,
+                        float* divisor_out) {
+  try {
+    ft::cuda::NormArrays in;
+    for (int64_t i = 0; i < n; ++i) {
+      in.data.push_back(ptrs[i]);
+      in.dtypes.push_back(ft::DType(dtypes[i]));
+      in.numel.push_back(numel[i]);
+    }
+    ft::cuda::ClipOutputs clip;
+    clip.max_norm = max_norm;
+    clip.grad_scale_in = scalar(grad_scale, grad_scale_dtype);
+    clip.host_grad_scale = host_grad_scale;
+    clip.coef_out = coef_out;
+    clip.divisor_out = divisor_out;
+    ft::cuda::norm(in, p, out_norm, clip, nullptr);
+    return 0;
+  } catch (const std::exception& e) {
+    emu_set_error(e.what());
+    return -1;
+  }
+}

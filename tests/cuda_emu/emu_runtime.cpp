@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/device_state.h"
@@ -61,6 +62,35 @@ Barrier g_block;
 std::vector<Warp> g_warps;
 uint64_t g_events = 0;  // barrier releases and thread exits: progress
 std::vector<std::max_align_t> g_dynamic;  // the running block's dynamic shared memory
+int g_schedule = -1;  // Note [emulated schedules]; -1: not read from the environment yet
+
+int current_schedule() {
+  if (g_schedule < 0) {
+    const char* env = std::getenv("FT_EMU_SCHEDULE");
+    g_schedule = env ? std::atoi(env) : 0;
+  }
+  return g_schedule;
+}
+
+// Note [emulated schedules]: a thread of the emulation runs until its next barrier or shuffle
+// before the next thread starts, and blocks run one after another, so a kernel that reads shared
+// memory another thread writes between the same two barriers (a race on a GPU), or global memory
+// another block of the same launch writes, gets a result that depends on that order. Schedule 0
+// runs threads and blocks in index order; 1 in reverse; any other value in an order shuffled by
+// it (per block for threads). A race-free, deterministic kernel gives the same bits under every
+// schedule, which tests/test_cuda_emulated.py checks.
+std::vector<int> order(int n, int schedule, uint64_t salt) {
+  std::vector<int> o(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) o[size_t(i)] = schedule == 1 ? n - 1 - i : i;
+  if (schedule > 1) {
+    uint64_t state = uint64_t(schedule) * 0x9E3779B97F4A7C15ull + salt;
+    for (int i = n - 1; i > 0; --i) {  // Fisher-Yates with a 64-bit LCG
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      std::swap(o[size_t(i)], o[size_t((state >> 33) % uint64_t(i + 1))]);
+    }
+  }
+  return o;
+}
 
 void yield() {
   if (_setjmp(g_fibers[g_cur].env) == 0) _longjmp(g_main, 1);
@@ -128,44 +158,44 @@ void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>&
   getcontext(&blank);
   g_warps.assign(size_t((g_threads + 31) / 32), Warp{});
   g_body = &body;
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        blockIdx = {bx, by, bz};
-        std::memset(static_cast<void*>(g_dynamic.data()), 0xFF, g_dynamic.size() * sizeof(std::max_align_t));
-        g_block = Barrier{g_threads, 0, 0};
-        for (int w = 0; w < int(g_warps.size()); ++w)
-          g_warps[size_t(w)].barrier = Barrier{std::min(32, g_threads - 32 * w), 0, 0};
-        for (int t = 0; t < g_threads; ++t) {
-          Fiber& f = g_fibers[size_t(t)];
-          f.started = f.done = false;
-          f.copies.clear();
-          f.idx = {unsigned(t) % block.x, unsigned(t) / block.x % block.y, unsigned(t) / (block.x * block.y)};
-          f.start = blank;
-          f.start.uc_stack.ss_sp = f.stack.data();
-          f.start.uc_stack.ss_size = f.stack.size();
-          f.start.uc_link = nullptr;
-          makecontext(&f.start, entry, 0);
+  const int blocks = int(grid.x * grid.y * grid.z);
+  for (int b : order(blocks, current_schedule(), 0)) {
+    blockIdx = {unsigned(b) % grid.x, unsigned(b) / grid.x % grid.y, unsigned(b) / (grid.x * grid.y)};
+    std::memset(static_cast<void*>(g_dynamic.data()), 0xFF, g_dynamic.size() * sizeof(std::max_align_t));
+    g_block = Barrier{g_threads, 0, 0};
+    for (int w = 0; w < int(g_warps.size()); ++w)
+      g_warps[size_t(w)].barrier = Barrier{std::min(32, g_threads - 32 * w), 0, 0};
+    for (int t = 0; t < g_threads; ++t) {
+      Fiber& f = g_fibers[size_t(t)];
+      f.started = f.done = false;
+      f.copies.clear();
+      f.idx = {unsigned(t) % block.x, unsigned(t) / block.x % block.y, unsigned(t) / (block.x * block.y)};
+      f.start = blank;
+      f.start.uc_stack.ss_sp = f.stack.data();
+      f.start.uc_stack.ss_size = f.stack.size();
+      f.start.uc_link = nullptr;
+      makecontext(&f.start, entry, 0);
+    }
+    const std::vector<int> threads = order(g_threads, current_schedule(), uint64_t(b) + 1);
+    for (int left = g_threads; left > 0;) {
+      const uint64_t before = g_events;
+      left = 0;
+      for (int t : threads) {
+        Fiber& f = g_fibers[size_t(t)];
+        if (f.done) continue;
+        g_cur = t;
+        threadIdx = f.idx;
+        if (_setjmp(g_main) == 0) {
+          if (f.started) _longjmp(f.env, 1);
+          f.started = true;
+          setcontext(&f.start);
         }
-        for (int left = g_threads; left > 0;) {
-          const uint64_t before = g_events;
-          left = 0;
-          for (int t = 0; t < g_threads; ++t) {
-            Fiber& f = g_fibers[size_t(t)];
-            if (f.done) continue;
-            g_cur = t;
-            threadIdx = f.idx;
-            if (_setjmp(g_main) == 0) {
-              if (f.started) _longjmp(f.env, 1);
-              f.started = true;
-              setcontext(&f.start);
-            }
-            left += !f.done;
-          }
-          if (left > 0 && g_events == before)
-            throw std::runtime_error("emulated launch: threads wait at a barrier that never completes");
-        }
+        left += !f.done;
       }
+      if (left > 0 && g_events == before)
+        throw std::runtime_error("emulated launch: threads wait at a barrier that never completes");
+    }
+  }
 }
 
 }  // namespace ft_emu
@@ -216,4 +246,5 @@ extern "C" void emu_set_row_kernel_options(int l2_prefetch, int shared_column_su
   ft::cuda::row_kernel_options() = {l2_prefetch != 0, shared_column_sums != 0, rows_walk_prefetch != 0,
                                     reverse_second_pass != 0, staged_rows != 0, dependent_launch != 0};
 }
+extern "C" void emu_set_schedule(int s) { ft_emu::g_schedule = s; }
 extern "C" int emu_dependent_launches() { return ft_emu_dependent_launches; }
