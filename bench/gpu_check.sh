@@ -3,10 +3,11 @@
 # torch, cupy and pytest; nothing of ours installed): builds for sm_90 on every core, runs the GPU
 # tests, compute-sanitizer's memcheck/racecheck/synccheck/initcheck on a run that reaches every
 # kernel, the profiler's count of kernels per optimizer step, and the GPU benchmarks; each step
-# under its own timeout.  Writes 6 files into OUTDIR: summary.txt, build.log, tests.log,
-# sanitize.log, bench.log and results.tgz (this run's cuda_*.json, also left in bench/results/;
-# `tar -xzf results.tgz -C bench/results` files them in a checkout), and ends with a summary of
-# about 40 lines.
+# under its own timeout. Failing GPU tests are rerun with the kernel switches off
+# (bench/gpu_switch_bisect.py), which names the change behind them.  Writes 6 files into OUTDIR:
+# summary.txt, build.log, tests.log, sanitize.log, bench.log and results.tgz (this run's
+# cuda_*.json, also left in bench/results/; `tar -xzf results.tgz -C bench/results` files them in
+# a checkout), and ends with a summary of about 40 lines.
 #
 #   bash bench/gpu_check.sh OUTDIR            # on the GPU machine, from anywhere
 #   GPU_CHECK_DRY=1 bash bench/gpu_check.sh   # without a GPU: the build and the plumbing only
@@ -114,6 +115,11 @@ if [ "$GPU_SKIP" = 0 ]; then
     run_step "GPU tests" 240 "$tests_log" "$py" -m pytest tests -m gpu -q -p no:cacheprovider \
       -n "$workers" -rfE --tb=short
     tail -n 1 "$tests_log" | sed 's/^/tests /' | tee -a "$summary"
+    # Failures: which switch turned off clears them (Note [row kernel switches]), at most 120 s.
+    if grep -qE '^(FAILED|ERROR) ' "$tests_log" && [ "$(left)" -gt 150 ]; then
+      "$py" bench/gpu_switch_bisect.py "$tests_log" --budget 120 -- -n "$workers" --tb=line \
+        2>&1 | sed 's/^/bisect /' | tee -a "$summary" "$tests_log"
+    fi
   fi
   i=0
   for tool in memcheck racecheck synccheck initcheck; do

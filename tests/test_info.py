@@ -77,3 +77,31 @@ def test_unknown_cpu_isa_raises(name):
     with pytest.raises(ValueError):
         ft.set_cpu_isa(name)
     assert ft.get_cpu_isa() == before
+
+
+def _switches_in_subprocess(value):
+    """ft.info()["cuda_switches_off"] of a fresh interpreter run with FUSEDTRAIN_CUDA_SWITCHES_OFF
+    set to `value`: (exit status, stdout, stderr)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, FUSEDTRAIN_CUDA_SWITCHES_OFF=value)
+    p = subprocess.run([sys.executable, "-c", "import fusedtrain as ft; print(ft.info()['cuda_switches_off'])"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout.strip(), p.stderr
+
+
+@pytest.mark.parametrize("value, off", [("", []), ("staged_rows", ["staged_rows"]),
+                                        (" dependent_launch , l2_prefetch", ["l2_prefetch", "dependent_launch"]),
+                                        ("all", ["l2_prefetch", "shared_column_sums", "rows_walk_prefetch",
+                                                 "reverse_second_pass", "staged_rows", "dependent_launch"])])
+def test_switches_off_from_the_environment(value, off):
+    rc, out, err = _switches_in_subprocess(value)
+    assert rc == 0, err
+    assert out == repr(off)
+
+
+def test_unknown_switch_in_the_environment_raises_naming_it():
+    rc, _, err = _switches_in_subprocess("staged_rows,no_such_switch")
+    assert rc != 0
+    assert "ValueError: FUSEDTRAIN_CUDA_SWITCHES_OFF: unknown switch 'no_such_switch'" in err

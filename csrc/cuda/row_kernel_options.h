@@ -13,7 +13,9 @@ namespace ft::cuda {
 // memory (Note [column sums in shared memory]) launch their own grid, so dweight / dbias are
 // summed in another order (the same to rounding, each way deterministic).  All are on by default;
 // `_C._cuda_row_kernel_options` turns any off for the A/B rows of bench/bench_ln_cuda.py and
-// bench/bench_bn_cuda.py.  Read on the host at each launch.
+// bench/bench_bn_cuda.py, FUSEDTRAIN_CUDA_SWITCHES_OFF for a process
+// (python/fusedtrain/runtime.py), which is how bench/gpu_switch_bisect.py reruns failing GPU
+// tests.  Read on the host at each launch.
 struct RowKernelOptions {
   bool l2_prefetch = true;
   bool shared_column_sums = true;

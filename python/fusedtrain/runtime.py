@@ -42,6 +42,28 @@ def get_cpu_isa():
     return _C.cpu_isa()
 
 
+SWITCHES_OFF_VARIABLE = "FUSEDTRAIN_CUDA_SWITCHES_OFF"
+
+
+def _switches_off_from_environment():
+    """Turns off the CUDA kernel switches FUSEDTRAIN_CUDA_SWITCHES_OFF names (comma-separated,
+    or "all"; Note [row kernel switches]): a way around a driver that misbehaves with one, and
+    how bench/gpu_switch_bisect.py reruns failing GPU tests. Every switch changes speed only."""
+    names = [n.strip() for n in os.environ.get(SWITCHES_OFF_VARIABLE, "").split(",") if n.strip()]
+    known = list(_C._cuda_row_kernel_options())
+    if names == ["all"]:
+        names = known
+    for n in names:
+        if n not in known:
+            raise ValueError(f"{SWITCHES_OFF_VARIABLE}: unknown switch {n!r}; the switches are "
+                             f"{', '.join(known)} (or all)")
+    if names:
+        _C._cuda_row_kernel_options(**dict.fromkeys(names, False))
+
+
+_switches_off_from_environment()
+
+
 def info():
     """A dict describing this build and machine (also ``python -m fusedtrain info``)."""
     return {
@@ -57,6 +79,8 @@ def info():
         "cuda_devices": list(_C.cuda_devices()),
         # Why no device is listed: no driver, a driver older than this build's runtime, ...
         "cuda_error": _C.cuda_device_error() or None,
+        "cuda_switches_off": [k for k, on in _C._cuda_row_kernel_options().items() if not on],
         "env": {k: os.environ[k] for k in ("FUSEDTRAIN_CPU_ISA", "FUSEDTRAIN_NUM_THREADS",
-                                           "FUSEDTRAIN_SHARE_OPENMP") if k in os.environ},
+                                           "FUSEDTRAIN_SHARE_OPENMP", SWITCHES_OFF_VARIABLE)
+                if k in os.environ},
     }
