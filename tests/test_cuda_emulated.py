@@ -629,16 +629,25 @@ def test_fullbatch_param_step(emu, dtype, mode):
         _fb_close(base, base_w, compute, "base")
 
 
-@pytest.mark.parametrize("folded", [False, True], ids=["first-pass", "first-dot-given"])
-@pytest.mark.parametrize("slots", [[2], [1, 0], [3, 0, 5, 2, 4, 1, 6]], ids=str)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fullbatch_two_loop(emu, dtype, slots, folded):
-    g = _fb_rand(dtype, 15)
+def _two_loop_problem(dtype, slots, shapes=FB_SHAPES):
+    """(g, history (14 rows of curvature pairs), each tensor's row pointers, the slots' inverse
+    curvatures) of a two-loop recursion over tensors of `shapes`."""
+    g = _fb_rand(dtype, 15, shapes)
     total = sum(x.size for x in g)
     rng = np.random.default_rng(16)
     hist = rng.standard_normal((14, total)).astype(dtype_named(dtype))
     curvature_pairs(hist, rng)
-    ro = inverse_curvatures(hist, slots)
+    offsets = np.cumsum([0] + [x.size for x in g])[:-1]
+    rows = [hist.ctypes.data + int(o) * hist.itemsize for o in offsets]
+    return g, hist, rows, inverse_curvatures(hist, slots)
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["first-pass", "first-dot-given"])
+@pytest.mark.parametrize("slots", [[2], [1, 0], [3, 0, 5, 2, 4, 1, 6]], ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fullbatch_two_loop(emu, dtype, slots, folded):
+    g, hist, rows, ro = _two_loop_problem(dtype, slots)
+    total = hist.shape[1]
     d = [np.full(x.shape, np.nan, x.dtype) for x in g]
     first = None
     if folded:   # Note [first pass folded]: d = -g and the first pass's dot come given
@@ -647,8 +656,6 @@ def test_fullbatch_two_loop(emu, dtype, slots, folded):
         # 1.5x the dot: a backend that ran the first pass anyway would not match one that did not
         first = 1.5 * float(-(np.concatenate([x.ravel() for x in g]).astype(np.float64) @ newest))
     d_w = _copies(d)
-    offsets = np.cumsum([0] + [x.size for x in g])[:-1]
-    rows = [hist.ctypes.data + int(o) * hist.itemsize for o in offsets]
     got, al = _fb(emu, 5, dtype, [d, g, rows], row_stride=total, count=len(slots), a=0.7,
                   flags=int(folded), c=first or 0.0, two_loop=(slots, ro))
     gtd, dmax, al_w = _C.fullbatch_direction_(g, d_w, hist, slots, ro, 0.7, None, first)
@@ -881,17 +888,31 @@ def test_clip_outputs(emu, max_norm, scale):
 # bits when the emulation runs threads and blocks in another order. Every batch, group, layer and
 # RMS norm case of the tables (but the widest row, 13 s a run) in every dtype, forward and
 # backward (with and without weight gradients, layer norm also without dbias), the full-batch
-# dots and the global norm: every kernel that shares memory between threads.
+# dots and two-loop recursion, and the global norm: every kernel that shares memory between
+# threads.
 SCHEDULE_CASES = ([pytest.param("bn", c, id=f"bn-{c}") for c in BN_CASES]
                   + [pytest.param("gn", c, id=f"gn-{c}") for c in GROUP_CASES]
                   + [pytest.param(kind, c, id=f"{kind}-{c}") for c in ROW_CASES
                      if not c.id.startswith("wide") for kind in ("ln", "rms")]
-                  + [pytest.param("dots", None, id="dots"), pytest.param("norm", None, id="norm")])
+                  + [pytest.param(kind, None, id=kind) for kind in ("dots", "two-loop", "norm")])
 
 
 def _dots_run(emu, dtype):
     x, others = _fb_rand(dtype, 1), [_fb_rand(dtype, 2 + j) for j in range(3)]
     return lambda: {"dots": _fb(emu, 2, dtype, [x, *others], count=3)[0]}
+
+
+def _two_loop_run(emu, dtype):
+    slots = [3, 0, 5, 2, 4, 1, 6]
+    # 48 chunks: each pass's dot merges partials from more than one warp of the next block.
+    g, hist, rows, ro = _two_loop_problem(dtype, slots, FB_SHAPES * 8)
+
+    def run():
+        d = [np.full(x.shape, np.nan, x.dtype) for x in g]
+        sums, al = _fb(emu, 5, dtype, [d, g, rows], row_stride=hist.shape[1], count=len(slots),
+                       a=0.7, two_loop=(slots, ro))
+        return {"d": np.concatenate([x.ravel() for x in d]), "sums": sums, "al": al}
+    return run
 
 
 def _norm_run(emu, dtype):
@@ -902,11 +923,11 @@ def _norm_run(emu, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind, case", SCHEDULE_CASES)
 def test_schedule_changes_no_bit(emu, kind, case, dtype):
-    if kind in ("dots", "norm") and dtype not in ("float32", "float64"):
+    if case is None and dtype not in ("float32", "float64"):
         pytest.skip("the full-batch passes take float32 and float64; the norm mixes dtypes")
     emu.emu_set_sm_count(SM_COUNTS[0])
-    run = {"dots": _dots_run, "norm": _norm_run}[kind](emu, dtype) if case is None else \
-        _kernel_run(emu, kind, case, dtype)
+    runs = {"dots": _dots_run, "two-loop": _two_loop_run, "norm": _norm_run}
+    run = runs[kind](emu, dtype) if case is None else _kernel_run(emu, kind, case, dtype)
     want = run()
     try:
         for schedule in (1, 7):  # reversed; shuffled
