@@ -161,7 +161,8 @@ void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>&
   const int blocks = int(grid.x * grid.y * grid.z);
   for (int b : order(blocks, current_schedule(), 0)) {
     blockIdx = {unsigned(b) % grid.x, unsigned(b) / grid.x % grid.y, unsigned(b) / (grid.x * grid.y)};
-    std::memset(static_cast<void*>(g_dynamic.data()), 0xFF, g_dynamic.size() * sizeof(std::max_align_t));
+    if (!g_dynamic.empty())  // data() may be null, which memset may not take even for 0 bytes
+      std::memset(static_cast<void*>(g_dynamic.data()), 0xFF, g_dynamic.size() * sizeof(std::max_align_t));
     g_block = Barrier{g_threads, 0, 0};
     for (int w = 0; w < int(g_warps.size()); ++w)
       g_warps[size_t(w)].barrier = Barrier{std::min(32, g_threads - 32 * w), 0, 0};
