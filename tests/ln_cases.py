@@ -35,6 +35,8 @@ ROW_CASES = [
     RowCase("5x4096", (5, 4096), (4096,)),
     # A row beyond the cache budget: the forward's statistics in pieces, the backward's one task.
     RowCase("wide-2x300001", (2, 300001), (300001,)),
+    # No rows: nothing to launch, and dweight / dbias are sums of nothing: zeros.
+    RowCase("empty-0x33", (0, 33), (33,)),
 ]
 ROW_SMALL = [c for c in ROW_CASES if not c.id.startswith("wide")]
 
@@ -63,8 +65,20 @@ GROUP_CASES = [
     # Groups beyond the cache budget (pieces); channels-last samples of several row pieces.
     GroupCase("split-1x4x260x260-g2", (1, 4, 260, 260), 2),
     GroupCase("cl-rows-2x128x128x36-g6", (2, 128, 128, 36), 6, channels_last=True),
+    # No samples, and samples of no values: dweight / dbias are sums of nothing.
+    GroupCase("empty-0x6x5x7-g3", (0, 6, 5, 7), 3),
+    GroupCase("cl-empty-0x5x7x6-g3", (0, 5, 7, 6), 3, channels_last=True),
 ]
 GROUP_SMALL = [c for c in GROUP_CASES if "split" not in c.id and "rows" not in c.id]
+
+
+def instance_norm_applies(case):
+    """Whether torch's instance norm takes x of this case: a sample, and more than one value a
+    channel."""
+    n, size = case.shape[0], 1
+    for d in case.shape:
+        size *= d
+    return n > 0 and size // (n * case.channels) > 1
 
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
 

@@ -23,7 +23,7 @@ import fusedtrain as ft
 from bn_cases import CASES as BN_CASES
 from bn_cases import DTYPES, make_inputs
 from fullbatch_problems import curvature_pairs, inverse_curvatures
-from ln_cases import GROUP_CASES, ROW_CASES, group_inputs, row_inputs
+from ln_cases import GROUP_CASES, ROW_CASES, group_inputs, instance_norm_applies, row_inputs
 from precisions import dtype_named
 from source_tree import host_compiler, source_path
 
@@ -40,7 +40,8 @@ ULP = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** -10, "bfl
 
 def _rewrite_launches(text):
     """`kernel<args><<<grid, block, shmem, stream>>>(params);` ->
-    `::ft_emu::launch(grid, block, shmem, stream, [&] { kernel<args>(params); });`"""
+    `::ft_emu::launch(grid, block, shmem, stream, [&] { kernel<args>(params); },
+    ::ft_emu::kernel_id(kernel<args>));` (Note [launch limits] asks which kernel it is)"""
     out, i = [], 0
     while (j := text.find("<<<", i)) >= 0:
         b = j
@@ -62,8 +63,41 @@ def _rewrite_launches(text):
                 break
             p += 1
         assert text[p + 1] == ";", text[p:p + 40]
-        out += [text[i:b], f"::ft_emu::launch({text[j + 3:k]}, [&] {{ {text[b:j]}({text[k + 4:p]}); }});"]
+        kernel = text[b:j]
+        out += [text[i:b], f"::ft_emu::launch({text[j + 3:k]}, [&] {{ {kernel}({text[k + 4:p]}); }}, "
+                           f"::ft_emu::kernel_id({kernel}));"]
         i = p + 2
+    return "".join(out) + text[i:]
+
+
+def _rewrite_launch_bounds(text):
+    """`__global__ void __launch_bounds__(B, ...) kernel(params) {` -> the same, its body opening
+    with `::ft_emu::check_launch_bounds(B);`: a GPU refuses a block past B threads (Note [launch
+    limits]); the stand-in macro drops the bounds."""
+    out, i = [], 0
+    while (j := text.find("__launch_bounds__(", i)) >= 0:
+        p, depth, first = j + len("__launch_bounds__"), 0, None
+        while True:
+            depth += {"(": 1, ")": -1}.get(text[p], 0)
+            if depth == 1 and text[p] == "," and first is None:
+                first = text[j + len("__launch_bounds__("):p]
+            if depth == 0:
+                break
+            p += 1
+        first = first if first is not None else text[j + len("__launch_bounds__("):p]
+        q = text.index("(", p + 1)             # the kernel's parameters
+        depth = 0
+        while True:
+            depth += {"(": 1, ")": -1}.get(text[q], 0)
+            if depth == 0:
+                break
+            q += 1
+        b = q + 1
+        while text[b].isspace():
+            b += 1
+        assert text[b] == "{", text[j:b + 40]
+        out += [text[i:b + 1], f" ::ft_emu::check_launch_bounds({first.strip()});"]
+        i = b + 1
     return "".join(out) + text[i:]
 
 
@@ -84,7 +118,7 @@ def _build():
     (work / "csrc" / "cuda").mkdir(parents=True)
     for p in (csrc / "cuda").iterdir():
         if p.suffix in (".cu", ".cuh", ".h"):
-            (work / "csrc" / "cuda" / p.name).write_text(_rewrite_launches(p.read_text()))
+            (work / "csrc" / "cuda" / p.name).write_text(_rewrite_launch_bounds(_rewrite_launches(p.read_text())))
     # nvcc defines __device__ and friends in every unit; here the stand-in does (-include).
     # FUSEDTRAIN_SANITIZED (the CI's sanitizer job) builds it with ASan + UBSan as well: an
     # out-of-bounds read of a kernel is then an error, not a stray value.
@@ -94,7 +128,7 @@ def _build():
              f"-I{work / 'csrc'}", f"-I{csrc}"]
     units = [(["-x", "c++", str(work / "csrc" / "cuda" / s)], s) for s in SOURCES]
     units += [([str(EMU / s)], s) for s in ("emu_runtime.cpp", "emu_entry.cpp", "emu_fullbatch.cpp",
-                                            "emu_optim.cpp")]
+                                            "emu_optim.cpp", "emu_selftest.cpp")]
     jobs = [subprocess.Popen([cxx, *flags, "-c", *src, "-o", str(work / f"{name}.o")],
                              stderr=subprocess.PIPE, text=True) for src, name in units]
     for job, (_, name) in zip(jobs, units):
@@ -156,6 +190,59 @@ def _stats_dtype(dtype_name):
 
 def _grid(cases):
     return [pytest.param(c, d, s, id=f"{c}-{d}-{s}") for c in cases for d in DTYPES for s in SM_COUNTS]
+
+
+# ---- the emulation's own rules: what a GPU refuses it refuses (Note [launch limits]), what a GPU
+# leaves undefined it poisons (Note [shuffle sources])
+
+KB = 1024
+LAUNCHES = [  # grid, block, dynamic shared bytes, bytes allowed (-1: never asked), refused because
+    ((1, 1, 1), (256, 1, 1), 48 * KB, -1, None),
+    ((2, 3, 4), (8, 4, 2), 0, -1, None),
+    ((4, 1, 1), (256, 1, 1), 100 * KB, 100 * KB, None),
+    ((4, 1, 1), (256, 1, 1), 227 * KB, 227 * KB, None),
+    ((0, 1, 1), (256, 1, 1), 0, -1, "a grid dimension is 0"),
+    ((3, 0, 1), (256, 1, 1), 0, -1, "a grid dimension is 0"),
+    ((1, 65536, 1), (256, 1, 1), 0, -1, "a grid dimension is past its limit"),
+    ((1, 1, 1), (0, 1, 1), 0, -1, "a block dimension is 0"),
+    ((1, 1, 1), (1025, 1, 1), 0, -1, "past 1024 threads"),
+    ((1, 1, 1), (64, 32, 1), 0, -1, "past 1024 threads"),
+    ((1, 1, 1), (1, 1, 65), 0, -1, "past 1024 threads"),
+    ((1, 1, 1), (256, 1, 1), 48 * KB + 1, -1, "the kernel was not allowed more"),
+    ((1, 1, 1), (256, 1, 1), 64 * KB, 60 * KB, "than the kernel was allowed"),
+    ((1, 1, 1), (256, 1, 1), 228 * KB, 228 * KB, "cudaFuncSetAttribute refused"),
+]
+
+
+@pytest.mark.parametrize("grid, block, shared, allowed, refused", LAUNCHES, ids=str)
+def test_launch_limits(emu, grid, block, shared, allowed, refused):
+    rc = emu.emu_selftest_launch(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_int64(shared),
+                                 ctypes.c_int64(allowed))
+    if refused is None:
+        assert rc == 0, emu.emu_error().decode()
+    else:
+        assert rc == -1 and refused in emu.emu_error().decode()
+
+
+def test_launch_bounds(emu):
+    _call(emu, "emu_selftest_bounds", 64)
+    with pytest.raises(RuntimeError, match="past the kernel's __launch_bounds__ of 64"):
+        _call(emu, "emu_selftest_bounds", 65)
+    # Every bounded kernel of the sources gets the check, first thing in its body.
+    for path in source_path("csrc/cuda").iterdir():
+        text = path.read_text()
+        out = _rewrite_launch_bounds(text)
+        assert out.count("::ft_emu::check_launch_bounds(") == text.count("__launch_bounds__("), path.name
+
+
+def test_shuffle_sources(emu):
+    out = np.full(32, -1.0, np.float32)
+    _call(emu, "emu_selftest_shuffle", 0, out)
+    assert out[:8].tolist() == list(range(8, 16))  # lanes 8-15 are alive
+    assert np.isnan(out[8:16]).all()               # lanes 16-23 have exited: undefined
+    assert (out[16:] == -1).all()
+    with pytest.raises(RuntimeError, match="mask without itself"):
+        _call(emu, "emu_selftest_shuffle", 1, out)
 
 
 # ---- batch norm
@@ -327,7 +414,7 @@ def test_row_kernel_switches(emu, case, dtype):
 
 def _group_shape(case, x):
     C = case.channels
-    return x.shape[0], C, x.size // (x.shape[0] * C)
+    return x.shape[0], C, int(np.prod(case.shape[2:] if not case.channels_last else case.shape[1:-1]))
 
 
 def _gn_emulated(emu, case, dtype, x, w, b, dy, stats=None):
@@ -438,8 +525,7 @@ def test_dependent_launch_changes_no_bit(emu, kind, case, dtype):
 
 @pytest.mark.parametrize("use_input_stats", [True, False], ids=["input-stats", "running-stats"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", [c for c in GROUP_CASES
-                                  if int(np.prod(c.shape)) // (c.shape[0] * c.channels) > 1],
+@pytest.mark.parametrize("case", [c for c in GROUP_CASES if instance_norm_applies(c)],
                          ids=str)
 def test_instance_norm_running_statistics(emu, case, dtype, use_input_stats):
     emu.emu_set_sm_count(2)

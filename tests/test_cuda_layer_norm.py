@@ -11,7 +11,7 @@ import fusedtrain.reference as ref
 from bn_cases import output_tol, stats_tol
 from gpu_support import require_torch_cuda, to_cuda, to_host
 from ln_cases import (DTYPES, GROUP_CASES, GROUP_SMALL, ROW_CASES, ROW_SMALL, group_inputs,
-                      row_inputs)
+                      instance_norm_applies, row_inputs)
 from precisions import Tolerance, assert_close
 
 pytestmark = pytest.mark.gpu
@@ -96,7 +96,7 @@ def test_cuda_group_norm_matches_reference(case_dtype):
         assert_close(_h(db), want[2], _sum_tol(dtype), "dbias")
 
 
-INSTANCE = [c for c in GROUP_SMALL if int(np.prod(c.shape)) // (c.shape[0] * c.channels) > 1]
+INSTANCE = [c for c in GROUP_SMALL if instance_norm_applies(c)]
 
 
 @pytest.mark.parametrize("case_dtype", [(c, d) for c in INSTANCE for d in DTYPES], ids=_ids)

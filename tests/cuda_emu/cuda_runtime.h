@@ -19,7 +19,7 @@
 #define __launch_bounds__(...)
 #define __shared__ static
 
-struct uint2 { unsigned x, y; };
+struct alignas(8) uint2 { unsigned x, y; };  // aligned as on a GPU: UBSan sees a misaligned vector
 struct alignas(16) uint4 { unsigned x, y, z, w; };
 struct uint3 { unsigned x, y, z; };
 struct dim3 {
@@ -30,7 +30,12 @@ struct dim3 {
 extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
 
-enum cudaError_t { cudaSuccess = 0, cudaErrorNotReady = 600, cudaErrorStreamCaptureImplicit = 906 };
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorNotReady = 600,
+  cudaErrorStreamCaptureImplicit = 906
+};
 enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
                       cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
 using cudaStream_t = struct CUstream_emu*;
@@ -88,7 +93,10 @@ namespace ft_emu {
 void syncthreads();
 // Shuffle exchange of the calling lane's warp: deposit, wait for the warp, read the value of
 // lane + delta (butterfly: lane ^ delta; its own past the warp's end) into out, wait again.
-void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly);
+// Note [shuffle sources]: a source lane that mask leaves out, that has exited or that the block
+// does not have gives an undefined value on a GPU; here 0xFF bytes (NaN as floats), which the
+// comparisons catch where the value is used.  A calling lane that mask leaves out is an error.
+void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly, unsigned mask);
 // Runs body for every thread of every block; each block starts with `shared` bytes of dynamic
 // shared memory filled with 0xFF bytes (NaN as floats), as unset as a GPU leaves it.
 void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>& body);
@@ -98,15 +106,28 @@ void* dynamic_shared();
 // Note [async row copy]: the calling thread's copies, held until its wait performs them.
 void copy_async(void* dst, const void* src, size_t bytes);
 void copy_async_wait();
+// Note [launch limits]: a GPU refuses a launch that the fibers would run anyway: a grid or block
+// dimension of 0 or past its limit, more than 48 KB of dynamic shared memory for a kernel that
+// was not allowed more (cudaFuncSetAttribute), more than an sm_90 block may have at all.  The
+// emulation refuses the same launches, with the reason, so a test fails where the GPU would.
+void check_launch(dim3 grid, dim3 block, size_t shared, const void* kernel);
+// In every thread of a kernel with __launch_bounds__(max_threads, ...) (the test's rewrite puts
+// the call first in its body): a block past max_threads fails the launch.
+void check_launch_bounds(int max_threads);
+// Records cudaFuncAttributeMaxDynamicSharedMemorySize; false where a GPU refuses the value.
+bool allow_dynamic_shared(const void* kernel, long bytes);
+template <class... P>
+const void* kernel_id(void (*kernel)(P...)) { return reinterpret_cast<const void*>(kernel); }
 template <class F>
-void launch(dim3 grid, dim3 block, size_t shared, cudaStream_t, F f) {
+void launch(dim3 grid, dim3 block, size_t shared, cudaStream_t, F f, const void* kernel) {
+  check_launch(grid, block, shared, kernel);
   run_grid(grid, block, shared, std::function<void()>(f));
 }
 template <class T>
-T shuffle(T v, int delta, bool butterfly) {
+T shuffle(T v, int delta, bool butterfly, unsigned mask) {
   static_assert(sizeof(T) <= 16, "shuffle of a value wider than 16 bytes");
   T out;
-  shuffle_exchange(&v, &out, sizeof(T), delta, butterfly);
+  shuffle_exchange(&v, &out, sizeof(T), delta, butterfly, mask);
   return out;
 }
 }  // namespace ft_emu
@@ -134,14 +155,17 @@ extern int ft_emu_dependent_launches;  // launches through cudaLaunchKernelEx, f
 template <class... P, class... A>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* c, void (*kernel)(P...), const A&... args) {
   ++ft_emu_dependent_launches;
-  ft_emu::launch(c->gridDim, c->blockDim, c->dynamicSmemBytes, c->stream, [&] { kernel(args...); });
+  ft_emu::launch(c->gridDim, c->blockDim, c->dynamicSmemBytes, c->stream, [&] { kernel(args...); },
+                 ft_emu::kernel_id(kernel));
   return cudaSuccess;
 }
 template <class F>
-cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return cudaSuccess; }
+cudaError_t cudaFuncSetAttribute(F kernel, cudaFuncAttribute, int bytes) {
+  return ft_emu::allow_dynamic_shared(ft_emu::kernel_id(kernel), bytes) ? cudaSuccess : cudaErrorInvalidValue;
+}
 
 inline void __syncthreads() { ft_emu::syncthreads(); }
 template <class T>
-T __shfl_down_sync(unsigned, T v, int delta) { return ft_emu::shuffle(v, delta, false); }
+T __shfl_down_sync(unsigned mask, T v, int delta) { return ft_emu::shuffle(v, delta, false, mask); }
 template <class T>
-T __shfl_xor_sync(unsigned, T v, int mask) { return ft_emu::shuffle(v, mask, true); }
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask) { return ft_emu::shuffle(v, lane_mask, true, mask); }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cuda/normalization_kernels.h"
+#include "emu_guard.h"
 
 namespace {
 std::string g_error;
@@ -17,16 +18,6 @@ namespace {
 
 ft::ChannelArray arr(void* p, int64_t dtype) { return {p, ft::DType(dtype)}; }
 
-template <class F>
-int guarded(F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    g_error = e.what();
-    return -1;
-  }
-}
 }  // namespace
 
 extern "C" {
@@ -37,7 +28,7 @@ int emu_bn_forward(const void* x, void* y, int64_t dtype, int64_t outer, int64_t
                    int64_t inner, void* w, void* b, int64_t pdtype, void* rm, void* rv,
                    int64_t rdtype, void* save_mean, void* save_invstd, int64_t sdtype,
                    int64_t training, double momentum, double eps) {
-  return guarded([&] {
+  return emu_guarded([&] {
     ft::cuda::bn_forward({.x = x, .y = y, .dtype = ft::DType(dtype), .shape = {outer, channels, inner},
                           .weight = arr(w, pdtype), .bias = arr(b, pdtype),
                           .running_mean = arr(rm, rdtype), .running_var = arr(rv, rdtype),
@@ -51,7 +42,7 @@ int emu_bn_backward(const void* dy, const void* x, void* dx, int64_t dtype, int6
                     int64_t channels, int64_t inner, void* w, int64_t pdtype, void* save_mean,
                     void* save_invstd, int64_t sdtype, void* dw, void* db, int64_t gdtype,
                     void* sum_dy, void* sum_dy_xhat, int64_t sum_dtype, double count) {
-  return guarded([&] {
+  return emu_guarded([&] {
     ft::cuda::bn_backward({.dy = dy, .x = x, .dx = dx, .dtype = ft::DType(dtype),
                            .shape = {outer, channels, inner}, .weight = arr(w, pdtype),
                            .save_mean = arr(save_mean, sdtype), .save_invstd = arr(save_invstd, sdtype),
@@ -65,7 +56,7 @@ int emu_bn_backward(const void* dy, const void* x, void* dx, int64_t dtype, int6
 int emu_ln_forward(const void* x, void* y, int64_t dtype, int64_t rows, int64_t cols, int64_t rms,
                    void* w, void* b, int64_t pdtype, void* mean, void* rstd, int64_t sdtype,
                    double eps) {
-  return guarded([&] {
+  return emu_guarded([&] {
     ft::cuda::ln_forward({.x = x, .y = y, .dtype = ft::DType(dtype), .rows = rows, .cols = cols,
                           .rms = rms != 0, .weight = arr(w, pdtype), .bias = arr(b, pdtype),
                           .mean = arr(mean, sdtype), .rstd = arr(rstd, sdtype), .eps = eps},
@@ -76,7 +67,7 @@ int emu_ln_forward(const void* x, void* y, int64_t dtype, int64_t rows, int64_t 
 int emu_ln_backward(const void* dy, const void* x, void* dx, int64_t dtype, int64_t rows,
                     int64_t cols, int64_t rms, void* w, int64_t pdtype, void* mean, void* rstd,
                     int64_t sdtype, void* dw, void* db) {
-  return guarded([&] {
+  return emu_guarded([&] {
     ft::cuda::ln_backward({.dy = dy, .x = x, .dx = dx, .dtype = ft::DType(dtype), .rows = rows,
                            .cols = cols, .rms = rms != 0, .weight = arr(w, pdtype),
                            .mean = arr(mean, sdtype), .rstd = arr(rstd, sdtype),
@@ -89,7 +80,7 @@ int emu_gn_forward(const void* x, void* y, int64_t dtype, int64_t n, int64_t c, 
                    int64_t groups, int64_t channels_last, void* w, void* b, int64_t pdtype,
                    void* mean, void* rstd, int64_t sdtype, void* rm, void* rv,
                    int64_t use_input_stats, double momentum, double eps) {
-  return guarded([&] {
+  return emu_guarded([&] {
     ft::cuda::gn_forward({.x = x, .y = y, .dtype = ft::DType(dtype),
                           .shape = {n, c, hw, groups, channels_last != 0},
                           .weight = arr(w, pdtype), .bias = arr(b, pdtype),
@@ -103,7 +94,7 @@ int emu_gn_forward(const void* x, void* y, int64_t dtype, int64_t n, int64_t c, 
 int emu_gn_backward(const void* dy, const void* x, void* dx, int64_t dtype, int64_t n, int64_t c,
                     int64_t hw, int64_t groups, int64_t channels_last, void* w, int64_t pdtype,
                     void* mean, void* rstd, int64_t sdtype, void* dw, void* db) {
-  return guarded([&] {
+  return emu_guarded([&] {
     ft::cuda::gn_backward({.dy = dy, .x = x, .dx = dx, .dtype = ft::DType(dtype),
                            .shape = {n, c, hw, groups, channels_last != 0},
                            .weight = arr(w, pdtype), .mean = arr(mean, sdtype),

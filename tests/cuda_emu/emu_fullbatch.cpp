@@ -6,9 +6,9 @@
 #include <string>
 
 #include "cuda/fullbatch_kernels.h"
+#include "emu_guard.h"
 
 extern "C" const char* emu_error();
-void emu_set_error(const std::string& e);
 
 namespace {
 namespace fb = ft::math::fb;
@@ -39,7 +39,7 @@ extern "C" int emu_fb(int64_t pass, int64_t dtype, int64_t n, const int64_t* num
                       void* const* ptrs, int64_t row_stride, int64_t count, int64_t flags,
                       double a, double c, double h, const int* slots, const double* ro,
                       double* al, double* result) {
-  try {
+  return emu_guarded([&] {
     const ft::FbTensors t = tensors(dtype, n, numel, ptrs, row_stride);
     switch (pass) {
       case 0: put(ft::cuda::fb_history(t, a, nullptr), result); break;
@@ -54,9 +54,5 @@ extern "C" int emu_fb(int64_t pass, int64_t dtype, int64_t n, const int64_t* num
       case 5: put(ft::cuda::fb_two_loop(t, slots, int(count), ro, a, al, flags & 1 ? &c : nullptr, nullptr), result); break;
       default: throw std::invalid_argument("emu_fb: no pass " + std::to_string(pass));
     }
-    return 0;
-  } catch (const std::exception& e) {
-    emu_set_error(e.what());
-    return -1;
-  }
+  });
 }

@@ -9,8 +9,7 @@
 #include <type_traits>
 
 #include "cuda/kernels.h"
-
-void emu_set_error(const std::string& e);
+#include "emu_guard.h"
 
 namespace {
 
@@ -41,7 +40,7 @@ extern "C" int emu_rule(const char* rule, int64_t param_dtype, int64_t grad_dtyp
                         double host_scale, void* grad_scale, int64_t grad_scale_dtype,
                         void* found_inf, int64_t found_inf_dtype, void* lr, int64_t lr_dtype,
                         void* step, int64_t step_dtype) {
-  try {
+  return emu_guarded([&] {
     ft::MultiTensor mt;
     mt.param_dtype = ft::DType(param_dtype);
     mt.grad_dtype = ft::DType(grad_dtype);
@@ -67,11 +66,7 @@ extern "C" int emu_rule(const char* rule, int64_t param_dtype, int64_t grad_dtyp
     FT_ELEMENTWISE_RULES(FT_EMU_RULE)
 #undef FT_EMU_RULE
     if (!ran) throw std::invalid_argument(std::string("no rule ") + rule);
-    return 0;
-  } catch (const std::exception& e) {
-    emu_set_error(e.what());
-    return -1;
-  }
+  });
 }
 
 // The global norm of n arrays (each its own dtype code) into *out_norm, and where max_norm >= 0
@@ -81,7 +76,7 @@ extern "C" int emu_norm(int64_t n, const int64_t* numel, void* const* ptrs, cons
                         double p, double* out_norm, double max_norm, void* grad_scale,
                         int64_t grad_scale_dtype, double host_grad_scale, float* coef_out,
                         float* divisor_out) {
-  try {
+  return emu_guarded([&] {
     ft::cuda::NormArrays in;
     for (int64_t i = 0; i < n; ++i) {
       in.data.push_back(ptrs[i]);
@@ -95,9 +90,5 @@ extern "C" int emu_norm(int64_t n, const int64_t* numel, void* const* ptrs, cons
     clip.coef_out = coef_out;
     clip.divisor_out = divisor_out;
     ft::cuda::norm(in, p, out_norm, clip, nullptr);
-    return 0;
-  } catch (const std::exception& e) {
-    emu_set_error(e.what());
-    return -1;
-  }
+  });
 }

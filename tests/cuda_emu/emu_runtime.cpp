@@ -8,11 +8,13 @@
 #include <setjmp.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
-#include <cstring>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -52,6 +54,7 @@ struct Barrier {  // arrivals of the live threads of a block or a warp
 struct Warp {
   Barrier barrier;
   alignas(16) unsigned char slot[32][16];
+  uint64_t round[32] = {};  // barrier generation + 1 at the lane's last deposit; 0: none
 };
 
 jmp_buf g_main;
@@ -63,6 +66,7 @@ std::vector<Warp> g_warps;
 uint64_t g_events = 0;  // barrier releases and thread exits: progress
 std::vector<std::max_align_t> g_dynamic;  // the running block's dynamic shared memory
 int g_schedule = -1;  // Note [emulated schedules]; -1: not read from the environment yet
+std::string g_fault;  // a rule a thread broke (Note [shuffle sources]), thrown after the launch
 
 int current_schedule() {
   if (g_schedule < 0) {
@@ -128,14 +132,69 @@ void entry() {
 
 void syncthreads() { wait(g_block); }
 
-void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly) {
+void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly, unsigned mask) {
   const int lane = g_cur % 32;
   Warp& w = g_warps[g_cur / 32];
+  // An exception cannot leave a fiber: the launch throws it once the grid has run.
+  if (!(mask >> lane & 1u) && g_fault.empty()) g_fault = "emulated shuffle: a lane calls it with a mask without itself";
+  const uint64_t round = w.barrier.gen + 1;
   std::memcpy(w.slot[lane], value, bytes);
+  w.round[lane] = round;
   wait(w.barrier);
-  const int src = butterfly ? lane ^ delta : lane + delta;
-  std::memcpy(out, src < 32 && g_cur - lane + src < g_threads ? w.slot[src] : w.slot[lane], bytes);
+  int src = butterfly ? lane ^ delta : lane + delta;
+  if (src >= 32) src = lane;  // past the warp's end: the caller's own value, as on a GPU
+  // Note [shuffle sources]
+  if ((mask >> src & 1u) && w.round[src] == round)
+    std::memcpy(out, w.slot[src], bytes);
+  else
+    std::memset(out, 0xFF, bytes);
   wait(w.barrier);
+}
+
+namespace {
+std::vector<std::pair<const void*, long>> g_allowed_shared;  // Note [launch limits]
+}  // namespace
+
+void check_launch_bounds(int max_threads) {
+  if (g_threads > max_threads && g_fault.empty())
+    g_fault = "emulated launch of a block of " + std::to_string(g_threads) +
+              " threads, past the kernel's __launch_bounds__ of " + std::to_string(max_threads) +
+              "; a GPU refuses it";
+}
+
+bool allow_dynamic_shared(const void* kernel, long bytes) {
+  constexpr long kOptIn = 227 << 10;  // sm_90's most for one block (sharedMemPerBlockOptin)
+  if (bytes < 0 || bytes > kOptIn) return false;
+  for (auto& [k, b] : g_allowed_shared)
+    if (k == kernel) {
+      b = bytes;
+      return true;
+    }
+  g_allowed_shared.emplace_back(kernel, bytes);
+  return true;
+}
+
+// Note [launch limits]
+void check_launch(dim3 grid, dim3 block, size_t shared, const void* kernel) {
+  auto refuse = [&](const std::string& why) {
+    throw std::runtime_error("emulated launch of grid (" + std::to_string(grid.x) + ", " + std::to_string(grid.y) +
+                             ", " + std::to_string(grid.z) + "), block (" + std::to_string(block.x) + ", " +
+                             std::to_string(block.y) + ", " + std::to_string(block.z) + "), " +
+                             std::to_string(shared) + " B shared: " + why + "; a GPU refuses it");
+  };
+  if (grid.x < 1 || grid.y < 1 || grid.z < 1) refuse("a grid dimension is 0");
+  if (grid.x > 0x7FFFFFFFu || grid.y > 65535 || grid.z > 65535) refuse("a grid dimension is past its limit");
+  if (block.x < 1 || block.y < 1 || block.z < 1) refuse("a block dimension is 0");
+  if (block.x > 1024 || block.y > 1024 || block.z > 64 || uint64_t(block.x) * block.y * block.z > 1024)
+    refuse("the block is past 1024 threads or a dimension past its limit");
+  if (shared > 48u << 10) {
+    long allowed = -1;
+    for (const auto& [k, b] : g_allowed_shared)
+      if (k == kernel) allowed = b;
+    if (allowed < 0) refuse("more than 48 KB of dynamic shared memory, and the kernel was not allowed more");
+    if (long(shared) > allowed)
+      refuse("more dynamic shared memory than the kernel was allowed (" + std::to_string(allowed) + " B)");
+  }
 }
 
 void* dynamic_shared() { return g_dynamic.data(); }
@@ -164,8 +223,10 @@ void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>&
     if (!g_dynamic.empty())  // data() may be null, which memset may not take even for 0 bytes
       std::memset(static_cast<void*>(g_dynamic.data()), 0xFF, g_dynamic.size() * sizeof(std::max_align_t));
     g_block = Barrier{g_threads, 0, 0};
-    for (int w = 0; w < int(g_warps.size()); ++w)
+    for (int w = 0; w < int(g_warps.size()); ++w) {
       g_warps[size_t(w)].barrier = Barrier{std::min(32, g_threads - 32 * w), 0, 0};
+      std::fill(std::begin(g_warps[size_t(w)].round), std::end(g_warps[size_t(w)].round), 0);
+    }
     for (int t = 0; t < g_threads; ++t) {
       Fiber& f = g_fibers[size_t(t)];
       f.started = f.done = false;
@@ -197,6 +258,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>&
         throw std::runtime_error("emulated launch: threads wait at a barrier that never completes");
     }
   }
+  if (!g_fault.empty()) throw std::runtime_error(std::exchange(g_fault, std::string()));
 }
 
 }  // namespace ft_emu

@@ -99,7 +99,7 @@ def _grouped(x, num_groups, channels_last):
     n, c = xf.shape[:2]
     if num_groups < 1 or c % num_groups:
         raise ValueError(f"num_groups {num_groups} does not divide {c} channels")
-    return xf.reshape(n, num_groups, c // num_groups, -1)
+    return xf.reshape(n, num_groups, c // num_groups, int(np.prod(xf.shape[2:], dtype=np.int64)))
 
 
 def _ungrouped(a, x, channels_last):

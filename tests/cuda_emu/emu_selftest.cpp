@@ -1,0 +1,69 @@
+// Kernels that break a GPU rule on purpose, for tests/test_cuda_emulated.py to see the emulation
+// refuse them as a GPU would (Note [launch limits]) or poison what a GPU leaves undefined
+// (Note [shuffle sources]).
+#include <cstdint>
+#include <stdexcept>
+
+#include "emu_guard.h"
+
+namespace {
+
+__global__ void noop_kernel() {}
+__global__ void never_allowed_kernel() {}
+
+// Lanes 16 and up exit before the others shuffle down by 8: lanes 8-15 read exited lanes.
+__global__ void shuffle_from_exited_kernel(float* out) {
+  if (threadIdx.x >= 16) return;
+  out[threadIdx.x] = __shfl_down_sync(0xffffffffu, float(threadIdx.x), 8);
+}
+
+// Every lane reads lane ^ 1 with a mask of the even lanes: the odd callers break the rule.
+__global__ void mask_without_caller_kernel(float* out) {
+  out[threadIdx.x] = __shfl_xor_sync(0x55555555u, float(threadIdx.x), 1);
+}
+
+// What the test's rewrite makes of `__launch_bounds__(64) bounded_kernel() {}`.
+__global__ void bounded_kernel() { ::ft_emu::check_launch_bounds(64); }
+
+}  // namespace
+
+extern "C" {
+
+// A launch of noop_kernel, allowed `allowed` bytes of dynamic shared memory first (cudaSuccess
+// or not: the return, 0 or -1), or never_allowed_kernel where allowed < 0.
+int emu_selftest_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        int64_t shared, int64_t allowed) {
+  return emu_guarded([&] {
+    if (allowed >= 0) {
+      if (cudaFuncSetAttribute(noop_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(allowed)) != cudaSuccess)
+        throw std::runtime_error("cudaFuncSetAttribute refused");
+      ::ft_emu::launch(dim3(gx, gy, gz), dim3(bx, by, bz), size_t(shared), nullptr, [&] { noop_kernel(); },
+                       ::ft_emu::kernel_id(noop_kernel));
+    } else {
+      ::ft_emu::launch(dim3(gx, gy, gz), dim3(bx, by, bz), size_t(shared), nullptr, [&] { never_allowed_kernel(); },
+                       ::ft_emu::kernel_id(never_allowed_kernel));
+    }
+  });
+}
+
+// bounded_kernel on one block of `threads` threads.
+int emu_selftest_bounds(int64_t threads) {
+  return emu_guarded([&] {
+    ::ft_emu::launch(dim3(1), dim3(unsigned(threads)), 0, nullptr, [&] { bounded_kernel(); },
+                     ::ft_emu::kernel_id(bounded_kernel));
+  });
+}
+
+// One warp of 32 threads; out: 32 floats.
+int emu_selftest_shuffle(int64_t which, float* out) {
+  return emu_guarded([&] {
+    if (which == 0)
+      ::ft_emu::launch(dim3(1), dim3(32), 0, nullptr, [&] { shuffle_from_exited_kernel(out); },
+                       ::ft_emu::kernel_id(shuffle_from_exited_kernel));
+    else
+      ::ft_emu::launch(dim3(1), dim3(32), 0, nullptr, [&] { mask_without_caller_kernel(out); },
+                       ::ft_emu::kernel_id(mask_without_caller_kernel));
+  });
+}
+
+}  // extern "C"
