@@ -140,7 +140,7 @@ template <> struct RawVec<16> { using type = uint4; };
 // the compiler does not split.
 template <class S, int V>
 struct Pack {
-  S v[V];
+  alignas(sizeof(S) * V) S v[V];  // the raw vector's alignment, wherever the pack lives
   __device__ __forceinline__ void load(const S* p) {
     using R = typename RawVec<sizeof(S) * V>::type;
     *reinterpret_cast<R*>(v) = *reinterpret_cast<const R*>(p);
