@@ -11,6 +11,7 @@ import ctypes
 import hashlib
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,17 @@ def _rewrite_launch_bounds(text):
     return "".join(out) + text[i:]
 
 
+def _rewrite_static_shared(text):
+    """`__shared__ T name[N];` -> the same, then `::ft_emu::poison_shared_once(&name, sizeof(name));`
+    (Note [static shared memory])."""
+    return re.sub(r"(?m)^(\s*__shared__ [^;(]+?\s+(\w+)(?:\[[^\]]*\])+;)",
+                  r"\1 ::ft_emu::poison_shared_once(&\2, sizeof(\2));", text)
+
+
+def _rewrite(text):
+    return _rewrite_static_shared(_rewrite_launch_bounds(_rewrite_launches(text)))
+
+
 def _build():
     if not sys.platform.startswith("linux"):
         pytest.skip("needs ucontext (Linux)")
@@ -118,7 +130,7 @@ def _build():
     (work / "csrc" / "cuda").mkdir(parents=True)
     for p in (csrc / "cuda").iterdir():
         if p.suffix in (".cu", ".cuh", ".h"):
-            (work / "csrc" / "cuda" / p.name).write_text(_rewrite_launch_bounds(_rewrite_launches(p.read_text())))
+            (work / "csrc" / "cuda" / p.name).write_text(_rewrite(p.read_text()))
     # nvcc defines __device__ and friends in every unit; here the stand-in does (-include).
     # FUSEDTRAIN_SANITIZED (the CI's sanitizer job) builds it with ASan + UBSan as well: an
     # out-of-bounds read of a kernel is then an error, not a stray value.
@@ -233,6 +245,21 @@ def test_launch_bounds(emu):
         text = path.read_text()
         out = _rewrite_launch_bounds(text)
         assert out.count("::ft_emu::check_launch_bounds(") == text.count("__launch_bounds__("), path.name
+
+
+def test_static_shared_memory(emu):
+    out = np.zeros(3, np.float32)
+    emu.emu_set_schedule(1)  # thread 1 reads before thread 0 writes
+    try:
+        _call(emu, "emu_selftest_static_shared", out)
+    finally:
+        emu.emu_set_schedule(-1)
+    assert np.isnan(out).all()  # not the 1, 2 the blocks before left
+    # Every static shared array of the sources gets poisoned.
+    for path in source_path("csrc/cuda").iterdir():
+        text = path.read_text()
+        declared = len(re.findall(r"(?m)^\s*__shared__ ", text))
+        assert _rewrite_static_shared(text).count("::ft_emu::poison_shared_once(") == declared, path.name
 
 
 def test_shuffle_sources(emu):

@@ -100,6 +100,11 @@ void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, boo
 // Runs body for every thread of every block; each block starts with `shared` bytes of dynamic
 // shared memory filled with 0xFF bytes (NaN as floats), as unset as a GPU leaves it.
 void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>& body);
+// Note [static shared memory]: `__shared__` is `static` here, so a block would find what the
+// block before it (or the launch before it) left in a static shared array, where a GPU's block
+// finds undefined bytes.  The test's rewrite follows every static shared declaration with this
+// call; the first thread of a block to reach it fills the array with 0xFF bytes (NaN as floats).
+void poison_shared_once(void* p, size_t bytes);
 // The running block's dynamic shared memory (FT_EMU_DYNAMIC_SHARED, for csrc/cuda's
 // dynamic_shared).
 void* dynamic_shared();

@@ -67,6 +67,7 @@ uint64_t g_events = 0;  // barrier releases and thread exits: progress
 std::vector<std::max_align_t> g_dynamic;  // the running block's dynamic shared memory
 int g_schedule = -1;  // Note [emulated schedules]; -1: not read from the environment yet
 std::string g_fault;  // a rule a thread broke (Note [shuffle sources]), thrown after the launch
+std::vector<void*> g_poisoned;  // static shared arrays the running block has reached
 
 int current_schedule() {
   if (g_schedule < 0) {
@@ -199,6 +200,14 @@ void check_launch(dim3 grid, dim3 block, size_t shared, const void* kernel) {
 
 void* dynamic_shared() { return g_dynamic.data(); }
 
+// Note [static shared memory]
+void poison_shared_once(void* p, size_t bytes) {
+  for (void* q : g_poisoned)
+    if (q == p) return;
+  g_poisoned.push_back(p);
+  std::memset(p, 0xFF, bytes);
+}
+
 void copy_async(void* dst, const void* src, size_t bytes) { g_fibers[size_t(g_cur)].copies.push_back({dst, src, bytes}); }
 void copy_async_wait() {
   auto& copies = g_fibers[size_t(g_cur)].copies;
@@ -223,6 +232,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>&
     if (!g_dynamic.empty())  // data() may be null, which memset may not take even for 0 bytes
       std::memset(static_cast<void*>(g_dynamic.data()), 0xFF, g_dynamic.size() * sizeof(std::max_align_t));
     g_block = Barrier{g_threads, 0, 0};
+    g_poisoned.clear();
     for (int w = 0; w < int(g_warps.size()); ++w) {
       g_warps[size_t(w)].barrier = Barrier{std::min(32, g_threads - 32 * w), 0, 0};
       std::fill(std::begin(g_warps[size_t(w)].round), std::end(g_warps[size_t(w)].round), 0);

@@ -22,6 +22,16 @@ __global__ void mask_without_caller_kernel(float* out) {
   out[threadIdx.x] = __shfl_xor_sync(0x55555555u, float(threadIdx.x), 1);
 }
 
+// Thread 0 writes a static shared value, the others read it without a barrier between (a race
+// on a GPU), after the rewrite of Note [static shared memory].  Every block of the launch: what
+// a block reads is never what the block before it wrote.
+__global__ void static_shared_kernel(float* out) {
+  __shared__ float value;
+  ::ft_emu::poison_shared_once(&value, sizeof(value));
+  if (threadIdx.x == 0) value = float(blockIdx.x + 1);
+  else out[blockIdx.x] = value;
+}
+
 // What the test's rewrite makes of `__launch_bounds__(64) bounded_kernel() {}`.
 __global__ void bounded_kernel() { ::ft_emu::check_launch_bounds(64); }
 
@@ -51,6 +61,14 @@ int emu_selftest_bounds(int64_t threads) {
   return emu_guarded([&] {
     ::ft_emu::launch(dim3(1), dim3(unsigned(threads)), 0, nullptr, [&] { bounded_kernel(); },
                      ::ft_emu::kernel_id(bounded_kernel));
+  });
+}
+
+// static_shared_kernel on 3 blocks of 2 threads, thread 1 first (schedule 1); out: 3 floats.
+int emu_selftest_static_shared(float* out) {
+  return emu_guarded([&] {
+    ::ft_emu::launch(dim3(3), dim3(2), 0, nullptr, [&] { static_shared_kernel(out); },
+                     ::ft_emu::kernel_id(static_shared_kernel));
   });
 }
 
