@@ -41,7 +41,7 @@ def _sum_tol(dtype):
 
 def _dx_scale(dy, rstd, w):
     wmax = 1.0 if w is None else float(np.max(np.abs(w)))
-    return float(np.max(np.abs(np.asarray(dy, np.float64)), initial=0)) * float(np.max(rstd)) * wmax
+    return float(np.max(np.abs(np.asarray(dy, np.float64)), initial=0)) * float(np.max(rstd, initial=0)) * wmax
 
 
 def _ids(p):
