@@ -262,6 +262,11 @@ def test_static_shared_memory(emu):
         assert _rewrite_static_shared(text).count("::ft_emu::poison_shared_once(") == declared, path.name
 
 
+def test_divergent_barriers(emu):
+    with pytest.raises(RuntimeError, match=r"different barriers in one round, .*emu_selftest.cpp:\d+ and "):
+        _call(emu, "emu_selftest_divergent_barrier")
+
+
 def test_shuffle_sources(emu):
     out = np.full(32, -1.0, np.float32)
     _call(emu, "emu_selftest_shuffle", 0, out)

@@ -90,7 +90,10 @@ inline unsigned __float_as_uint(float f) {
 }
 
 namespace ft_emu {
-void syncthreads();
+// Note [divergent barriers]: the threads of a block that meet in one round of the block's barrier
+// must all wait at the same __syncthreads of the source (a GPU leaves barriers in divergent code
+// undefined); a round that gathers two sites fails the launch, naming both.
+void syncthreads(const char* file, int line);
 // Shuffle exchange of the calling lane's warp: deposit, wait for the warp, read the value of
 // lane + delta (butterfly: lane ^ delta; its own past the warp's end) into out, wait again.
 // Note [shuffle sources]: a source lane that mask leaves out, that has exited or that the block
@@ -169,7 +172,7 @@ cudaError_t cudaFuncSetAttribute(F kernel, cudaFuncAttribute, int bytes) {
   return ft_emu::allow_dynamic_shared(ft_emu::kernel_id(kernel), bytes) ? cudaSuccess : cudaErrorInvalidValue;
 }
 
-inline void __syncthreads() { ft_emu::syncthreads(); }
+#define __syncthreads() ::ft_emu::syncthreads(__FILE__, __LINE__)
 template <class T>
 T __shfl_down_sync(unsigned mask, T v, int delta) { return ft_emu::shuffle(v, delta, false, mask); }
 template <class T>

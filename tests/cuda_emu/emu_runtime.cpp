@@ -131,7 +131,20 @@ void entry() {
 
 }  // namespace
 
-void syncthreads() { wait(g_block); }
+// Note [divergent barriers]
+void syncthreads(const char* file, int line) {
+  static const char* site_file = nullptr;
+  static int site_line = 0;
+  if (g_block.arrived == 0) {
+    site_file = file;
+    site_line = line;
+  } else if ((line != site_line || std::strcmp(file, site_file) != 0) && g_fault.empty()) {
+    g_fault = std::string("emulated launch: threads of a block wait at different barriers in one round, ") +
+              site_file + ":" + std::to_string(site_line) + " and " + file + ":" + std::to_string(line) +
+              "; a GPU leaves that undefined";
+  }
+  wait(g_block);
+}
 
 void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly, unsigned mask) {
   const int lane = g_cur % 32;

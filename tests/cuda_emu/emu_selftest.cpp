@@ -32,6 +32,15 @@ __global__ void static_shared_kernel(float* out) {
   else out[blockIdx.x] = value;
 }
 
+// Half the block waits at one barrier, half at another (Note [divergent barriers]).
+__global__ void divergent_barrier_kernel() {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+}
+
 // What the test's rewrite makes of `__launch_bounds__(64) bounded_kernel() {}`.
 __global__ void bounded_kernel() { ::ft_emu::check_launch_bounds(64); }
 
@@ -69,6 +78,14 @@ int emu_selftest_static_shared(float* out) {
   return emu_guarded([&] {
     ::ft_emu::launch(dim3(3), dim3(2), 0, nullptr, [&] { static_shared_kernel(out); },
                      ::ft_emu::kernel_id(static_shared_kernel));
+  });
+}
+
+// divergent_barrier_kernel on one block of 32 threads.
+int emu_selftest_divergent_barrier() {
+  return emu_guarded([&] {
+    ::ft_emu::launch(dim3(1), dim3(32), 0, nullptr, [&] { divergent_barrier_kernel(); },
+                     ::ft_emu::kernel_id(divergent_barrier_kernel));
   });
 }
 
