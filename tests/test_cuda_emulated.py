@@ -227,7 +227,7 @@ LAUNCHES = [  # grid, block, dynamic shared bytes, bytes allowed (-1: never aske
 
 
 @pytest.mark.parametrize("grid, block, shared, allowed, refused", LAUNCHES, ids=str)
-def test_launch_limits(emu, grid, block, shared, allowed, refused):
+def test_emulation_launch_limits(emu, grid, block, shared, allowed, refused):
     rc = emu.emu_selftest_launch(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_int64(shared),
                                  ctypes.c_int64(allowed))
     if refused is None:
@@ -236,7 +236,7 @@ def test_launch_limits(emu, grid, block, shared, allowed, refused):
         assert rc == -1 and refused in emu.emu_error().decode()
 
 
-def test_launch_bounds(emu):
+def test_emulation_launch_bounds(emu):
     _call(emu, "emu_selftest_bounds", 64)
     with pytest.raises(RuntimeError, match="past the kernel's __launch_bounds__ of 64"):
         _call(emu, "emu_selftest_bounds", 65)
@@ -247,7 +247,7 @@ def test_launch_bounds(emu):
         assert out.count("::ft_emu::check_launch_bounds(") == text.count("__launch_bounds__("), path.name
 
 
-def test_static_shared_memory(emu):
+def test_emulation_static_shared_memory(emu):
     out = np.zeros(3, np.float32)
     emu.emu_set_schedule(1)  # thread 1 reads before thread 0 writes
     try:
@@ -262,12 +262,28 @@ def test_static_shared_memory(emu):
         assert _rewrite_static_shared(text).count("::ft_emu::poison_shared_once(") == declared, path.name
 
 
-def test_divergent_barriers(emu):
+def test_emulation_divergent_barriers(emu):
     with pytest.raises(RuntimeError, match=r"different barriers in one round, .*emu_selftest.cpp:\d+ and "):
         _call(emu, "emu_selftest_divergent_barrier")
 
 
-def test_shuffle_sources(emu):
+ASYNC_CASES = [  # case of emu_selftest_async, refused because
+    (0, None), (1, "not aligned"), (2, "not aligned"), (3, "outside the block's dynamic shared memory"),
+    (4, "outside the block's dynamic shared memory"), (5, None), (6, "2 past 16-byte alignment"),
+    (7, "prefetch of 24 bytes"),
+]
+
+
+@pytest.mark.parametrize("which, refused", ASYNC_CASES)
+def test_emulation_async_copy_and_prefetch(emu, which, refused):
+    rc = emu.emu_selftest_async(ctypes.c_int64(which))
+    if refused is None:
+        assert rc == 0, emu.emu_error().decode()
+    else:
+        assert rc == -1 and refused in emu.emu_error().decode()
+
+
+def test_emulation_shuffle_sources(emu):
     out = np.full(32, -1.0, np.float32)
     _call(emu, "emu_selftest_shuffle", 0, out)
     assert out[:8].tolist() == list(range(8, 16))  # lanes 8-15 are alive
@@ -386,12 +402,12 @@ def test_layer_and_rms_norm(emu, case, rms, dtype, sms, same):
 
 # Note [row kernel switches]: the L2 prefetch and the staged rows (Note [staged row]) change no bit;
 # the column sums in registers instead of shared memory change only the order dweight / dbias are
-# summed in (their own grid), so those agree to rounding. 64x1024, 5x4096 and 9x8192 take the rows
+# summed in (their own grid), so those agree to rounding. 64x1024, 5x4096 and 40x8192 take the rows
 # kernels, with column sums in shared memory for fp32 4096-8192, fp64 4096 and every 16-bit dtype
 # (fp64 of 8192 takes the general path); rows of up to 4 vectors a thread are staged, with and
 # without column sums (the frozen backward). Without dbias the kernels keep one sum a column (Note
 # [one column sum]) and give the same dx and dweight bits.
-ROW_SWITCH_CASES = [c for c in ROW_CASES if c.id in ("64x1024", "5x4096", "9x8192")]
+ROW_SWITCH_CASES = [c for c in ROW_CASES if c.id in ("64x1024", "5x4096", "40x8192")]
 
 
 def _ln_emulated(emu, case, dtype, rms=False):

@@ -61,6 +61,8 @@ __device__ __forceinline__ void prefetch_row_l2(const S* row, int64_t cols) {
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(row)),
                  "r"(uint32_t(cols * int64_t(sizeof(S))))
                  : "memory");
+#elif defined(FT_EMU_PREFETCH_L2)  // the host emulation checks the instruction's alignment rules
+  if (threadIdx.x == 0) FT_EMU_PREFETCH_L2(row, cols * int64_t(sizeof(S)));
 #else
   (void)row;
   (void)cols;

@@ -111,8 +111,13 @@ void poison_shared_once(void* p, size_t bytes);
 // The running block's dynamic shared memory (FT_EMU_DYNAMIC_SHARED, for csrc/cuda's
 // dynamic_shared).
 void* dynamic_shared();
-// Note [async row copy]: the calling thread's copies, held until its wait performs them.
+// Note [async row copy]: the calling thread's copies, held until its wait performs them.  Like
+// sm_80's cp.async, a copy goes from global memory to the block's dynamic shared memory, both
+// addresses aligned to its size; one that is not fails the launch.
 void copy_async(void* dst, const void* src, size_t bytes);
+// sm_90's bulk L2 prefetch: an address and a byte count that are multiples of 16, the count
+// below 4 GB; others fail the launch.  Prefetches nothing.
+void prefetch_l2(const void* p, int64_t bytes);
 void copy_async_wait();
 // Note [launch limits]: a GPU refuses a launch that the fibers would run anyway: a grid or block
 // dimension of 0 or past its limit, more than 48 KB of dynamic shared memory for a kernel that
@@ -143,6 +148,7 @@ T shuffle(T v, int delta, bool butterfly, unsigned mask) {
 #define FT_EMU_DYNAMIC_SHARED ::ft_emu::dynamic_shared
 #define FT_EMU_COPY_ASYNC ::ft_emu::copy_async
 #define FT_EMU_COPY_WAIT ::ft_emu::copy_async_wait
+#define FT_EMU_PREFETCH_L2 ::ft_emu::prefetch_l2
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 // Dependent launch (Note [dependent launch]): blocks run one after another here, so a kernel
 // launched as a dependent runs as any other.

@@ -221,7 +221,25 @@ void poison_shared_once(void* p, size_t bytes) {
   std::memset(p, 0xFF, bytes);
 }
 
-void copy_async(void* dst, const void* src, size_t bytes) { g_fibers[size_t(g_cur)].copies.push_back({dst, src, bytes}); }
+void fault(const std::string& why) {
+  if (g_fault.empty()) g_fault = "emulated launch: " + why + "; a GPU faults";
+}
+
+void copy_async(void* dst, const void* src, size_t bytes) {
+  const auto* shared = reinterpret_cast<const char*>(g_dynamic.data());
+  const auto* d = static_cast<const char*>(dst);
+  if (d < shared || d + bytes > shared + g_dynamic.size() * sizeof(std::max_align_t))
+    return fault("an asynchronous copy to outside the block's dynamic shared memory");
+  if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
+    return fault("an asynchronous copy of " + std::to_string(bytes) + " bytes from or to an address not aligned to them");
+  g_fibers[size_t(g_cur)].copies.push_back({dst, src, bytes});
+}
+
+void prefetch_l2(const void* p, int64_t bytes) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 || bytes % 16 || bytes <= 0 || bytes >= (int64_t(1) << 32))
+    fault("a bulk L2 prefetch of " + std::to_string(bytes) + " bytes at an address " +
+          std::to_string(reinterpret_cast<uintptr_t>(p) % 16) + " past 16-byte alignment");
+}
 void copy_async_wait() {
   auto& copies = g_fibers[size_t(g_cur)].copies;
   for (const auto& c : copies) std::memcpy(c.dst, c.src, c.bytes);

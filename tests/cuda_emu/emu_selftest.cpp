@@ -41,6 +41,24 @@ __global__ void divergent_barrier_kernel() {
   }
 }
 
+// Case `which` of test_emulation_async_copy_and_prefetch: an asynchronous 16-byte copy into the
+// block's 64 bytes of dynamic shared memory, or a bulk L2 prefetch, of src (32 aligned bytes).
+__global__ void async_kernel(int which, const unsigned char* src) {
+  auto* shared = static_cast<unsigned char*>(::ft_emu::dynamic_shared());
+  static unsigned char outside[32];
+  switch (which) {
+    case 0: ::ft_emu::copy_async(shared + 16, src + 16, 16); break;
+    case 1: ::ft_emu::copy_async(shared + 8, src, 16); break;
+    case 2: ::ft_emu::copy_async(shared, src + 4, 16); break;
+    case 3: ::ft_emu::copy_async(shared + 56, src, 16); break;
+    case 4: ::ft_emu::copy_async(outside, src, 16); break;
+    case 5: ::ft_emu::prefetch_l2(src, 32); break;
+    case 6: ::ft_emu::prefetch_l2(src + 2, 16); break;
+    case 7: ::ft_emu::prefetch_l2(src, 24); break;
+  }
+  ::ft_emu::copy_async_wait();
+}
+
 // What the test's rewrite makes of `__launch_bounds__(64) bounded_kernel() {}`.
 __global__ void bounded_kernel() { ::ft_emu::check_launch_bounds(64); }
 
@@ -86,6 +104,15 @@ int emu_selftest_divergent_barrier() {
   return emu_guarded([&] {
     ::ft_emu::launch(dim3(1), dim3(32), 0, nullptr, [&] { divergent_barrier_kernel(); },
                      ::ft_emu::kernel_id(divergent_barrier_kernel));
+  });
+}
+
+// async_kernel(which) on one block of one thread.
+int emu_selftest_async(int64_t which) {
+  alignas(16) static unsigned char src[32] = {};
+  return emu_guarded([&] {
+    ::ft_emu::launch(dim3(1), dim3(1), 64, nullptr, [&] { async_kernel(int(which), src); },
+                     ::ft_emu::kernel_id(async_kernel));
   });
 }
 
