@@ -115,10 +115,10 @@ void* dynamic_shared();
 // sm_80's cp.async, a copy goes from global memory to the block's dynamic shared memory, both
 // addresses aligned to its size; one that is not fails the launch.
 void copy_async(void* dst, const void* src, size_t bytes);
+void copy_async_wait();
 // sm_90's bulk L2 prefetch: an address and a byte count that are multiples of 16, the count
 // below 4 GB; others fail the launch.  Prefetches nothing.
 void prefetch_l2(const void* p, int64_t bytes);
-void copy_async_wait();
 // Note [launch limits]: a GPU refuses a launch that the fibers would run anyway: a grid or block
 // dimension of 0 or past its limit, more than 48 KB of dynamic shared memory for a kernel that
 // was not allowed more (cudaFuncSetAttribute), more than an sm_90 block may have at all.  The

@@ -66,8 +66,14 @@ std::vector<Warp> g_warps;
 uint64_t g_events = 0;  // barrier releases and thread exits: progress
 std::vector<std::max_align_t> g_dynamic;  // the running block's dynamic shared memory
 int g_schedule = -1;  // Note [emulated schedules]; -1: not read from the environment yet
-std::string g_fault;  // a rule a thread broke (Note [shuffle sources]), thrown after the launch
+std::string g_fault;  // the first rule a thread broke, thrown once the grid has run
 std::vector<void*> g_poisoned;  // static shared arrays the running block has reached
+
+// A rule a thread broke.  An exception cannot leave a fiber: the launch throws the first once
+// the grid has run.
+void fault(const std::string& why) {
+  if (g_fault.empty()) g_fault = "emulated launch: " + why;
+}
 
 int current_schedule() {
   if (g_schedule < 0) {
@@ -138,10 +144,9 @@ void syncthreads(const char* file, int line) {
   if (g_block.arrived == 0) {
     site_file = file;
     site_line = line;
-  } else if ((line != site_line || std::strcmp(file, site_file) != 0) && g_fault.empty()) {
-    g_fault = std::string("emulated launch: threads of a block wait at different barriers in one round, ") +
-              site_file + ":" + std::to_string(site_line) + " and " + file + ":" + std::to_string(line) +
-              "; a GPU leaves that undefined";
+  } else if (line != site_line || std::strcmp(file, site_file) != 0) {
+    fault(std::string("threads of a block wait at different barriers in one round, ") + site_file + ":" +
+          std::to_string(site_line) + " and " + file + ":" + std::to_string(line) + "; a GPU leaves that undefined");
   }
   wait(g_block);
 }
@@ -149,8 +154,7 @@ void syncthreads(const char* file, int line) {
 void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly, unsigned mask) {
   const int lane = g_cur % 32;
   Warp& w = g_warps[g_cur / 32];
-  // An exception cannot leave a fiber: the launch throws it once the grid has run.
-  if (!(mask >> lane & 1u) && g_fault.empty()) g_fault = "emulated shuffle: a lane calls it with a mask without itself";
+  if (!(mask >> lane & 1u)) fault("a lane shuffles with a mask without itself; a GPU leaves that undefined");
   const uint64_t round = w.barrier.gen + 1;
   std::memcpy(w.slot[lane], value, bytes);
   w.round[lane] = round;
@@ -170,10 +174,9 @@ std::vector<std::pair<const void*, long>> g_allowed_shared;  // Note [launch lim
 }  // namespace
 
 void check_launch_bounds(int max_threads) {
-  if (g_threads > max_threads && g_fault.empty())
-    g_fault = "emulated launch of a block of " + std::to_string(g_threads) +
-              " threads, past the kernel's __launch_bounds__ of " + std::to_string(max_threads) +
-              "; a GPU refuses it";
+  if (g_threads > max_threads)
+    fault("a block of " + std::to_string(g_threads) + " threads, past the kernel's __launch_bounds__ of " +
+          std::to_string(max_threads) + "; a GPU refuses it");
 }
 
 bool allow_dynamic_shared(const void* kernel, long bytes) {
@@ -221,25 +224,23 @@ void poison_shared_once(void* p, size_t bytes) {
   std::memset(p, 0xFF, bytes);
 }
 
-void fault(const std::string& why) {
-  if (g_fault.empty()) g_fault = "emulated launch: " + why + "; a GPU faults";
-}
-
 void copy_async(void* dst, const void* src, size_t bytes) {
   const auto* shared = reinterpret_cast<const char*>(g_dynamic.data());
   const auto* d = static_cast<const char*>(dst);
   if (d < shared || d + bytes > shared + g_dynamic.size() * sizeof(std::max_align_t))
-    return fault("an asynchronous copy to outside the block's dynamic shared memory");
+    return fault("an asynchronous copy to outside the block's dynamic shared memory; a GPU faults");
   if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
-    return fault("an asynchronous copy of " + std::to_string(bytes) + " bytes from or to an address not aligned to them");
+    return fault("an asynchronous copy of " + std::to_string(bytes) +
+                 " bytes from or to an address not aligned to them; a GPU faults");
   g_fibers[size_t(g_cur)].copies.push_back({dst, src, bytes});
 }
 
 void prefetch_l2(const void* p, int64_t bytes) {
   if (reinterpret_cast<uintptr_t>(p) % 16 || bytes % 16 || bytes <= 0 || bytes >= (int64_t(1) << 32))
     fault("a bulk L2 prefetch of " + std::to_string(bytes) + " bytes at an address " +
-          std::to_string(reinterpret_cast<uintptr_t>(p) % 16) + " past 16-byte alignment");
+          std::to_string(reinterpret_cast<uintptr_t>(p) % 16) + " past 16-byte alignment; a GPU faults");
 }
+
 void copy_async_wait() {
   auto& copies = g_fibers[size_t(g_cur)].copies;
   for (const auto& c : copies) std::memcpy(c.dst, c.src, c.bytes);
