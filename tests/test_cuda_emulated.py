@@ -39,6 +39,16 @@ ULP = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** -10, "bfl
 
 # ---- build (once per source tree and compiler; reused across test runs)
 
+def _closing(text, p):
+    """The index of the parenthesis that closes the one at text[p]."""
+    depth = 0
+    while True:
+        depth += {"(": 1, ")": -1}.get(text[p], 0)
+        if depth == 0:
+            return p
+        p += 1
+
+
 def _rewrite_launches(text):
     """`kernel<args><<<grid, block, shmem, stream>>>(params);` ->
     `::ft_emu::launch(grid, block, shmem, stream, [&] { kernel<args>(params); },
@@ -57,12 +67,7 @@ def _rewrite_launches(text):
             b -= 1
         k = text.index(">>>", j)
         assert text[k + 3] == "(", text[k:k + 40]
-        depth, p = 0, k + 3
-        while True:
-            depth += {"(": 1, ")": -1}.get(text[p], 0)
-            if depth == 0:
-                break
-            p += 1
+        p = _closing(text, k + 3)
         assert text[p + 1] == ";", text[p:p + 40]
         kernel = text[b:j]
         out += [text[i:b], f"::ft_emu::launch({text[j + 3:k]}, [&] {{ {kernel}({text[k + 4:p]}); }}, "
@@ -77,23 +82,10 @@ def _rewrite_launch_bounds(text):
     limits]); the stand-in macro drops the bounds."""
     out, i = [], 0
     while (j := text.find("__launch_bounds__(", i)) >= 0:
-        p, depth, first = j + len("__launch_bounds__"), 0, None
-        while True:
-            depth += {"(": 1, ")": -1}.get(text[p], 0)
-            if depth == 1 and text[p] == "," and first is None:
-                first = text[j + len("__launch_bounds__("):p]
-            if depth == 0:
-                break
-            p += 1
-        first = first if first is not None else text[j + len("__launch_bounds__("):p]
-        q = text.index("(", p + 1)             # the kernel's parameters
-        depth = 0
-        while True:
-            depth += {"(": 1, ")": -1}.get(text[q], 0)
-            if depth == 0:
-                break
-            q += 1
-        b = q + 1
+        open_ = j + len("__launch_bounds__")
+        p = _closing(text, open_)
+        first = text[open_ + 1:p].split(",")[0]  # the thread count: a plain name in every kernel
+        b = _closing(text, text.index("(", p + 1)) + 1  # past the kernel's parameters
         while text[b].isspace():
             b += 1
         assert text[b] == "{", text[j:b + 40]
@@ -226,14 +218,18 @@ LAUNCHES = [  # grid, block, dynamic shared bytes, bytes allowed (-1: never aske
 ]
 
 
-@pytest.mark.parametrize("grid, block, shared, allowed, refused", LAUNCHES, ids=str)
-def test_emulation_launch_limits(emu, grid, block, shared, allowed, refused):
-    rc = emu.emu_selftest_launch(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_int64(shared),
-                                 ctypes.c_int64(allowed))
+def _assert_refused(emu, rc, refused):
+    """rc of an emu_selftest_* call: 0 where refused is None, else -1 with refused in the error."""
     if refused is None:
         assert rc == 0, emu.emu_error().decode()
     else:
         assert rc == -1 and refused in emu.emu_error().decode()
+
+
+@pytest.mark.parametrize("grid, block, shared, allowed, refused", LAUNCHES, ids=str)
+def test_emulation_launch_limits(emu, grid, block, shared, allowed, refused):
+    _assert_refused(emu, emu.emu_selftest_launch(*(ctypes.c_uint(v) for v in (*grid, *block)),
+                                                 ctypes.c_int64(shared), ctypes.c_int64(allowed)), refused)
 
 
 def test_emulation_launch_bounds(emu):
@@ -276,11 +272,7 @@ ASYNC_CASES = [  # case of emu_selftest_async, refused because
 
 @pytest.mark.parametrize("which, refused", ASYNC_CASES)
 def test_emulation_async_copy_and_prefetch(emu, which, refused):
-    rc = emu.emu_selftest_async(ctypes.c_int64(which))
-    if refused is None:
-        assert rc == 0, emu.emu_error().decode()
-    else:
-        assert rc == -1 and refused in emu.emu_error().decode()
+    _assert_refused(emu, emu.emu_selftest_async(ctypes.c_int64(which)), refused)
 
 
 def test_emulation_shuffle_sources(emu):

@@ -100,8 +100,9 @@ void syncthreads(const char* file, int line);
 // does not have gives an undefined value on a GPU; here 0xFF bytes (NaN as floats), which the
 // comparisons catch where the value is used.  A calling lane that mask leaves out is an error.
 void shuffle_exchange(const void* value, void* out, size_t bytes, int delta, bool butterfly, unsigned mask);
-// Runs body for every thread of every block; each block starts with `shared` bytes of dynamic
-// shared memory filled with 0xFF bytes (NaN as floats), as unset as a GPU leaves it.
+// Runs body for every thread of every block (of a launch check_launch has passed); each block
+// starts with `shared` bytes of dynamic shared memory filled with 0xFF bytes (NaN as floats), as
+// unset as a GPU leaves it.
 void run_grid(dim3 grid, dim3 block, size_t shared, const std::function<void()>& body);
 // Note [static shared memory]: `__shared__` is `static` here, so a block would find what the
 // block before it (or the launch before it) left in a static shared array, where a GPU's block
