@@ -2,6 +2,27 @@
 in the modules' own dtype): outputs, input and parameter grads, state_dict."""
 import torch
 
+# The layer, RMS, group and instance norm modules under test: (torch.nn name, input shape, kwargs).
+ROW_MODULES = [
+    ("LayerNorm", (8, 5, 12), dict(normalized_shape=12)),
+    ("LayerNorm", (4, 3, 6, 7), dict(normalized_shape=(6, 7), eps=1e-3)),
+    ("LayerNorm", (6, 9), dict(normalized_shape=9, elementwise_affine=False)),
+    ("LayerNorm", (6, 9), dict(normalized_shape=9, bias=False)),
+    ("LayerNorm", (3, 1), dict(normalized_shape=1)),
+    ("RMSNorm", (8, 5, 12), dict(normalized_shape=12)),
+    ("RMSNorm", (4, 6, 7), dict(normalized_shape=[6, 7], eps=1e-4)),
+    ("RMSNorm", (6, 9), dict(normalized_shape=9, elementwise_affine=False)),
+    ("GroupNorm", (4, 6, 5, 3), dict(num_groups=3, num_channels=6)),
+    ("GroupNorm", (1, 8, 7), dict(num_groups=8, num_channels=8, eps=1e-3)),
+    ("GroupNorm", (5, 4), dict(num_groups=2, num_channels=4, affine=False)),
+    ("InstanceNorm1d", (4, 3, 9), dict(num_features=3)),
+    ("InstanceNorm1d", (3, 9), dict(num_features=3, affine=True)),  # unbatched
+    ("InstanceNorm2d", (2, 4, 5, 6), dict(num_features=4, affine=True, track_running_stats=True)),
+    ("InstanceNorm2d", (2, 4, 5, 6), dict(num_features=4, track_running_stats=True, momentum=None)),
+    ("InstanceNorm3d", (2, 3, 3, 4, 5), dict(num_features=3, affine=True, track_running_stats=True,
+                                             momentum=0.3)),
+]
+
 
 def module_input(shape, seed, memory_format=None):
     g = torch.Generator().manual_seed(seed)

@@ -8,27 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 import fusedtrain as ft  # noqa: E402
 import fusedtrain.torch as ftt  # noqa: E402
-from module_support import compare_frozen, compare_modules, compare_one_step, compare_without_graph  # noqa: E402
-
-ROW_MODULES = [
-    ("LayerNorm", (8, 5, 12), dict(normalized_shape=12)),
-    ("LayerNorm", (4, 3, 6, 7), dict(normalized_shape=(6, 7), eps=1e-3)),
-    ("LayerNorm", (6, 9), dict(normalized_shape=9, elementwise_affine=False)),
-    ("LayerNorm", (6, 9), dict(normalized_shape=9, bias=False)),
-    ("LayerNorm", (3, 1), dict(normalized_shape=1)),
-    ("RMSNorm", (8, 5, 12), dict(normalized_shape=12)),
-    ("RMSNorm", (4, 6, 7), dict(normalized_shape=[6, 7], eps=1e-4)),
-    ("RMSNorm", (6, 9), dict(normalized_shape=9, elementwise_affine=False)),
-    ("GroupNorm", (4, 6, 5, 3), dict(num_groups=3, num_channels=6)),
-    ("GroupNorm", (1, 8, 7), dict(num_groups=8, num_channels=8, eps=1e-3)),
-    ("GroupNorm", (5, 4), dict(num_groups=2, num_channels=4, affine=False)),
-    ("InstanceNorm1d", (4, 3, 9), dict(num_features=3)),
-    ("InstanceNorm1d", (3, 9), dict(num_features=3, affine=True)),  # unbatched
-    ("InstanceNorm2d", (2, 4, 5, 6), dict(num_features=4, affine=True, track_running_stats=True)),
-    ("InstanceNorm2d", (2, 4, 5, 6), dict(num_features=4, track_running_stats=True, momentum=None)),
-    ("InstanceNorm3d", (2, 3, 3, 4, 5), dict(num_features=3, affine=True, track_running_stats=True,
-                                             momentum=0.3)),
-]
+from module_support import (ROW_MODULES, compare_frozen, compare_modules, compare_one_step,  # noqa: E402
+                            compare_without_graph)
 
 
 def _pair(name, kw):

@@ -1,7 +1,7 @@
 """Layout and gradient plumbing shared by the autograd Functions of the normalization modules."""
 import torch
 
-import fusedtrain as ft
+from ._traced import is_compiling, kernels
 
 
 class _Unrecorded:
@@ -20,9 +20,12 @@ _UNRECORDED = _Unrecorded()
 
 def apply(function, *args):
     """``function.apply(*args)`` where autograd has a graph to record, else ``function``'s
-    forward alone: with grad mode off (``no_grad``, ``inference_mode``) or no tensor argument
-    requiring grad, autograd.Function's own host work (about 5 us a call on the 2-core VM, as
-    much as torch's whole LayerNorm forward) buys nothing."""
+    forward alone.  Note [eager apply]: with grad mode off (``no_grad``, ``inference_mode``) or
+    no tensor argument requiring grad, autograd.Function's own host work (about 5 us a call on
+    the 2-core VM, as much as torch's whole LayerNorm forward) buys nothing.  While
+    torch.compile traces, always the Function, which its tracer follows (Note [traced kernels])."""
+    if is_compiling():
+        return function.apply(*args)
     if torch.is_grad_enabled():
         for a in args:
             if isinstance(a, torch.Tensor) and a.requires_grad:
@@ -109,6 +112,6 @@ def _eval_backward(dy, x, weight, mean, invstd, channels_last, weight_grads):
         return dx, None, None
     if x.numel() == 0:  # an empty batch (a rank's share of one): the sums are zeros
         return dx, torch.zeros_like(weight.detach()), torch.zeros_like(weight.detach())
-    _, dweight, dbias = ft.batch_norm_backward(dy, x, weight.detach(), mean, invstd,
-                                               channels_last=channels_last, input_grad=False)
+    _, dweight, dbias = kernels().batch_norm_backward(dy, x, weight.detach(), mean, invstd,
+                                                      channels_last=channels_last, input_grad=False)
     return dx, dweight, dbias

@@ -8,8 +8,8 @@ view ``(N, *spatial, C)`` with ``channels_last=True``: no copy, and the output k
 """
 import torch
 
-import fusedtrain as ft
 from ._norm_autograd import _caller_layout, _detached, _kernel_input, _per_channel_backward, apply
+from ._traced import kernels
 
 
 class _BatchNormFunction(torch.autograd.Function):
@@ -19,7 +19,7 @@ class _BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
         x_in, channels_last = _kernel_input(x)
-        y, mean, invstd = ft.batch_norm_forward(
+        y, mean, invstd = kernels().batch_norm_forward(
             x_in, _detached(weight), _detached(bias), running_mean, running_var,
             training=training, momentum=momentum, eps=eps, channels_last=channels_last)
         ctx.save_for_backward(x_in, weight, mean, invstd)
@@ -31,7 +31,8 @@ class _BatchNormFunction(torch.autograd.Function):
     def backward(ctx, dy):
         def batch_norm_backward(dy, x_in, weight, mean, invstd, channels_last, weight_grads):
             # The channel sums dx needs are dweight and dbias: weight_grads saves nothing here.
-            return ft.batch_norm_backward(dy, x_in, weight, mean, invstd, channels_last=channels_last)
+            return kernels().batch_norm_backward(dy, x_in, weight, mean, invstd,
+                                                 channels_last=channels_last)
         return _per_channel_backward(ctx, dy, batch_norm_backward) + (None,) * 5
 
 

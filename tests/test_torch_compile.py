@@ -1,0 +1,189 @@
+"""ft.torch's normalization modules under torch.compile (Note [traced kernels]): every module and
+option set traces as one graph (fullgraph=True) and gives the same bits as the same module in
+eager mode, forward, backward and running statistics, train and eval; the custom operators'
+fake implementations agree with the kernels (torch.library.opcheck) in every dtype; a small
+network compiled by inductor with dynamic shapes matches eager."""
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import fusedtrain as ft  # noqa: E402
+import fusedtrain.torch as ftt  # noqa: E402
+from fusedtrain.torch import _traced  # noqa: E402
+from module_support import ROW_MODULES, module_input  # noqa: E402
+
+if not _traced.SUPPORTED:
+    pytest.skip("this torch has no torch.library.custom_op", allow_module_level=True)
+
+BN_MODULES = [
+    ("BatchNorm1d", (16, 5), dict(num_features=5)),
+    ("BatchNorm1d", (8, 5, 7), dict(num_features=5, affine=False)),
+    ("BatchNorm2d", (4, 6, 5, 3), dict(num_features=6)),
+    ("BatchNorm2d", (4, 6, 5, 3), dict(num_features=6, track_running_stats=False)),
+    ("BatchNorm3d", (3, 4, 3, 5, 2), dict(num_features=4, momentum=0.3, eps=1e-3)),
+]
+# The channels_last inputs go to the kernels as permuted views (Note [traced kernels] keeps that).
+CHANNELS_LAST = [
+    ("GroupNorm", (4, 6, 5, 3), dict(num_groups=3, num_channels=6)),
+    ("InstanceNorm2d", (2, 4, 5, 6), dict(num_features=4, affine=True, track_running_stats=True)),
+    ("BatchNorm2d", (4, 6, 5, 3), dict(num_features=6)),
+]
+CASES = [(n, s, kw, None) for n, s, kw in ROW_MODULES + BN_MODULES] + \
+    [(n, s, kw, torch.channels_last) for n, s, kw in CHANNELS_LAST]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _twins(name, kw, dtype):
+    torch.manual_seed(0)
+    eager = getattr(ftt, name)(**kw).to(dtype)
+    with torch.no_grad():
+        for p in eager.parameters():
+            p.uniform_(0.5, 1.5)
+    return eager, copy.deepcopy(eager)
+
+
+@pytest.mark.parametrize("name,shape,kw,memory_format", CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_compiled_module_is_one_graph_and_the_same_bits_as_eager(name, shape, kw, memory_format, dtype):
+    eager, traced = _twins(name, kw, dtype)
+    compiled = torch.compile(traced, fullgraph=True, backend="aot_eager")
+    for seed, training in ((0, True), (1, True), (2, False)):
+        eager.train(training)
+        traced.train(training)
+        x = module_input(shape, seed, memory_format).detach().to(dtype)
+        dy = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 100)).to(dtype)
+        outs = []
+        for run in (eager, compiled):
+            xi = x.clone(memory_format=torch.preserve_format).requires_grad_(True)
+            y = run(xi)
+            y.backward(dy)
+            outs.append((y, xi.grad))
+        (y_e, dx_e), (y_c, dx_c) = outs
+        assert y_c.dtype == y_e.dtype and y_c.stride() == y_e.stride()
+        assert torch.equal(y_c, y_e), f"step {seed}: y differs"
+        assert torch.equal(dx_c, dx_e), f"step {seed}: dx differs"
+        for (n, pe), (_, pc) in zip(eager.named_parameters(), traced.named_parameters()):
+            assert torch.equal(pc.grad, pe.grad), f"step {seed}: grad of {n} differs"
+        for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
+            assert torch.equal(bc, be), f"step {seed}: buffer {n} differs"
+
+
+def test_compiled_inference_without_grad_matches_eager():
+    eager, traced = _twins("LayerNorm", dict(normalized_shape=12), torch.float32)
+    compiled = torch.compile(traced, fullgraph=True, backend="aot_eager")
+    x = module_input((8, 5, 12), 0).detach().float()
+    with torch.no_grad():
+        assert torch.equal(compiled(x), eager(x))
+    with torch.inference_mode():
+        assert torch.equal(compiled(x), eager(x))
+
+
+def test_eager_calls_do_not_go_through_the_operators(monkeypatch):
+    """Note [eager apply]: the operators' dispatch is for traced graphs only."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("an eager call went through a custom operator")
+    for name in ("layer_norm_forward", "layer_norm_backward", "batch_norm_forward", "batch_norm_backward"):
+        monkeypatch.setattr(_traced._Traced, name, staticmethod(refuse))
+    assert _traced.kernels() is ft
+    for module, shape in ((ftt.LayerNorm(12), (8, 12)), (ftt.BatchNorm1d(12), (8, 12))):
+        x = torch.randn(shape, requires_grad=True)
+        module(x).sum().backward()
+
+
+def _op_samples(dtype, weight_dtype):
+    """(operator, arguments) for every operator, in dtype, with weights in weight_dtype."""
+    ops = torch.ops.fusedtrain
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 6, 8, generator=g).to(dtype)
+    w, b = (torch.rand(8, generator=g) + 0.5).to(weight_dtype), torch.randn(8, generator=g).to(weight_dtype)
+    _, m, r = ft.layer_norm_forward(x, 8, w, b)
+    _, rr = ft.rms_norm_forward(x, 8, w)
+    xc = torch.randn(4, 6, 3, 3, generator=g).to(dtype)
+    wc = (torch.rand(6, generator=g) + 0.5).to(weight_dtype)
+    _, gm, gr = ft.group_norm_forward(xc, 3, wc, None)
+    _, bm, bi = ft.batch_norm_forward(xc, wc, None, training=True)
+    stats = torch.float64 if dtype == torch.float64 else torch.float32
+    running = lambda: (torch.zeros(6, dtype=stats), torch.ones(6, dtype=stats))  # noqa: E731
+    return [
+        (ops.layer_norm_forward, (x, [8], w, b, 1e-5)),
+        (ops.layer_norm_forward, (x, [6, 8], None, None, 1e-3)),
+        (ops.rms_norm_forward, (x, [8], w, None)),
+        (ops.layer_norm_backward, (torch.randn_like(x), x, [8], m, r, w, True, True)),
+        (ops.layer_norm_backward, (torch.randn_like(x), x, [8], m, r, w, True, False)),
+        (ops.layer_norm_backward, (torch.randn_like(x), x, [8], m, r, None, True, True)),
+        (ops.rms_norm_backward, (torch.randn_like(x), x, [8], rr, w, True)),
+        (ops.rms_norm_backward, (torch.randn_like(x), x, [8], rr, w, False)),
+        (ops.group_norm_forward, (xc, 3, wc, wc, 1e-5, False)),
+        (ops.group_norm_forward, (xc.permute(0, 2, 3, 1).contiguous(), 3, None, None, 1e-5, True)),
+        (ops.group_norm_backward, (torch.randn_like(xc), xc, 3, gm, gr, wc, False, True)),
+        (ops.group_norm_backward, (torch.randn_like(xc), xc, 3, gm, gr, wc, False, False)),
+        (ops.instance_norm, (xc, *running(), wc, None, True, 0.1, 1e-5, False)),
+        (ops.instance_norm, (xc, *running(), None, None, False, 0.1, 1e-5, False)),
+        (ops.batch_norm_forward, (xc, wc, wc, *running(), True, 0.1, 1e-5, False)),
+        (ops.batch_norm_forward, (xc, None, None, *running(), False, 0.1, 1e-5, False)),
+        (ops.batch_norm_forward, (xc, None, None, None, None, True, 0.1, 1e-5, False)),
+        (ops.batch_norm_backward, (torch.randn_like(xc), xc, wc, bm, bi, False, True)),
+        (ops.batch_norm_backward, (torch.randn_like(xc), xc, wc, bm, bi, False, False)),
+        (ops.batch_norm_backward, (torch.randn_like(xc), xc, None, bm, bi, False, True)),
+    ]
+
+
+@pytest.mark.parametrize("dtype,weight_dtype", [(torch.float32, torch.float32), (torch.float64, torch.float64),
+                                                (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32),
+                                                (torch.float16, torch.float32)], ids=str)
+def test_operators_fake_shapes_and_schemas_match_the_kernels(dtype, weight_dtype):
+    """opcheck runs each operator for real and on fake tensors and compares every output's shape,
+    dtype and strides, checks the schema (mutations declared), and traces it as AOTAutograd does."""
+    for op, args in _op_samples(dtype, weight_dtype):
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+
+
+def test_network_compiled_by_inductor_with_dynamic_shapes_matches_eager():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.bn, self.gn = ftt.BatchNorm2d(8), ftt.GroupNorm(2, 8)
+            self.fc = torch.nn.Linear(8, 16)
+            self.ln, self.rms = ftt.LayerNorm(16), ftt.RMSNorm(16)
+
+        def forward(self, x):
+            h = torch.relu(self.gn(self.bn(self.conv(x)))).mean((2, 3))
+            return self.rms(torch.relu(self.ln(self.fc(h))))
+
+    torch.manual_seed(0)
+    eager = Net()
+    traced = copy.deepcopy(eager)
+    compiled = torch.compile(traced, fullgraph=True, dynamic=True)
+    for n in (4, 7):
+        x = torch.randn(n, 3, 6, 6)
+        dy = torch.randn(n, 16)
+        y_c = compiled(x)
+        y_c.backward(dy)
+        y_e = eager(x)
+        y_e.backward(dy)
+        # inductor compiles the convolution, linear and mean its own way: close, not the same bits.
+        torch.testing.assert_close(y_c, y_e, rtol=1e-5, atol=1e-5)
+        for (n_, pe), (_, pc) in zip(eager.named_parameters(), traced.named_parameters()):
+            torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-4, atol=1e-5, msg=n_)
+        for (n_, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
+            torch.testing.assert_close(bc, be, rtol=1e-5, atol=1e-6, msg=n_)
+
+
+def test_batch_norm_with_cumulative_average_compiles_as_torch_s_does():
+    """momentum=None reads the batch count off a tensor (1 / num_batches_tracked), which ends the
+    graph there, in torch's BatchNorm as in ours; the results are still eager's."""
+    eager, traced = _twins("BatchNorm2d", dict(num_features=6, momentum=None), torch.float32)
+    compiled = torch.compile(traced, backend="aot_eager")
+    for seed in range(3):
+        x = module_input((4, 6, 5, 3), seed).detach().float()
+        assert torch.equal(compiled(x), eager(x))
+    for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
+        assert torch.equal(bc, be), n
