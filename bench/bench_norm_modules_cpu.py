@@ -2,7 +2,9 @@
 backward through ``ft.torch.BatchNorm2d`` and ``ft.torch.LayerNorm`` (``y.backward(dy)``, x
 requiring grad) in the settings of training and of fine-tuning: training mode, evaluation mode
 with the affine parameters trained, and with them frozen (``requires_grad_(False)``: no weight
-gradients, Note in torch/_norm_autograd._weight_grads).  Every pair takes turns
+gradients, Note in torch/_norm_autograd._weight_grads); and training mode with both modules
+under ``torch.compile`` (inductor; ours traced through its custom operators, Note [traced
+kernels]), each compiled call as the other's.  Every pair takes turns
 (common.time_interleaved), --rounds times; per side the median over rounds of each round's
 median call and of its fastest call, in ms.
 """
@@ -28,10 +30,12 @@ def modules(name, setting):
     ours, theirs = getattr(ft.torch, name)(C), getattr(torch.nn, name)(C)
     theirs.load_state_dict(ours.state_dict())
     for m in (ours, theirs):
-        m.train(setting == "train")
+        m.train(setting in ("train", "compiled"))
         if setting == "frozen":
             for p in m.parameters():
                 p.requires_grad_(False)
+    if setting == "compiled":
+        return torch.compile(ours), torch.compile(theirs)
     return ours, theirs
 
 
@@ -50,9 +54,13 @@ def main(argv=None):
         x = torch.randn(shape, requires_grad=True)
         dy = torch.randn(shape)
         settings = ("train", "eval", "frozen") if name == "BatchNorm2d" else ("train", "frozen")
-        for setting in settings:
+        for setting in settings + ("compiled",):
             ours, theirs = modules(name, setting)
             fns = {"ft": lambda m=ours: m(x).backward(dy), "torch": lambda m=theirs: m(x).backward(dy)}
+            if setting == "compiled":
+                for fn in fns.values():  # compile, and settle on the compiled graph
+                    for _ in range(3):
+                        fn()
             # Per round each side's median and fastest call: a call's time here swings up to 2x
             # with whether its fresh outputs come from recycled pages or new ones (page faults),
             # on both sides; the fastest calls compare the work itself.
