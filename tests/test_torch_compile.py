@@ -187,3 +187,18 @@ def test_batch_norm_with_cumulative_average_compiles_as_torch_s_does():
         assert torch.equal(compiled(x), eager(x))
     for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
         assert torch.equal(bc, be), n
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_torch_export_keeps_the_operators_and_the_results(training):
+    """torch.export traces with the same operators: the exported program names them and gives
+    the module's bits (and, in training, its running statistics)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), ftt.LayerNorm(16), torch.nn.ReLU(),
+                                ftt.BatchNorm1d(16)).train(training)
+    twin = copy.deepcopy(model)
+    x = torch.randn(4, 8)
+    program = torch.export.export(model, (x,))
+    called = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert {"fusedtrain.layer_norm_forward.default", "fusedtrain.batch_norm_forward.default"} <= called
+    assert torch.equal(program.module()(x), twin(x))
