@@ -202,3 +202,40 @@ def test_torch_export_keeps_the_operators_and_the_results(training):
     called = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert {"fusedtrain.layer_norm_forward.default", "fusedtrain.batch_norm_forward.default"} <= called
     assert torch.equal(program.module()(x), twin(x))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,shape,kw,memory_format", [
+    ("LayerNorm", (64, 9, 384), dict(normalized_shape=384), None),
+    ("RMSNorm", (64, 9, 384), dict(normalized_shape=384), None),
+    ("GroupNorm", (8, 32, 7, 9), dict(num_groups=8, num_channels=32), torch.channels_last),
+    ("BatchNorm2d", (8, 32, 7, 9), dict(num_features=32), torch.channels_last),
+    ("BatchNorm2d", (8, 32, 7, 9), dict(num_features=32), None),
+], ids=lambda v: str(v))
+def test_cuda_compiled_module_is_one_graph_and_the_same_bits_as_eager(name, shape, kw, memory_format):
+    """The same on a GPU: the operators run on the current stream, in bfloat16 and float32."""
+    from gpu_support import require_torch_cuda
+    require_torch_cuda()
+    for dtype in (torch.float32, torch.bfloat16):
+        eager, traced = _twins(name, kw, dtype)
+        eager, traced = eager.cuda(), traced.cuda()
+        compiled = torch.compile(traced, fullgraph=True, backend="aot_eager")
+        for seed, training in ((0, True), (1, False)):
+            eager.train(training)
+            traced.train(training)
+            x = module_input(shape, seed, memory_format).detach().to(dtype).cuda()
+            dy = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 100)).to(dtype).cuda()
+            outs = []
+            for run in (eager, compiled):
+                xi = x.clone(memory_format=torch.preserve_format).requires_grad_(True)
+                y = run(xi)
+                y.backward(dy)
+                outs.append((y, xi.grad))
+            torch.cuda.synchronize()
+            (y_e, dx_e), (y_c, dx_c) = outs
+            assert torch.equal(y_c, y_e) and torch.equal(dx_c, dx_e), f"{dtype} step {seed}"
+            for (n, pe), (_, pc) in zip(eager.named_parameters(), traced.named_parameters()):
+                assert torch.equal(pc.grad, pe.grad), f"{dtype} step {seed}: grad of {n}"
+            for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
+                assert torch.equal(bc, be), f"{dtype} step {seed}: buffer {n}"
+        torch._dynamo.reset()
