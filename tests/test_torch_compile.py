@@ -239,3 +239,21 @@ def test_cuda_compiled_module_is_one_graph_and_the_same_bits_as_eager(name, shap
             for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
                 assert torch.equal(bc, be), f"{dtype} step {seed}: buffer {n}"
         torch._dynamo.reset()
+
+
+def test_compiled_under_autocast_is_the_same_bits_as_eager():
+    """Under autocast the linears hand our modules bfloat16 with float32 weights, compiled as
+    eager: the operators are not autocast ops, so they see the dtypes the eager calls see."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), ftt.LayerNorm(16), torch.nn.Linear(16, 16),
+                                ftt.RMSNorm(16), ftt.BatchNorm1d(16))
+    twin = copy.deepcopy(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(6, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_c, y_e = compiled(x), twin(x)
+    assert y_c.dtype == y_e.dtype == torch.bfloat16 and torch.equal(y_c, y_e)
+    y_c.float().sum().backward()
+    y_e.float().sum().backward()
+    for (n, pc), (_, pe) in zip(model.named_parameters(), twin.named_parameters()):
+        assert torch.equal(pc.grad, pe.grad), n
