@@ -75,14 +75,21 @@ def test_compiled_module_is_one_graph_and_the_same_bits_as_eager(name, shape, kw
             assert torch.equal(bc, be), f"step {seed}: buffer {n} differs"
 
 
-def test_compiled_inference_without_grad_matches_eager():
-    eager, traced = _twins("LayerNorm", dict(normalized_shape=12), torch.float32)
+@pytest.mark.parametrize("name,shape,kw", [("LayerNorm", (8, 5, 12), dict(normalized_shape=12)),
+                                            ("BatchNorm2d", (4, 6, 5, 3), dict(num_features=6)),
+                                            ("InstanceNorm2d", (2, 4, 5, 6),
+                                             dict(num_features=4, track_running_stats=True))],
+                         ids=lambda v: str(v))
+def test_compiled_inference_without_grad_matches_eager(name, shape, kw):
+    """No graph to record (the modules in training mode still update their running statistics)."""
+    eager, traced = _twins(name, kw, torch.float32)
     compiled = torch.compile(traced, fullgraph=True, backend="aot_eager")
-    x = module_input((8, 5, 12), 0).detach().float()
-    with torch.no_grad():
-        assert torch.equal(compiled(x), eager(x))
-    with torch.inference_mode():
-        assert torch.equal(compiled(x), eager(x))
+    for seed, context in ((0, torch.no_grad), (1, torch.inference_mode)):
+        x = module_input(shape, seed).detach().float()
+        with context():
+            assert torch.equal(compiled(x), eager(x))
+        for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
+            assert torch.equal(bc, be), n
 
 
 def test_eager_calls_do_not_go_through_the_operators(monkeypatch):
