@@ -17,6 +17,8 @@ import tempfile
 
 import pytest
 
+from source_tree import kernel_sources
+
 # What CMakeLists.txt passes nvcc for the kernels (Release: CMAKE_CUDA_FLAGS_RELEASE).
 FLAGS = ["-O3", "-DNDEBUG", "-std=c++17"]
 
@@ -80,7 +82,7 @@ def kernel_resources(csrc, arch):
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     units = sorted((csrc / "cuda").glob("*.cu"))
     key = hashlib.sha256((version + arch + " ".join(FLAGS)).encode())
-    for p in sorted(p for d in ("cuda", "core", "math") for p in (csrc / d).iterdir() if p.is_file()):
+    for p in kernel_sources(csrc):
         key.update(p.name.encode() + p.read_bytes())
     cache = pathlib.Path(tempfile.gettempdir()) / f"fusedtrain-ptxas-{key.hexdigest()[:16]}.json"
     if cache.exists():

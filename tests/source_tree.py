@@ -1,5 +1,6 @@
 """Tests that read fusedtrain's sources (build scripts, CUDA headers compiled on the host): where
-the source tree is (FUSEDTRAIN_SOURCE_DIR, else this checkout) and which C++ compiler builds."""
+the source tree is (FUSEDTRAIN_SOURCE_DIR, else this checkout), which C++ compiler builds, the
+files the CUDA kernels are built from, and a parenthesis matcher for reading them."""
 import os
 import pathlib
 import shutil
@@ -23,3 +24,19 @@ def host_compiler():
     if not cxx:
         pytest.skip("no C++ compiler")
     return cxx
+
+
+def kernel_sources(csrc):
+    """Every file the CUDA kernels compile from (csrc/cuda, core, math), sorted: what a cache of
+    their builds is keyed on."""
+    return sorted(p for d in ("cuda", "core", "math") for p in (csrc / d).iterdir() if p.is_file())
+
+
+def closing_paren(text, i):
+    """The index of the parenthesis that closes the one at text[i]."""
+    depth = 0
+    while True:
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+        i += 1

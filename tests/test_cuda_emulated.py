@@ -26,7 +26,7 @@ from bn_cases import DTYPES, make_inputs
 from fullbatch_problems import curvature_pairs, inverse_curvatures
 from ln_cases import GROUP_CASES, ROW_CASES, group_inputs, instance_norm_applies, row_inputs
 from precisions import dtype_named
-from source_tree import host_compiler, source_path
+from source_tree import closing_paren, host_compiler, kernel_sources, source_path
 
 HERE = pathlib.Path(__file__).resolve().parent
 EMU = HERE / "cuda_emu"
@@ -38,16 +38,6 @@ ULP = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** -10, "bfl
 
 
 # ---- build (once per source tree and compiler; reused across test runs)
-
-def _closing(text, p):
-    """The index of the parenthesis that closes the one at text[p]."""
-    depth = 0
-    while True:
-        depth += {"(": 1, ")": -1}.get(text[p], 0)
-        if depth == 0:
-            return p
-        p += 1
-
 
 def _rewrite_launches(text):
     """`kernel<args><<<grid, block, shmem, stream>>>(params);` ->
@@ -67,7 +57,7 @@ def _rewrite_launches(text):
             b -= 1
         k = text.index(">>>", j)
         assert text[k + 3] == "(", text[k:k + 40]
-        p = _closing(text, k + 3)
+        p = closing_paren(text, k + 3)
         assert text[p + 1] == ";", text[p:p + 40]
         kernel = text[b:j]
         out += [text[i:b], f"::ft_emu::launch({text[j + 3:k]}, [&] {{ {kernel}({text[k + 4:p]}); }}, "
@@ -83,9 +73,9 @@ def _rewrite_launch_bounds(text):
     out, i = [], 0
     while (j := text.find("__launch_bounds__(", i)) >= 0:
         open_ = j + len("__launch_bounds__")
-        p = _closing(text, open_)
+        p = closing_paren(text, open_)
         first = text[open_ + 1:p].split(",")[0]  # the thread count: a plain name in every kernel
-        b = _closing(text, text.index("(", p + 1)) + 1  # past the kernel's parameters
+        b = closing_paren(text, text.index("(", p + 1)) + 1  # past the kernel's parameters
         while text[b].isspace():
             b += 1
         assert text[b] == "{", text[j:b + 40]
@@ -109,7 +99,7 @@ def _build():
     if not sys.platform.startswith("linux"):
         pytest.skip("needs ucontext (Linux)")
     csrc, cxx = source_path("csrc/cuda/bn_kernels.cu").parents[1], host_compiler()
-    inputs = sorted(p for d in ("cuda", "core", "math") for p in (csrc / d).iterdir() if p.is_file())
+    inputs = kernel_sources(csrc)
     inputs += sorted(EMU.iterdir())
     key = hashlib.sha256((cxx + os.environ.get("FUSEDTRAIN_SANITIZED", "")).encode())
     for p in inputs:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from source_tree import source_path
+from source_tree import closing_paren, source_path
 
 
 def _sources():
@@ -28,16 +28,6 @@ def _strip_comments(text):
     return re.sub(r"//[^\n]*", "", text)
 
 
-def _closing(text, i):
-    """The index of the parenthesis that closes the one at text[i]."""
-    depth = 0
-    while True:
-        depth += {"(": 1, ")": -1}.get(text[i], 0)
-        if depth == 0:
-            return i
-        i += 1
-
-
 def _kernels(text):
     """(name, first statement of the body) of each __global__ function."""
     out = []
@@ -46,9 +36,9 @@ def _kernels(text):
         lb = text.find("__launch_bounds__", i)
         paren = text.index("(", i)
         if lb != -1 and lb < paren:  # past __launch_bounds__(...)
-            paren = text.index("(", _closing(text, text.index("(", lb)) + 1)
+            paren = text.index("(", closing_paren(text, text.index("(", lb)) + 1)
         name = re.findall(r"(\w+)\s*$", text[i:paren])[0]
-        brace = text.index("{", _closing(text, paren))
+        brace = text.index("{", closing_paren(text, paren))
         out.append((name, text[brace + 1:text.index(";", brace) + 1].strip()))
     return out
 

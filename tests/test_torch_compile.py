@@ -52,13 +52,20 @@ def _twins(name, kw, dtype):
 @pytest.mark.parametrize("name,shape,kw,memory_format", CASES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_compiled_module_is_one_graph_and_the_same_bits_as_eager(name, shape, kw, memory_format, dtype):
-    eager, traced = _twins(name, kw, dtype)
+    _assert_compiled_steps_match(*_twins(name, kw, dtype), shape, memory_format, dtype,
+                                 ((0, True), (1, True), (2, False)))
+
+
+def _assert_compiled_steps_match(eager, traced, shape, memory_format, dtype, steps, device="cpu"):
+    """Each (seed, training) step, forward and backward, through eager and through traced
+    compiled with fullgraph=True: y (dtype, strides, bits), dx, every parameter grad and every
+    buffer the same."""
     compiled = torch.compile(traced, fullgraph=True, backend="aot_eager")
-    for seed, training in ((0, True), (1, True), (2, False)):
+    for seed, training in steps:
         eager.train(training)
         traced.train(training)
-        x = module_input(shape, seed, memory_format).detach().to(dtype)
-        dy = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 100)).to(dtype)
+        x = module_input(shape, seed, memory_format).detach().to(dtype).to(device)
+        dy = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 100)).to(dtype).to(device)
         outs = []
         for run in (eager, compiled):
             xi = x.clone(memory_format=torch.preserve_format).requires_grad_(True)
@@ -66,13 +73,18 @@ def test_compiled_module_is_one_graph_and_the_same_bits_as_eager(name, shape, kw
             y.backward(dy)
             outs.append((y, xi.grad))
         (y_e, dx_e), (y_c, dx_c) = outs
+        what = f"{dtype} step {seed}"
         assert y_c.dtype == y_e.dtype and y_c.stride() == y_e.stride()
-        assert torch.equal(y_c, y_e), f"step {seed}: y differs"
-        assert torch.equal(dx_c, dx_e), f"step {seed}: dx differs"
+        assert torch.equal(y_c, y_e), f"{what}: y differs"
+        assert torch.equal(dx_c, dx_e), f"{what}: dx differs"
         for (n, pe), (_, pc) in zip(eager.named_parameters(), traced.named_parameters()):
-            assert torch.equal(pc.grad, pe.grad), f"step {seed}: grad of {n} differs"
-        for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
-            assert torch.equal(bc, be), f"step {seed}: buffer {n} differs"
+            assert torch.equal(pc.grad, pe.grad), f"{what}: grad of {n} differs"
+        _assert_same_buffers(eager, traced, what)
+
+
+def _assert_same_buffers(eager, traced, what=""):
+    for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
+        assert torch.equal(bc, be), f"{what}: buffer {n} differs"
 
 
 @pytest.mark.parametrize("name,shape,kw", [("LayerNorm", (8, 5, 12), dict(normalized_shape=12)),
@@ -88,8 +100,7 @@ def test_compiled_inference_without_grad_matches_eager(name, shape, kw):
         x = module_input(shape, seed).detach().float()
         with context():
             assert torch.equal(compiled(x), eager(x))
-        for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
-            assert torch.equal(bc, be), n
+        _assert_same_buffers(eager, traced)
 
 
 def test_eager_calls_do_not_go_through_the_operators(monkeypatch):
@@ -192,8 +203,7 @@ def test_batch_norm_with_cumulative_average_compiles_as_torch_s_does():
     for seed in range(3):
         x = module_input((4, 6, 5, 3), seed).detach().float()
         assert torch.equal(compiled(x), eager(x))
-    for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
-        assert torch.equal(bc, be), n
+    _assert_same_buffers(eager, traced)
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
@@ -225,26 +235,8 @@ def test_cuda_compiled_module_is_one_graph_and_the_same_bits_as_eager(name, shap
     require_torch_cuda()
     for dtype in (torch.float32, torch.bfloat16):
         eager, traced = _twins(name, kw, dtype)
-        eager, traced = eager.cuda(), traced.cuda()
-        compiled = torch.compile(traced, fullgraph=True, backend="aot_eager")
-        for seed, training in ((0, True), (1, False)):
-            eager.train(training)
-            traced.train(training)
-            x = module_input(shape, seed, memory_format).detach().to(dtype).cuda()
-            dy = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 100)).to(dtype).cuda()
-            outs = []
-            for run in (eager, compiled):
-                xi = x.clone(memory_format=torch.preserve_format).requires_grad_(True)
-                y = run(xi)
-                y.backward(dy)
-                outs.append((y, xi.grad))
-            torch.cuda.synchronize()
-            (y_e, dx_e), (y_c, dx_c) = outs
-            assert torch.equal(y_c, y_e) and torch.equal(dx_c, dx_e), f"{dtype} step {seed}"
-            for (n, pe), (_, pc) in zip(eager.named_parameters(), traced.named_parameters()):
-                assert torch.equal(pc.grad, pe.grad), f"{dtype} step {seed}: grad of {n}"
-            for (n, be), (_, bc) in zip(eager.named_buffers(), traced.named_buffers()):
-                assert torch.equal(bc, be), f"{dtype} step {seed}: buffer {n}"
+        _assert_compiled_steps_match(eager.cuda(), traced.cuda(), shape, memory_format, dtype,
+                                     ((0, True), (1, False)), device="cuda")
         torch._dynamo.reset()
 
 
