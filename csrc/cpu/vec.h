@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include "core/dtype.h"
 #include "core/half.h"
 #include "core/macros.h"
@@ -162,13 +163,39 @@ template <> struct VecOfT<double> { using type = VecD; };
 template <class C> using VecOf = typename VecOfT<C>::type;
 template <class C> constexpr int lanes() { return std::is_same_v<C, double> ? kLanesD : kLanesF; }
 
-// ---- reductions: a vector's lanes summed into a double in lane order, a fixed order whatever the
-// thread count (Note [fixed chunking]); scalars pass through (the tails of vector loops).
+// ---- reductions: a vector's lanes summed into a double pairwise (lane i with lane i + n/2, then
+// halving again), a fixed order whatever the thread count (Note [fixed chunking]) and log2(n)
+// adds deep where a running sum was n deep (a row's sums wait on it: Note [chained sums]);
+// scalars pass through (the tails of vector loops).
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define FT_HAS_SHUFFLEVECTOR 1
+#endif
+#endif
+#ifndef FT_HAS_SHUFFLEVECTOR
+#define FT_HAS_SHUFFLEVECTOR 0  // the halves go through memory: the same sums, slower
+#endif
+template <int N> struct DoublesT { typedef double type __attribute__((vector_size(N * 8))); };
+template <int N> using Doubles = typename DoublesT<N>::type;
+template <int N, std::size_t... I>
+FT_INLINE double pairwise_sum(const Doubles<N>& v, std::index_sequence<I...>) {
+  if constexpr (N == 1) {
+    return v[0];
+  } else {
+#if FT_HAS_SHUFFLEVECTOR
+    const Doubles<N / 2> lo = __builtin_shufflevector(v, v, I...);
+    const Doubles<N / 2> hi = __builtin_shufflevector(v, v, (I + N / 2)...);
+#else
+    Doubles<N / 2> lo, hi;
+    std::memcpy(&lo, &v, sizeof lo);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
+#endif
+    return pairwise_sum<N / 2>(lo + hi, std::make_index_sequence<N / 4>{});
+  }
+}
 template <class V> FT_INLINE double lane_sum(const V& v) {
   constexpr int n = int(sizeof(V) / sizeof(v[0]));
-  double t = 0;
-  for (int i = 0; i < n; ++i) t += double(v[i]);
-  return t;
+  return pairwise_sum<n>(__builtin_convertvector(v, Doubles<n>), std::make_index_sequence<n / 2>{});
 }
 FT_INLINE double lane_sum(float v) { return v; }
 FT_INLINE double lane_sum(double v) { return v; }
