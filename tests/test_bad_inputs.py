@@ -57,3 +57,18 @@ def test_read_only_grads_are_accepted(isa):
     for g in call["grads"]:
         g.flags.writeable = False
     _call(ft, "adam_", positional, call)
+
+
+def test_first_bad_list_is_named(isa):
+    # Note [import order]: the lists are imported one after the other, so with faults in two lists
+    # the error names the earlier list's, even at a later index; nothing is written either way.
+    positional, call = valid_call("adam_")
+    call["grads"][3] = call["grads"][3][:-1]  # wrong shape, row 3
+    call["exp_avg_sqs"][1] = call["exp_avg_sqs"][1].astype(np.float64)  # wrong dtype, row 1
+    params = [p.copy() for p in call["params"]]
+    with pytest.raises(ValueError, match=r"^adam_: grads\[3\] has shape"):
+        _call(ft, "adam_", positional, call)
+    call["grads"][3] = np.zeros_like(call["params"][3])
+    with pytest.raises(TypeError, match=r"^adam_: exp_avg_sqs\[1\] has dtype float64"):
+        _call(ft, "adam_", positional, call)
+    assert all(same_bits(a, b) for a, b in zip(call["params"], params))
