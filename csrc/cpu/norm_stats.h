@@ -73,18 +73,13 @@ constexpr int kChains = 4;
 template <class S>  // the storage type: its vector (VecOf) is the accumulator
 struct Chains {
   using V = VecOf<S>;
-  // Named, not an array: GCC keeps an array of vectors in memory, and each add then waits on a
-  // store and a load as well.
-  V v0 = {}, v1 = {}, v2 = {}, v3 = {};
+  V v[kChains] = {};
   template <int K>
   FT_INLINE V& operator[](std::integral_constant<int, K>) {
     static_assert(K >= 0 && K < kChains);
-    if constexpr (K == 0) return v0;
-    else if constexpr (K == 1) return v1;
-    else if constexpr (K == 2) return v2;
-    else return v3;
+    return v[K];
   }
-  FT_INLINE V total() const { return (v0 + v1) + (v2 + v3); }
+  FT_INLINE V total() const { return (v[0] + v[1]) + (v[2] + v[3]); }
 };
 // Calls body(k, i) for each whole vector i of [0, len), k its chain (a compile-time constant);
 // returns the index of the first value after them.
