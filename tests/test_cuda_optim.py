@@ -85,7 +85,6 @@ def test_many_mixed_tensors_fresh_grads_one_launch_no_sync_no_rebuild():
 def test_pointer_swap_between_steps_uses_new_memory():
     p = torch.randn(4099, device="cuda")
     g = torch.randn(4099, device="cuda")
-    m, v = torch.zeros_like(p), torch.zeros_like(p)
     ft.sgd_([p], [g], lr=0.5)
     fresh = torch.randn(4099, device="cuda")       # p.data = ... : same size, new storage
     old = p

@@ -376,6 +376,12 @@ struct ChannelCoeffs {
   static auto values(const math::NormGradCoeffs<T>& co) { return std::tuple{co.dy_scale, co.proj, co.shift}; }
 };
 
+// Note [vector template arguments]: GCC drops the may_alias attribute of the intrinsic vector
+// types (__m512, ...) where one is a template argument, here of the coefficient structs, and
+// warns.  The attribute lets a vector pointer read memory of another type; these structs hold
+// vectors as values and no pointer to them is cast, so nothing depends on it.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
 template <class S, class T>
 void rows_normalize(const S* x, S* y, int64_t C, int64_t r0, int64_t r1, const ChannelCoeffs<T>& k) {
   using V = VecOf<S>;
@@ -407,6 +413,7 @@ void rows_grad_input(const S* dy, const S* x, S* dx, int64_t C, int64_t r0, int6
         sstore(dx + r * C + c, grad_input(sload(dy + r * C + c), sload(row + c), co));
       });
 }
+#pragma GCC diagnostic pop  // Note [vector template arguments]
 
 // Note [rows driver]: `samples` stacked (R, C) blocks (one for batch norm, N for channels-last
 // group norm), each cut into row pieces. reduce(n, r0, r1, out) writes the C partials of rows

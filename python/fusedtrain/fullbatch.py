@@ -391,9 +391,12 @@ class _Core:
         return orig_loss
 
     def _first_step(self, g, lr):
-        """The first iteration's trial step, min(1, 1/|g|_1) lr (torch.optim.LBFGS's)."""
+        """The first iteration's trial step, min(1, 1/|g|_1) lr (torch.optim.LBFGS's), in torch's
+        scalar precision (Note [torch scalar precision]): an lr past float32's range overflows
+        to inf here, which the step then refuses by name; NumPy's overflow warning adds nothing."""
         total = self._abs_sum(g)
-        return min(1.0, 1.0 / total if total > 0 else math.inf) * lr
+        with np.errstate(over="ignore"):
+            return min(1.0, 1.0 / total if total > 0 else math.inf) * lr
 
     def forget(self):
         self.n_iter = 0

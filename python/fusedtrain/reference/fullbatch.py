@@ -8,8 +8,6 @@ closure returning ``(loss, grads)`` at the current params; they share the scalar
 search with the kernels' classes (fusedtrain._line_search), which the comparison with torch
 checks on its own.
 """
-import math
-
 import numpy as np
 
 from .._line_search import strong_wolfe
