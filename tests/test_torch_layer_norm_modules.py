@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 import fusedtrain as ft  # noqa: E402
 import fusedtrain.torch as ftt  # noqa: E402
 from module_support import (ROW_MODULES, compare_frozen, compare_modules, compare_one_step,  # noqa: E402
-                            compare_without_graph)
+                            compare_without_graph, module_input)
 
 
 def _pair(name, kw):
@@ -41,6 +41,27 @@ def test_forward_without_a_graph_matches_torch(name, shape, kw):
     compare_without_graph(ref, ours, [
         (torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), training)
         for seed, training in ((0, True), (1, True), (2, False))])
+
+
+@pytest.mark.parametrize("name,shape,kw", ROW_MODULES + [
+    ("BatchNorm2d", (4, 3, 5, 5), dict(num_features=3)),
+], ids=lambda v: str(v))
+def test_a_graph_of_the_gradient_is_the_same_gradient_and_once_differentiable(name, shape, kw):
+    """Every normalization backward runs as it is with grad mode off (the usual backward) and
+    through torch's once_differentiable with it on (create_graph=True, Note [backward grad
+    mode]): the same bits either way, and differentiating the gradient raises torch's error."""
+    _, ours = _pair(name, kw)
+    x = module_input(shape, 0)
+    dy = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain = torch.autograd.grad(ours(x), [x, *ours.parameters()], dy)
+    # A dy that requires grad, so the gradient has a graph to differentiate.
+    graphed = torch.autograd.grad(ours(x), [x, *ours.parameters()], dy.clone().requires_grad_(),
+                                  create_graph=True)
+    for a, b in zip(graphed, plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert graphed[0].requires_grad and not plain[0].requires_grad
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        graphed[0].sum().backward()
 
 
 @pytest.mark.parametrize("name,shape,kw", ROW_MODULES, ids=lambda v: str(v))

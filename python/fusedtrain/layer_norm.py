@@ -19,12 +19,10 @@ The statistics are the same code as batch norm's (Note [planar view] in
 """
 import numbers
 
-import numpy as np
-
 from . import _C
 from . import _checks as chk
 from ._streams import launch_stream
-from .batch_norm import _empty, _eps, _momentum, _shape_of
+from .batch_norm import _empty, _empty_like, _eps, _layout, _momentum, _shape_of
 
 # torch.finfo(dtype).eps: rms_norm's default eps, by the dtype's name.
 _MACHINE_EPS = {"float32": 2.0 ** -23, "float64": 2.0 ** -52, "float16": 2.0 ** -10,
@@ -81,7 +79,7 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, *, eps=1e-5,
     fn = "layer_norm_forward"
     eps = _eps(fn, eps)
     k, shape = _normalized_dims(fn, x, normalized_shape)
-    y = _empty(x, shape)
+    y = _empty_like(x, shape)
     mean = _empty(x, _stat_shape(shape, k), stats=True)
     rstd = _empty(x, _stat_shape(shape, k), stats=True)
     _C.ln_forward(x, k, weight, bias, y, mean, rstd, eps, False, fn, launch_stream([x], stream))
@@ -103,12 +101,12 @@ def layer_norm_backward(dy, x, normalized_shape, mean, rstd, weight=None, *, wei
     weight_grads = chk.flag(fn, "weight_grads", weight_grads)
     bias_grads = chk.flag(fn, "bias_grads", bias_grads)
     k, shape = _normalized_dims(fn, x, normalized_shape)
-    dx = _empty(x, shape)
+    dx = _empty_like(x, shape)
     dweight = dbias = None
     if weight is not None and weight_grads:
         pshape = _shape_of(fn, "weight", weight)
-        dweight = _empty(weight, pshape)
-        dbias = _empty(weight, pshape) if bias_grads else None
+        dweight = _empty_like(weight, pshape)
+        dbias = _empty_like(weight, pshape) if bias_grads else None
     _C.ln_backward(dy, x, k, mean, rstd, weight, dx, dweight, dbias, False, fn,
                    launch_stream([x], stream))
     return dx, dweight, dbias
@@ -126,7 +124,7 @@ def rms_norm_forward(x, normalized_shape, weight=None, *, eps=None, stream=None)
     fn = "rms_norm_forward"
     k, shape = _normalized_dims(fn, x, normalized_shape)
     eps = _MACHINE_EPS.get(_dtype_name(x), 0.0) if eps is None else _eps(fn, eps)
-    y = _empty(x, shape)
+    y = _empty_like(x, shape)
     rstd = _empty(x, _stat_shape(shape, k), stats=True)
     _C.ln_forward(x, k, weight, None, y, None, rstd, eps, True, fn, launch_stream([x], stream))
     return y, rstd
@@ -143,10 +141,10 @@ def rms_norm_backward(dy, x, normalized_shape, rstd, weight=None, *, weight_grad
     fn = "rms_norm_backward"
     weight_grads = chk.flag(fn, "weight_grads", weight_grads)
     k, shape = _normalized_dims(fn, x, normalized_shape)
-    dx = _empty(x, shape)
+    dx = _empty_like(x, shape)
     dweight = None
     if weight is not None and weight_grads:
-        dweight = _empty(weight, _shape_of(fn, "weight", weight))
+        dweight = _empty_like(weight, _shape_of(fn, "weight", weight))
     _C.ln_backward(dy, x, k, None, rstd, weight, dx, dweight, None, True, fn,
                    launch_stream([x], stream))
     return dx, dweight
@@ -158,13 +156,6 @@ def _groups(fn, num_groups):
     if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
         raise TypeError(f"{fn}: num_groups must be an int, got {type(num_groups).__name__}")
     return int(num_groups)
-
-
-def _layout(fn, x, channels_last):
-    shape = _shape_of(fn, "x", x)
-    if len(shape) < 2:
-        raise ValueError(f"{fn}: x must have at least 2 dimensions (N, C, ...), got shape {shape}")
-    return shape, shape[0], (shape[-1] if channels_last else shape[1])
 
 
 def group_norm_forward(x, num_groups, weight=None, bias=None, *, eps=1e-5, channels_last=False,
@@ -182,7 +173,7 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, *, eps=1e-5, chann
     eps = _eps(fn, eps)
     channels_last = chk.flag(fn, "channels_last", channels_last)
     shape, n, _ = _layout(fn, x, channels_last)
-    y = _empty(x, shape)
+    y = _empty_like(x, shape)
     mean = _empty(x, (n, max(num_groups, 0)), stats=True)
     rstd = _empty(x, (n, max(num_groups, 0)), stats=True)
     _C.gn_forward(x, num_groups, weight, bias, None, None, y, mean, rstd, True, 0.0, eps,
@@ -205,7 +196,7 @@ def group_norm_backward(dy, x, num_groups, mean, rstd, weight=None, *, channels_
     channels_last = chk.flag(fn, "channels_last", channels_last)
     weight_grads = chk.flag(fn, "weight_grads", weight_grads)
     shape, _, C = _layout(fn, x, channels_last)
-    dx = _empty(x, shape)
+    dx = _empty_like(x, shape)
     dweight = dbias = None
     if weight is not None and weight_grads:
         _shape_of(fn, "weight", weight)
@@ -237,7 +228,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     eps = _eps(fn, eps)
     channels_last = chk.flag(fn, "channels_last", channels_last)
     shape, n, C = _layout(fn, x, channels_last)
-    y = _empty(x, shape)
+    y = _empty_like(x, shape)
     mean = _empty(x, (n, C), stats=True)
     rstd = _empty(x, (n, C), stats=True)
     _C.gn_forward(x, C, weight, bias, running_mean, running_var, y, mean, rstd, use_input_stats,

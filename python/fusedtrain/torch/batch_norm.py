@@ -8,7 +8,8 @@ view ``(N, *spatial, C)`` with ``channels_last=True``: no copy, and the output k
 """
 import torch
 
-from ._norm_autograd import _caller_layout, _detached, _kernel_input, _per_channel_backward, apply
+from ._norm_autograd import (_caller_layout, _kernel_input, _per_channel_backward, apply,
+                             once_differentiable)
 from ._traced import kernels
 
 
@@ -20,14 +21,14 @@ class _BatchNormFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
         x_in, channels_last = _kernel_input(x)
         y, mean, invstd = kernels().batch_norm_forward(
-            x_in, _detached(weight), _detached(bias), running_mean, running_var,
+            x_in, weight, bias, running_mean, running_var,
             training=training, momentum=momentum, eps=eps, channels_last=channels_last)
         ctx.save_for_backward(x_in, weight, mean, invstd)
         ctx.input_stats, ctx.channels_last = training, channels_last
         return _caller_layout(y, channels_last)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, dy):
         def batch_norm_backward(dy, x_in, weight, mean, invstd, channels_last, weight_grads):
             # The channel sums dx needs are dweight and dbias: weight_grads saves nothing here.

@@ -9,8 +9,8 @@ with ``channels_last=True``: no copy, and the output keeps the format.
 """
 import torch
 
-from ._norm_autograd import (_caller_layout, _detached, _grad_layout, _kernel_input, _needed,
-                             _per_channel_backward, _weight_grads, apply)
+from ._norm_autograd import (_caller_layout, _grad_layout, _kernel_input, _needed,
+                             _per_channel_backward, _weight_grads, apply, once_differentiable)
 from ._traced import kernels
 
 
@@ -19,30 +19,29 @@ class _LayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, normalized_shape, eps, rms):
-        x_in = x.contiguous().detach()
+        x_in = x.contiguous()
         if rms:
-            y, rstd = kernels().rms_norm_forward(x_in, normalized_shape, _detached(weight), eps=eps)
+            y, rstd = kernels().rms_norm_forward(x_in, normalized_shape, weight, eps=eps)
             mean = None
         else:
-            y, mean, rstd = kernels().layer_norm_forward(x_in, normalized_shape, _detached(weight),
-                                                         _detached(bias), eps=eps)
+            y, mean, rstd = kernels().layer_norm_forward(x_in, normalized_shape, weight,
+                                                         bias, eps=eps)
         ctx.save_for_backward(x_in, weight, mean, rstd)
         ctx.normalized_shape, ctx.rms = normalized_shape, rms
         return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, dy):
         x_in, weight, mean, rstd = ctx.saved_tensors
         dy = _grad_layout(dy, x_in, False)
-        w = _detached(weight)
         wg = _weight_grads(ctx)
         k = kernels()
         if ctx.rms:
-            dx, dweight = k.rms_norm_backward(dy, x_in, ctx.normalized_shape, rstd, w, weight_grads=wg)
+            dx, dweight = k.rms_norm_backward(dy, x_in, ctx.normalized_shape, rstd, weight, weight_grads=wg)
             dbias = None
         else:
-            dx, dweight, dbias = k.layer_norm_backward(dy, x_in, ctx.normalized_shape, mean, rstd, w,
+            dx, dweight, dbias = k.layer_norm_backward(dy, x_in, ctx.normalized_shape, mean, rstd, weight,
                                                        weight_grads=wg,
                                                        bias_grads=ctx.needs_input_grad[2])
         return _needed(ctx, dx, dweight, dbias) + (None, None, None)
@@ -57,12 +56,12 @@ class _GroupNormFunction(torch.autograd.Function):
                 use_input_stats, momentum):
         x_in, cl = _kernel_input(x)
         if instance:
-            y, mean, rstd = kernels().instance_norm(x_in, running_mean, running_var, _detached(weight),
-                                                    _detached(bias), use_input_stats=use_input_stats,
+            y, mean, rstd = kernels().instance_norm(x_in, running_mean, running_var, weight,
+                                                    bias, use_input_stats=use_input_stats,
                                                     momentum=momentum, eps=eps, channels_last=cl)
         else:
-            y, mean, rstd = kernels().group_norm_forward(x_in, num_groups, _detached(weight),
-                                                         _detached(bias), eps=eps, channels_last=cl)
+            y, mean, rstd = kernels().group_norm_forward(x_in, num_groups, weight,
+                                                         bias, eps=eps, channels_last=cl)
         ctx.num_groups, ctx.channels_last, ctx.input_stats = mean.shape[1], cl, use_input_stats
         if not use_input_stats:
             # Every sample's row holds the same running statistics; the backward's per-channel
@@ -72,7 +71,7 @@ class _GroupNormFunction(torch.autograd.Function):
         return _caller_layout(y, cl)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, dy):
         def group_norm_backward(dy, x_in, weight, mean, rstd, channels_last, weight_grads):
             return kernels().group_norm_backward(dy, x_in, ctx.num_groups, mean, rstd, weight,

@@ -43,7 +43,8 @@ import torch.distributed as dist
 import fusedtrain as ft
 from .. import _distributed
 from ..batch_norm import _grad_sums_into, _stats_into
-from ._norm_autograd import _caller_layout, _detached, _grad_layout, _kernel_input, _needed
+from ._norm_autograd import (_caller_layout, _grad_layout, _kernel_input, _needed,
+                             once_differentiable)
 from .batch_norm import batch_norm_step, local_batch_norm
 
 __all__ = ["SyncBatchNorm"]
@@ -94,7 +95,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         if bias is not None:
             shift += bias.detach()
         y, save_mean, save_invstd = ft.batch_norm_forward(
-            x_in, _detached(weight), shift.to(sdtype), mean, var, training=False, eps=eps,
+            x_in, weight, shift.to(sdtype), mean, var, training=False, eps=eps,
             channels_last=cl)
         if running_mean is not None:
             ft.update_running_stats_(running_mean, running_var, g_mean, g_var, total,
@@ -104,7 +105,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         return _caller_layout(y, cl)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, dy):
         x_in, weight, mean, invstd, residual = ctx.saved_tensors
         cl, M = ctx.cl, ctx.local
@@ -128,7 +129,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
                 scaled = total * (M / ctx.total)
                 given_dy = scaled[0] - delta * scaled[1]
                 dx, _, _ = ft.batch_norm_backward(
-                    dy, x_in, _detached(weight), mean, invstd, channels_last=cl,
+                    dy, x_in, weight, mean, invstd, channels_last=cl,
                     sums=(given_dy, scaled[1], M))
             else:
                 dx = torch.empty_like(x_in)
