@@ -64,9 +64,7 @@ def _empty(like, shape, dtype=None, stats=False):
         else:
             out = torch.empty(shape, dtype=dtype if dtype is not None else like.dtype,
                               device=like.device)
-        if out.nbytes >= _HUGE_PAGE_BYTES and not out.is_cuda:
-            _C._advise_huge_pages(out.data_ptr(), out.nbytes)  # Note [huge pages]
-        return out
+        return _huge_page_hint(out)
     if stats:
         dtype = np.float64 if _is_float64(like) else np.float32
     if not isinstance(like, np.ndarray) and hasattr(like, "__array_namespace__"):
@@ -85,11 +83,16 @@ def _empty_like(like, shape):
     if _is_torch(like):
         torch = sys.modules["torch"]  # the caller's tensor proves torch is imported
         if type(like) is torch.Tensor and like.is_contiguous():
-            out = torch.empty_like(like)
-            if out.nbytes >= _HUGE_PAGE_BYTES and not out.is_cuda:
-                _C._advise_huge_pages(out.data_ptr(), out.nbytes)  # Note [huge pages]
-            return out
+            return _huge_page_hint(torch.empty_like(like))
     return _empty(like, shape)
+
+
+def _huge_page_hint(out):
+    """A new torch output, asked to be backed by huge pages if it is a large CPU one (Note [huge
+    pages])."""
+    if out.nbytes >= _HUGE_PAGE_BYTES and not out.is_cuda:
+        _C._advise_huge_pages(out.data_ptr(), out.nbytes)
+    return out
 
 
 def _shape_of(fn, name, x):

@@ -63,8 +63,8 @@ def _channels_last_view(x):
 
 
 def _kernel_input(x):
-    """``(x_in, channels_last)``: x as the per-channel kernels read it: the
-    (N, *spatial, C) view of a channels_last tensor (no copy), else contiguous (N, C, *spatial)."""
+    """``(x_in, channels_last)``: x as the per-channel kernels read it: the (N, *spatial, C)
+    view of a channels_last tensor (no copy), else contiguous (N, C, *spatial)."""
     view = _channels_last_view(x)
     channels_last = view is not None
     return view if channels_last else x.contiguous(), channels_last
@@ -106,8 +106,8 @@ def _per_channel_backward(ctx, dy, kernel_backward):
     dy = _grad_layout(dy, x_in, cl)
     wg = _weight_grads(ctx)
     if ctx.input_stats:
-        dx, dweight, dbias = kernel_backward(dy, x_in, weight, mean, rstd,
-                                             channels_last=cl, weight_grads=wg)
+        dx, dweight, dbias = kernel_backward(dy, x_in, weight, mean, rstd, channels_last=cl,
+                                             weight_grads=wg)
     else:
         dx, dweight, dbias = _eval_backward(dy, x_in, weight, mean, rstd, cl, wg)
     return _needed(ctx, _caller_layout(dx, cl), dweight, dbias)

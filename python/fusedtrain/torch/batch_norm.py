@@ -21,8 +21,8 @@ class _BatchNormFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
         x_in, channels_last = _kernel_input(x)
         y, mean, invstd = kernels().batch_norm_forward(
-            x_in, weight, bias, running_mean, running_var,
-            training=training, momentum=momentum, eps=eps, channels_last=channels_last)
+            x_in, weight, bias, running_mean, running_var, training=training, momentum=momentum,
+            eps=eps, channels_last=channels_last)
         ctx.save_for_backward(x_in, weight, mean, invstd)
         ctx.input_stats, ctx.channels_last = training, channels_last
         return _caller_layout(y, channels_last)

@@ -24,8 +24,8 @@ class _LayerNormFunction(torch.autograd.Function):
             y, rstd = kernels().rms_norm_forward(x_in, normalized_shape, weight, eps=eps)
             mean = None
         else:
-            y, mean, rstd = kernels().layer_norm_forward(x_in, normalized_shape, weight,
-                                                         bias, eps=eps)
+            y, mean, rstd = kernels().layer_norm_forward(x_in, normalized_shape, weight, bias,
+                                                         eps=eps)
         ctx.save_for_backward(x_in, weight, mean, rstd)
         ctx.normalized_shape, ctx.rms = normalized_shape, rms
         return y
@@ -38,11 +38,12 @@ class _LayerNormFunction(torch.autograd.Function):
         wg = _weight_grads(ctx)
         k = kernels()
         if ctx.rms:
-            dx, dweight = k.rms_norm_backward(dy, x_in, ctx.normalized_shape, rstd, weight, weight_grads=wg)
+            dx, dweight = k.rms_norm_backward(dy, x_in, ctx.normalized_shape, rstd, weight,
+                                              weight_grads=wg)
             dbias = None
         else:
-            dx, dweight, dbias = k.layer_norm_backward(dy, x_in, ctx.normalized_shape, mean, rstd, weight,
-                                                       weight_grads=wg,
+            dx, dweight, dbias = k.layer_norm_backward(dy, x_in, ctx.normalized_shape, mean, rstd,
+                                                       weight, weight_grads=wg,
                                                        bias_grads=ctx.needs_input_grad[2])
         return _needed(ctx, dx, dweight, dbias) + (None, None, None)
 
@@ -56,12 +57,12 @@ class _GroupNormFunction(torch.autograd.Function):
                 use_input_stats, momentum):
         x_in, cl = _kernel_input(x)
         if instance:
-            y, mean, rstd = kernels().instance_norm(x_in, running_mean, running_var, weight,
-                                                    bias, use_input_stats=use_input_stats,
+            y, mean, rstd = kernels().instance_norm(x_in, running_mean, running_var, weight, bias,
+                                                    use_input_stats=use_input_stats,
                                                     momentum=momentum, eps=eps, channels_last=cl)
         else:
-            y, mean, rstd = kernels().group_norm_forward(x_in, num_groups, weight,
-                                                         bias, eps=eps, channels_last=cl)
+            y, mean, rstd = kernels().group_norm_forward(x_in, num_groups, weight, bias, eps=eps,
+                                                         channels_last=cl)
         ctx.num_groups, ctx.channels_last, ctx.input_stats = mean.shape[1], cl, use_input_stats
         if not use_input_stats:
             # Every sample's row holds the same running statistics; the backward's per-channel
