@@ -188,10 +188,43 @@ def test_empty_batch_in_eval_and_stats(shape, channels_last, dtype, isa):
     assert_close(save_invstd, want[2], Tolerance(1e-6, 0), "save_invstd")
     mean, var, count = ft.batch_norm_stats(x, channels_last=channels_last)
     assert count == 0 and np.all(mean == 0) and np.all(var == 0)
-    with pytest.raises(ValueError, match="x"):
-        ft.batch_norm_forward(x, running_mean=rm, running_var=rv, channels_last=channels_last)
-    with pytest.raises(ValueError, match="x"):
-        ft.batch_norm_backward(x, x, None, save_mean, save_invstd, channels_last=channels_last)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("shape, channels_last", EMPTY, ids=str)
+def test_empty_batch_in_training(shape, channels_last, dtype, isa):
+    """Note [empty training batch]: as torch's F.batch_norm, an empty batch trains to an empty y
+    and leaves the running statistics bit for bit; its saved statistics are those of no values
+    and its backward gives zero dweight / dbias.  One value per channel still raises."""
+    x = np.zeros(shape, dtype)
+    C = shape[-1] if channels_last else shape[1]
+    rng = np.random.default_rng(seed_for("empty training", shape))
+    rm, rv = rng.standard_normal(C).astype(np.float32), rng.random(C).astype(np.float32) + 0.5
+    w, b = rng.random(C).astype(np.float32) + 0.5, rng.standard_normal(C).astype(np.float32)
+    kept = rm.tobytes() + rv.tobytes()
+    eps = 1e-3
+    y, save_mean, save_invstd = ft.batch_norm_forward(x, w, b, rm, rv, training=True, eps=eps,
+                                                      channels_last=channels_last)
+    want = ref.batch_norm_forward(x, w, b, rm.astype(np.float64), rv.astype(np.float64),
+                                  training=True, eps=eps, channels_last=channels_last)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert rm.tobytes() + rv.tobytes() == kept, "an empty batch changed the running statistics"
+    assert_close(save_mean, want[1], Tolerance(0, 0), "save_mean")
+    assert_close(save_invstd, want[2], Tolerance(1e-6, 0), "save_invstd")
+    assert np.all(save_mean == 0) and np.allclose(save_invstd, 1 / np.sqrt(eps), rtol=1e-6)
+    dx, dweight, dbias = ft.batch_norm_backward(x, x, w, save_mean, save_invstd,
+                                                channels_last=channels_last)
+    assert dx.shape == x.shape and dweight.dtype == w.dtype
+    assert np.all(dweight == 0) and np.all(dbias == 0)
+    _, sum_dy_xhat, sum_dy = ft.batch_norm_backward(x, x, None, save_mean, save_invstd,
+                                                    channels_last=channels_last, input_grad=False)
+    assert np.all(sum_dy_xhat == 0) and np.all(sum_dy == 0)
+    one = np.zeros((1, C) if not channels_last else (1, 1, C), dtype)
+    with pytest.raises(ValueError, match="x has 1 value per channel"):
+        ft.batch_norm_forward(one, running_mean=rm, running_var=rv, channels_last=channels_last)
+    with pytest.raises(ValueError, match="x has 1 value per channel"):
+        ref.batch_norm_forward(one, channels_last=channels_last)
+    assert rm.tobytes() + rv.tobytes() == kept
 
 
 @pytest.mark.parametrize("shape, channels_last", EMPTY, ids=str)

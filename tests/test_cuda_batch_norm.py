@@ -255,3 +255,35 @@ def test_cuda_empty_batch_in_eval_and_stats(shape, channels_last, dtype):
     torch.testing.assert_close(sm.double(), rm.double())
     torch.testing.assert_close(si.double(), torch.rsqrt(rv.double() + 1e-5), rtol=1e-6, atol=0)
     assert not mean.any() and not var.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape, channels_last", [((0, 3, 4), False), ((64, 8, 0), False),
+                                                  ((0, 5, 3), True), ((4, 8, 0, 3), False)], ids=str)
+def test_cuda_empty_batch_in_training(shape, channels_last, dtype):
+    """Note [empty training batch] on the GPU: the same saved statistics as on the CPU, the
+    running statistics kept, zero dweight / dbias; the module as torch's."""
+    C = shape[-1] if channels_last else shape[1]
+    x = torch.zeros(shape, device="cuda", dtype=dtype)
+    w = torch.linspace(0.5, 1.5, C, device="cuda")
+    rm = torch.linspace(-1, 1, C, device="cuda")
+    rv = torch.linspace(0.5, 2, C, device="cuda")
+    kept = rm.clone(), rv.clone()
+    y, sm, si = ft.batch_norm_forward(x, w, None, rm, rv, training=True, eps=1e-3,
+                                      channels_last=channels_last)
+    _, want_m, want_i = ft.batch_norm_forward(x.cpu(), w.cpu(), None, training=True, eps=1e-3,
+                                              channels_last=channels_last)
+    dx, dw, db = ft.batch_norm_backward(x, x, w, sm, si, channels_last=channels_last)
+    torch.cuda.synchronize()
+    assert y.shape == x.shape and dx.shape == x.shape
+    assert torch.equal(rm, kept[0]) and torch.equal(rv, kept[1])
+    assert torch.equal(sm.cpu(), want_m) and torch.equal(si.cpu(), want_i)
+    assert not dw.any() and not db.any()
+    import fusedtrain.torch as ftt
+    ref, ours = torch.nn.BatchNorm1d(C).cuda(), ftt.BatchNorm1d(C).cuda()
+    for m in (ref, ours):
+        xm = torch.zeros(0, C, device="cuda", requires_grad=True)
+        m(xm).sum().backward()
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(ours, name), getattr(ref, name)), name
+    assert torch.equal(ours.weight.grad, ref.weight.grad) and torch.equal(ours.bias.grad, ref.bias.grad)

@@ -614,6 +614,31 @@ def test_batch_norm_eval_and_backward_halves(emu, case, dtype):
     _close(dx, dx_w, dtype, "dx from given sums")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C, affine", [(1, False), (5, True), (300, True)], ids=str)
+def test_batch_norm_empty_training_batch(emu, C, affine, dtype):
+    """Note [empty training batch]: a training batch without values (as the binding hands it
+    over: (0, C, 1), no running statistics) writes the statistics of none, as the CPU does, and
+    its backward zero dweight / dbias; nothing is written to y or dx, which hold no value."""
+    emu.emu_set_sm_count(8)
+    x = np.zeros((0, C), dtype_named(dtype))
+    rng = np.random.default_rng(C)
+    w = (rng.random(C) + 0.5).astype(np.float32) if affine else None
+    b = rng.standard_normal(C).astype(np.float32) if affine else None
+    sdt = _stats_dtype(dtype)
+    scode = CODES[str(np.dtype(sdt))]
+    y, sm, si = _like(x), _like((C,), sdt), _like((C,), sdt)
+    _call(emu, "emu_bn_forward", x, y, CODES[dtype], 0, C, 1, w, b, _code(w), None, None, 0,
+          sm, si, scode, 1, 0.1, 1e-3)
+    want = ft.batch_norm_forward(x, w, b, training=True, eps=1e-3)
+    assert sm.tobytes() == want[1].tobytes() and si.tobytes() == want[2].tobytes()
+    gd = w.dtype if w is not None else sdt
+    dw, db = _like((C,), gd), _like((C,), gd)
+    _call(emu, "emu_bn_backward", x, x, _like(x), CODES[dtype], 0, C, 1, w, _code(w), sm, si,
+          scode, dw, db, CODES[str(np.dtype(gd))], None, None, 0, 0.0)
+    assert np.all(dw == 0) and np.all(db == 0)
+
+
 # ---- full-batch passes (csrc/math/fullbatch.h) over the multi-tensor table
 
 from fusedtrain import _C  # noqa: E402

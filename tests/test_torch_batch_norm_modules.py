@@ -51,9 +51,32 @@ def test_frozen_parameters_match_torch(dim, shape):
     compare_frozen(ref, ours, shape, seeds=range(2))
 
 
+EMPTY = [(1, (0, 5)), (1, (4, 5, 0)), (2, (0, 4, 3, 3)), (3, (2, 3, 0, 2, 2))]
+
+
+@pytest.mark.parametrize("dim,shape", EMPTY, ids=str)
+@pytest.mark.parametrize("options", [dict(), dict(momentum=None)], ids=["default", "momentum=None"])
+def test_training_on_an_empty_batch_matches_torch(dim, shape, options):
+    """An empty batch in training mode (a rank's share of a small one, a detection head with no
+    boxes): as torch's, an empty output, the running statistics kept, the batch counted, zero
+    weight gradients (Note [empty training batch])."""
+    ref, ours = _pair(dim, shape[1], **options)
+    for m in (ref, ours):
+        x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+        y = m(x)
+        assert y.shape == x.shape
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name), rtol=0, atol=0)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=0, atol=0)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=0, atol=0)
+    compare_modules(ref, ours, (3, shape[1]) + (4,) * dim, seeds=range(2))  # still in step
+
+
 def test_eval_backward_of_an_empty_batch_gives_zero_weight_grads():
-    """Eval mode's weight gradients come from the channel-sum kernel, which takes no empty
-    input: an empty batch (a rank's share of a small one) gives zeros, as torch's."""
+    """Eval mode's weight gradients come from the channel-sum kernel: an empty batch (a rank's
+    share of a small one) gives zeros, as torch's."""
     ref, ours = _pair(2, 4)
     ref.eval(), ours.eval()
     for m in (ref, ours):

@@ -81,9 +81,14 @@ void forward(py::handle x, py::handle weight, py::handle bias, py::handle runnin
                      "evaluation mode (training=False) normalizes with the running statistics",
                      a.running_mean, a.running_var);
   const int64_t M = in.shape.per_channel();
-  if (training && M <= 1)
-    value_error(call.at("x"), "has " + std::to_string(M) + " value(s) per channel (shape " +
-                                  shape_str(in.view) + "); training needs more than 1");
+  if (training && M == 1)
+    value_error(call.at("x"), "has 1 value per channel (shape " + shape_str(in.view) +
+                                  "); training needs more than 1, or none");
+  // Note [empty training batch]: a batch without values normalizes nothing and, as torch's batch
+  // norm, leaves the running statistics as they are (the kernels never see them); its saved
+  // statistics are those of no values, mean 0 and variance 0 (batch_norm_stats'), so save_invstd
+  // is 1 / sqrt(eps), and its backward gives zero dweight / dbias (sums over nothing).
+  if (training && M == 0) a.running_mean = a.running_var = ChannelArray{};
   a.y = call.output(y, "y", in.view);
   a.save_mean = call.channels(save_mean, "save_mean", Access::write, C, {stats_dtype(d)}, false);
   a.save_invstd = call.channels(save_invstd, "save_invstd", Access::write, C, {stats_dtype(d)}, false);
@@ -110,7 +115,6 @@ void backward(py::handle dy, py::handle x, py::handle weight, py::handle save_me
   a.weight = call.channels(weight, "weight", Access::read, C, param, true);
   a.save_mean = call.channels(save_mean, "save_mean", Access::read, C, any, false);
   a.save_invstd = call.channels(save_invstd, "save_invstd", Access::read, C, any, false);
-  if (in.shape.per_channel() == 0) value_error(call.at("x"), "has no values per channel");
   const auto sums = {DType::f32, DType::f64};
   a.given_sum_dy = call.channels(sum_dy, "sum_dy", Access::read, C, sums, true);
   a.given_sum_dy_xhat = call.channels(sum_dy_xhat, "sum_dy_xhat", Access::read, C, sums, true);

@@ -1,5 +1,6 @@
-// Batch norm on CUDA: split per-channel reductions with a fixed-order last-block merge, running
-// stats and coefficients in that epilogue, then an elementwise pass; NCHW-like (planar) and rows
+// Batch norm on CUDA: split per-channel reductions merged in a second launch in a fixed order
+// (Note [split merges]), running stats and coefficients in its epilogue, then an elementwise
+// pass; NCHW-like (planar) and rows
 // (NHWC, 2-d) layouts, vector loads of up to 16 bytes.  The math (Welford/Chan, coefficients) is
 // csrc/math/batch_norm.h; the reduction pieces every normalization shares are
 // csrc/cuda/norm_reduce.cuh.
@@ -9,7 +10,7 @@
 namespace ft::cuda {
 namespace {
 
-// ---- epilogues: one per channel, run by the last block to finish that channel
+// ---- epilogues: one per channel, run by the merge of its partials (Note [split merges])
 
 struct ForwardEpilogue {
   BnForwardArgs a;
@@ -181,16 +182,19 @@ __global__ void __launch_bounds__(kBlock)
                  [&](int e, T g, T v) { return math::bn_backward(g, v, co[e]); });
 }
 
-// ---- eval mode coefficients (no reduction), running-stat update
+// ---- coefficients without a reduction, running-stat update
 
-__global__ void eval_coeffs_kernel(int64_t C, ForwardEpilogue epi) {
+// Eval mode, from the running stats; or a training batch without values, from the statistics of
+// none (Note [empty training batch], bindings/norm.cpp).
+__global__ void unreduced_coeffs_kernel(int64_t C, ForwardEpilogue epi) {
   grid_dependency();
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < C) epi(c, Stats{0, 0, 0});
 }
 
-// Note [given sums]: the coefficients of dx from the given sums, no reduction.
-__global__ void given_coeffs_kernel(int64_t C, BackwardEpilogue epi) {
+// Note [given sums]: the coefficients of dx from the given sums, no reduction; or dweight and
+// dbias of a batch without values, whose sums are 0.
+__global__ void unreduced_grad_coeffs_kernel(int64_t C, BackwardEpilogue epi) {
   grid_dependency();
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c < C) epi(c, GradSums{0, 0});
@@ -234,11 +238,11 @@ void forward_typed(const BnForwardArgs& a, cudaStream_t st) {
   auto* y = static_cast<S*>(a.y);
   Scratch coeffs(sizeof(double) * 3 * size_t(s.channels), st);
   ForwardEpilogue epi{a, coeffs.as<double>()};
-  if (a.training) {
+  if (a.training && s.per_channel() > 0) {
     stats_pass(x, s, st, epi);
   } else {
-    // Eval mode writes save_mean / save_invstd from the running stats even for an empty batch.
-    launch_kernel(eval_coeffs_kernel, unsigned((s.channels + 255) / 256), 256, 0, st, s.channels, epi);
+    // save_mean / save_invstd are written even for an empty batch.
+    launch_kernel(unreduced_coeffs_kernel, unsigned((s.channels + 255) / 256), 256, 0, st, s.channels, epi);
     count_launch("bn eval coeffs");
   }
   if (s.per_channel() == 0) return;
@@ -268,8 +272,8 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
   Scratch coeffs(sizeof(double) * 4 * size_t(C), st);
   BackwardEpilogue epi{a, a.given() ? a.given_count : double(s.per_channel()), coeffs.as<double>()};
   const int64_t extent = s.inner > 1 ? s.inner : C;
-  if (a.given()) {  // Note [given sums]
-    launch_kernel(given_coeffs_kernel, unsigned((C + 255) / 256), 256, 0, st, C, epi);
+  if (a.given() || s.per_channel() == 0) {  // Note [given sums]; an empty batch's sums are 0
+    launch_kernel(unreduced_grad_coeffs_kernel, unsigned((C + 255) / 256), 256, 0, st, C, epi);
     count_launch("bn given coeffs");
   } else {
     const int v = vec_width<S>(extent, {dy, x});
@@ -289,7 +293,7 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
     count_launch("bn grad sums");
     r.finalize(epi, st);
   }
-  if (!dx) return;  // sums only
+  if (!dx || s.per_channel() == 0) return;  // sums only, or no dx to write
   const int v = vec_width<S>(extent, {dy, x, dx});
   const Geometry g = elementwise_geometry<S>(s, v);
   if (g.planar) {
@@ -317,11 +321,11 @@ template <class S> struct StatsFn {
 }  // namespace
 
 void bn_forward(const BnForwardArgs& a, Stream st) {
-  if (a.shape.channels == 0 || (a.training && a.shape.per_channel() == 0)) return;
+  if (a.shape.channels == 0) return;
   by_dtype<ForwardFn>(a, static_cast<cudaStream_t>(st));
 }
 void bn_backward(const BnBackwardArgs& a, Stream st) {
-  if (a.shape.per_channel() * a.shape.channels == 0) return;
+  if (a.shape.channels == 0) return;
   by_dtype<BackwardFn>(a, static_cast<cudaStream_t>(st));
 }
 void bn_stats(const BnStatsArgs& a, Stream st) {

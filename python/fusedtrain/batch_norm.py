@@ -136,7 +136,10 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` (weight and bias optional); when the
     running statistics are given they are updated in place in the same pass,
     ``r = (1 - momentum) * r + momentum * batch`` with the unbiased variance
-    ``var * M / (M - 1)`` for ``running_var``. M == 1 raises ValueError.
+    ``var * M / (M - 1)`` for ``running_var``. M == 1 raises ValueError. An empty batch
+    (M == 0), as torch's, leaves the running statistics as they are; its ``save_mean`` is 0 and
+    ``save_invstd`` ``1 / sqrt(eps)`` (the statistics of no values, as :func:`batch_norm_stats`
+    gives them), and its backward gives zero ``dweight`` and ``dbias``.
 
     Evaluation (``training=False``): normalizes with ``running_mean`` / ``running_var`` (both
     required) and changes nothing.

@@ -71,10 +71,11 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     x = np.asarray(x)
     axes, bshape = _channel_axes(x, channels_last)
     if training:
+        # An empty batch: mean 0 and var 0 (the statistics of no values), running stats kept.
         mean, var, count = batch_norm_stats(x, channels_last=channels_last)
-        if count <= 1:
-            raise ValueError(f"x has {count} value(s) per channel; training needs more than 1")
-        if running_mean is not None:
+        if count == 1:
+            raise ValueError("x has 1 value per channel; training needs more than 1, or none")
+        if running_mean is not None and count > 0:
             update_running_stats_(running_mean, running_var, mean, var, count, momentum=momentum)
     else:
         if running_mean is None or running_var is None:
@@ -110,6 +111,9 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, *, channels_last=
     if sums is not None:
         sum_dy, sum_dy_xhat, m = _f64(sums[0]), _f64(sums[1]), float(sums[2])
     w = np.ones(x.shape[-1 if channels_last else 1]) if weight is None else _f64(weight)
+    if xd.size == 0:  # nothing to differentiate: the sums over no values are 0
+        dx = np.empty_like(x)
+        return (dx, None, None) if weight is None or sums is not None else (dx, sum_dy_xhat, sum_dy)
     dx = w.reshape(bshape) * invstd * (dyd - (sum_dy / m).reshape(bshape)
                                        - xhat * (sum_dy_xhat / m).reshape(bshape))
     if weight is None or sums is not None:

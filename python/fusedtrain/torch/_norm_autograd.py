@@ -125,8 +125,6 @@ def _eval_backward(dy, x, weight, mean, invstd, channels_last, weight_grads):
     dx = (dy.to(invstd.dtype) * scale.view(shape)).to(x.dtype)
     if weight is None or not weight_grads:
         return dx, None, None
-    if x.numel() == 0:  # an empty batch (a rank's share of one): the sums are zeros
-        return dx, torch.zeros_like(weight.detach()), torch.zeros_like(weight.detach())
     _, dweight, dbias = kernels().batch_norm_backward(dy, x, weight.detach(), mean, invstd,
                                                       channels_last=channels_last, input_grad=False)
     return dx, dweight, dbias
