@@ -20,12 +20,26 @@ class _Unrecorded:
 _UNRECORDED = _Unrecorded()
 
 
+# torch.func's transforms (vmap, grad, jacrev, jvp, functionalize) are active: the arguments may
+# be their wrapper tensors.  Where torch lacks the check, never.
+_func_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
 def apply(function, *args):
     """``function.apply(*args)`` where autograd has a graph to record, else ``function``'s
     forward alone.  Note [eager apply]: with grad mode off (``no_grad``, ``inference_mode``) or
     no tensor argument requiring grad, autograd.Function's own host work (about 5 us a call on
     the 2-core VM, as much as torch's whole LayerNorm forward) buys nothing.  While
-    torch.compile traces, always the Function, which its tracer follows (Note [traced kernels])."""
+    torch.compile traces, always the Function, which its tracer follows (Note [traced kernels]).
+
+    Note [torch.func transforms]: under torch.func's vmap, grad, jacrev or jvp the tensors are
+    the transforms' wrappers (a vmapped x is a batched tensor whose batch dimension our kernels
+    would never see), and a transform asks an autograd.Function for rules of its own (vmap,
+    jvp) that opaque kernels cannot give.  There the modules compute with torch's functional
+    op of the same arguments (``function.torch_forward``), so a model built from them
+    transforms as one built from torch.nn does, at torch's speed."""
+    if _func_transforms_active():
+        return function.torch_forward(*args)
     if is_compiling():
         return function.apply(*args)
     if torch.is_grad_enabled():

@@ -36,6 +36,12 @@ class _BatchNormFunction(torch.autograd.Function):
                                                  channels_last=channels_last)
         return _per_channel_backward(ctx, dy, batch_norm_backward) + (None,) * 5
 
+    @staticmethod
+    def torch_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
+        """torch's op of the same arguments (Note [torch.func transforms])."""
+        return torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias,
+                                              training, momentum, eps)
+
 
 def batch_norm_step(module):
     """torch's _BatchNorm.forward bookkeeping: counts the batch (num_batches_tracked) and

@@ -47,6 +47,13 @@ class _LayerNormFunction(torch.autograd.Function):
                                                        bias_grads=ctx.needs_input_grad[2])
         return _needed(ctx, dx, dweight, dbias) + (None, None, None)
 
+    @staticmethod
+    def torch_forward(x, weight, bias, normalized_shape, eps, rms):
+        """torch's op of the same arguments (Note [torch.func transforms])."""
+        if rms:
+            return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
+        return torch.nn.functional.layer_norm(x, normalized_shape, weight, bias, eps)
+
 
 class _GroupNormFunction(torch.autograd.Function):
     """y = GroupNorm(x), or InstanceNorm(x) (instance=True: num_groups = C, torch's running
@@ -78,6 +85,15 @@ class _GroupNormFunction(torch.autograd.Function):
             return kernels().group_norm_backward(dy, x_in, ctx.num_groups, mean, rstd, weight,
                                                  channels_last=channels_last, weight_grads=weight_grads)
         return _per_channel_backward(ctx, dy, group_norm_backward) + (None,) * 7
+
+    @staticmethod
+    def torch_forward(x, weight, bias, num_groups, eps, instance, running_mean, running_var,
+                      use_input_stats, momentum):
+        """torch's op of the same arguments (Note [torch.func transforms])."""
+        if instance:
+            return torch.nn.functional.instance_norm(x, running_mean, running_var, weight, bias,
+                                                     use_input_stats, momentum, eps)
+        return torch.nn.functional.group_norm(x, num_groups, weight, bias, eps)
 
 
 class LayerNorm(torch.nn.LayerNorm):
