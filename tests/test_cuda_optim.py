@@ -388,3 +388,24 @@ def test_nan_propagates_through_the_norm(norm_type):
     for arrays in nan_norm_arrays():
         got = ft.global_norm([to_cuda(torch, a) for a in arrays], norm_type)
         assert np.isnan(got), (norm_type, [a.dtype for a in arrays])
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "NAdam"])
+def test_cuda_complex_params_step_as_torch_steps_them(name):
+    """Note [complex params] on the GPU: ft.torch's step over complex CUDA params (real views)
+    follows torch.optim's on the same GPU."""
+    kw = {"SGD": dict(lr=0.05, momentum=0.9)}.get(name, {})
+    g = torch.Generator(device="cuda").manual_seed(3)
+    ours = [torch.randn(s, generator=g, device="cuda", dtype=torch.complex64).requires_grad_()
+            for s in [(4097,), (7,)]]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    a, b = getattr(ft.torch, name)(ours, **kw), getattr(torch.optim, name)(theirs, foreach=False, **kw)
+    for _ in range(6):
+        for p, q in zip(ours, theirs):
+            p.grad = torch.randn(p.shape, generator=g, device="cuda", dtype=p.dtype)
+            q.grad = p.grad.clone()
+        a.step()
+        b.step()
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=2e-5, atol=2e-6)
+        assert a.state[p].keys() == b.state[q].keys()

@@ -106,6 +106,45 @@ def test_state_dict_moves_both_ways_with_torch_optim(case):
     _assert_same(ours, d, ref, c)
 
 
+def _as_real(t):
+    t = t.detach()
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_complex_params_step_as_torch_steps_them(case, dtype):
+    """Note [complex params]: complex params (beside a real one in the same group) follow
+    torch.optim's trajectory, their state is complex as torch's, and the checkpoint moves to
+    torch.optim and continues there as here."""
+    name, kw = case
+    cdt = getattr(torch, dtype)
+    rdt = torch.float32 if cdt == torch.complex64 else torch.float64
+    g = torch.Generator().manual_seed(11)
+    shapes = [(7,), (3, 5), (1,)]
+    a = [torch.randn(s, generator=g, dtype=cdt).requires_grad_() for s in shapes]
+    a.append(torch.randn(4, generator=g, dtype=rdt).requires_grad_())
+    b = _clone(a)
+    grads = [[torch.randn(p.shape, generator=g, dtype=p.dtype) for p in a] for _ in range(10)]
+    ours = getattr(ft.torch, name)(a, **kw)
+    ref = getattr(torch.optim, name)(b, foreach=False, **kw)
+    _run(ours, a, grads[:6])
+    _run(ref, b, grads[:6])
+    tol = F32 if rdt == torch.float32 else Tolerance(1e-10, 1e-12)
+    for i, (p, q) in enumerate(zip(a, b)):
+        assert_close(_as_real(p).numpy(), _as_real(q).numpy(), tol, f"params[{i}]")
+        for key, t in ref.state[q].items():
+            assert ours.state[p][key].dtype == t.dtype, key
+            assert_close(_as_real(ours.state[p][key]).numpy(), _as_real(t).numpy(), tol, key)
+    again = getattr(torch.optim, name)(_clone(a), foreach=False, **kw)
+    again.load_state_dict(copy.deepcopy(ours.state_dict()))
+    moved = again.param_groups[0]["params"]
+    _run(ours, a, grads[6:])
+    _run(again, moved, grads[6:])
+    for i, (p, q) in enumerate(zip(a, moved)):
+        assert_close(_as_real(p).numpy(), _as_real(q).numpy(), tol, f"params[{i}] after the move")
+
+
 def test_our_checkpoint_resumes_bit_identically():
     grads = _grad_stream(6, 10)
     a = _params(7)

@@ -17,6 +17,10 @@ Note [torch drop-in state]:
   it. Which params share it is tracked on the host (a cohort per set of params stepped
   together), so a step never reads device memory; after ``load_state_dict()`` the first step
   reads the loaded counts once.
+- Note [complex params]: torch.optim steps a complex param as the real tensor of its real and
+  imaginary parts (``torch.view_as_real`` of the param, its grad and its state), every rule
+  here being elementwise; so do we: the state is complex as torch's (``state_dict()`` loads
+  both ways) and a bucket of complex params hands the kernels those real views.
 """
 import itertools
 from operator import is_
@@ -192,7 +196,7 @@ class _FusedStep:
         plan = _Plan(self, group, tuple(spec), idle)
         for (device, _, _, when, _), idx in buckets.items():
             b = _Bucket(idx, len(idx) == len(params), [self.state[params[i]] for i in idx],
-                        device)
+                        device, params[idx[0]].is_complex())
             if rule.takes_step:
                 b.share_steps(rule_spec_scalars(rule))
             else:
@@ -218,6 +222,9 @@ class _FusedStep:
         dicts = b.dicts
         lists = {k: [d[k] for d in dicts]
                  for k in [*self._ft_rule.state(group), *rule_spec_scalars(rule)]}
+        if b.complex:  # Note [complex params]
+            ps, gs = _real_views(ps), _real_views(gs)
+            lists = {k: _real_views(v) for k, v in lists.items()}
         if b.steps is not None:
             b.buffer.add_(1.0)
             try:
@@ -243,10 +250,12 @@ class _FusedStep:
 class _Bucket:
     """Params of a group stepped by one kernel call (Note [step plans])."""
 
-    __slots__ = ("idx", "whole", "dicts", "device", "buffer", "steps", "fresh", "plan_dropped")
+    __slots__ = ("idx", "whole", "dicts", "device", "complex", "buffer", "steps", "fresh",
+                 "plan_dropped")
 
-    def __init__(self, idx, whole, dicts, device):
+    def __init__(self, idx, whole, dicts, device, complex_params=False):
         self.idx, self.whole, self.dicts, self.device = idx, whole, dicts, device
+        self.complex = complex_params
         self.buffer = self.steps = None
         self.fresh = self.plan_dropped = False
 
@@ -300,6 +309,12 @@ def _in_layout_of(g, p):
     if g.stride() == p.stride() or g.is_contiguous() and p.is_contiguous():
         return g
     return torch.empty_like(p, dtype=g.dtype).copy_(g)
+
+
+def _real_views(tensors):
+    """Complex tensors as the real tensors of their parts (Note [complex params]); others as
+    they are (a param made real since the plan is then refused by the kernel and replanned)."""
+    return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
 
 
 def _on(t, device):
