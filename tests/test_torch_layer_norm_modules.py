@@ -122,6 +122,34 @@ def test_float32_and_bfloat16_layer_norm_match_torch():
         torch.testing.assert_close(ours.weight.grad.float(), ref.weight.grad.float(), rtol=tol * 4, atol=tol * 40)
 
 
+MIXED = [(x, w) for x in ("float32", "bfloat16", "float16", "float64")
+         for w in ("float32", "bfloat16", "float16", "float64") if w != x and w != "float32"]
+
+
+@pytest.mark.parametrize("x_dtype, w_dtype", MIXED, ids=str)
+def test_rms_norm_takes_a_weight_of_another_dtype_as_torch(x_dtype, w_dtype):
+    """torch's RMSNorm takes any float weight beside any float input and returns the input's
+    dtype; ours too (the weight widened to float32 for the kernels), with a weight gradient
+    of the weight's dtype."""
+    xd, wd = getattr(torch, x_dtype), getattr(torch, w_dtype)
+    torch.manual_seed(0)
+    ref, ours = torch.nn.RMSNorm(16).to(wd), ftt.RMSNorm(16).to(wd)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 16).to(xd)
+    outs = []
+    for m in (ref, ours):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        y.backward(torch.ones_like(y))
+        outs.append((y, xi.grad, m.weight.grad))
+    tol = {"float64": 1e-6, "float32": 1e-5}.get(x_dtype, 2e-2)   # float64 x: a float32 weight
+    for got, want in zip(outs[1], outs[0]):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got.double(), want.double(), rtol=tol, atol=tol)
+
+
 def _swap_layer_norms(model):
     for name, child in model.named_children():
         if type(child) is torch.nn.LayerNorm:

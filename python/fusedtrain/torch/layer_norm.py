@@ -109,7 +109,13 @@ class RMSNorm(torch.nn.RMSNorm):
     dtype, as torch)."""
 
     def forward(self, x):
-        return apply(_LayerNormFunction, x, self.weight, None, self.normalized_shape, self.eps, True)
+        w = self.weight
+        if w is not None and w.dtype != x.dtype and w.dtype != torch.float32:
+            # torch's rms_norm takes a weight of any float dtype, computing in the promoted
+            # type and returning x's; the kernels take x's dtype or float32, which holds every
+            # float16 / bfloat16 value exactly (a float64 weight rounds, as float32 math would).
+            w = w.float()
+        return apply(_LayerNormFunction, x, w, None, self.normalized_shape, self.eps, True)
 
 
 class GroupNorm(torch.nn.GroupNorm):
