@@ -71,10 +71,24 @@ def _max_diff(a, b):
 
 
 def _evals(opt):
-    if isinstance(opt, ft.torch.LBFGS):
-        return opt.state_dict()["state"][0]["func_evals"], opt.state_dict()["state"][0]["n_iter"]
+    """The counters in ``state[params[0]]``, where torch's LBFGS keeps them (ours publishes them
+    there after each step, the same as its checkpoint's)."""
     st = opt.state[opt._params[0]]
-    return st["func_evals"], st["n_iter"]
+    counters = st["func_evals"], st["n_iter"]
+    if isinstance(opt, ft.torch.LBFGS):
+        saved = opt.state_dict()["state"][0]
+        assert (saved["func_evals"], saved["n_iter"]) == counters
+    return counters
+
+
+def test_counters_are_published_after_a_load():
+    ours, theirs = _logistic_model(), _logistic_model()
+    t = torch.optim.LBFGS(theirs, max_iter=3)
+    data = _logistic_data()
+    t.step(_logistic_closure(theirs, t, data))
+    o = ft.torch.LBFGS(ours, max_iter=3)
+    o.load_state_dict(t.state_dict())
+    assert _evals(o) == _evals(t)
 
 
 @pytest.mark.parametrize("history", HISTORIES)
@@ -187,5 +201,5 @@ def test_state_dict_layout_is_torchs():
                        "prev_flat_grad", "prev_loss"}
     assert st["d"].shape == (61,) and len(st["old_dirs"]) == len(st["ro"]) == 3
     assert o.state_dict()["param_groups"][0]["history_size"] == 3
-    # state_dict() leaves nothing behind in the optimizer's own state.
-    assert len(o.state) == 0
+    # state_dict() leaves the optimizer's own state as it was: the published counters alone.
+    assert list(o.state.values()) == [{"func_evals": st["func_evals"], "n_iter": st["n_iter"]}]

@@ -9,7 +9,8 @@ first param: ``func_evals``, ``n_iter``, flat ``d``, ``t``, ``old_dirs``, ``old_
 back and both continue on the same trajectory. The flat vectors are copies (concatenations),
 made only when a state dict is asked for. ConjugateGradient uses the same flat style for its own
 keys (``d``, ``prev_flat_grad``, ``t``, ``prev_loss``, ``gg_prev``, ``gtd_prev``,
-``since_restart``).
+``since_restart``). Between steps ``state[params[0]]`` holds the counters alone, ``func_evals`` and
+``n_iter``, as torch's do (loops read them to stop).
 """
 import numpy as np
 import torch
@@ -85,6 +86,13 @@ class _FlatCheckpoint:
     _vectors = {"d": "d", "prev_grad": "prev_flat_grad"}
     _scalars = {}
 
+    def _publish_counters(self):
+        """torch.optim.LBFGS keeps its iteration counters in ``state[params[0]]``, where training
+        loops read them (``n_iter``, ``func_evals``); ours are copied there after every step and
+        load (the vectors stay ours: state_dict() gives them in torch's layout)."""
+        self.state[self._ft.b.params[0]] = {"func_evals": self._ft.func_evals,
+                                            "n_iter": self._ft.n_iter}
+
     def _split(self, flat, what):
         params = self._ft.b.params
         total = sum(p.numel() for p in params)
@@ -139,6 +147,7 @@ class _FlatCheckpoint:
         s = self._import_state(st)
         s.update(self._import_extra(st))
         self._load(s)
+        self._publish_counters()
 
     def _export_extra(self, s, p0):
         return {}
@@ -174,7 +183,10 @@ class LBFGS(_FlatCheckpoint, torch.optim.LBFGS):
     def step(self, closure=None):
         """Up to ``max_iter`` L-BFGS iterations; ``closure`` re-evaluates the loss (calling
         backward()) and returns it. Returns the first evaluation's loss."""
-        return self._ft.step(closure, lbfgs_hyper(type(self).__name__, self.param_groups[0]))
+        try:
+            return self._ft.step(closure, lbfgs_hyper(type(self).__name__, self.param_groups[0]))
+        finally:
+            self._publish_counters()
 
     def _export_extra(self, s, p0):
         dtype = self._ft.b.compute
@@ -220,7 +232,10 @@ class ConjugateGradient(_FlatCheckpoint, torch.optim.Optimizer):
     def step(self, closure=None):
         """Up to ``max_iter`` CG iterations; ``closure`` re-evaluates the loss (calling
         backward()) and returns it. Returns the first evaluation's loss."""
-        return self._ft.step(closure, cg_hyper(type(self).__name__, self.param_groups[0]))
+        try:
+            return self._ft.step(closure, cg_hyper(type(self).__name__, self.param_groups[0]))
+        finally:
+            self._publish_counters()
 
     def _export_extra(self, s, p0):
         return {"since_restart": s["since_restart"]}
