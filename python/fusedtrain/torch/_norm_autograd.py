@@ -23,6 +23,19 @@ _UNRECORDED = _Unrecorded()
 # torch.func's transforms (vmap, grad, jacrev, jvp, functionalize) are active: the arguments may
 # be their wrapper tensors.  Where torch lacks the check, never.
 _func_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+_PLAIN_DISPATCH = torch.Tensor.__torch_dispatch__
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _kernels_take(x):
+    """Whether x is memory our kernels can read (Note [torch's op where the kernels cannot
+    go]): not a subclass that overrides __torch_dispatch__ (a DTensor, a FakeTensor), not meta,
+    not nested."""
+    t = type(x)
+    if t not in _PLAIN_TYPES and \
+            getattr(t, "__torch_dispatch__", _PLAIN_DISPATCH) is not _PLAIN_DISPATCH:
+        return False
+    return not (x.is_meta or x.is_nested)
 
 
 def apply(function, *args):
@@ -32,16 +45,22 @@ def apply(function, *args):
     the 2-core VM, as much as torch's whole LayerNorm forward) buys nothing.  While
     torch.compile traces, always the Function, which its tracer follows (Note [traced kernels]).
 
-    Note [torch.func transforms]: under torch.func's vmap, grad, jacrev or jvp the tensors are
-    the transforms' wrappers (a vmapped x is a batched tensor whose batch dimension our kernels
-    would never see), and a transform asks an autograd.Function for rules of its own (vmap,
-    jvp) that opaque kernels cannot give.  There the modules compute with torch's functional
-    op of the same arguments (``function.torch_forward``), so a model built from them
-    transforms as one built from torch.nn does, at torch's speed."""
+    Note [torch's op where the kernels cannot go]: some inputs are not memory our kernels can
+    read, and torch.nn's modules take them all the same: under torch.func's vmap, grad, jacrev
+    or jvp the tensors are the transforms' wrappers (a vmapped x is a batched tensor whose batch
+    dimension our kernels would never see), and a transform asks an autograd.Function for rules
+    of its own (vmap, jvp) that opaque kernels cannot give; a DTensor (tensor parallelism) or a
+    FakeTensor (shape propagation outside torch.compile) dispatches its ops itself; a meta
+    tensor (deferred initialization) has no data, a nested tensor no one shape.  For those the
+    modules compute with torch's functional op of the same arguments (``function.torch_forward``),
+    so a model built from them runs as one built from torch.nn does, with torch's results, at
+    torch's speed.  Plain tensors of any device go to our kernels."""
     if _func_transforms_active():
         return function.torch_forward(*args)
     if is_compiling():
         return function.apply(*args)
+    if not _kernels_take(args[0]):
+        return function.torch_forward(*args)
     if torch.is_grad_enabled():
         for a in args:
             if isinstance(a, torch.Tensor) and a.requires_grad:

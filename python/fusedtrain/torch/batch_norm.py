@@ -38,7 +38,7 @@ class _BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def torch_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
-        """torch's op of the same arguments (Note [torch.func transforms])."""
+        """torch's op of the same arguments (Note [torch's op where the kernels cannot go])."""
         return torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias,
                                               training, momentum, eps)
 

@@ -49,7 +49,7 @@ class _LayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def torch_forward(x, weight, bias, normalized_shape, eps, rms):
-        """torch's op of the same arguments (Note [torch.func transforms])."""
+        """torch's op of the same arguments (Note [torch's op where the kernels cannot go])."""
         if rms:
             return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
         return torch.nn.functional.layer_norm(x, normalized_shape, weight, bias, eps)
@@ -89,7 +89,7 @@ class _GroupNormFunction(torch.autograd.Function):
     @staticmethod
     def torch_forward(x, weight, bias, num_groups, eps, instance, running_mean, running_var,
                       use_input_stats, momentum):
-        """torch's op of the same arguments (Note [torch.func transforms])."""
+        """torch's op of the same arguments (Note [torch's op where the kernels cannot go])."""
         if instance:
             return torch.nn.functional.instance_norm(x, running_mean, running_var, weight, bias,
                                                      use_input_stats, momentum, eps)

@@ -1,12 +1,14 @@
-"""The normalization modules under torch.func's transforms (Note [torch.func transforms]): vmap,
-per-sample gradients (vmap of grad over functional_call), jacrev and jvp give torch.nn's results,
-and where torch.nn's module refuses a transform (batch norm updating its running statistics
-under vmap) ours refuses it too."""
+"""The normalization modules on inputs our kernels cannot read (Note [torch's op where the
+kernels cannot go]): under torch.func's transforms (vmap, per-sample gradients as vmap of grad
+over functional_call, jacrev, jvp), on meta tensors, under FakeTensorMode, on nested (jagged)
+tensors and on DTensors, they give torch.nn's results, and where torch.nn's module refuses
+(batch norm updating its running statistics under vmap) ours refuses too."""
 import pytest
 
 torch = pytest.importorskip("torch")
 import fusedtrain.torch as ftt  # noqa: E402
 from torch.func import functional_call, grad, jacrev, jvp, vmap  # noqa: E402
+from dist_support import run_ranks  # noqa: E402
 
 # (module, args, kwargs, batch of inputs (vmapped over dim 0), training)
 CASES = [
@@ -83,3 +85,61 @@ def test_without_transforms_the_kernels_run(monkeypatch):
     assert calls == [1]
     vmap(ftt.LayerNorm(8))(torch.randn(2, 3, 8))
     assert calls == [1]
+
+
+@pytest.mark.parametrize("name, args, kwargs, shape, training", CASES,
+                         ids=[f"{c[0]}{i}" for i, c in enumerate(CASES)])
+def test_meta_tensors_and_fake_tensor_mode_as_torch(name, args, kwargs, shape, training):
+    """Deferred initialization (a model built on the meta device) and shape propagation under
+    FakeTensorMode: outputs and input grads of torch's shapes, dtypes and devices."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    shape = shape[1:]
+    for m in _pair(name, args, kwargs, training):
+        with torch.device("meta"):
+            m_meta = type(m)(*args, **kwargs).double().train(training)
+            x = torch.empty(shape, dtype=torch.float64, requires_grad=True)
+        y = m_meta(x)
+        y.sum().backward()
+        assert (y.shape, y.dtype, y.device.type) == (x.shape, x.dtype, "meta")
+        assert x.grad.shape == x.shape
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            y = m(torch.empty(shape, dtype=torch.float64))
+        assert type(y).__name__ == "FakeTensor" and y.shape == shape
+
+
+@pytest.mark.parametrize("name", ["LayerNorm", "RMSNorm"])
+def test_nested_jagged_input_as_torch(name):
+    torch.manual_seed(0)
+    ref, ours = getattr(torch.nn, name)(8), getattr(ftt, name)(8)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.nested.nested_tensor([torch.randn(3, 8), torch.randn(5, 8)], layout=torch.jagged)
+    for got, want in zip(ours(x).unbind(), ref(x).unbind()):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def _dtensor_modules(rank, world):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_module, distribute_tensor
+    mesh = init_device_mesh("cpu", (world,))
+    cases = [("LayerNorm", (8,), (4, 8), Shard(0)), ("RMSNorm", (8,), (4, 8), Replicate()),
+             ("GroupNorm", (2, 4), (4, 4, 5), Replicate()), ("BatchNorm1d", (4,), (6, 4), Replicate())]
+    for name, args, shape, placement in cases:
+        torch.manual_seed(0)
+        x = torch.randn(shape)
+        outs = []
+        for mod in (torch.nn, ftt):
+            torch.manual_seed(1)
+            m = distribute_module(getattr(mod, name)(*args), mesh)
+            xd = distribute_tensor(x, mesh, [placement]).requires_grad_()
+            y = m(xd)
+            y.sum().backward()
+            outs.append((type(y).__name__, y.full_tensor(), xd.grad.full_tensor()))
+        assert outs[1][0] == "DTensor", name
+        for got, want in zip(outs[1][1:], outs[0][1:]):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_dtensor_input_as_torch():
+    """Tensor parallelism: DTensor activations and replicated DTensor parameters run through
+    torch's op, giving DTensors of torch's values and grads (two gloo ranks)."""
+    run_ranks(_dtensor_modules, 2)
