@@ -1,14 +1,17 @@
 """The normalization modules on inputs our kernels cannot read (Note [torch's op where the
 kernels cannot go]): under torch.func's transforms (vmap, per-sample gradients as vmap of grad
-over functional_call, jacrev, jvp), on meta tensors, under FakeTensorMode, on nested (jagged)
-tensors and on DTensors, they give torch.nn's results, and where torch.nn's module refuses
-(batch norm updating its running statistics under vmap) ours refuses too."""
+over functional_call, jacrev, jvp) and forward-mode AD, on meta tensors, under FakeTensorMode,
+on nested (jagged) tensors and on DTensors, they give torch.nn's results, and where torch.nn's
+module refuses (batch norm updating its running statistics under vmap) ours refuses too."""
 import pytest
 
 torch = pytest.importorskip("torch")
 import fusedtrain.torch as ftt  # noqa: E402
 from torch.func import functional_call, grad, jacrev, jvp, vmap  # noqa: E402
 from dist_support import run_ranks  # noqa: E402
+
+# torch.func's first use scripts a helper of torch's with the deprecated torch.jit.script.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 # (module, args, kwargs, batch of inputs (vmapped over dim 0), training)
 CASES = [
@@ -143,3 +146,18 @@ def test_dtensor_input_as_torch():
     """Tensor parallelism: DTensor activations and replicated DTensor parameters run through
     torch's op, giving DTensors of torch's values and grads (two gloo ranks)."""
     run_ranks(_dtensor_modules, 2)
+
+
+@pytest.mark.parametrize("name, args, kwargs, shape, training", CASES,
+                         ids=[f"{c[0]}{i}" for i, c in enumerate(CASES)])
+def test_forward_mode_ad_as_torch(name, args, kwargs, shape, training):
+    import torch.autograd.forward_ad as fwAD
+    x = torch.randn(shape[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    tangent = torch.ones_like(x)
+    outs = []
+    for m in _pair(name, args, kwargs, training):
+        with fwAD.dual_level():
+            y = m(fwAD.make_dual(x, tangent))
+            outs.append(fwAD.unpack_dual(y))
+    torch.testing.assert_close(outs[1].primal, outs[0].primal, rtol=0, atol=0)
+    torch.testing.assert_close(outs[1].tangent, outs[0].tangent, rtol=0, atol=0)

@@ -23,6 +23,7 @@ _UNRECORDED = _Unrecorded()
 # torch.func's transforms (vmap, grad, jacrev, jvp, functionalize) are active: the arguments may
 # be their wrapper tensors.  Where torch lacks the check, never.
 _func_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+_FORWARD_AD = torch.autograd.forward_ad   # a dual level is entered: _current_level >= 0
 _PLAIN_DISPATCH = torch.Tensor.__torch_dispatch__
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
@@ -49,13 +50,14 @@ def apply(function, *args):
     read, and torch.nn's modules take them all the same: under torch.func's vmap, grad, jacrev
     or jvp the tensors are the transforms' wrappers (a vmapped x is a batched tensor whose batch
     dimension our kernels would never see), and a transform asks an autograd.Function for rules
-    of its own (vmap, jvp) that opaque kernels cannot give; a DTensor (tensor parallelism) or a
+    of its own (vmap, jvp) that opaque kernels cannot give, as does forward-mode AD
+    (``torch.autograd.forward_ad``'s dual tensors); a DTensor (tensor parallelism) or a
     FakeTensor (shape propagation outside torch.compile) dispatches its ops itself; a meta
     tensor (deferred initialization) has no data, a nested tensor no one shape.  For those the
     modules compute with torch's functional op of the same arguments (``function.torch_forward``),
     so a model built from them runs as one built from torch.nn does, with torch's results, at
     torch's speed.  Plain tensors of any device go to our kernels."""
-    if _func_transforms_active():
+    if _func_transforms_active() or getattr(_FORWARD_AD, "_current_level", -1) >= 0:
         return function.torch_forward(*args)
     if is_compiling():
         return function.apply(*args)
