@@ -1,9 +1,8 @@
 // Batch norm on CUDA: split per-channel reductions merged in a second launch in a fixed order
 // (Note [split merges]), running stats and coefficients in its epilogue, then an elementwise
-// pass; NCHW-like (planar) and rows
-// (NHWC, 2-d) layouts, vector loads of up to 16 bytes.  The math (Welford/Chan, coefficients) is
-// csrc/math/batch_norm.h; the reduction pieces every normalization shares are
-// csrc/cuda/norm_reduce.cuh.
+// pass; NCHW-like (planar) and rows (NHWC, 2-d) layouts, vector loads of up to 16 bytes.  The
+// math (Welford/Chan, coefficients) is csrc/math/batch_norm.h; the reduction pieces every
+// normalization shares are csrc/cuda/norm_reduce.cuh.
 #include "cuda/normalization_kernels.h"
 #include "cuda/norm_reduce.cuh"
 
@@ -243,7 +242,7 @@ void forward_typed(const BnForwardArgs& a, cudaStream_t st) {
   } else {
     // save_mean / save_invstd are written even for an empty batch.
     launch_kernel(unreduced_coeffs_kernel, unsigned((s.channels + 255) / 256), 256, 0, st, s.channels, epi);
-    count_launch("bn eval coeffs");
+    count_launch("bn unreduced coeffs");
   }
   if (s.per_channel() == 0) return;
   const int v = vec_width<S>(s.inner > 1 ? s.inner : s.channels, {x, y});
@@ -274,7 +273,7 @@ void backward_typed(const BnBackwardArgs& a, cudaStream_t st) {
   const int64_t extent = s.inner > 1 ? s.inner : C;
   if (a.given() || s.per_channel() == 0) {  // Note [given sums]; an empty batch's sums are 0
     launch_kernel(unreduced_grad_coeffs_kernel, unsigned((C + 255) / 256), 256, 0, st, C, epi);
-    count_launch("bn given coeffs");
+    count_launch("bn unreduced grad coeffs");
   } else {
     const int v = vec_width<S>(extent, {dy, x});
     const Geometry g = reduction_geometry<S>(s, v);
