@@ -31,6 +31,10 @@ CASES = [
     ("NAdam", dict(lr=0.01, betas=(0.8, 0.99), momentum_decay=0.04, decoupled_weight_decay=True,
                    weight_decay=0.02, maximize=True)),
 ]
+# torch.optim's Adam-family classes also take betas as one-element tensors (NAdam 0-dim ones).
+TENSOR_BETAS = [(name, dict(lr=0.01, betas=(torch.tensor(0.8), torch.tensor(shape))))
+                for name, shape in (("Adam", [0.99]), ("AdamW", [0.99]), ("NAdam", 0.99))]
+CASES += TENSOR_BETAS
 
 
 def _id(case):
@@ -78,6 +82,25 @@ def test_trajectory_and_state_layout_match_torch(case):
     _assert_same(ours, a, ref, b)
 
 
+@pytest.mark.parametrize("case", TENSOR_BETAS, ids=_id)
+def test_tensor_betas_changed_in_place_take_effect_as_in_torch(case):
+    """A scheduler may move tensor betas with fill_ between steps: the next step reads them."""
+    name, kw = case
+    a = _params(6)
+    b = _clone(a)
+    runs = []
+    for opt_of, params in ((getattr(ft.torch, name), a), (getattr(torch.optim, name), b)):
+        betas = tuple(t.clone() for t in kw["betas"])
+        opt = opt_of(params, lr=kw["lr"], betas=betas)
+        grads = _grad_stream(7, 6)
+        _run(opt, params, grads[:3])
+        betas[0].fill_(0.5)
+        betas[1].fill_(0.9)
+        _run(opt, params, grads[3:])
+        runs.append(opt)
+    _assert_same(runs[0], a, runs[1], b)
+
+
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_state_dict_moves_both_ways_with_torch_optim(case):
     name, kw = case
@@ -120,6 +143,9 @@ def test_complex_params_step_as_torch_steps_them(case, dtype):
     name, kw = case
     cdt = getattr(torch, dtype)
     rdt = torch.float32 if cdt == torch.complex64 else torch.float64
+    if torch.is_tensor(kw.get("betas", (None,))[0]):
+        # torch's bias corrections are computed in the betas' tensor dtype, ours in float64.
+        kw = dict(kw, betas=tuple(t.to(rdt) for t in kw["betas"]))
     g = torch.Generator().manual_seed(11)
     shapes = [(7,), (3, 5), (1,)]
     a = [torch.randn(s, generator=g, dtype=cdt).requires_grad_() for s in shapes]

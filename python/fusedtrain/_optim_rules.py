@@ -11,6 +11,7 @@ their groups onto the functions by hand (SGD picks sgd_ or momentum_); a Spec wi
 ``classes=True`` (Lion, NAdam) makes its class's Rule itself.
 """
 import inspect
+import numbers
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -201,6 +202,18 @@ RANGES = {
 }
 
 
+def _tensor_value(fn, key, value):
+    """A beta given as a one-element tensor, as torch.optim's Adam-family classes take them (a
+    scheduler may ``fill_`` it in place), checked by its value; the classes read it with
+    ``float()`` at every step."""
+    numel = getattr(value, "numel", None)
+    if numel is None or isinstance(value, numbers.Real) or not callable(numel):
+        return value
+    if numel() != 1:
+        raise ValueError(f"{fn}: {key} given as a tensor must have one element, got {numel()}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Hyper:
     """One keyword of a functional rule."""
@@ -296,6 +309,9 @@ class Spec:
         name = name or self.name
         values = self.functional_kwargs(group, name)
         values.pop("lr", None)      # checked by the classes (a number or a schedule)
+        for key in ("beta1", "beta2"):
+            if key in values:
+                values[key] = _tensor_value(name, key, values[key])
         try:
             self.check(name, values)
             for key, kind in (extra or {}).items():
