@@ -166,6 +166,28 @@ def test_conjugate_gradient_on_gpu_matches_cpu():
         assert float((a - b).abs().max()) <= 1e-4
 
 
+def test_lbfgs_complex_params_on_gpu_match_torch():
+    """Note [complex full-batch params] on the GPU: complex CUDA params step as their real views,
+    on torch.optim.LBFGS's trajectory."""
+    g = torch.Generator().manual_seed(5)
+    A = torch.randn(30, 12, generator=g, dtype=torch.complex128).cuda()
+    b = torch.randn(30, generator=g, dtype=torch.complex128).cuda()
+    runs = []
+    for cls in (ft.torch.LBFGS, torch.optim.LBFGS):
+        z = torch.zeros(3, 4, dtype=torch.complex128, device="cuda", requires_grad=True)
+        opt = cls([z], history_size=4, line_search_fn="strong_wolfe", max_iter=3)
+
+        def closure(opt=opt, z=z):
+            opt.zero_grad()
+            loss = ((A @ z.reshape(-1) - b).abs() ** 2).sum()
+            loss.backward()
+            return loss
+        for _ in range(3):
+            opt.step(closure)
+        runs.append(torch.view_as_real(z.detach()).cpu())
+    assert float((runs[0] - runs[1]).abs().max()) <= 1e-10
+
+
 def test_runs_on_a_side_stream():
     X, y, params = _logistic("cuda")
     s = torch.cuda.Stream()

@@ -203,3 +203,92 @@ def test_state_dict_layout_is_torchs():
     assert o.state_dict()["param_groups"][0]["history_size"] == 3
     # state_dict() leaves the optimizer's own state as it was: the published counters alone.
     assert list(o.state.values()) == [{"func_evals": st["func_evals"], "n_iter": st["n_iter"]}]
+
+
+
+def _complex_problem(dtype):
+    """Complex least squares ``|A z - b|^2`` over a complex (4, 5) matrix and a complex vector of
+    3, plus a real param of 2 (torch.optim.LBFGS flattens complex params as their real and
+    imaginary parts, Note [complex full-batch params]).  Returns the params' maker and the
+    closure of given params (complex ones, or their real views through view_as_complex), and
+    (A, b)."""
+    gen = torch.Generator().manual_seed(3)
+    rdt = torch.float32 if dtype == torch.complex64 else torch.float64
+    A = torch.randn(40, 25, generator=gen, dtype=dtype)
+    b = torch.randn(40, generator=gen, dtype=dtype)
+
+    def model():
+        return [torch.zeros(4, 5, dtype=dtype, requires_grad=True),
+                torch.zeros(3, dtype=dtype, requires_grad=True),
+                torch.zeros(2, dtype=rdt, requires_grad=True)]
+
+    def closure_of(params, opt):
+        def closure():
+            opt.zero_grad()
+            w = [p if p.is_complex() or i == 2 else torch.view_as_complex(p)
+                 for i, p in enumerate(params)]
+            z = torch.cat([w[0].reshape(-1), w[1], w[2].to(dtype)])
+            loss = ((A @ z - b).abs() ** 2).sum() + 0.1 * (w[2] - 1.0).square().sum()
+            loss.backward()
+            return loss
+        return closure
+    return model, closure_of, (A, b)
+
+
+def _as_real(params):
+    return [torch.view_as_real(p) if p.is_complex() else p for p in params]
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+@pytest.mark.parametrize("line_search", LINE_SEARCHES)
+def test_complex_params_match_torch(line_search, dtype):
+    """Complex params step as torch.optim.LBFGS steps them: the same iterates and evaluations,
+    and a checkpoint in torch's flat real layout that torch.optim.LBFGS continues from."""
+    dtype = getattr(torch, dtype)
+    model, closure_of, _ = _complex_problem(dtype)
+    ours, theirs = model(), model()
+    kw = dict(history_size=5, line_search_fn=line_search, max_iter=3,
+              lr=1.0 if line_search else 0.005)
+    o = ft.torch.LBFGS(ours, **kw)
+    t = torch.optim.LBFGS(theirs, **kw)
+    tol = 1e-4 if dtype == torch.complex64 else 1e-10
+    for _ in range(4):
+        lo = o.step(closure_of(ours, o))
+        lt = t.step(closure_of(theirs, t))
+        assert _max_diff(_as_real(ours), _as_real(theirs)) <= tol
+        assert lo.item() == pytest.approx(lt.item(), rel=tol)
+        assert _evals(o) == _evals(t)
+    st = o.state_dict()["state"][0]
+    assert st["d"].shape == (2 * 20 + 2 * 3 + 2,) and not st["d"].is_complex()
+    moved = [p.detach().clone().requires_grad_() for p in ours]
+    again = torch.optim.LBFGS(moved, **kw)
+    again.load_state_dict(o.state_dict())
+    for _ in range(2):
+        o.step(closure_of(ours, o))
+        again.step(closure_of(moved, again))
+    assert _max_diff(_as_real(ours), _as_real(moved)) <= tol
+
+
+def test_complex_params_conjugate_gradient():
+    """ConjugateGradient steps a complex param as the real tensor of its real and imaginary
+    parts: the same iterates as on those real tensors themselves, to the least squares
+    solution."""
+    model, closure_of, (A, b) = _complex_problem(torch.complex128)
+    complex_params = model()
+    real_params = [p.detach().clone().requires_grad_() for p in _as_real(model())]
+    for params in (complex_params, real_params):
+        opt = ft.torch.ConjugateGradient(params, max_iter=60)
+        opt.step(closure_of(params, opt))
+    assert _max_diff(_as_real(complex_params), real_params) <= 1e-12
+    loss = closure_of(complex_params, opt)().item()
+    # The minimum in closed form: real least squares over the 48 real unknowns (real and
+    # imaginary parts of the 23 complex ones, the 2 real ones), the penalty as two more rows.
+    pen = torch.zeros(2, 25, dtype=torch.complex128)
+    pen[0, 23] = pen[1, 24] = 0.1 ** 0.5
+    A_ = torch.cat([A, pen])
+    b_ = torch.cat([b, torch.full((2,), 0.1 ** 0.5, dtype=torch.complex128)])
+    Ar = torch.cat([torch.cat([A_.real, -A_.imag[:, :23]], 1),
+                    torch.cat([A_.imag, A_.real[:, :23]], 1)])
+    x = torch.linalg.lstsq(Ar, torch.cat([b_.real, b_.imag])).solution
+    best = float(((Ar @ x - torch.cat([b_.real, b_.imag])) ** 2).sum())
+    assert loss == pytest.approx(best, rel=1e-6)

@@ -24,18 +24,25 @@ _HALF = (torch.float16, torch.bfloat16)
 
 class TorchBackend:
     """torch params: state tensors on the params' device, grads read from ``p.grad`` after the
-    closure (``None`` reads as zeros, as torch.optim.LBFGS does)."""
+    closure (``None`` reads as zeros, as torch.optim.LBFGS does).
+
+    Note [complex full-batch params]: torch.optim.LBFGS flattens a complex param as
+    ``view_as_real(p)``, two real values per entry, so its vectors, dot products and checkpoint
+    are those of the real and imaginary parts.  Here the kernels get those real views of the
+    param and of its grad (memory shared, no copy): the same vectors, per param tensor, and the
+    same flat checkpoint layout."""
 
     closure_returns = "returning the loss after backward() has set the params' .grad"
 
     def __init__(self, name, params):
         self.name = name
-        self.params = list(params)
-        for i, p in enumerate(self.params):
-            if torch.is_complex(p):
-                raise ValueError(f"{name}: params[{i}] is complex; only real params are supported")
+        self.owners = list(params)      # the caller's params: .grad and the state key
+        for i, p in enumerate(self.owners):
             if not p.is_contiguous():
                 raise ValueError(f"{name}: params[{i}] is not contiguous")
+        self.complex = [torch.is_complex(p) for p in self.owners]
+        self.params = [torch.view_as_real(p) if c else p
+                       for p, c in zip(self.owners, self.complex)]
         check_uniform(name, self.params, lambda p: (p.dtype, p.device))
         self.half = self.params[0].dtype in _HALF
         self.compute = torch.float32 if self.half else self.params[0].dtype
@@ -62,15 +69,18 @@ class TorchBackend:
         value = loss_value(self.name, out)
         grads = []
         for i, p in enumerate(self.params):
-            g = p.grad
+            g = self.owners[i].grad
             if g is None:
                 g = self._zeros.get(i)
                 if g is None:
                     g = self._zeros[i] = torch.zeros_like(p)
-            elif g.is_sparse:
-                g = g.to_dense()
-            elif not g.is_contiguous():
-                g = g.contiguous()
+            else:
+                if g.is_sparse:
+                    g = g.to_dense()
+                elif not g.is_contiguous():
+                    g = g.contiguous()
+                if self.complex[i] and torch.is_complex(g):
+                    g = torch.view_as_real(g.resolve_conj())
             grads.append(g)
         return out, value, grads
 
@@ -90,7 +100,7 @@ class _FlatCheckpoint:
         """torch.optim.LBFGS keeps its iteration counters in ``state[params[0]]``, where training
         loops read them (``n_iter``, ``func_evals``); ours are copied there after every step and
         load (the vectors stay ours: state_dict() gives them in torch's layout)."""
-        self.state[self._ft.b.params[0]] = {"func_evals": self._ft.func_evals,
+        self.state[self._ft.b.owners[0]] = {"func_evals": self._ft.func_evals,
                                             "n_iter": self._ft.n_iter}
 
     def _split(self, flat, what):
@@ -128,7 +138,7 @@ class _FlatCheckpoint:
     def state_dict(self):
         """torch.optim's state_dict, with the state in the flat layout (copies)."""
         s = self._ft.export()
-        p0 = self._ft.b.params[0]
+        p0 = self._ft.b.owners[0]
         entry = self._export_state(s)
         if s["d"] is not None:
             entry.update(self._export_extra(s, p0))
@@ -143,7 +153,7 @@ class _FlatCheckpoint:
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)   # torch's checks; casts tensors to the params'
-        st = self.state.pop(self._ft.b.params[0], {})
+        st = self.state.pop(self._ft.b.owners[0], {})
         s = self._import_state(st)
         s.update(self._import_extra(st))
         self._load(s)
@@ -165,7 +175,9 @@ class LBFGS(_FlatCheckpoint, torch.optim.LBFGS):
     recursion is 2k+1 fused passes over all params (Note [fused two-loop]); the line search's
     trial points are written as base + t d (Note [line-search base]); a closure that raises or
     returns a NaN loss puts the params back as they were before ``step()`` and re-raises
-    (Note [failed step]). Params must be real, contiguous, of one dtype on one device.
+    (Note [failed step]). Params must be contiguous, of one dtype on one device; complex
+    params are stepped as their real and imaginary parts, as torch's (Note [complex full-batch
+    params]).
 
     Textbook form: see ``fusedtrain.optim.LBFGS``.
     """
@@ -209,7 +221,8 @@ class ConjugateGradient(_FlatCheckpoint, torch.optim.Optimizer):
     """Nonlinear conjugate gradient (Goodfellow et al. Algorithm 8.9: Fletcher-Reeves or clipped
     Polak-Ribiere beta, restarts, strong-Wolfe line search) as a torch.optim.Optimizer with
     torch.optim.LBFGS's closure API; see ``fusedtrain.optim.ConjugateGradient`` for the formulas.
-    One param group; params real, contiguous, of one dtype on one device."""
+    One param group; params contiguous, of one dtype on one device (complex ones as their real
+    and imaginary parts, Note [complex full-batch params])."""
     _scalars = {"t": "t", "prev_loss": "prev_loss", "gg_prev": "gg_prev",
                 "gtd_prev": "gtd_prev"}
 
