@@ -108,6 +108,18 @@ def cg_hyper(name, group):
 
 
 # -- backends ---------------------------------------------------------------------------------
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_scalar(value):
+    """A kernel's float64 scalar in float32 (Note [torch scalar precision]): beyond float32's
+    range, inf, as torch's float32 tensor would hold, without NumPy's overflow warning."""
+    if -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+        return np.float32(value)
+    with np.errstate(over="ignore"):
+        return np.float32(value)
+
+
 class ArrayBackend:
     """NumPy / CuPy params: state arrays from the params' library, and a closure returning
     ``(loss, grads)`` with grads aligned with the params."""
@@ -136,7 +148,7 @@ class ArrayBackend:
         self.xp = _xp(p0)
         self.half = np.dtype(p0.dtype).name in _HALF
         self.compute = np.float32 if self.half else np.dtype(p0.dtype)
-        self.scalar = np.float32 if self.compute == np.float32 else float
+        self.scalar = float32_scalar if self.compute == np.float32 else float
 
     def flat(self, shape):
         return self.xp.empty(shape, dtype=self.compute)

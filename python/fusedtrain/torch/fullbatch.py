@@ -12,10 +12,10 @@ keys (``d``, ``prev_flat_grad``, ``t``, ``prev_loss``, ``gg_prev``, ``gtd_prev``
 ``since_restart``). Between steps ``state[params[0]]`` holds the counters alone, ``func_evals`` and
 ``n_iter``, as torch's do (loops read them to stop).
 """
-import numpy as np
 import torch
 
-from ..fullbatch import CgCore, LbfgsCore, cg_hyper, check_uniform, lbfgs_hyper, loss_value
+from ..fullbatch import (CgCore, LbfgsCore, cg_hyper, check_uniform, float32_scalar, lbfgs_hyper,
+                         loss_value)
 
 __all__ = ["LBFGS", "ConjugateGradient"]
 
@@ -46,7 +46,7 @@ class TorchBackend:
         check_uniform(name, self.params, lambda p: (p.dtype, p.device))
         self.half = self.params[0].dtype in _HALF
         self.compute = torch.float32 if self.half else self.params[0].dtype
-        self.scalar = np.float32 if self.compute == torch.float32 else float   # Note [torch scalar precision]
+        self.scalar = float32_scalar if self.compute == torch.float32 else float   # Note [torch scalar precision]
         self._zeros = {}
 
     def flat(self, shape):
