@@ -104,3 +104,33 @@ def compare_frozen(ref, ours, shape, seeds):
             torch.testing.assert_close(y_ours, y_ref, rtol=1e-10, atol=1e-10)
             torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9)
     assert all(p.grad is None for p in ours.parameters())
+
+
+def compare_double_backward(ref, ours, x):
+    """Note [double backward]: a gradient penalty through each module, ``|d(sum(y * c))/dx|^2``
+    (the gradient itself differentiated, create_graph=True): the first gradients with a graph,
+    agreeing with the plain backward's; the penalty's grads of x and the parameters; the
+    buffers (the recompute leaves the running statistics alone) all as torch.nn's."""
+    shape = x.shape
+    c = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=x.dtype)
+    results = []
+    for m in (ref, ours):
+        xi = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+        inputs = [xi, *m.parameters()]
+        plain = torch.autograd.grad((m(xi) * c).sum(), inputs, allow_unused=True)
+        first = torch.autograd.grad((m(xi) * c).sum(), inputs, create_graph=True,
+                                    allow_unused=True)
+        for a, b in zip(first, plain):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert first[0] is None or first[0].requires_grad
+        penalty = sum((g ** 2).sum() for g in first if g is not None)
+        for p in m.parameters():
+            p.grad = None
+        penalty.backward()
+        results.append([xi.grad] + [p.grad for p in m.parameters()] + list(m.buffers()))
+    for a, b in zip(*results):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)

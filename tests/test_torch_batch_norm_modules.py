@@ -3,7 +3,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import fusedtrain.torch as ftt  # noqa: E402
-from module_support import compare_frozen, compare_modules, compare_one_step, compare_without_graph, module_input  # noqa: E402
+from module_support import (compare_double_backward, compare_frozen, compare_modules,  # noqa: E402
+                            compare_one_step, compare_without_graph, module_input)
 
 SHAPES = {1: [(16, 5), (8, 5, 7)], 2: [(4, 6, 5, 3)], 3: [(3, 4, 3, 5, 2)]}
 CASES = [(d, s) for d, shapes in SHAPES.items() for s in shapes]
@@ -84,6 +85,21 @@ def test_eval_backward_of_an_empty_batch_gives_zero_weight_grads():
         m(x).sum().backward()
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=0, atol=0)
     torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dim,shape", CASES)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_the_gradient_differentiates_as_torchs(dim, shape, options):
+    """Note [double backward]: a gradient penalty through batch norm trains as through torch's,
+    in training (the running statistics updated once, by the forward) and in eval; channels_last
+    inputs as well."""
+    ref, ours = _pair(dim, shape[1], **options)
+    compare_double_backward(ref, ours, module_input(shape, 0))
+    if dim > 1:
+        fmt = torch.channels_last if dim == 2 else torch.channels_last_3d
+        compare_double_backward(ref, ours, module_input(shape, 1, fmt))
+    ref.eval(), ours.eval()
+    compare_double_backward(ref, ours, module_input(shape, 2))
 
 
 @pytest.mark.parametrize("dim,memory_format", [(2, torch.channels_last), (3, torch.channels_last_3d)])

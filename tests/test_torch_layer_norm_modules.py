@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 import fusedtrain as ft  # noqa: E402
 import fusedtrain.torch as ftt  # noqa: E402
-from module_support import (ROW_MODULES, compare_frozen, compare_modules, compare_one_step,  # noqa: E402
-                            compare_without_graph, module_input)
+from module_support import (ROW_MODULES, compare_double_backward, compare_frozen,  # noqa: E402
+                            compare_modules, compare_one_step, compare_without_graph, module_input)
 
 
 def _pair(name, kw):
@@ -46,22 +46,23 @@ def test_forward_without_a_graph_matches_torch(name, shape, kw):
 @pytest.mark.parametrize("name,shape,kw", ROW_MODULES + [
     ("BatchNorm2d", (4, 3, 5, 5), dict(num_features=3)),
 ], ids=lambda v: str(v))
-def test_a_graph_of_the_gradient_is_the_same_gradient_and_once_differentiable(name, shape, kw):
-    """Every normalization backward runs as it is with grad mode off (the usual backward) and
-    through torch's once_differentiable with it on (create_graph=True, Note [backward grad
-    mode]): the same bits either way, and differentiating the gradient raises torch's error."""
-    _, ours = _pair(name, kw)
-    x = module_input(shape, 0)
-    dy = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    plain = torch.autograd.grad(ours(x), [x, *ours.parameters()], dy)
-    # A dy that requires grad, so the gradient has a graph to differentiate.
-    graphed = torch.autograd.grad(ours(x), [x, *ours.parameters()], dy.clone().requires_grad_(),
-                                  create_graph=True)
-    for a, b in zip(graphed, plain):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert graphed[0].requires_grad and not plain[0].requires_grad
-    with pytest.raises(RuntimeError, match="differentiate twice"):
-        graphed[0].sum().backward()
+def test_the_gradient_differentiates_as_torchs(name, shape, kw):
+    """A graph of the gradient (create_graph=True) is torch's (Note [double backward]): a gradient
+    penalty trains as through torch.nn's module, in training and in eval."""
+    ref, ours = _pair(name, kw)
+    compare_double_backward(ref, ours, module_input(shape, 0))
+    ref.eval(), ours.eval()
+    compare_double_backward(ref, ours, module_input(shape, 1))
+
+
+def test_the_gradient_differentiates_as_torchs_in_any_layout():
+    """Note [double backward] where the kernels read another tensor than the caller's x: a
+    channels_last GroupNorm input (the permuted view) and a transposed LayerNorm input (a
+    contiguous copy); the recompute differentiates the caller's x."""
+    ref, ours = _pair("GroupNorm", dict(num_groups=2, num_channels=4))
+    compare_double_backward(ref, ours, module_input((3, 4, 5, 2), 0, torch.channels_last))
+    ref, ours = _pair("LayerNorm", dict(normalized_shape=6))
+    compare_double_backward(ref, ours, module_input((6, 5), 1).detach().t().requires_grad_())
 
 
 @pytest.mark.parametrize("name,shape,kw", ROW_MODULES, ids=lambda v: str(v))

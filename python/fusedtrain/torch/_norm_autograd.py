@@ -71,7 +71,7 @@ def apply(function, *args):
 
 
 def once_differentiable(backward):
-    """``torch.autograd.function.once_differentiable`` for our Functions' backwards.  Note
+    """``torch.autograd.function.once_differentiable`` for a Function's backward.  Note
     [backward grad mode]: autograd runs a backward with grad mode off unless the caller asked
     for a graph of the gradient (``create_graph=True``); torch's decorator enters
     ``torch.no_grad()`` all the same, about 1.2 us on the 2-core VM, a tenth of a small layer's
@@ -85,6 +85,44 @@ def once_differentiable(backward):
             return guarded(ctx, *grads)
         return backward(ctx, *grads)
     return run
+
+
+def kernel_backward(backward):
+    """The backward of a normalization Function: our kernels, or, where the gradient itself is
+    to be differentiated, torch's ops.
+
+    Note [double backward]: a gradient penalty (WGAN-GP, R1), a Hessian-vector product or a
+    second-order meta-learning step differentiates the gradient: autograd then runs the backward
+    with grad mode on (``create_graph=True``) and needs a graph from its results back to x,
+    weight and the output grad.  Our kernels leave none: dx would be a constant, and a penalty on
+    it would train on a gradient that silently misses every path through this layer.  torch.nn's
+    norm layers are twice differentiable, so there the backward recomputes the forward with the
+    Function's ``torch_recompute`` (torch's functional op of the same inputs, running statistics
+    left alone) and differentiates that with ``create_graph=True``: torch's gradients, and
+    their graph.  The inputs are kept on ctx (``ctx.inputs``) by the forward for this; a plain
+    backward (grad mode off, every ordinary training step) runs our kernels as before."""
+
+    @functools.wraps(backward)
+    def run(ctx, *grads):
+        if torch.is_grad_enabled():
+            return _differentiable_backward(ctx, grads)
+        return backward(ctx, *grads)
+    return run
+
+
+def _differentiable_backward(ctx, grads):
+    """The input grads of ctx's Function through torch's ops, with their graph (Note [double
+    backward])."""
+    args = ctx.inputs
+    wanted = [i for i, need in enumerate(ctx.needs_input_grad) if need]
+    with torch.enable_grad():
+        y = type(ctx)._forward_cls.torch_recompute(*args)
+        got = torch.autograd.grad(y, [args[i] for i in wanted], grads, create_graph=True,
+                                  allow_unused=True)
+    out = [None] * len(args)
+    for i, g in zip(wanted, got):
+        out[i] = g
+    return tuple(out)
 
 
 def _channels_last_view(x):

@@ -9,7 +9,7 @@ view ``(N, *spatial, C)`` with ``channels_last=True``: no copy, and the output k
 import torch
 
 from ._norm_autograd import (_caller_layout, _kernel_input, _per_channel_backward, apply,
-                             once_differentiable)
+                             kernel_backward)
 from ._traced import kernels
 
 
@@ -25,10 +25,11 @@ class _BatchNormFunction(torch.autograd.Function):
             eps=eps, channels_last=channels_last)
         ctx.save_for_backward(x_in, weight, mean, invstd)
         ctx.input_stats, ctx.channels_last = training, channels_last
+        ctx.inputs = (x, weight, bias, running_mean, running_var, training, momentum, eps)
         return _caller_layout(y, channels_last)
 
     @staticmethod
-    @once_differentiable
+    @kernel_backward
     def backward(ctx, dy):
         def batch_norm_backward(dy, x_in, weight, mean, invstd, channels_last, weight_grads):
             # The channel sums dx needs are dweight and dbias: weight_grads saves nothing here.
@@ -39,6 +40,14 @@ class _BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def torch_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
         """torch's op of the same arguments (Note [torch's op where the kernels cannot go])."""
+        return torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias,
+                                              training, momentum, eps)
+
+    @staticmethod
+    def torch_recompute(x, weight, bias, running_mean, running_var, training, momentum, eps):
+        """torch_forward without updating the running statistics (Note [double backward])."""
+        if training:
+            running_mean = running_var = None
         return torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias,
                                               training, momentum, eps)
 

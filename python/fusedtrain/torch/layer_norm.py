@@ -10,7 +10,7 @@ with ``channels_last=True``: no copy, and the output keeps the format.
 import torch
 
 from ._norm_autograd import (_caller_layout, _grad_layout, _kernel_input, _needed,
-                             _per_channel_backward, _weight_grads, apply, once_differentiable)
+                             _per_channel_backward, _weight_grads, apply, kernel_backward)
 from ._traced import kernels
 
 
@@ -28,10 +28,11 @@ class _LayerNormFunction(torch.autograd.Function):
                                                          eps=eps)
         ctx.save_for_backward(x_in, weight, mean, rstd)
         ctx.normalized_shape, ctx.rms = normalized_shape, rms
+        ctx.inputs = (x, weight, bias, normalized_shape, eps, rms)
         return y
 
     @staticmethod
-    @once_differentiable
+    @kernel_backward
     def backward(ctx, dy):
         x_in, weight, mean, rstd = ctx.saved_tensors
         dy = _grad_layout(dy, x_in, False)
@@ -54,6 +55,8 @@ class _LayerNormFunction(torch.autograd.Function):
             return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
         return torch.nn.functional.layer_norm(x, normalized_shape, weight, bias, eps)
 
+    torch_recompute = torch_forward   # Note [double backward]: no state to leave alone
+
 
 class _GroupNormFunction(torch.autograd.Function):
     """y = GroupNorm(x), or InstanceNorm(x) (instance=True: num_groups = C, torch's running
@@ -71,6 +74,8 @@ class _GroupNormFunction(torch.autograd.Function):
             y, mean, rstd = kernels().group_norm_forward(x_in, num_groups, weight, bias, eps=eps,
                                                          channels_last=cl)
         ctx.num_groups, ctx.channels_last, ctx.input_stats = mean.shape[1], cl, use_input_stats
+        ctx.inputs = (x, weight, bias, num_groups, eps, instance, running_mean, running_var,
+                      use_input_stats, momentum)
         if not use_input_stats:
             # Every sample's row holds the same running statistics; the backward's per-channel
             # scale takes them as (C,) vectors.
@@ -79,7 +84,7 @@ class _GroupNormFunction(torch.autograd.Function):
         return _caller_layout(y, cl)
 
     @staticmethod
-    @once_differentiable
+    @kernel_backward
     def backward(ctx, dy):
         def group_norm_backward(dy, x_in, weight, mean, rstd, channels_last, weight_grads):
             return kernels().group_norm_backward(dy, x_in, ctx.num_groups, mean, rstd, weight,
@@ -94,6 +99,16 @@ class _GroupNormFunction(torch.autograd.Function):
             return torch.nn.functional.instance_norm(x, running_mean, running_var, weight, bias,
                                                      use_input_stats, momentum, eps)
         return torch.nn.functional.group_norm(x, num_groups, weight, bias, eps)
+
+    @staticmethod
+    def torch_recompute(x, weight, bias, num_groups, eps, instance, running_mean, running_var,
+                        use_input_stats, momentum):
+        """torch_forward without updating the running statistics (Note [double backward])."""
+        if use_input_stats:
+            running_mean = running_var = None
+        return _GroupNormFunction.torch_forward(x, weight, bias, num_groups, eps, instance,
+                                                running_mean, running_var, use_input_stats,
+                                                momentum)
 
 
 class LayerNorm(torch.nn.LayerNorm):
