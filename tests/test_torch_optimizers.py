@@ -340,6 +340,20 @@ def test_bad_constructor_arguments_raise_value_error(name, kw):
         getattr(ft.torch, name)(_params(20), **kw)
 
 
+@pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate")
+@pytest.mark.parametrize("name", list(RULES))
+def test_a_param_listed_twice_in_a_group_is_refused(name):
+    """torch.optim warns and steps such a param twice; ours refuses the group, naming both places,
+    at construction and in add_param_group (which then adds nothing)."""
+    a, b = _params(21)[:2]
+    with pytest.raises(ValueError, match=rf"^{name}: params\[2\] is params\[0\], listed twice"):
+        getattr(ft.torch, name)([a, b, a])
+    opt = getattr(ft.torch, name)([a])
+    with pytest.raises(ValueError, match=rf"^{name}: params\[1\] is params\[0\]"):
+        opt.add_param_group({"params": [b, b]})
+    assert len(opt.param_groups) == 1
+
+
 def test_import_fusedtrain_does_not_import_torch():
     code = ("import sys, fusedtrain as ft; assert 'torch' not in sys.modules; "
             "ft.optim.Adam; ft.schedules.cosine; assert 'torch' not in sys.modules; "
