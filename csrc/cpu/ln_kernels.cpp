@@ -86,8 +86,19 @@ void ln_param_grads(const S* dy, const S* x, int64_t H, const RowCoeffs<T>& co, 
 // g = w * dy and g * (x - mean): Note [norm grad]), its dx and its share of dweight / dbias are
 // computed while the row is in cache; a piece sums dweight / dbias in float lanes flushed into
 // doubles every kRowBlock rows, and pieces merge in order. The pieces' column sums are capped at
-// kColumnValues doubles, so a wide row gets fewer, longer pieces.
+// kColumnValues doubles, so a wide row gets fewer, longer pieces. Below kSmallPieces pieces of
+// the rows layout's size, the pieces shrink down to kSmallPieceValues values, so an activation of
+// a few hundred thousand values (a layer of 256 tokens x 768) is still shared among threads; the
+// cut depends on the shape alone, so the results do not depend on the thread count.
 constexpr int64_t kColumnValues = 1 << 20;
+constexpr int64_t kSmallPieceValues = 1 << 15;
+constexpr int64_t kSmallPieces = 8;
+
+int64_t ln_backward_pieces(int64_t R, int64_t H) {
+  const int64_t small = std::min(kSmallPieces, (R * H + kSmallPieceValues - 1) / kSmallPieceValues);
+  const int64_t p = std::min(R, std::max(row_pieces(R, H), small));
+  return std::max<int64_t>(1, std::min(p, kColumnValues / H));
+}
 
 template <class S>
 void ln_backward_typed(const LnBackwardArgs& a) {
@@ -99,7 +110,7 @@ void ln_backward_typed(const LnBackwardArgs& a) {
   const BnShape s{1, R, H};
   const std::vector<T> w = row_of<T>(a.weight, H, 1.0);
   const bool params = a.dweight.present(), bias = a.dbias.present();
-  const int64_t P = std::min(row_pieces(R, H), std::max<int64_t>(1, kColumnValues / H));
+  const int64_t P = ln_backward_pieces(R, H);
   std::vector<double> col_w(params ? P * H : 0), col_b(bias ? P * H : 0);
   parallel_for(P, R * H, [&](int64_t pb, int64_t pe) {
     std::vector<T> fw(params ? H : 0), fb(bias ? H : 0);
@@ -121,14 +132,19 @@ void ln_backward_typed(const LnBackwardArgs& a) {
       }
     }
   });
-  for (int64_t i = 0; params && i < H; ++i) {
-    double tw = 0, tb = 0;
-    for (int64_t p = 0; p < P; ++p) {
-      tw += col_w[p * H + i];
-      if (bias) tb += col_b[p * H + i];
-    }
-    a.dweight.set(i, tw);
-    a.dbias.set(i, tb);
+  if (!params) return;
+  // Piece by piece over whole rows of column sums: every column still adds its pieces in piece
+  // order, but the adds of one piece are independent (a column at a time, the loop waited on
+  // each add's latency: 25 us at 32 pieces of 512 columns).
+  std::vector<double> tw(col_w.begin(), col_w.begin() + H), tb(bias ? H : 0);
+  if (bias) std::copy(col_b.begin(), col_b.begin() + H, tb.begin());
+  for (int64_t p = 1; p < P; ++p) {
+    for (int64_t i = 0; i < H; ++i) tw[i] += col_w[p * H + i];
+    for (int64_t i = 0; bias && i < H; ++i) tb[i] += col_b[p * H + i];
+  }
+  for (int64_t i = 0; i < H; ++i) {
+    a.dweight.set(i, tw[i]);
+    if (bias) a.dbias.set(i, tb[i]);
   }
 }
 
