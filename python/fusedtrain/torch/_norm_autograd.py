@@ -99,8 +99,10 @@ def kernel_backward(backward):
     norm layers are twice differentiable, so there the backward recomputes the forward with the
     Function's ``torch_recompute`` (torch's functional op of the same inputs, running statistics
     left alone) and differentiates that with ``create_graph=True``: torch's gradients, and
-    their graph.  The inputs are kept on ctx (``ctx.inputs``) by the forward for this; a plain
-    backward (grad mode off, every ordinary training step) runs our kernels as before."""
+    their graph.  The inputs are kept on ctx (``ctx.inputs``) by the forward for this (the
+    caller's x: where the kernels read a contiguous copy of it, both stay alive until the
+    backward); a plain backward (grad mode off, every ordinary training step) runs our kernels
+    as before."""
 
     @functools.wraps(backward)
     def run(ctx, *grads):
@@ -113,6 +115,7 @@ def kernel_backward(backward):
 def _differentiable_backward(ctx, grads):
     """The input grads of ctx's Function through torch's ops, with their graph (Note [double
     backward])."""
+    ctx.saved_tensors   # autograd's check that none was modified in place since the forward
     args = ctx.inputs
     wanted = [i for i, need in enumerate(ctx.needs_input_grad) if need]
     with torch.enable_grad():
