@@ -112,7 +112,7 @@ def compare_double_backward(ref, ours, x):
     agreeing with the plain backward's; the penalty's grads of x and the parameters; the
     buffers (the recompute leaves the running statistics alone) all as torch.nn's."""
     shape = x.shape
-    c = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=x.dtype)
+    c = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=x.dtype).to(x.device)
     results = []
     for m in (ref, ours):
         xi = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()

@@ -263,3 +263,22 @@ def test_cuda_modules_match_torch():
         compare_one_step(theirs, ours, torch.randn(shape, device="cuda"), (1e-5, 1e-5), (1e-4, 1e-4))
         for k, v in theirs.state_dict().items():
             torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_cuda_modules_differentiate_their_gradient_as_torch():
+    """Note [double backward] on the GPU: a gradient penalty through each module (float64, so
+    the comparison is of the algorithm, not of rounding) as through torch.nn's."""
+    import fusedtrain.torch as ftt
+    from module_support import compare_double_backward
+    torch.manual_seed(0)
+    for name, kw, shape in (("LayerNorm", dict(normalized_shape=24), (6, 24)),
+                            ("RMSNorm", dict(normalized_shape=24), (6, 24)),
+                            ("GroupNorm", dict(num_groups=2, num_channels=4), (3, 4, 5, 5)),
+                            ("BatchNorm2d", dict(num_features=4), (3, 4, 5, 5)),
+                            ("InstanceNorm2d", dict(num_features=4, affine=True,
+                                                    track_running_stats=True), (3, 4, 5, 5))):
+        theirs = getattr(torch.nn, name)(**kw).double().cuda()
+        ours = getattr(ftt, name)(**kw).double().cuda()
+        ours.load_state_dict(theirs.state_dict())
+        x = torch.randn(shape, dtype=torch.float64, device="cuda")
+        compare_double_backward(theirs, ours, x)
