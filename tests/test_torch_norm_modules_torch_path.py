@@ -1,7 +1,7 @@
 """The normalization modules on inputs our kernels cannot read (Note [torch's op where the
 kernels cannot go]): under torch.func's transforms (vmap, per-sample gradients as vmap of grad
-over functional_call, jacrev, jvp) and forward-mode AD, on meta tensors, under FakeTensorMode,
-on nested (jagged) tensors and on DTensors, they give torch.nn's results, and where torch.nn's
+over functional_call, jacrev, jvp) and forward-mode AD, under torch.jit.trace, on meta tensors,
+under FakeTensorMode, on nested (jagged) tensors and on DTensors, they give torch.nn's results, and where torch.nn's
 module refuses (batch norm updating its running statistics under vmap) ours refuses too."""
 import pytest
 
@@ -11,7 +11,7 @@ from torch.func import functional_call, grad, jacrev, jvp, vmap  # noqa: E402
 from dist_support import run_ranks  # noqa: E402
 
 # torch.func's first use scripts a helper of torch's with the deprecated torch.jit.script.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 
 # (module, args, kwargs, batch of inputs (vmapped over dim 0), training)
 CASES = [
@@ -88,6 +88,33 @@ def test_without_transforms_the_kernels_run(monkeypatch):
     assert calls == [1]
     vmap(ftt.LayerNorm(8))(torch.randn(2, 3, 8))
     assert calls == [1]
+
+
+@pytest.mark.parametrize("name, args, kwargs, shape, training", CASES,
+                         ids=[f"{c[0]}{i}" for i, c in enumerate(CASES)])
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")   # torch's own shape checks
+def test_jit_trace_records_torchs_op(name, args, kwargs, shape, training):
+    """torch.jit.trace (TorchScript, the ONNX exporter's tracing path) records torch ops only: the
+    trace of ours is torch's functional op, so the traced module (saved and loaded) computes what
+    the module does on new inputs, as the trace of torch.nn's does."""
+    import io
+    shape = shape[1:]
+    g = torch.Generator().manual_seed(2)
+    x, x2 = (torch.randn(shape, dtype=torch.float64, generator=g) for _ in range(2))
+    outs = []
+    for m in _pair(name, args, kwargs, training):
+        traced = torch.jit.trace(m, x)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
+        buf.seek(0)
+        loaded = torch.jit.load(buf)
+        with torch.no_grad():
+            outs.append((traced(x2), loaded(x2), m(x2)))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for traced, loaded, direct in outs:
+        torch.testing.assert_close(traced, direct, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(loaded, direct, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name, args, kwargs, shape, training", CASES,

@@ -24,6 +24,7 @@ _UNRECORDED = _Unrecorded()
 # be their wrapper tensors.  Where torch lacks the check, never.
 _func_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 _FORWARD_AD = torch.autograd.forward_ad   # a dual level is entered: _current_level >= 0
+_jit_tracing = getattr(torch._C, "_is_tracing", torch.jit.is_tracing)
 _PLAIN_DISPATCH = torch.Tensor.__torch_dispatch__
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
@@ -53,11 +54,14 @@ def apply(function, *args):
     of its own (vmap, jvp) that opaque kernels cannot give, as does forward-mode AD
     (``torch.autograd.forward_ad``'s dual tensors); a DTensor (tensor parallelism) or a
     FakeTensor (shape propagation outside torch.compile) dispatches its ops itself; a meta
-    tensor (deferred initialization) has no data, a nested tensor no one shape.  For those the
+    tensor (deferred initialization) has no data, a nested tensor no one shape; and
+    ``torch.jit.trace`` (TorchScript, the ONNX exporter's tracing path) records torch ops only,
+    so a call of our kernels would enter its graph as the empty output tensors.  For those the
     modules compute with torch's functional op of the same arguments (``function.torch_forward``),
     so a model built from them runs as one built from torch.nn does, with torch's results, at
     torch's speed.  Plain tensors of any device go to our kernels."""
-    if _func_transforms_active() or getattr(_FORWARD_AD, "_current_level", -1) >= 0:
+    if _func_transforms_active() or getattr(_FORWARD_AD, "_current_level", -1) >= 0 or \
+            _jit_tracing():
         return function.torch_forward(*args)
     if is_compiling():
         return function.apply(*args)
