@@ -1,6 +1,7 @@
 """The normalization modules on inputs our kernels cannot read (Note [torch's op where the
 kernels cannot go]): under torch.func's transforms (vmap, per-sample gradients as vmap of grad
-over functional_call, jacrev, jvp) and forward-mode AD, under torch.jit.trace, on meta tensors,
+over functional_call, jacrev, jvp) and forward-mode AD, under torch.jit.trace and
+torch.fx.symbolic_trace, on meta tensors,
 under FakeTensorMode, on nested (jagged) tensors and on DTensors, they give torch.nn's results, and where torch.nn's
 module refuses (batch norm updating its running statistics under vmap) ours refuses too."""
 import pytest
@@ -115,6 +116,37 @@ def test_jit_trace_records_torchs_op(name, args, kwargs, shape, training):
     for traced, loaded, direct in outs:
         torch.testing.assert_close(traced, direct, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(loaded, direct, rtol=1e-12, atol=1e-12)
+
+
+class _LeafTracer(torch.fx.Tracer):
+    """torch.fx's tracer with our modules as leaves, as torch.nn's own are (README)."""
+
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, FUSED_MODULES) or super().is_leaf_module(m, qualname)
+
+
+FUSED_MODULES = tuple(getattr(ftt, c[0]) for c in CASES)
+
+
+@pytest.mark.parametrize("name, args, kwargs, shape, training", CASES,
+                         ids=[f"{c[0]}{i}" for i, c in enumerate(CASES)])
+def test_fx_symbolic_trace(name, args, kwargs, shape, training):
+    """torch.fx.symbolic_trace passes Proxy objects: layer, RMS and group norm record torch's
+    functional op (their forwards are traceable), and with our modules as leaves (as torch.nn's
+    are leaves) every one is a call of the module itself, our kernels at run time."""
+    shape = shape[1:]
+    ref, ours = _pair(name, args, kwargs, training)
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ref.eval(), ours.eval()
+    want = ref(x)
+    model = torch.nn.Sequential(ours)      # the root module is traced through, never a leaf
+    graph = _LeafTracer().trace(model)
+    assert [n.op for n in graph.nodes] == ["placeholder", "call_module", "output"]
+    torch.testing.assert_close(torch.fx.GraphModule(model, graph)(x), want, rtol=1e-12, atol=1e-12)
+    if name in ("LayerNorm", "RMSNorm", "GroupNorm"):
+        traced = torch.fx.symbolic_trace(model)
+        assert any(n.op == "call_function" for n in traced.graph.nodes)
+        torch.testing.assert_close(traced(x), want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name, args, kwargs, shape, training", CASES,

@@ -31,11 +31,12 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 def _kernels_take(x):
     """Whether x is memory our kernels can read (Note [torch's op where the kernels cannot
-    go]): not a subclass that overrides __torch_dispatch__ (a DTensor, a FakeTensor), not meta,
-    not nested."""
+    go]): a tensor (not torch.fx's Proxy of symbolic tracing), not a subclass that overrides
+    __torch_dispatch__ (a DTensor, a FakeTensor), not meta, not nested."""
     t = type(x)
-    if t not in _PLAIN_TYPES and \
-            getattr(t, "__torch_dispatch__", _PLAIN_DISPATCH) is not _PLAIN_DISPATCH:
+    if t not in _PLAIN_TYPES and (
+            not isinstance(x, torch.Tensor) or
+            getattr(t, "__torch_dispatch__", _PLAIN_DISPATCH) is not _PLAIN_DISPATCH):
         return False
     return not (x.is_meta or x.is_nested)
 
@@ -56,7 +57,8 @@ def apply(function, *args):
     FakeTensor (shape propagation outside torch.compile) dispatches its ops itself; a meta
     tensor (deferred initialization) has no data, a nested tensor no one shape; and
     ``torch.jit.trace`` (TorchScript, the ONNX exporter's tracing path) records torch ops only,
-    so a call of our kernels would enter its graph as the empty output tensors.  For those the
+    so a call of our kernels would enter its graph as the empty output tensors, and
+    ``torch.fx.symbolic_trace`` passes Proxy objects, which are no memory at all.  For those the
     modules compute with torch's functional op of the same arguments (``function.torch_forward``),
     so a model built from them runs as one built from torch.nn does, with torch's results, at
     torch's speed.  Plain tensors of any device go to our kernels."""

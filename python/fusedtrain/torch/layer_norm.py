@@ -125,7 +125,7 @@ class RMSNorm(torch.nn.RMSNorm):
 
     def forward(self, x):
         w = self.weight
-        if w is not None and w.dtype != x.dtype and w.dtype != torch.float32:
+        if isinstance(w, torch.Tensor) and w.dtype != x.dtype and w.dtype != torch.float32:
             # torch's rms_norm takes a weight of any float dtype, computing in the promoted
             # type and returning x's; the kernels take x's dtype or float32, which holds every
             # float16 / bfloat16 value exactly (a float64 weight rounds, as float32 math would).
