@@ -62,12 +62,11 @@ def apply(function, *args):
     modules compute with torch's functional op of the same arguments (``function.torch_forward``),
     so a model built from them runs as one built from torch.nn does, with torch's results, at
     torch's speed.  Plain tensors of any device go to our kernels."""
-    if _func_transforms_active() or getattr(_FORWARD_AD, "_current_level", -1) >= 0 or \
-            _jit_tracing():
+    if _func_transforms_active() or getattr(_FORWARD_AD, "_current_level", -1) >= 0:
         return function.torch_forward(*args)
     if is_compiling():
         return function.apply(*args)
-    if not _kernels_take(args[0]):
+    if _jit_tracing() or not _kernels_take(args[0]):   # (Dynamo cannot trace the first)
         return function.torch_forward(*args)
     if torch.is_grad_enabled():
         for a in args:
