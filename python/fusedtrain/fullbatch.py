@@ -363,6 +363,9 @@ class _Core:
     def _iterate(self, closure, h, direction, c1, c2):
         max_iter, max_eval = h["max_iter"], h["max_eval"]
         tol_grad, tol_change = h["tolerance_grad"], h["tolerance_change"]
+        # Compared with this backend's scalars, as torch compares them with its float32 tensors:
+        # a tolerance beyond float32's range is inf there (without NumPy's overflow warning).
+        tol_grad, tol_change32 = self.b.scalar(tol_grad), self.b.scalar(tol_change)
         wolfe = h["line_search_fn"] == "strong_wolfe"
         orig_loss, loss, grads = self._evaluate(closure)
         current_evals = 1
@@ -376,7 +379,7 @@ class _Core:
             self.n_iter += 1
             gtd, dmax, self.t = direction(g, h)
             self.prev_loss = loss
-            if gtd > -tol_change:
+            if gtd > -tol_change32:
                 break
             ls_evals = 0
             if wolfe:
@@ -396,7 +399,7 @@ class _Core:
             self.func_evals += ls_evals
             if n_iter == max_iter or current_evals >= max_eval or opt_cond:
                 break
-            if dmax * abs(self.t) <= tol_change:     # torch's d.mul(t).abs().max()
+            if dmax * abs(self.t) <= tol_change32:     # torch's d.mul(t).abs().max()
                 break
             if abs(loss - self.prev_loss) < tol_change:
                 break
