@@ -75,6 +75,18 @@ def flag(fn, name, value):
     return bool(value)
 
 
+def listed_once(fn, params):
+    """ValueError naming both places when a param is listed twice in one param group: one fused
+    call would write it twice at once (the kernels refuse params that share memory); torch.optim
+    warns and steps it twice, one occurrence after the other."""
+    seen = {}
+    for i, p in enumerate(params):
+        j = seen.setdefault(id(p), i)
+        if j != i:
+            raise ValueError(f"{fn}: params[{i}] is params[{j}], listed twice in one param "
+                             f"group; list each param once")
+
+
 def options(cls, **fields):
     """A kernel options struct from keyword fields."""
     o = cls()

@@ -95,8 +95,9 @@ class Optimizer:
                 raise TypeError(f"{self._name}: params[{i}] is {type(p).__name__}, not an array")
         if not params:
             raise ValueError(f"{self._name}: a param group has no params")
+        chk.listed_once(self._name, params)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
-        if len({id(p) for p in params}) != len(params) or seen & {id(p) for p in params}:
+        if seen & {id(p) for p in params}:
             raise ValueError(f"{self._name}: a param appears more than once")
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:

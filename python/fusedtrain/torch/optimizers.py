@@ -27,6 +27,7 @@ from operator import is_
 
 import torch
 
+from .. import _checks as chk
 from .._dtensor import is_dtensor
 import inspect
 
@@ -35,18 +36,6 @@ from .._optim_rules import RULES, SPECS
 __all__ = list(RULES)
 
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _check_listed_once(name, params):
-    """A param listed twice in one group: torch.optim warns (an error to come) and steps it
-    twice, one occurrence after the other; one fused call would write it twice at once (our
-    kernels refuse params that share memory), so the group is refused here, naming both."""
-    seen = {}
-    for i, p in enumerate(params):
-        j = seen.setdefault(id(p), i)
-        if j != i:
-            raise ValueError(f"{name}: params[{i}] is params[{j}], listed twice in one param "
-                             f"group; list each param once")
 
 
 class _FusedStep:
@@ -67,7 +56,7 @@ class _FusedStep:
             if group.get("differentiable"):
                 raise ValueError(f"{type(self).__name__}: differentiable=True is not supported "
                                  f"by the fused kernels")
-            _check_listed_once(type(self).__name__, group["params"])
+            chk.listed_once(type(self).__name__, group["params"])
             self._ft_rule.validate(group)
         except ValueError:
             self.param_groups.pop()
