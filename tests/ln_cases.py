@@ -64,6 +64,10 @@ GROUP_CASES = [
     GroupCase("cl-n1-9x9x16-g4", (1, 9, 9, 16), 4, channels_last=True),
     GroupCase("cl-3x1x1x8-g4", (3, 1, 1, 8), 4, channels_last=True, affine=False),
     GroupCase("cl-2x3x4x5x12-g12", (2, 3, 4, 5, 12), 12, channels_last=True),
+    # Small maps: whole groups of channels a few vectors long (Note [short channels]), in
+    # chunks; a last vector that overlaps the one before (49, 81 values).
+    GroupCase("short-5x64x7x7-g32", (5, 64, 7, 7), 32),
+    GroupCase("short-3x12x9x9-g3", (3, 12, 9, 9), 3),
     # Groups beyond the cache budget (pieces); channels-last samples of several row pieces.
     GroupCase("split-1x4x260x260-g2", (1, 4, 260, 260), 2),
     GroupCase("cl-rows-2x128x128x36-g6", (2, 128, 128, 36), 6, channels_last=True),

@@ -12,6 +12,8 @@ ROWS = [(RowCase("rows-4096x256", (4096, 256), (256,)), "float32"),
         (RowCase("wide-3x400000", (3, 400000), (400000,)), "float32")]
 GROUPS = [(GroupCase("hot-8x32x20x20-g8", (8, 32, 20, 20), 8), "float32"),
           (GroupCase("split-1x4x300x300-g2", (1, 4, 300, 300), 2), "float32"),
+          (GroupCase("short-24x64x7x7-g32", (24, 64, 7, 7), 32), "float32"),
+          (GroupCase("short-bf16-9x40x9x9-g8", (9, 40, 9, 9), 8), "bfloat16"),
           (GroupCase("cl-4x96x96x32-g4", (4, 96, 96, 32), 4, channels_last=True), "float64"),
           (GroupCase("cl-f16-3x40x40x24-g24", (3, 40, 40, 24), 24, channels_last=True), "float16")]
 THREADS = (1, 2, 3)

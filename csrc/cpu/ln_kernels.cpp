@@ -34,11 +34,16 @@ struct RowCoeffs {
 template <class S, class T>
 void ln_normalize(const S* x, S* y, int64_t j0, int64_t j1, const RowCoeffs<T>& co, const T* w,
                   const T* b) {
-  constexpr int64_t W = lanes<S>();
-  int64_t i = j0;
-  for (; i + W <= j1; i += W)
-    vstore(y + i, math::ln_forward(vload(x + i), co.mean, co.rstd, vload(w + i), vload(b + i)));
-  for (; i < j1; ++i) sstore(y + i, math::ln_forward(sload(x + i), co.mean, co.rstd, w[i], b[i]));
+  over_elementwise<lanes<S>()>(
+      j1 - j0,
+      [&](int64_t i) {
+        i += j0;
+        vstore(y + i, math::ln_forward(vload(x + i), co.mean, co.rstd, vload(w + i), vload(b + i)));
+      },
+      [&](int64_t i) {
+        i += j0;
+        sstore(y + i, math::ln_forward(sload(x + i), co.mean, co.rstd, w[i], b[i]));
+      });
 }
 
 template <class S>
@@ -216,6 +221,10 @@ void gn_forward_typed(const GnForwardArgs& a) {
           gf.finish<T>(k, st, [&](int64_t c, const auto& k_co) { co[k / G * C + c] = k_co; });
         },
         [&](int64_t k, int64_t j0, int64_t j1) {
+          if (j1 - j0 == cg * HW) {  // the whole group, a channel after the other
+            for (int64_t c = k * cg; c < (k + 1) * cg; ++c) run_normalize(x + c * HW, y + c * HW, HW, co[c]);
+            return;
+          }
           for_group_channels(HW, j0, j1, [&](int64_t ci, int64_t lo, int64_t hi) {
             planar_normalize(x, y, norm, k * cg + ci, lo, hi, co[k * cg + ci]);
           });
@@ -262,6 +271,87 @@ void group_grad(const GnBackwardArgs& a, int64_t k, const GradSums* sums, std::v
 
 using ChannelSums = std::vector<GradSums>;  // a group's, one per channel
 
+// Note [short channels]: NCHW group norm over small maps (7x7 to 32x32) has channels of a few
+// vectors each, and a channel at a time its backward spent more on each channel's horizontal
+// sums, scalar tail and group bookkeeping than on its values: at (8, 2048, 7, 7) twice torch's
+// time. Where a channel is at least a vector and at most a float block (W <= HW <= kBlock) and a
+// group fits kHotBytes, tasks take whole groups, a chunk of kShortChunkValues values at a time:
+// the sums of a vector's worth of channels reduce together (Note [transposed lane sums]) into
+// the saved sums, each channel's last vector overlapping (Note [overlapping last vector]), then
+// the chunk's coefficients, then its dx while the chunk is in cache. A channel's sums are its
+// own, whichever chunk or task it falls in, so results stay the same for any thread count.
+constexpr int64_t kShortChunkValues = 1 << 14;
+
+bool short_channels(const GnShape& g, int64_t lanes, int64_t bytes_per_value) {
+  return !g.channels_last && g.hw >= lanes && g.hw <= kBlock &&
+         planar_pieces(g.per_group(), bytes_per_value) == 1;
+}
+
+// Sums of dy and dy * (x - mean) of channels [c0, c1) of the view (1, N * C, HW) (Note [short
+// channels]) into sums[2 c] and sums[2 c + 1]; means[c - c0] is channel c's group mean.
+template <class S, class T>
+void short_channel_grad_sums(const S* dy, const S* x, int64_t hw, int64_t c0, int64_t c1,
+                             const math::SplitMean<T>* means, double* sums) {
+  using V = VecOf<S>;
+  constexpr int64_t W = lanes<S>();
+  const int64_t tail = hw % W;
+  V sum_dy[W], sum_dy_xc[W];
+  for (int64_t cb = c0; cb < c1; cb += W) {
+    const int64_t nb = std::min(W, c1 - cb);
+    for (int64_t j = 0; j < W; ++j) {
+      V a{}, b{};
+      if (j < nb) {
+        const math::SplitMean<T> mean = means[cb + j - c0];
+        const S* d = dy + (cb + j) * hw;
+        const S* p = x + (cb + j) * hw;
+        int64_t i = 0;
+        for (; i + W <= hw; i += W) {
+          const V g = vload(d + i);
+          a = a + g;
+          b = b + g * math::centered(vload(p + i), mean);
+        }
+        if (tail) {
+          const V g = vload(d + hw - W);
+          a = a + last_lanes(g, tail);
+          b = b + last_lanes(g * math::centered(vload(p + hw - W), mean), tail);
+        }
+      }
+      sum_dy[j] = a;
+      sum_dy_xc[j] = b;
+    }
+    const V ta = lane_sums(sum_dy), tb = lane_sums(sum_dy_xc);
+    for (int64_t j = 0; j < nb; ++j) {
+      sums[2 * (cb + j)] = double(ta[j]);
+      sums[2 * (cb + j) + 1] = double(tb[j]);
+    }
+  }
+}
+
+template <class S>
+void gn_backward_short(const GnBackwardArgs& a, std::vector<double>& kept) {
+  using T = Cmp<S>;
+  const GnShape& g = a.shape;
+  const S* dy = static_cast<const S*>(a.dy);
+  const S* x = static_cast<const S*>(a.x);
+  S* dx = static_cast<S*>(a.dx);
+  const int64_t K = g.n * g.groups, cg = g.per_group_channels(), HW = g.hw, M = g.per_group();
+  std::vector<math::NormGradCoeffs<T>> co(g.n * g.c);
+  const int64_t per_chunk = std::max<int64_t>(1, kShortChunkValues / M);
+  parallel_for(K, K * M, [&](int64_t kb, int64_t ke) {
+    std::vector<math::SplitMean<T>> means(per_chunk * cg);  // per channel
+    for (int64_t k0 = kb; k0 < ke; k0 += per_chunk) {
+      const int64_t k1 = std::min(ke, k0 + per_chunk);
+      for (int64_t k = k0; k < k1; ++k)
+        std::fill_n(&means[(k - k0) * cg], cg, math::split_mean<T>(a.mean.get(k)));
+      short_channel_grad_sums(dy, x, HW, k0 * cg, k1 * cg, means.data(), kept.data());
+      for (int64_t k = k0; k < k1; ++k)
+        math::group_grad_coeffs<T>(a, kept.data(), k, [&](int64_t c, const auto& k_co) { co[c] = k_co; });
+      for (int64_t c = k0 * cg; c < k1 * cg; ++c)
+        run_grad_input(dy + c * HW, x + c * HW, dx + c * HW, HW, co[c]);
+    }
+  });
+}
+
 template <class S>
 void gn_backward_typed(const GnBackwardArgs& a) {
   using T = Cmp<S>;
@@ -271,7 +361,9 @@ void gn_backward_typed(const GnBackwardArgs& a) {
   S* dx = static_cast<S*>(a.dx);
   const int64_t N = g.n, C = g.c, G = g.groups, cg = g.per_group_channels(), HW = g.hw;
   std::vector<double> kept(2 * N * C);
-  if (!g.channels_last || HW == 1) {
+  if (short_channels(g, lanes<S>(), 2 * sizeof(S))) {
+    gn_backward_short<S>(a, kept);
+  } else if (!g.channels_last || HW == 1) {
     const BnShape stat{1, N * G, g.per_group()}, norm{1, N * C, HW};
     std::vector<math::NormGradCoeffs<T>> co(N * C);
     planar_driver<ChannelSums>(

@@ -97,6 +97,19 @@ FT_INLINE int64_t over_chains(int64_t len, F&& body) {
   return i;
 }
 
+// Calls vb(i) on vectors covering [0, len) (Note [overlapping last vector]: the last one may
+// start before the previous one ends) for an elementwise pass, or sb(i) per value when len < W.
+template <int64_t W, class VecBody, class ScalarBody>
+FT_INLINE void over_elementwise(int64_t len, VecBody&& vb, ScalarBody&& sb) {
+  if (len < W) {
+    for (int64_t i = 0; i < len; ++i) sb(i);
+    return;
+  }
+  int64_t i = 0;
+  for (; i + W <= len; i += W) vb(i);
+  if (i < len) vb(len - W);
+}
+
 // Calls f(offset, length) for the contiguous runs holding values [j0, j1) of channel c, where
 // value j of a channel is x[j / S, c, j % S].
 template <class F>
@@ -155,17 +168,18 @@ Stats planar_stats(const S* x, const BnShape& s, int64_t c, int64_t j0, int64_t 
   return st;
 }
 
+// y = bn_forward(x) over one contiguous run of len values.
+template <class S, class T>
+FT_INLINE void run_normalize(const S* x, S* y, int64_t len, const math::BnForwardCoeffs<T>& co) {
+  over_elementwise<lanes<S>()>(
+      len, [&](int64_t i) { vstore(y + i, math::bn_forward(vload(x + i), co)); },
+      [&](int64_t i) { sstore(y + i, math::bn_forward(sload(x + i), co)); });
+}
+
 template <class S, class T>
 void planar_normalize(const S* x, S* y, const BnShape& s, int64_t c, int64_t j0, int64_t j1,
                       const math::BnForwardCoeffs<T>& co) {
-  constexpr int64_t W = lanes<S>();
-  for_runs(s, c, j0, j1, [&](int64_t off, int64_t len) {
-    const S* p = x + off;
-    S* q = y + off;
-    int64_t i = 0;
-    for (; i + W <= len; i += W) vstore(q + i, math::bn_forward(vload(p + i), co));
-    for (; i < len; ++i) sstore(q + i, math::bn_forward(sload(p + i), co));
-  });
+  for_runs(s, c, j0, j1, [&](int64_t off, int64_t len) { run_normalize(x + off, y + off, len, co); });
 }
 
 // sum dy and sum dy * (x - mean) over values [j0, j1) of channel c; float lanes flushed into
@@ -209,24 +223,30 @@ FT_INLINE V grad_input(V dy, V x, const math::BnBackwardCoeffs<T>& c) { return m
 template <class V, class T>
 FT_INLINE V grad_input(V dy, V x, const math::NormGradCoeffs<T>& c) { return math::norm_grad_input(dy, x, c); }
 
-// Weighted as planar_grad_sums: dy times w[i] before the map.
+// dx over one contiguous run of len values; Weighted: dy times w[i] before the map.
+template <bool Weighted = false, class S, class Co, class T = Cmp<S>>
+FT_INLINE void run_grad_input(const S* dy, const S* x, S* dx, int64_t len, const Co& co,
+                              const T* w = nullptr) {
+  over_elementwise<lanes<S>()>(
+      len,
+      [&](int64_t i) {
+        auto g = vload(dy + i);
+        if constexpr (Weighted) g = g * vload(w + i);
+        vstore(dx + i, grad_input(g, vload(x + i), co));
+      },
+      [&](int64_t i) {
+        auto g = sload(dy + i);
+        if constexpr (Weighted) g = g * w[i];
+        sstore(dx + i, grad_input(g, sload(x + i), co));
+      });
+}
+
+// Weighted as planar_grad_sums: dy times w[i] before the map, i the value's inner index.
 template <bool Weighted = false, class S, class Co, class T = Cmp<S>>
 void planar_grad_input(const S* dy, const S* x, S* dx, const BnShape& s, int64_t c, int64_t j0,
                        int64_t j1, const Co& co, const T* w = nullptr) {
-  constexpr int64_t W = lanes<S>();
   for_runs(s, c, j0, j1, [&](int64_t off, int64_t len) {
-    const T* wr = Weighted ? w + off % s.inner : nullptr;  // wr[i - off]: value i's weight
-    int64_t i = off, end = off + len;
-    for (; i + W <= end; i += W) {
-      auto d = vload(dy + i);
-      if constexpr (Weighted) d = d * vload(wr + (i - off));
-      vstore(dx + i, grad_input(d, vload(x + i), co));
-    }
-    for (; i < end; ++i) {
-      auto d = sload(dy + i);
-      if constexpr (Weighted) d = d * wr[i - off];
-      sstore(dx + i, grad_input(d, sload(x + i), co));
-    }
+    run_grad_input<Weighted>(dy + off, x + off, dx + off, len, co, Weighted ? w + off % s.inner : nullptr);
   });
 }
 

@@ -199,6 +199,66 @@ template <class V> FT_INLINE double lane_sum(const V& v) {
 }
 FT_INLINE double lane_sum(float v) { return v; }
 FT_INLINE double lane_sum(double v) { return v; }
+
+// Note [transposed lane sums]: the lane sums of a vector's worth of vectors at once, lane i of
+// the result the sum of v[i]'s lanes, where a lane_sum each would spend a dozen shuffles, adds
+// and conversions on every one (per channel of a group-norm backward over 7x7 maps, a third of
+// its time). Folding pairs with shuffles takes W - 1 folds for W sums; the adds stay in the
+// vectors' own type. Every sum adds adjacent lanes pairwise ((0 + 1) + (2 + 3), ...), whatever
+// the other vectors hold, so a sum never depends on which vectors share the call.
+#if FT_HAS_SHUFFLEVECTOR
+constexpr int fold_index(int lane, int h, int n) {
+  // The lanes of a (the first operand) and b that fold into `lane` at chunk width h: chunk q of
+  // the result takes chunks 2 (q / 2) and 2 (q / 2) + 1 of a (q even) or of b (q odd).
+  return (lane / h % 2) * n + (lane / h / 2) * 2 * h + lane % h;
+}
+template <int H, class V, std::size_t... L>
+FT_INLINE V fold_pair(V a, V b, std::index_sequence<L...>) {
+  constexpr int n = int(sizeof...(L));
+  return __builtin_shufflevector(a, b, fold_index(int(L), H, n)...) +
+         __builtin_shufflevector(a, b, (fold_index(int(L), H, n) + H)...);
+}
+template <int H, int N, class V>
+FT_INLINE void fold_level(V* v) {
+  if constexpr (H < N) {
+    for (int i = 0; i < N; i += 2 * H) v[i] = fold_pair<H>(v[i], v[i + H], std::make_index_sequence<N>{});
+    fold_level<2 * H, N>(v);
+  }
+}
+#endif
+template <class V>
+FT_INLINE V lane_sums(V* v) {  // v[0 .. lanes): overwritten
+  constexpr int n = int(sizeof(V) / sizeof(v[0][0]));
+#if FT_HAS_SHUFFLEVECTOR
+  fold_level<1, n>(v);
+  return v[0];
+#else
+  V out;
+  for (int i = 0; i < n; ++i) {
+    auto t = v[i];
+    for (int h = 1; h < n; h *= 2)
+      for (int j = 0; j < n; j += 2 * h) t[j] = t[j] + t[j + h];
+    out[i] = t[0];
+  }
+  return out;
+#endif
+}
+
+// Note [overlapping last vector]: a run of len >= W values whose length is no multiple of W ends
+// in a vector loaded at len - W, overlapping the one before by W - len % W lanes, where a scalar
+// tail would take a lane at a time (a 7x7 channel: 3 vectors and a scalar of 16 lanes). An
+// elementwise pass writes those lanes twice with the same values (outputs share no byte with
+// inputs: Note [aliasing]); a sum keeps only the new lanes of it.
+template <class V>
+FT_INLINE V last_lanes(V v, int64_t keep) {  // v with all but its last `keep` lanes zeroed
+  using E = std::decay_t<decltype(v[0])>;
+  constexpr int n = int(sizeof(V) / sizeof(E));
+  using M = decltype(v > v);
+  V lane{};
+  for (int i = 0; i < n; ++i) lane[i] = E(i);
+  const M m = lane >= (V{} + E(n - keep));
+  return (V)((M)v & m);
+}
 // The largest lane (of values >= 0: maxima of |v|), in double.
 template <class V> FT_INLINE double lane_max(const V& v) {
   constexpr int n = int(sizeof(V) / sizeof(v[0]));

@@ -80,9 +80,12 @@ FT_HD void group_grad_coeffs(const GnBackwardArgs& a, const double* sums, int64_
     sum_gxc += w * sums[2 * (n * s.c + c) + 1];
   }
   const double mean = a.mean.get(k, 0.0), rstd = a.rstd.get(k, 0.0);
-  for (int64_t c = c0; c < c1; ++c)
-    set(n * s.c + c, norm_grad_coeffs<T>(double(s.per_group()), sum_g, sum_gxc, mean, rstd,
-                                         a.weight.get(c, 1.0)));
+  // The group's terms once; only dy_scale = weight * rstd differs between its channels.
+  NormGradCoeffs<T> co = norm_grad_coeffs<T>(double(s.per_group()), sum_g, sum_gxc, mean, rstd, 1.0);
+  for (int64_t c = c0; c < c1; ++c) {
+    co.dy_scale = T(a.weight.get(c, 1.0) * rstd);
+    set(n * s.c + c, co);
+  }
 }
 
 // Channel c's dweight = sum over samples of rstd * sum dy * (x - mean), and dbias = sum dy.
