@@ -168,9 +168,14 @@ Stats planar_stats(const S* x, const BnShape& s, int64_t c, int64_t j0, int64_t 
   return st;
 }
 
+// Note [coefficients by value]: the elementwise passes copy their coefficients first. Read
+// through the reference, a float32 coefficient may be the memory a float32 store just wrote, so
+// the compiler reloaded every one after each vector stored (four more loads a vector).
+
 // y = bn_forward(x) over one contiguous run of len values.
 template <class S, class T>
-FT_INLINE void run_normalize(const S* x, S* y, int64_t len, const math::BnForwardCoeffs<T>& co) {
+FT_INLINE void run_normalize(const S* x, S* y, int64_t len, const math::BnForwardCoeffs<T>& coeffs) {
+  const math::BnForwardCoeffs<T> co = coeffs;  // Note [coefficients by value]
   over_elementwise<lanes<S>()>(
       len, [&](int64_t i) { vstore(y + i, math::bn_forward(vload(x + i), co)); },
       [&](int64_t i) { sstore(y + i, math::bn_forward(sload(x + i), co)); });
@@ -225,8 +230,9 @@ FT_INLINE V grad_input(V dy, V x, const math::NormGradCoeffs<T>& c) { return mat
 
 // dx over one contiguous run of len values; Weighted: dy times w[i] before the map.
 template <bool Weighted = false, class S, class Co, class T = Cmp<S>>
-FT_INLINE void run_grad_input(const S* dy, const S* x, S* dx, int64_t len, const Co& co,
+FT_INLINE void run_grad_input(const S* dy, const S* x, S* dx, int64_t len, const Co& coeffs,
                               const T* w = nullptr) {
+  const Co co = coeffs;  // Note [coefficients by value]
   over_elementwise<lanes<S>()>(
       len,
       [&](int64_t i) {
