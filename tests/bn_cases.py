@@ -35,6 +35,9 @@ CASES = [
     BnCase("4d-cl-4x5x5x7", (4, 5, 5, 7), channels_last=True),
     BnCase("4d-cl-3x11x13x1", (3, 11, 13, 1), channels_last=True, affine=False),
     BnCase("4d-cl-4x40x40x24", (4, 40, 40, 24), channels_last=True, momentum=0.3),
+    # Row tiles (Note [row tiles]) of several vectors, one vector and scalar channels, rows not
+    # a multiple of the tile.
+    BnCase("4d-cl-3x5x7x83", (3, 5, 7, 83), channels_last=True),
     BnCase("5d-2x3x3x5x4", (2, 3, 3, 5, 4)),
     BnCase("5d-cl-2x3x5x4x16", (2, 3, 5, 4, 16), channels_last=True, affine=False),
     # Channels of more than the cache budget: split statistics and split backward paths.

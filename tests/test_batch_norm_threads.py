@@ -13,6 +13,7 @@ CASES = [
     (BnCase("planar-split-1x2x520x520", (1, 2, 520, 520)), "float32"),
     (BnCase("planar-bwd-split-2x3x260x260", (2, 3, 260, 260)), "bfloat16"),
     (BnCase("rows-cl-16x40x40x24", (16, 40, 40, 24), channels_last=True), "float32"),
+    (BnCase("rows-cl-tiles-6x30x30x83", (6, 30, 30, 83), channels_last=True), "bfloat16"),
     (BnCase("rows-2d-9001x67", (9001, 67)), "float64"),
     (BnCase("planar-1-channel-cl-200000x1", (200000, 1), channels_last=True), "float32"),
 ]

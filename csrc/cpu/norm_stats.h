@@ -299,18 +299,50 @@ inline int64_t row_pieces(int64_t rows, int64_t channels) {
   return std::clamp<int64_t>(p, 1, std::max<int64_t>(rows, 1));
 }
 
-// Calls vb(row, r, c) on vectors of channels and sb(row, r, c) on the channel tail, row by row.
-template <class S, class VecBody, class ScalarBody>
-FT_INLINE void over_rows(const S* x, int64_t C, int64_t r0, int64_t r1, VecBody&& vb,
-                         ScalarBody&& sb) {
+// Note [row tiles]: the rows-layout passes walk tiles of kTileRows rows, and within a tile
+// kColumnVectors vectors of channels down its rows before the next, so the per-channel state a
+// vector needs (shift, partial sums, coefficients) is loaded into registers once a tile where a
+// row at a time reloaded it for every vector: the normalize read five vectors (x, the split mean,
+// scale and bias) and the sums three and stored two for each vector of x, a channels-last group
+// norm forward over (8, 2048, 7, 7) 2.5 times torch's time. Every channel still adds its rows in
+// row order, so the sums are those of a row at a time; row blocks (kRowBlock) hold whole tiles.
+// A tile spans at most 4 KB of rows: rows a multiple of 4 KB apart share an L1 set, more of them
+// than it has ways, and a store to one followed by a load from another shares its address's low
+// 12 bits, which the core takes for a dependence (4K aliasing); in 16-row tiles a BatchNorm1d of
+// 1024 channels was 6-9% slower. Rows of 4 KB and more go a row at a time, as before; the gain is
+// where rows are short (BatchNorm2d channels-last with 64 channels: 1.6x fwd and bwd).
+constexpr int64_t kTileRows = 16;
+constexpr int kColumnVectors = sizeof(VecF) == 64 ? 4 : 2;  // registers: 32 for AVX-512, else 16
+
+// Calls tile(K, c, ra, rb) on K vectors of channels from channel c over rows [ra, rb) (K a
+// compile-time constant) and scalar(c, ra, rb) on the channel tail, tile by tile.
+template <class S, class Tile, class Scalar>
+FT_INLINE void over_tiles(int64_t C, int64_t r0, int64_t r1, Tile&& tile, Scalar&& scalar) {
   constexpr int64_t W = lanes<S>();
-  for (int64_t r = r0; r < r1; ++r) {
-    const S* row = x + r * C;
+  const int64_t tile_rows = std::clamp<int64_t>(4096 / std::max<int64_t>(1, C * int64_t(sizeof(S))), 1, kTileRows);
+  for (int64_t ra = r0; ra < r1; ra += tile_rows) {
+    const int64_t rb = std::min(ra + tile_rows, r1);
     int64_t c = 0;
-    for (; c + W <= C; c += W) vb(row, r, c);
-    for (; c < C; ++c) sb(row, r, c);
+    for (; c + kColumnVectors * W <= C; c += kColumnVectors * W)
+      tile(std::integral_constant<int, kColumnVectors>{}, c, ra, rb);
+    for (; c + W <= C; c += W) tile(std::integral_constant<int, 1>{}, c, ra, rb);
+    for (; c < C; ++c) scalar(c, ra, rb);
   }
 }
+
+// K vectors of per-channel values from channel c (state a tile keeps in registers).
+template <int K, class T>
+struct Lanes {
+  VecOf<T> v[K];
+  FT_INLINE Lanes(const T* p, int64_t c) {
+    for (int j = 0; j < K; ++j) v[j] = vload(p + c + j * lanes<T>());
+  }
+  FT_INLINE void store(T* p, int64_t c) const {
+    for (int j = 0; j < K; ++j) vstore(p + c + j * lanes<T>(), v[j]);
+  }
+  FT_INLINE VecOf<T>& operator[](int j) { return v[j]; }
+  FT_INLINE const VecOf<T>& operator[](int j) const { return v[j]; }
+};
 
 // Statistics of rows [r0, r1) per channel into out[0..C). The piece's first block is summed
 // twice to find each channel's approximate mean; every block is then summed once around that
@@ -320,30 +352,48 @@ FT_INLINE void over_rows(const S* x, int64_t C, int64_t r0, int64_t r1, VecBody&
 template <class S>
 void rows_stats(const S* x, int64_t C, int64_t r0, int64_t r1, Stats* out) {
   using T = Cmp<S>;
-  using V = VecOf<S>;
+  constexpr int64_t W = lanes<S>();
   std::vector<T> shift(C, T(0)), s1(C), s2(C);
   std::vector<double> t1(C, 0.0), t2(C, 0.0);
   const int64_t first = std::min(r0 + kRowBlock, r1);
-  over_rows<S>(
-      x, C, r0, first,
-      [&](const S* row, int64_t, int64_t c) { vstore(&shift[c], vload(&shift[c]) + vload(row + c)); },
-      [&](const S* row, int64_t, int64_t c) { shift[c] += sload(row + c); });
+  over_tiles<S>(
+      C, r0, first,
+      [&](auto k, int64_t c, int64_t ra, int64_t rb) {
+        constexpr int K = decltype(k)::value;
+        Lanes<K, T> sum(shift.data(), c);
+        for (int64_t r = ra; r < rb; ++r)
+          for (int j = 0; j < K; ++j) sum[j] = sum[j] + vload(x + r * C + c + j * W);
+        sum.store(shift.data(), c);
+      },
+      [&](int64_t c, int64_t ra, int64_t rb) {
+        for (int64_t r = ra; r < rb; ++r) shift[c] += sload(x + r * C + c);
+      });
   for (int64_t c = 0; c < C; ++c) shift[c] = shift[c] / T(first - r0);
   for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
     const int64_t b1 = std::min(b0 + kRowBlock, r1);
     std::fill(s1.begin(), s1.end(), T(0));
     std::fill(s2.begin(), s2.end(), T(0));
-    over_rows<S>(
-        x, C, b0, b1,
-        [&](const S* row, int64_t, int64_t c) {
-          V d = vload(row + c) - vload(&shift[c]);
-          vstore(&s1[c], vload(&s1[c]) + d);
-          vstore(&s2[c], vload(&s2[c]) + d * d);
+    over_tiles<S>(
+        C, b0, b1,
+        [&](auto k, int64_t c, int64_t ra, int64_t rb) {
+          constexpr int K = decltype(k)::value;
+          const Lanes<K, T> sh(shift.data(), c);
+          Lanes<K, T> a(s1.data(), c), q(s2.data(), c);
+          for (int64_t r = ra; r < rb; ++r)
+            for (int j = 0; j < K; ++j) {
+              const auto d = vload(x + r * C + c + j * W) - sh[j];
+              a[j] = a[j] + d;
+              q[j] = q[j] + d * d;
+            }
+          a.store(s1.data(), c);
+          q.store(s2.data(), c);
         },
-        [&](const S* row, int64_t, int64_t c) {
-          T d = sload(row + c) - shift[c];
-          s1[c] += d;
-          s2[c] += d * d;
+        [&](int64_t c, int64_t ra, int64_t rb) {
+          for (int64_t r = ra; r < rb; ++r) {
+            T d = sload(x + r * C + c) - shift[c];
+            s1[c] += d;
+            s2[c] += d * d;
+          }
         });
     for (int64_t c = 0; c < C; ++c) {
       t1[c] += double(s1[c]);
@@ -358,26 +408,34 @@ template <class S>
 void rows_grad_sums(const S* dy, const S* x, int64_t C, int64_t r0, int64_t r1,
                     const Cmp<S>* hi, const Cmp<S>* lo, GradSums* out) {
   using T = Cmp<S>;
-  using V = VecOf<S>;
-  const int64_t rb = kRowBlock;
+  constexpr int64_t W = lanes<S>();
   std::vector<T> a(C), b(C);
   for (int64_t c = 0; c < C; ++c) out[c] = GradSums{};
-  for (int64_t b0 = r0; b0 < r1; b0 += rb) {
-    const int64_t b1 = std::min(b0 + rb, r1);
+  for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
+    const int64_t b1 = std::min(b0 + kRowBlock, r1);
     std::fill(a.begin(), a.end(), T(0));
     std::fill(b.begin(), b.end(), T(0));
-    over_rows<S>(
-        x, C, b0, b1,
-        [&](const S* row, int64_t r, int64_t c) {
-          V d = vload(dy + r * C + c);
-          V xc = (vload(row + c) - vload(hi + c)) - vload(lo + c);
-          vstore(&a[c], vload(&a[c]) + d);
-          vstore(&b[c], vload(&b[c]) + d * xc);
+    over_tiles<S>(
+        C, b0, b1,
+        [&](auto k, int64_t c, int64_t ra, int64_t rb) {
+          constexpr int K = decltype(k)::value;
+          const Lanes<K, T> h(hi, c), l(lo, c);
+          Lanes<K, T> sa(a.data(), c), sb(b.data(), c);
+          for (int64_t r = ra; r < rb; ++r)
+            for (int j = 0; j < K; ++j) {
+              const auto d = vload(dy + r * C + c + j * W);
+              sa[j] = sa[j] + d;
+              sb[j] = sb[j] + d * ((vload(x + r * C + c + j * W) - h[j]) - l[j]);
+            }
+          sa.store(a.data(), c);
+          sb.store(b.data(), c);
         },
-        [&](const S* row, int64_t r, int64_t c) {
-          T d = sload(dy + r * C + c);
-          a[c] += d;
-          b[c] += d * ((sload(row + c) - hi[c]) - lo[c]);
+        [&](int64_t c, int64_t ra, int64_t rb) {
+          for (int64_t r = ra; r < rb; ++r) {
+            T d = sload(dy + r * C + c);
+            a[c] += d;
+            b[c] += d * ((sload(x + r * C + c) - hi[c]) - lo[c]);
+          }
         });
     for (int64_t c = 0; c < C; ++c) {
       out[c].dy += double(a[c]);
@@ -411,15 +469,25 @@ struct ChannelCoeffs {
 template <class S, class T>
 void rows_normalize(const S* x, S* y, int64_t C, int64_t r0, int64_t r1, const ChannelCoeffs<T>& k) {
   using V = VecOf<S>;
-  over_rows<S>(
-      x, C, r0, r1,
-      [&](const S* row, int64_t r, int64_t c) {
-        math::BnForwardCoeffs<V> co{{vload(&k.hi[c]), vload(&k.lo[c])}, vload(&k.a[c]), vload(&k.b[c])};
-        vstore(y + r * C + c, math::bn_forward(vload(row + c), co));
+  constexpr int64_t W = lanes<S>();
+  over_tiles<S>(
+      C, r0, r1,
+      [&](auto kc, int64_t c, int64_t ra, int64_t rb) {
+        constexpr int K = decltype(kc)::value;
+        math::BnForwardCoeffs<V> co[K];
+        for (int j = 0; j < K; ++j) {
+          const int64_t i = c + j * W;
+          co[j] = {{vload(&k.hi[i]), vload(&k.lo[i])}, vload(&k.a[i]), vload(&k.b[i])};
+        }
+        for (int64_t r = ra; r < rb; ++r)
+          for (int j = 0; j < K; ++j) {
+            const int64_t i = r * C + c + j * W;
+            vstore(y + i, math::bn_forward(vload(x + i), co[j]));
+          }
       },
-      [&](const S* row, int64_t r, int64_t c) {
-        math::BnForwardCoeffs<T> co{{k.hi[c], k.lo[c]}, k.a[c], k.b[c]};
-        sstore(y + r * C + c, math::bn_forward(sload(row + c), co));
+      [&](int64_t c, int64_t ra, int64_t rb) {
+        const math::BnForwardCoeffs<T> co{{k.hi[c], k.lo[c]}, k.a[c], k.b[c]};
+        for (int64_t r = ra; r < rb; ++r) sstore(y + r * C + c, math::bn_forward(sload(x + r * C + c), co));
       });
 }
 
@@ -428,15 +496,28 @@ template <template <class> class Co, class S, class T>
 void rows_grad_input(const S* dy, const S* x, S* dx, int64_t C, int64_t r0, int64_t r1,
                      const ChannelCoeffs<T>& k) {
   using V = VecOf<S>;
-  over_rows<S>(
-      x, C, r0, r1,
-      [&](const S* row, int64_t r, int64_t c) {
-        Co<V> co{{vload(&k.hi[c]), vload(&k.lo[c])}, vload(&k.a[c]), vload(&k.b[c]), vload(&k.d[c])};
-        vstore(dx + r * C + c, grad_input(vload(dy + r * C + c), vload(row + c), co));
+  constexpr int64_t W = lanes<S>();
+  over_tiles<S>(
+      C, r0, r1,
+      [&](auto kc, int64_t c, int64_t ra, int64_t rb) {
+        constexpr int K = decltype(kc)::value;
+        Co<V> co[K];
+        for (int j = 0; j < K; ++j) {
+          const int64_t i = c + j * W;
+          co[j] = {{vload(&k.hi[i]), vload(&k.lo[i])}, vload(&k.a[i]), vload(&k.b[i]), vload(&k.d[i])};
+        }
+        for (int64_t r = ra; r < rb; ++r)
+          for (int j = 0; j < K; ++j) {
+            const int64_t i = r * C + c + j * W;
+            vstore(dx + i, grad_input(vload(dy + i), vload(x + i), co[j]));
+          }
       },
-      [&](const S* row, int64_t r, int64_t c) {
-        Co<T> co{{k.hi[c], k.lo[c]}, k.a[c], k.b[c], k.d[c]};
-        sstore(dx + r * C + c, grad_input(sload(dy + r * C + c), sload(row + c), co));
+      [&](int64_t c, int64_t ra, int64_t rb) {
+        const Co<T> co{{k.hi[c], k.lo[c]}, k.a[c], k.b[c], k.d[c]};
+        for (int64_t r = ra; r < rb; ++r) {
+          const int64_t i = r * C + c;
+          sstore(dx + i, grad_input(sload(dy + i), sload(x + i), co));
+        }
       });
 }
 #pragma GCC diagnostic pop  // Note [vector template arguments]
