@@ -155,12 +155,13 @@ void ln_backward_typed(const LnBackwardArgs& a) {
 
 // ---------------------------------------------------------------- group and instance norm
 
-// Calls f(ci, lo, hi) for each channel ci of a group (channels of hw values, one after the
-// other) that values [j0, j1) of the group touch, with the channel's own value range [lo, hi).
+// Calls f(c, lo, hi) for each channel c = first + i of a group (channels of hw values, one after
+// the other, the group's first channel `first` of the view (1, N * C, hw)) that values [j0, j1)
+// of the group touch, with the channel's own value range [lo, hi): values c * hw + [lo, hi).
 template <class F>
-void for_group_channels(int64_t hw, int64_t j0, int64_t j1, F&& f) {
-  for (int64_t ci = j0 / hw; ci * hw < j1; ++ci)
-    f(ci, std::max(j0, ci * hw) - ci * hw, std::min(j1, (ci + 1) * hw) - ci * hw);
+void for_group_channels(int64_t first, int64_t hw, int64_t j0, int64_t j1, F&& f) {
+  for (int64_t i = j0 / hw; i * hw < j1; ++i)
+    f(first + i, std::max(j0, i * hw) - i * hw, std::min(j1, (i + 1) * hw) - i * hw);
 }
 
 // Forward bookkeeping of one group k = n * G + g: its mean and rstd (from its statistics, or
@@ -214,7 +215,7 @@ void gn_forward_typed(const GnForwardArgs& a) {
   const int64_t N = g.n, C = g.c, G = g.groups, cg = g.per_group_channels(), HW = g.hw;
   GroupForward gf(a);
   if (!g.channels_last || HW == 1) {
-    const BnShape stat{1, N * G, g.per_group()}, norm{1, N * C, HW};
+    const BnShape stat{1, N * G, g.per_group()};
     std::vector<math::BnForwardCoeffs<T>> co(N * C);
     planar_driver<Stats>(
         N * G, g.per_group(), sizeof(S),
@@ -225,12 +226,8 @@ void gn_forward_typed(const GnForwardArgs& a) {
           gf.finish<T>(k, st, [&](int64_t c, const auto& k_co) { co[k / G * C + c] = k_co; });
         },
         [&](int64_t k, int64_t j0, int64_t j1) {
-          if (j1 - j0 == cg * HW) {  // the whole group, a channel after the other
-            for (int64_t c = k * cg; c < (k + 1) * cg; ++c) run_normalize(x + c * HW, y + c * HW, HW, co[c]);
-            return;
-          }
-          for_group_channels(HW, j0, j1, [&](int64_t ci, int64_t lo, int64_t hi) {
-            planar_normalize(x, y, norm, k * cg + ci, lo, hi, co[k * cg + ci]);
+          for_group_channels(k * cg, HW, j0, j1, [&](int64_t c, int64_t lo, int64_t hi) {
+            run_normalize(x + c * HW + lo, y + c * HW + lo, hi - lo, co[c]);
           });
         });
   } else {  // channels last: per sample, the rows layout (HW, C)
@@ -375,8 +372,8 @@ void gn_backward_typed(const GnBackwardArgs& a) {
         [&](int64_t k, int64_t j0, int64_t j1) {
           ChannelSums out(cg);
           const auto mean = math::split_mean<T>(a.mean.get(k));
-          for_group_channels(HW, j0, j1, [&](int64_t ci, int64_t lo, int64_t hi) {
-            out[ci] = planar_grad_sums(dy, x, norm, k * cg + ci, lo, hi, mean);
+          for_group_channels(k * cg, HW, j0, j1, [&](int64_t c, int64_t lo, int64_t hi) {
+            out[c - k * cg] = planar_grad_sums(dy, x, norm, c, lo, hi, mean);
           });
           return out;
         },
@@ -384,8 +381,8 @@ void gn_backward_typed(const GnBackwardArgs& a) {
           group_grad<T>(a, k, sums.data(), kept, [&](int64_t c, const auto& k_co) { co[k / G * C + c] = k_co; });
         },
         [&](int64_t k, int64_t j0, int64_t j1) {
-          for_group_channels(HW, j0, j1, [&](int64_t ci, int64_t lo, int64_t hi) {
-            planar_grad_input(dy, x, dx, norm, k * cg + ci, lo, hi, co[k * cg + ci]);
+          for_group_channels(k * cg, HW, j0, j1, [&](int64_t c, int64_t lo, int64_t hi) {
+            run_grad_input(dy + c * HW + lo, x + c * HW + lo, dx + c * HW + lo, hi - lo, co[c]);
           });
         });
   } else {
