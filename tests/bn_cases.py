@@ -38,6 +38,7 @@ CASES = [
     # Row tiles (Note [row tiles]) of several vectors, one vector and scalar channels, rows not
     # a multiple of the tile.
     BnCase("4d-cl-3x5x7x83", (3, 5, 7, 83), channels_last=True),
+    BnCase("4d-cl-wide-2x3x5x1048", (2, 3, 5, 1048), channels_last=True),  # Note [hot samples]
     BnCase("5d-2x3x3x5x4", (2, 3, 3, 5, 4)),
     BnCase("5d-cl-2x3x5x4x16", (2, 3, 5, 4, 16), channels_last=True, affine=False),
     # Channels of more than the cache budget: split statistics and split backward paths.

@@ -68,6 +68,9 @@ GROUP_CASES = [
     # chunks; a last vector that overlaps the one before (49, 81 values).
     GroupCase("short-5x64x7x7-g32", (5, 64, 7, 7), 32),
     GroupCase("short-3x12x9x9-g3", (3, 12, 9, 9), 3),
+    # Channels-last samples of one row piece each, reduced and applied in one task in tiles of
+    # rows longer than 4 KB (Note [hot samples]); 25 rows, a one-vector and a scalar channel tail.
+    GroupCase("cl-wide-3x5x5x1048-g8", (3, 5, 5, 1048), 8, channels_last=True),
     # Groups beyond the cache budget (pieces); channels-last samples of several row pieces.
     GroupCase("split-1x4x260x260-g2", (1, 4, 260, 260), 2),
     GroupCase("cl-rows-2x128x128x36-g6", (2, 128, 128, 36), 6, channels_last=True),

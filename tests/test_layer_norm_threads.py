@@ -15,7 +15,8 @@ GROUPS = [(GroupCase("hot-8x32x20x20-g8", (8, 32, 20, 20), 8), "float32"),
           (GroupCase("short-24x64x7x7-g32", (24, 64, 7, 7), 32), "float32"),
           (GroupCase("short-bf16-9x40x9x9-g8", (9, 40, 9, 9), 8), "bfloat16"),
           (GroupCase("cl-4x96x96x32-g4", (4, 96, 96, 32), 4, channels_last=True), "float64"),
-          (GroupCase("cl-f16-3x40x40x24-g24", (3, 40, 40, 24), 24, channels_last=True), "float16")]
+          (GroupCase("cl-f16-3x40x40x24-g24", (3, 40, 40, 24), 24, channels_last=True), "float16"),
+          (GroupCase("cl-hot-7x3x7x1048-g8", (7, 3, 7, 1048), 8, channels_last=True), "float32")]
 THREADS = (1, 2, 3)
 
 

@@ -95,8 +95,8 @@ void forward_typed(const BnForwardArgs& a) {
   ChannelCoeffs<T> k(C);  // a: scale, b: bias
   rows_driver<Stats>(
       1, s.outer, C,
-      [&](int64_t, int64_t r0, int64_t r1, Stats* out) {
-        if (a.training) rows_stats(x, C, r0, r1, out);
+      [&](int64_t, int64_t r0, int64_t r1, bool hot, Stats* out) {
+        if (a.training) rows_stats(x, C, r0, r1, hot, out);
       },
       [&](int64_t, const Stats* st) {
         each_run(C, [&](int64_t c0, int64_t n) {
@@ -108,7 +108,7 @@ void forward_typed(const BnForwardArgs& a) {
           });
         });
       },
-      [&](int64_t, int64_t r0, int64_t r1) { rows_normalize(x, y, C, r0, r1, k); });
+      [&](int64_t, int64_t r0, int64_t r1, bool hot) { rows_normalize(x, y, C, r0, r1, hot, k); });
 }
 
 // ---------------------------------------------------------------- backward
@@ -175,16 +175,16 @@ void backward_typed(const BnBackwardArgs& a) {
   }
   rows_driver<GradSums>(
       1, s.outer, C,
-      [&](int64_t, int64_t r0, int64_t r1, GradSums* out) {
-        if (reduce) rows_grad_sums(dy, x, C, r0, r1, k.hi.data(), k.lo.data(), out);
+      [&](int64_t, int64_t r0, int64_t r1, bool hot, GradSums* out) {
+        if (reduce) rows_grad_sums(dy, x, C, r0, r1, hot, k.hi.data(), k.lo.data(), out);
       },
       [&](int64_t, const GradSums* g) {
         each_run(C, [&](int64_t c0, int64_t m) {
           backward_channels<T>(a, c0, m, n, g + c0, [&](int64_t c, const auto& co) { k.set_grad(c, co); });
         });
       },
-      [&](int64_t, int64_t r0, int64_t r1) {
-        if (apply) rows_grad_input<math::BnBackwardCoeffs>(dy, x, dx, C, r0, r1, k);
+      [&](int64_t, int64_t r0, int64_t r1, bool hot) {
+        if (apply) rows_grad_input<math::BnBackwardCoeffs>(dy, x, dx, C, r0, r1, hot, k);
       });
 }
 

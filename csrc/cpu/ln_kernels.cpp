@@ -234,8 +234,8 @@ void gn_forward_typed(const GnForwardArgs& a) {
     std::vector<ChannelCoeffs<T>> co(N, ChannelCoeffs<T>(C));  // a: scale, b: bias
     rows_driver<Stats>(
         N, HW, C,
-        [&](int64_t n, int64_t r0, int64_t r1, Stats* out) {
-          if (a.use_input_stats) rows_stats(x + n * HW * C, C, r0, r1, out);
+        [&](int64_t n, int64_t r0, int64_t r1, bool hot, Stats* out) {
+          if (a.use_input_stats) rows_stats(x + n * HW * C, C, r0, r1, hot, out);
         },
         [&](int64_t n, const Stats* st) {
           for (int64_t gi = 0; gi < G; ++gi) {
@@ -248,8 +248,8 @@ void gn_forward_typed(const GnForwardArgs& a) {
             });
           }
         },
-        [&](int64_t n, int64_t r0, int64_t r1) {
-          rows_normalize(x + n * HW * C, y + n * HW * C, C, r0, r1, co[n]);
+        [&](int64_t n, int64_t r0, int64_t r1, bool hot) {
+          rows_normalize(x + n * HW * C, y + n * HW * C, C, r0, r1, hot, co[n]);
         });
   }
   gf.update_running();
@@ -395,17 +395,17 @@ void gn_backward_typed(const GnBackwardArgs& a) {
       }
     rows_driver<GradSums>(
         N, HW, C,
-        [&](int64_t n, int64_t r0, int64_t r1, GradSums* out) {
-          rows_grad_sums(dy + n * HW * C, x + n * HW * C, C, r0, r1, co[n].hi.data(), co[n].lo.data(), out);
+        [&](int64_t n, int64_t r0, int64_t r1, bool hot, GradSums* out) {
+          rows_grad_sums(dy + n * HW * C, x + n * HW * C, C, r0, r1, hot, co[n].hi.data(), co[n].lo.data(), out);
         },
         [&](int64_t n, const GradSums* sums) {
           for (int64_t gi = 0; gi < G; ++gi)
             group_grad<T>(a, n * G + gi, sums + gi * cg, kept,
                               [&](int64_t c, const auto& k_co) { co[n].set_grad(c, k_co); });
         },
-        [&](int64_t n, int64_t r0, int64_t r1) {
+        [&](int64_t n, int64_t r0, int64_t r1, bool hot) {
           const int64_t off = n * HW * C;
-          rows_grad_input<math::NormGradCoeffs>(dy + off, x + off, dx + off, C, r0, r1, co[n]);
+          rows_grad_input<math::NormGradCoeffs>(dy + off, x + off, dx + off, C, r0, r1, hot, co[n]);
         });
   }
   for (int64_t c = 0; a.dweight.present() && c < C; ++c) math::group_param_grads(a, kept.data(), c);
