@@ -43,6 +43,37 @@ def test_forward_without_a_graph_matches_torch(name, shape, kw):
         for seed, training in ((0, True), (1, True), (2, False))])
 
 
+@pytest.mark.parametrize("name,shape,kw", [
+    ("GroupNorm", (3, 4, 0, 5), dict(num_groups=2, num_channels=4)),
+    ("GroupNorm", (2, 4, 0), dict(num_groups=4, num_channels=4, affine=False)),
+    ("InstanceNorm1d", (3, 2, 0), dict(num_features=2, affine=True)),
+    ("InstanceNorm2d", (2, 3, 4, 0), dict(num_features=3, affine=True, track_running_stats=True)),
+    ("InstanceNorm3d", (2, 3, 0, 2, 2), dict(num_features=3)),
+], ids=lambda v: str(v))
+def test_input_without_values_per_group_as_torch(name, shape, kw):
+    """A spatial size of 0 with samples and channels: the kernels refuse it (no values per group),
+    the modules give torch.nn's empty output, parameter grads (NaN for GroupNorm's weight, as
+    torch's) and running statistics, in training and in eval."""
+    ref, ours = _pair(name, kw)
+    for training in (True, False):
+        ref.train(training), ours.train(training)
+        outs = []
+        for m in (ref, ours):
+            x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+            y = m(x)
+            if y.requires_grad:
+                y.sum().backward()
+            outs.append((y, x.grad, [p.grad for p in m.parameters()]))
+        (y1, gx1, gp1), (y2, gx2, gp2) = outs
+        assert y2.shape == y1.shape == shape and y2.dtype == y1.dtype
+        assert (gx2 is None) == (gx1 is None)
+        for a, b in zip(gp2, gp1):
+            torch.testing.assert_close(a, b, equal_nan=True)
+        for a, b in zip(ours.buffers(), ref.buffers()):
+            torch.testing.assert_close(a, b)
+        ref.zero_grad(), ours.zero_grad()
+
+
 @pytest.mark.parametrize("name,shape,kw", ROW_MODULES + [
     ("BatchNorm2d", (4, 3, 5, 5), dict(num_features=3)),
 ], ids=lambda v: str(v))

@@ -111,6 +111,15 @@ class _GroupNormFunction(torch.autograd.Function):
                                                 momentum)
 
 
+def _group_norm(x, *args):
+    """apply(_GroupNormFunction, x, *args), or torch's op where x has no values per group (a
+    spatial size of 0 with samples and channels): the kernels refuse such input, torch.nn's
+    GroupNorm and InstanceNorm return an empty output (and gradients torch's way)."""
+    if isinstance(x, torch.Tensor) and x.numel() == 0 and x.dim() > 2 and x.shape[0] * x.shape[1]:
+        return _GroupNormFunction.torch_forward(x, *args)
+    return apply(_GroupNormFunction, x, *args)
+
+
 class LayerNorm(torch.nn.LayerNorm):
     """torch.nn.LayerNorm on fusedtrain kernels."""
 
@@ -137,8 +146,8 @@ class GroupNorm(torch.nn.GroupNorm):
     """torch.nn.GroupNorm on fusedtrain kernels: input (N, C, *), either memory format."""
 
     def forward(self, input):
-        return apply(_GroupNormFunction, input, self.weight, self.bias, self.num_groups, self.eps,
-                                        False, None, None, True, 0.0)
+        return _group_norm(input, self.weight, self.bias, self.num_groups, self.eps, False, None,
+                           None, True, 0.0)
 
 
 class _FusedInstanceNorm:
@@ -149,9 +158,8 @@ class _FusedInstanceNorm:
     def _apply_instance_norm(self, input):
         use_input_stats = self.training or not self.track_running_stats
         momentum = self.momentum if self.momentum is not None else 0.0
-        return apply(_GroupNormFunction, input, self.weight, self.bias, input.shape[1], self.eps,
-                                        True, self.running_mean, self.running_var,
-                                        use_input_stats, momentum)
+        return _group_norm(input, self.weight, self.bias, input.shape[1], self.eps, True,
+                           self.running_mean, self.running_var, use_input_stats, momentum)
 
 
 class InstanceNorm1d(_FusedInstanceNorm, torch.nn.InstanceNorm1d):
