@@ -22,7 +22,7 @@ class Workload:
     name: str
     kind: str               # layer, rms, group
     shape: tuple            # the array's own shape (channels last when channels_last)
-    target_fwd_bwd: float   # required fusedtrain speedup over torch for forward+backward
+    target_fwd_bwd: float | None  # required speedup over torch for forward+backward; None: none
     groups: int = 0
     channels_last: bool = False
     bias: bool = True       # layer norm: False is a layer without a bias (bias_grads=False)
@@ -41,6 +41,14 @@ WORKLOADS = (
              row={"channels_last": False}),
     Workload("groupnorm 32x56x56x256 g32 nhwc", "group", (32, 56, 56, 256), 2.0, groups=32,
              channels_last=True, row={"channels_last": True}),
+    # Small maps (detection heads, late stages): no target, the shapes where ours is closest to
+    # torch's or behind it (README, "Layer, RMS, group and instance norm").
+    Workload("groupnorm 8x2048x7x7 g32 nchw", "group", (8, 2048, 7, 7), None, groups=32,
+             row={"channels_last": False}),
+    Workload("groupnorm 8x7x7x2048 g32 nhwc", "group", (8, 7, 7, 2048), None, groups=32,
+             channels_last=True, row={"channels_last": True}),
+    Workload("groupnorm 64x32x8x8 g32 nchw", "group", (64, 32, 8, 8), None, groups=32,
+             row={"channels_last": False}),
 )
 
 

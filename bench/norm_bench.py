@@ -77,7 +77,7 @@ def run(args, workloads, build, *, benchmark, json_stem, settings):
             ok = row.get("torch", {}).get("status") == "ok" and row["fusedtrain"].get("status") == "ok"
             row["speedup_vs_torch"] = (row["torch"]["median_ms"] / row["fusedtrain"]["median_ms"]
                                        if ok else None)
-            if kind == "fwd+bwd":
+            if kind == "fwd+bwd" and w.target_fwd_bwd is not None:  # None: a shape to watch
                 row["target_speedup"] = w.target_fwd_bwd
                 row["target_met"] = (row["speedup_vs_torch"] >= w.target_fwd_bwd
                                      if row["speedup_vs_torch"] is not None else None)
