@@ -353,6 +353,24 @@ void gn_backward_short(const GnBackwardArgs& a, std::vector<double>& kept) {
   });
 }
 
+// dweight and dbias of every channel (math::group_param_grads, each channel's samples in order),
+// samples outer: a channel at a time read each sample's rstd through its dtype switch and strode
+// over the sums, 20 us of a 140 us backward over (8, 2048, 7, 7).
+void param_grads(const GnBackwardArgs& a, const double* sums) {
+  const GnShape& g = a.shape;
+  const int64_t cg = g.per_group_channels();
+  std::vector<double> dw(g.c, 0.0), db(g.c, 0.0);
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      const double rstd = a.rstd.get(n * g.groups + gi, 0.0);
+      for (int64_t c = gi * cg; c < (gi + 1) * cg; ++c) math::add_param_terms(sums, g.c, n, c, rstd, dw[c], db[c]);
+    }
+  for (int64_t c = 0; c < g.c; ++c) {
+    a.dweight.set(c, dw[c]);
+    a.dbias.set(c, db[c]);
+  }
+}
+
 template <class S>
 void gn_backward_typed(const GnBackwardArgs& a) {
   using T = Cmp<S>;
@@ -408,7 +426,7 @@ void gn_backward_typed(const GnBackwardArgs& a) {
           rows_grad_input<math::NormGradCoeffs>(dy + off, x + off, dx + off, C, r0, r1, hot, co[n]);
         });
   }
-  for (int64_t c = 0; a.dweight.present() && c < C; ++c) math::group_param_grads(a, kept.data(), c);
+  if (a.dweight.present()) param_grads(a, kept.data());
 }
 
 template <class S> struct LnForwardFn { static void run(const LnForwardArgs& a) { ln_forward_typed<S>(a); } };

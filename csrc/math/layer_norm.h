@@ -88,14 +88,20 @@ FT_HD void group_grad_coeffs(const GnBackwardArgs& a, const double* sums, int64_
   }
 }
 
-// Channel c's dweight = sum over samples of rstd * sum dy * (x - mean), and dbias = sum dy.
+// Sample n's terms of channel c's dweight = sum over samples of rstd * sum dy * (x - mean) and
+// dbias = sum dy, added to dw and db (rstd: the sample's group's).
+FT_HD FT_INLINE void add_param_terms(const double* sums, int64_t C, int64_t n, int64_t c, double rstd,
+                                     double& dw, double& db) {
+  dw += rstd * sums[2 * (n * C + c) + 1];
+  db += sums[2 * (n * C + c)];
+}
+
+// Channel c's dweight and dbias, its samples in order.
 FT_HD inline void group_param_grads(const GnBackwardArgs& a, const double* sums, int64_t c) {
   const GnShape& s = a.shape;
+  const int64_t g = c / s.per_group_channels();
   double dw = 0, db = 0;
-  for (int64_t n = 0; n < s.n; ++n) {
-    dw += a.rstd.get(n * s.groups + c / s.per_group_channels(), 0.0) * sums[2 * (n * s.c + c) + 1];
-    db += sums[2 * (n * s.c + c)];
-  }
+  for (int64_t n = 0; n < s.n; ++n) add_param_terms(sums, s.c, n, c, a.rstd.get(n * s.groups + g, 0.0), dw, db);
   a.dweight.set(c, dw);
   a.dbias.set(c, db);
 }
