@@ -255,18 +255,26 @@ void gn_forward_typed(const GnForwardArgs& a) {
   gf.update_running();
 }
 
+// A channel vector read once into doubles: get(c, absent) as ChannelArray's, without a dtype
+// switch per call (the backward's coefficients read the weight twice per channel and sample).
+struct ChannelValues {
+  std::vector<double> v;
+  ChannelValues(const ChannelArray& a, int64_t n, double absent) : v(n) { a.get_run(0, n, v.data(), absent); }
+  double get(int64_t c, double) const { return v[c]; }
+};
+
 // Backward of group k from its channels' sums of dy and dy * (x - mean) (sums[0..cg)): keeps
 // them for dweight / dbias (Note [group sums]) and calls set(c, coefficients) per channel.
 template <class T, class Set>
-void group_grad(const GnBackwardArgs& a, int64_t k, const GradSums* sums, std::vector<double>& kept,
-                Set&& set) {
+void group_grad(const GnBackwardArgs& a, const ChannelValues& weight, int64_t k, const GradSums* sums,
+                std::vector<double>& kept, Set&& set) {
   const GnShape& g = a.shape;
   const int64_t cg = g.per_group_channels(), first = k / g.groups * g.c + k % g.groups * cg;
   for (int64_t i = 0; i < cg; ++i) {
     kept[2 * (first + i)] = sums[i].dy;
     kept[2 * (first + i) + 1] = sums[i].dy_xc;
   }
-  math::group_grad_coeffs<T>(a, kept.data(), k, [&](int64_t i, const auto& co) { set(i % g.c, co); });
+  math::group_grad_coeffs<T>(a, weight, kept.data(), k, [&](int64_t i, const auto& co) { set(i % g.c, co); });
 }
 
 using ChannelSums = std::vector<GradSums>;  // a group's, one per channel
@@ -328,7 +336,7 @@ void short_channel_grad_sums(const S* dy, const S* x, int64_t hw, int64_t c0, in
 }
 
 template <class S>
-void gn_backward_short(const GnBackwardArgs& a, std::vector<double>& kept) {
+void gn_backward_short(const GnBackwardArgs& a, const ChannelValues& weight, std::vector<double>& kept) {
   using T = Cmp<S>;
   const GnShape& g = a.shape;
   const S* dy = static_cast<const S*>(a.dy);
@@ -346,7 +354,7 @@ void gn_backward_short(const GnBackwardArgs& a, std::vector<double>& kept) {
         std::fill_n(&means[(k - k0) * cg], cg, math::split_mean<T>(a.mean.get(k)));
       short_channel_grad_sums(dy, x, HW, k0 * cg, k1 * cg, means.data(), kept.data());
       for (int64_t k = k0; k < k1; ++k)
-        math::group_grad_coeffs<T>(a, kept.data(), k, [&](int64_t c, const auto& k_co) { co[c - k0 * cg] = k_co; });
+        math::group_grad_coeffs<T>(a, weight, kept.data(), k, [&](int64_t c, const auto& k_co) { co[c - k0 * cg] = k_co; });
       for (int64_t c = k0 * cg; c < k1 * cg; ++c)
         run_grad_input(dy + c * HW, x + c * HW, dx + c * HW, HW, co[c - k0 * cg]);
     }
@@ -380,8 +388,9 @@ void gn_backward_typed(const GnBackwardArgs& a) {
   S* dx = static_cast<S*>(a.dx);
   const int64_t N = g.n, C = g.c, G = g.groups, cg = g.per_group_channels(), HW = g.hw;
   std::vector<double> kept(2 * N * C);
+  const ChannelValues weight(a.weight, C, 1.0);
   if (short_channels(g, lanes<S>(), 2 * sizeof(S))) {
-    gn_backward_short<S>(a, kept);
+    gn_backward_short<S>(a, weight, kept);
   } else if (!g.channels_last || HW == 1) {
     const BnShape stat{1, N * G, g.per_group()}, norm{1, N * C, HW};
     std::vector<math::NormGradCoeffs<T>> co(N * C);
@@ -396,7 +405,7 @@ void gn_backward_typed(const GnBackwardArgs& a) {
           return out;
         },
         [&](int64_t k, const ChannelSums& sums) {
-          group_grad<T>(a, k, sums.data(), kept, [&](int64_t c, const auto& k_co) { co[k / G * C + c] = k_co; });
+          group_grad<T>(a, weight, k, sums.data(), kept, [&](int64_t c, const auto& k_co) { co[k / G * C + c] = k_co; });
         },
         [&](int64_t k, int64_t j0, int64_t j1) {
           for_group_channels(k * cg, HW, j0, j1, [&](int64_t c, int64_t lo, int64_t hi) {
@@ -418,7 +427,7 @@ void gn_backward_typed(const GnBackwardArgs& a) {
         },
         [&](int64_t n, const GradSums* sums) {
           for (int64_t gi = 0; gi < G; ++gi)
-            group_grad<T>(a, n * G + gi, sums + gi * cg, kept,
+            group_grad<T>(a, weight, n * G + gi, sums + gi * cg, kept,
                               [&](int64_t c, const auto& k_co) { co[n].set_grad(c, k_co); });
         },
         [&](int64_t n, int64_t r0, int64_t r1, bool hot) {

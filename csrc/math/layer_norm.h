@@ -67,15 +67,17 @@ FT_HD inline void instance_running_update(const GnForwardArgs& a, const double* 
 }
 
 // Group k's sums of g = weight * dy from its channels' (Note [norm grad]), then set(i, coeffs)
-// for each of its channels i = n * C + c.
-template <class T, class Set>
-FT_HD void group_grad_coeffs(const GnBackwardArgs& a, const double* sums, int64_t k, Set&& set) {
+// for each of its channels i = n * C + c. weight: a.weight, or its values read beforehand
+// (weight.get(c, 1.0), as ChannelArray's).
+template <class T, class Weight, class Set>
+FT_HD void group_grad_coeffs(const GnBackwardArgs& a, const Weight& weight, const double* sums, int64_t k,
+                             Set&& set) {
   const GnShape& s = a.shape;
   const int64_t n = k / s.groups, c0 = k % s.groups * s.per_group_channels();
   const int64_t c1 = c0 + s.per_group_channels();
   double sum_g = 0, sum_gxc = 0;
   for (int64_t c = c0; c < c1; ++c) {
-    const double w = a.weight.get(c, 1.0);
+    const double w = weight.get(c, 1.0);
     sum_g += w * sums[2 * (n * s.c + c)];
     sum_gxc += w * sums[2 * (n * s.c + c) + 1];
   }
@@ -83,9 +85,13 @@ FT_HD void group_grad_coeffs(const GnBackwardArgs& a, const double* sums, int64_
   // The group's terms once; only dy_scale = weight * rstd differs between its channels.
   NormGradCoeffs<T> co = norm_grad_coeffs<T>(double(s.per_group()), sum_g, sum_gxc, mean, rstd, 1.0);
   for (int64_t c = c0; c < c1; ++c) {
-    co.dy_scale = T(a.weight.get(c, 1.0) * rstd);
+    co.dy_scale = T(weight.get(c, 1.0) * rstd);
     set(n * s.c + c, co);
   }
+}
+template <class T, class Set>
+FT_HD void group_grad_coeffs(const GnBackwardArgs& a, const double* sums, int64_t k, Set&& set) {
+  group_grad_coeffs<T>(a, a.weight, sums, k, static_cast<Set&&>(set));
 }
 
 // Sample n's terms of channel c's dweight = sum over samples of rstd * sum dy * (x - mean) and
