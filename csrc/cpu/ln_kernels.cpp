@@ -164,18 +164,25 @@ void for_group_channels(int64_t first, int64_t hw, int64_t j0, int64_t j1, F&& f
     f(first + i, std::max(j0, i * hw) - i * hw, std::min(j1, (i + 1) * hw) - i * hw);
 }
 
+// A channel vector read once into doubles: get(c, absent) as ChannelArray's, without a dtype
+// switch per channel and sample (5% of a channels-last group norm forward; the backward's
+// coefficients read the weight twice per channel and sample).
+struct ChannelValues {
+  std::vector<double> v;
+  ChannelValues(const ChannelArray& a, int64_t n, double absent) : v(n) { a.get_run(0, n, v.data(), absent); }
+  double get(int64_t c, double) const { return v[c]; }
+};
+
 // Forward bookkeeping of one group k = n * G + g: its mean and rstd (from its statistics, or
 // instance norm's running statistics), saved; instance statistics kept for the running update.
 struct GroupForward {
   const GnForwardArgs& a;
   std::vector<double> inst;  // use_input_stats with running stats: Note [group sums]
-  std::vector<double> weight, bias;  // read once: a dtype switch per channel and sample was 5%
+  const ChannelValues weight, bias;
 
   explicit GroupForward(const GnForwardArgs& args)
-      : a(args), weight(args.shape.c), bias(args.shape.c) {
+      : a(args), weight(args.weight, args.shape.c, 1.0), bias(args.bias, args.shape.c, 0.0) {
     if (a.use_input_stats && a.running_mean.present()) inst.resize(2 * a.shape.n * a.shape.groups);
-    a.weight.get_run(0, a.shape.c, weight.data(), 1.0);
-    a.bias.get_run(0, a.shape.c, bias.data(), 0.0);
   }
   // Calls set(c, coefficients) for each channel c of the group.
   template <class T, class Set>
@@ -198,7 +205,7 @@ struct GroupForward {
     a.rstd.set(k, rstd);
     const int64_t cg = g.per_group_channels(), c0 = (k % g.groups) * cg;
     for (int64_t c = c0; c < c0 + cg; ++c)
-      set(c, math::bn_forward_coeffs<T>(mean, rstd, weight[c], bias[c]));
+      set(c, math::bn_forward_coeffs<T>(mean, rstd, weight.v[c], bias.v[c]));
   }
   // Instance norm's running statistics (Note [group sums]).
   void update_running() const {
@@ -254,14 +261,6 @@ void gn_forward_typed(const GnForwardArgs& a) {
   }
   gf.update_running();
 }
-
-// A channel vector read once into doubles: get(c, absent) as ChannelArray's, without a dtype
-// switch per call (the backward's coefficients read the weight twice per channel and sample).
-struct ChannelValues {
-  std::vector<double> v;
-  ChannelValues(const ChannelArray& a, int64_t n, double absent) : v(n) { a.get_run(0, n, v.data(), absent); }
-  double get(int64_t c, double) const { return v[c]; }
-};
 
 // Backward of group k from its channels' sums of dy and dy * (x - mean) (sums[0..cg)): keeps
 // them for dweight / dbias (Note [group sums]) and calls set(c, coefficients) per channel.
