@@ -220,8 +220,9 @@ struct GroupForward {
 // group fits kHotBytes, tasks take whole groups, a chunk of kShortChunkValues values at a time:
 // the sums of a vector's worth of channels reduce together (Note [transposed lane sums]) into
 // the saved sums, each channel's last vector overlapping (Note [overlapping last vector]), then
-// the chunk's coefficients, then its dx while the chunk is in cache. A channel's sums are its
-// own, whichever chunk or task it falls in, so results stay the same for any thread count.
+// the chunk's coefficients, then its dx while the chunk is in cache. The forward over groups of
+// few values takes chunks the same way (gn_forward_short). A channel's sums are its own,
+// whichever chunk or task it falls in, so results stay the same for any thread count.
 constexpr int64_t kShortChunkValues = 1 << 14;
 
 bool short_channels(const GnShape& g, int64_t lanes, int64_t bytes_per_value) {
@@ -229,12 +230,11 @@ bool short_channels(const GnShape& g, int64_t lanes, int64_t bytes_per_value) {
          planar_pieces(g.per_group(), bytes_per_value) == 1;
 }
 
-// Two sums per channel c of [c0, c1) into sums[2 (c - c0)] and sums[2 (c - c0) + 1] (Note [short
-// channels]):
-// add(c, i, keep, a, b) adds the terms of values i .. i + W of channel c, each through keep, to
-// the vectors a and b. The sums of a vector's worth of channels reduce together (Note
-// [transposed lane sums]); a channel's last vector overlaps the one before it, keep zeroing the
-// lanes already counted.
+// Two sums per channel c of [c0, c1) into sums[2 (c - c0)] and sums[2 (c - c0) + 1] (Note
+// [short channels]): add(c, i, keep, a, b) adds the terms of values i .. i + W of channel c, each
+// through keep, to the vectors a and b. The sums of a vector's worth of channels reduce together
+// (Note [transposed lane sums]); a channel's last vector overlaps the one before it, keep zeroing
+// the lanes already counted.
 template <class S, class Add>
 void short_channel_sums(int64_t hw, int64_t c0, int64_t c1, Add&& add, double* sums) {
   using V = VecOf<S>;
