@@ -429,10 +429,8 @@ void param_grads(const GnBackwardArgs& a, const double* sums) {
       const double rstd = a.rstd.get(n * g.groups + gi, 0.0);
       for (int64_t c = gi * cg; c < (gi + 1) * cg; ++c) math::add_param_terms(sums, g.c, n, c, rstd, dw[c], db[c]);
     }
-  for (int64_t c = 0; c < g.c; ++c) {
-    a.dweight.set(c, dw[c]);
-    a.dbias.set(c, db[c]);
-  }
+  a.dweight.set_run(0, g.c, dw.data());
+  a.dbias.set_run(0, g.c, db.data());
 }
 
 template <class S>
