@@ -100,12 +100,7 @@ void forward_typed(const BnForwardArgs& a) {
       },
       [&](int64_t, const Stats* st) {
         each_run(C, [&](int64_t c0, int64_t n) {
-          forward_channels<T>(a, c0, n, st + c0, [&](int64_t c, const auto& co) {
-            k.hi[c] = co.mean.hi;
-            k.lo[c] = co.mean.lo;
-            k.a[c] = co.scale;
-            k.b[c] = co.bias;
-          });
+          forward_channels<T>(a, c0, n, st + c0, [&](int64_t c, const auto& co) { k.set_forward(c, co); });
         });
       },
       [&](int64_t, int64_t r0, int64_t r1, bool hot) { rows_normalize(x, y, C, r0, r1, hot, k); });
@@ -168,11 +163,7 @@ void backward_typed(const BnBackwardArgs& a) {
     return;
   }
   ChannelCoeffs<T> k(C);  // a: mean_dy, b: proj, d: scale
-  for (int64_t c = 0; c < C; ++c) {
-    const auto m = math::split_mean<T>(a.save_mean.get(c));
-    k.hi[c] = m.hi;
-    k.lo[c] = m.lo;
-  }
+  for (int64_t c = 0; c < C; ++c) k.set_mean(c, math::split_mean<T>(a.save_mean.get(c)));
   rows_driver<GradSums>(
       1, s.outer, C,
       [&](int64_t, int64_t r0, int64_t r1, bool hot, GradSums* out) {

@@ -352,12 +352,7 @@ void gn_forward_typed(const GnForwardArgs& a) {
         [&](int64_t n, const Stats* st) {
           for (int64_t gi = 0; gi < G; ++gi) {
             const Stats group = math::merge_all(st + gi * cg, cg);
-            gf.finish<T>(n * G + gi, group, [&](int64_t c, const auto& k_co) {
-              co[n].hi[c] = k_co.mean.hi;
-              co[n].lo[c] = k_co.mean.lo;
-              co[n].a[c] = k_co.scale;
-              co[n].b[c] = k_co.bias;
-            });
+            gf.finish<T>(n * G + gi, group, [&](int64_t c, const auto& k_co) { co[n].set_forward(c, k_co); });
           }
         },
         [&](int64_t n, int64_t r0, int64_t r1, bool hot) {
@@ -469,11 +464,7 @@ void gn_backward_typed(const GnBackwardArgs& a) {
   } else {
     std::vector<ChannelCoeffs<T>> co(N, ChannelCoeffs<T>(C));  // hi, lo: the group's mean
     for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < C; ++c) {
-        const auto m = math::split_mean<T>(a.mean.get(n * G + c / cg));
-        co[n].hi[c] = m.hi;
-        co[n].lo[c] = m.lo;
-      }
+      for (int64_t c = 0; c < C; ++c) co[n].set_mean(c, math::split_mean<T>(a.mean.get(n * G + c / cg)));
     rows_driver<GradSums>(
         N, HW, C,
         [&](int64_t n, int64_t r0, int64_t r1, bool hot, GradSums* out) {

@@ -450,15 +450,23 @@ void rows_grad_sums(const S* dy, const S* x, int64_t C, int64_t r0, int64_t r1, 
 }
 
 // Per-channel coefficient vectors for the rows layout, so a SIMD vector of channels loads them:
-// the split mean (hi, lo) and the three values of a coefficient struct (a, b, d).
+// the split mean (hi, lo) and the two or three values of a coefficient struct (a, b, d).
 template <class T>
 struct ChannelCoeffs {
   std::vector<T> hi, lo, a, b, d;
   explicit ChannelCoeffs(int64_t C) : hi(C), lo(C), a(C), b(C), d(C) {}
+  void set_mean(int64_t c, const math::SplitMean<T>& m) {
+    hi[c] = m.hi;
+    lo[c] = m.lo;
+  }
+  void set_forward(int64_t c, const math::BnForwardCoeffs<T>& co) {  // a: scale, b: bias
+    set_mean(c, co.mean);
+    a[c] = co.scale;
+    b[c] = co.bias;
+  }
   template <class Co>
   void set_grad(int64_t c, const Co& co) {  // Bn/NormGradCoeffs: mean and three values
-    hi[c] = co.mean.hi;
-    lo[c] = co.mean.lo;
+    set_mean(c, co.mean);
     std::tie(a[c], b[c], d[c]) = values(co);
   }
   static auto values(const math::BnBackwardCoeffs<T>& co) { return std::tuple{co.mean_dy, co.proj, co.scale}; }
